@@ -1,0 +1,44 @@
+//! The `sluice` binary: every command a user runs. Owns argument parsing, logging setup and
+//! human-readable output; the work itself lives in the library crates (`sluice-log`, ...).
+//! Must not contain storage or protocol logic of its own.
+
+mod bench;
+mod size;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: a Kafka-compatible streaming platform.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure Sluice against this machine and other brokers.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(command) => bench::run(command),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,793 @@
+//! One partition's log: an ordered set of segments, of which the last is active.
+//!
+//! Concurrency: all mutable state sits behind one mutex per partition, never a global one.
+//! Appends hold it for validation-free work only (offset assignment, one `pwrite`, index
+//! update); CRC checks run before it is taken. Reads hold it just long enough to pick a
+//! segment, look up its index and take a reference to its file, then scan and return file
+//! regions without it. The lock is never held across a sync.
+//!
+//! Offsets: `log_start_offset <= high_watermark <= log_end_offset`. On a single node the
+//! high watermark equals the log end offset; replication will move it separately.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use sluice_record::{
+    Batches, RecordBatch, TimestampType, set_base_offset, set_log_append_time,
+    set_partition_leader_epoch,
+};
+
+use crate::clock::Clock;
+use crate::file_cache::FileCache;
+use crate::flush::{Durability, DurableWait, Flusher};
+use crate::index::{batch_start_at_or_before, offset_for_timestamp, position_for_offset};
+use crate::recovery::{self, LoadedLog};
+use crate::scan::{ScanStep, SegmentScanner};
+use crate::segment::{SCAN_WINDOW, Segment, SegmentFiles};
+use crate::{FlushPolicy, LogConfig, LogError, Result, TopicPartition};
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record.
+    pub first_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// The broker's time when `message.timestamp.type=LogAppendTime`, else -1.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+    pub batches: usize,
+    pub bytes: usize,
+}
+
+/// A byte range of a segment file holding whole batches: ready for `sendfile`, or to be
+/// copied with [`FileRegion::read_to_vec`]. Holding it keeps the file open even if retention
+/// deletes the segment meanwhile.
+#[derive(Debug, Clone)]
+pub struct FileRegion {
+    file: Arc<File>,
+    position: u64,
+    len: u64,
+}
+
+impl FileRegion {
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The copying path: reads the region into memory.
+    pub fn read_to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.len as usize];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(buf)
+    }
+}
+
+/// The answer to a read, with the offsets a fetch response reports.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole batches starting with the one that holds the requested offset; `None` when the
+    /// requested offset is the log end.
+    pub region: Option<FileRegion>,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+}
+
+/// The first record at or after a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// Offsets and size of a log at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOffsets {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+    /// Everything below this offset is on stable storage.
+    pub recovery_point: i64,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+/// What a sync round must do for a log, taken under its lock and run without it.
+#[derive(Debug)]
+pub(crate) struct PreparedSync {
+    next_offset: i64,
+    pub files: Vec<Arc<File>>,
+    dir: Option<PathBuf>,
+}
+
+impl PreparedSync {
+    pub fn sync_files(&self) -> io::Result<()> {
+        for file in &self.files {
+            file.sync_data()?;
+        }
+        if let Some(dir) = &self.dir {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct LogInner {
+    pub config: LogConfig,
+    pub segments: BTreeMap<i64, Segment>,
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+    /// Files of sealed segments not yet covered by a sync.
+    unsynced: Vec<Arc<File>>,
+    /// A segment file was created or removed since the directory was last synced.
+    dir_dirty: bool,
+}
+
+impl LogInner {
+    fn active(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+}
+
+/// A partition's log. Shared as `Arc<Log>`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Log {
+    tp: TopicPartition,
+    dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    cache: Arc<FileCache>,
+    flusher: Arc<Flusher>,
+    inner: Mutex<LogInner>,
+    durability: Durability,
+    offline: OnceLock<String>,
+    deleted: AtomicBool,
+    log_end_offset: AtomicI64,
+}
+
+/// Upper bound on memory used to decompress one batch when searching by timestamp.
+fn decompression_limit(config: &LogConfig) -> usize {
+    (config.max_message_bytes as usize)
+        .saturating_mul(16)
+        .max(64 << 20)
+}
+
+impl Log {
+    /// Opens (recovering if needed) or creates the log in `dir`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open(
+        tp: TopicPartition,
+        dir: PathBuf,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        cache: Arc<FileCache>,
+        flusher: Arc<Flusher>,
+        clean_shutdown: bool,
+        recovery_point: Option<i64>,
+        log_start_offset: Option<i64>,
+    ) -> Result<Log> {
+        config.validate()?;
+        std::fs::create_dir_all(&dir)?;
+        let now = clock.now_ms();
+        let LoadedLog {
+            mut segments,
+            next_offset,
+        } = recovery::load(
+            &tp,
+            &dir,
+            &config,
+            &cache,
+            now,
+            clean_shutdown,
+            recovery_point.unwrap_or(0),
+        )?;
+        if segments.is_empty() {
+            let base = log_start_offset.unwrap_or(0).max(0);
+            let files = SegmentFiles::new(&dir, base, cache.clone());
+            segments.insert(
+                base,
+                Segment::create(files, now, config.index_interval_bytes)?,
+            );
+        }
+        let first_base = *segments.keys().next().expect("at least one segment");
+        let next_offset = next_offset.max(first_base);
+        let log_start_offset = log_start_offset
+            .unwrap_or(first_base)
+            .clamp(first_base, next_offset);
+        let flushed = if clean_shutdown {
+            next_offset
+        } else {
+            recovery_point.unwrap_or(0).min(next_offset)
+        };
+        Ok(Log {
+            tp,
+            dir,
+            clock,
+            cache,
+            flusher,
+            inner: Mutex::new(LogInner {
+                config,
+                segments,
+                next_offset,
+                log_start_offset,
+                unsynced: Vec::new(),
+                dir_dirty: true,
+            }),
+            durability: Durability::new(flushed),
+            offline: OnceLock::new(),
+            deleted: AtomicBool::new(false),
+            log_end_offset: AtomicI64::new(next_offset),
+        })
+    }
+
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn durability(&self) -> &Durability {
+        &self.durability
+    }
+
+    /// Fails if the log was deleted or went offline.
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        if self.deleted.load(Ordering::SeqCst) {
+            return Err(LogError::Deleted);
+        }
+        if let Some(reason) = self.offline.get() {
+            return Err(LogError::Offline(reason.clone()));
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, LogInner>> {
+        self.check_usable()?;
+        Ok(self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .config
+            .clone()
+    }
+
+    /// Replaces the configuration; applies from the next append or retention pass.
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        self.lock()?.config = config;
+        Ok(())
+    }
+
+    /// The offset the next appended record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset.load(Ordering::SeqCst)
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        LogOffsets {
+            log_start_offset: inner.log_start_offset,
+            high_watermark: inner.next_offset,
+            log_end_offset: inner.next_offset,
+            recovery_point: self.durability.flushed(),
+            size_bytes: inner.size_bytes(),
+            segments: inner.segments.len(),
+        }
+    }
+
+    /// Appends a record set (one or more v2 batches, as a producer sends it). Batches are
+    /// validated (structure, CRC, one offset per record, `max.message.bytes`) before anything
+    /// is written; then offsets are assigned, `leader_epoch` stamped and the bytes written in
+    /// one call. On any error nothing of the record set is in the log.
+    pub fn append(&self, records: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
+        let mut batch_count = 0usize;
+        let mut offset_count = 0i64;
+        let mut largest = 0usize;
+        for batch in Batches::new(records) {
+            let batch = batch?;
+            batch.validate_from_producer()?;
+            batch_count += 1;
+            offset_count += i64::from(batch.last_offset_delta()) + 1;
+            largest = largest.max(batch.size());
+        }
+        if batch_count == 0 {
+            return Err(LogError::EmptyRecordSet);
+        }
+
+        let mut inner = self.lock()?;
+        let max = inner.config.max_message_bytes;
+        if largest > max as usize {
+            return Err(LogError::BatchTooLarge { size: largest, max });
+        }
+        let now = self.clock.now_ms();
+        let first_offset = inner.next_offset;
+        self.maybe_roll(
+            &mut inner,
+            records.len(),
+            first_offset + offset_count - 1,
+            now,
+        )?;
+
+        let log_append_time = inner.config.timestamp_type == TimestampType::LogAppendTime;
+        let mut position = 0usize;
+        let mut next = first_offset;
+        while position < records.len() {
+            let batch = RecordBatch::parse(&records[position..])?;
+            let (size, count) = (batch.size(), i64::from(batch.last_offset_delta()) + 1);
+            let bytes = &mut records[position..position + size];
+            set_base_offset(bytes, next);
+            set_partition_leader_epoch(bytes, leader_epoch);
+            if log_append_time {
+                set_log_append_time(bytes, now);
+            }
+            next += count;
+            position += size;
+        }
+
+        let active = inner.active();
+        if active.size == 0 {
+            active.roll_start_ms = now;
+        }
+        if let Err(failure) = active.append(records) {
+            if !failure.rolled_back {
+                self.go_offline(failure.error.to_string());
+            }
+            return Err(LogError::Io(failure.error));
+        }
+        inner.next_offset = next;
+        self.log_end_offset.store(next, Ordering::SeqCst);
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: next - 1,
+            log_append_time: if log_append_time { now } else { -1 },
+            log_start_offset: inner.log_start_offset,
+            batches: batch_count,
+            bytes: records.len(),
+        })
+    }
+
+    fn go_offline(&self, reason: String) {
+        tracing::error!(partition = %self.tp, %reason, "log going offline");
+        let _ = self.offline.set(reason);
+        self.durability.wake_all();
+    }
+
+    fn maybe_roll(
+        &self,
+        inner: &mut LogInner,
+        incoming_bytes: usize,
+        last_offset: i64,
+        now: i64,
+    ) -> Result<()> {
+        let config = &inner.config;
+        let (max_offsets, max_times) = (
+            config.max_offset_index_entries(),
+            config.max_time_index_entries(),
+        );
+        let (segment_bytes, segment_ms) = (u64::from(config.segment_bytes), config.segment_ms);
+        let active = inner.active();
+        if active.size == 0 {
+            return Ok(());
+        }
+        let index = &active.active.as_ref().expect("active segment").index;
+        let reason = if active.size + incoming_bytes as u64 > segment_bytes {
+            "size"
+        } else if now - active.roll_start_ms >= segment_ms {
+            "age"
+        } else if index.is_full(max_offsets, max_times) {
+            "index full"
+        } else if last_offset - active.base_offset() > i64::from(i32::MAX) {
+            "offset range"
+        } else {
+            return Ok(());
+        };
+        tracing::debug!(partition = %self.tp, reason, "rolling segment");
+        self.roll(inner, now)
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset. On failure the
+    /// old segment stays active and untouched.
+    fn roll(&self, inner: &mut LogInner, now: i64) -> Result<()> {
+        let base = inner.next_offset;
+        let files = SegmentFiles::new(&self.dir, base, self.cache.clone());
+        let segment = Segment::create(files, now, inner.config.index_interval_bytes)?;
+        let sealed = inner.active().seal();
+        inner.unsynced.extend(sealed);
+        inner.segments.insert(base, segment);
+        inner.dir_dirty = true;
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
+    /// but always at least one batch, and never past the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        let mut segment_key = offset;
+        loop {
+            let (plan, mut result) = {
+                let inner = self.lock()?;
+                let result = ReadResult {
+                    region: None,
+                    log_start_offset: inner.log_start_offset,
+                    high_watermark: inner.next_offset,
+                    log_end_offset: inner.next_offset,
+                };
+                if offset < inner.log_start_offset || offset > inner.next_offset {
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: offset,
+                        log_start_offset: inner.log_start_offset,
+                        log_end_offset: inner.next_offset,
+                    });
+                }
+                if offset == inner.next_offset {
+                    return Ok(result);
+                }
+                let Some((&base, segment)) = inner
+                    .segments
+                    .range(..=segment_key)
+                    .next_back()
+                    .or_else(|| inner.segments.iter().next())
+                else {
+                    return Ok(result);
+                };
+                let view = segment
+                    .open_for_read(inner.config.index_interval_bytes)
+                    .map_err(LogError::Io)?;
+                let relative = (offset - base).clamp(0, i64::from(u32::MAX)) as u32;
+                let start_hint = u64::from(position_for_offset(view.offsets(), relative));
+                let end_hint =
+                    batch_start_at_or_before(view.offsets(), start_hint + max_bytes as u64);
+                let next_segment = inner.segments.range(base + 1..).next().map(|(k, _)| *k);
+                let plan = ReadPlan {
+                    file: view.file().clone(),
+                    size: segment.size,
+                    start_hint,
+                    end_hint: end_hint.map(u64::from),
+                    next_segment,
+                };
+                (plan, result)
+            };
+            match plan.scan(offset, max_bytes).map_err(LogError::Io)? {
+                Some(region) => {
+                    result.region = Some(region);
+                    return Ok(result);
+                }
+                // The offset lies in a gap left by compaction: continue in the next segment.
+                None => match plan.next_segment {
+                    Some(next) => segment_key = next,
+                    None => return Ok(result),
+                },
+            }
+        }
+    }
+
+    /// The first record whose timestamp is at or after `timestamp` (Kafka's ListOffsets by
+    /// time), at or after the log start offset.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
+        let mut after_base: Option<i64> = None;
+        loop {
+            let (file, start, size, log_start, limit) = {
+                let inner = self.lock()?;
+                let log_start = inner.log_start_offset;
+                let first_key = inner
+                    .segments
+                    .range(..=log_start)
+                    .next_back()
+                    .map(|(k, _)| *k)
+                    .unwrap_or(log_start);
+                let from = after_base.map_or(first_key, |b| b + 1);
+                let Some((&base, segment)) = inner
+                    .segments
+                    .range(from..)
+                    .find(|(_, s)| s.max_timestamp >= timestamp)
+                else {
+                    return Ok(None);
+                };
+                after_base = Some(base);
+                let view = segment
+                    .open_for_read(inner.config.index_interval_bytes)
+                    .map_err(LogError::Io)?;
+                let start = offset_for_timestamp(view.times(), timestamp)
+                    .map_or(0, |relative| position_for_offset(view.offsets(), relative));
+                let limit = decompression_limit(&inner.config);
+                (
+                    view.file().clone(),
+                    u64::from(start),
+                    segment.size,
+                    log_start,
+                    limit,
+                )
+            };
+            let mut scanner = SegmentScanner::new(&file, start, size, SCAN_WINDOW);
+            loop {
+                match scanner.next_batch()? {
+                    ScanStep::Batch(info, bytes) => {
+                        if info.max_timestamp < timestamp || info.last_offset < log_start {
+                            continue;
+                        }
+                        let batch = RecordBatch::parse(bytes)?;
+                        let records = batch.records(limit)?;
+                        let found = records
+                            .iter()
+                            .find(|r| r.timestamp >= timestamp && r.offset >= log_start);
+                        if let Some(record) = found {
+                            return Ok(Some(TimestampOffset {
+                                offset: record.offset,
+                                timestamp: record.timestamp,
+                            }));
+                        }
+                    }
+                    ScanStep::End => break,
+                    ScanStep::Invalid { position, reason } => {
+                        return Err(corrupt(&self.tp, position, &reason));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies `retention.ms` and `retention.bytes`, and removes segments wholly below the
+    /// log start offset. Deletes whole segments only, oldest first, never the active one (an
+    /// expired active segment is rolled first).
+    pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        let now = self.clock.now_ms();
+        let mut inner = self.lock()?;
+        let retention_ms = inner.config.retention_ms;
+        let retention_bytes = inner.config.retention_bytes;
+        let expired = |segment: &Segment| {
+            retention_ms >= 0
+                && segment.max_timestamp >= 0
+                && now - segment.max_timestamp > retention_ms
+        };
+        let all_inactive_expired = inner.segments.values().rev().skip(1).all(&expired);
+        if all_inactive_expired {
+            let active = inner.active();
+            if active.size > 0 && expired(active) {
+                self.roll(&mut inner, now)?;
+            }
+        }
+        let mut remaining = inner.size_bytes();
+        let log_start = inner.log_start_offset;
+        let mut doomed = Vec::new();
+        let bases: Vec<i64> = inner.segments.keys().copied().collect();
+        for pair in bases.windows(2) {
+            let (base, next_base) = (pair[0], pair[1]);
+            let segment = &inner.segments[&base];
+            let below_start = next_base <= log_start;
+            let over_size = retention_bytes >= 0 && remaining > retention_bytes as u64;
+            if !(below_start || over_size || expired(segment)) {
+                break;
+            }
+            remaining -= segment.size;
+            doomed.push(base);
+        }
+        let mut report = RetentionReport::default();
+        for base in doomed {
+            report.bytes_deleted += self.delete_segment(&mut inner, base)?;
+            report.segments_deleted += 1;
+        }
+        Ok(report)
+    }
+
+    /// Removes an inactive segment; returns its size.
+    fn delete_segment(&self, inner: &mut LogInner, base: i64) -> Result<u64> {
+        let Some(segment) = inner.segments.remove(&base) else {
+            return Ok(0);
+        };
+        let first = *inner
+            .segments
+            .keys()
+            .next()
+            .expect("the active segment remains");
+        inner.log_start_offset = inner.log_start_offset.max(first);
+        inner.dir_dirty = true;
+        tracing::info!(
+            partition = %self.tp,
+            segment = base,
+            bytes = segment.size,
+            log_start_offset = inner.log_start_offset,
+            "deleted segment"
+        );
+        segment.files.delete()?;
+        Ok(segment.size)
+    }
+
+    /// Kafka's DeleteRecords: moves the log start offset to `offset` (at most the high
+    /// watermark) and deletes segments wholly below it. Returns the new log start offset.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64> {
+        let mut inner = self.lock()?;
+        if offset < 0 || offset > inner.next_offset {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: inner.log_start_offset,
+                log_end_offset: inner.next_offset,
+            });
+        }
+        if offset <= inner.log_start_offset {
+            return Ok(inner.log_start_offset);
+        }
+        inner.log_start_offset = offset;
+        let bases: Vec<i64> = inner.segments.keys().copied().collect();
+        for pair in bases.windows(2) {
+            if pair[1] > offset {
+                break;
+            }
+            self.delete_segment(&mut inner, pair[0])?;
+        }
+        Ok(inner.log_start_offset)
+    }
+
+    /// Waits until every offset below `next_offset` is durable. Under the interval policy
+    /// this returns at once (the operator chose to acknowledge before syncing).
+    pub fn wait_durable(self: &Arc<Self>, next_offset: i64) -> DurableWait {
+        if self.flusher.policy() == FlushPolicy::Interval {
+            return DurableWait::ready();
+        }
+        self.flusher
+            .stats
+            .durable_waits
+            .fetch_add(1, Ordering::Relaxed);
+        if self.durability.flushed() < next_offset && self.durability.claim_queue_slot() {
+            self.flusher.enqueue(self.clone());
+        }
+        DurableWait::new(self.clone(), next_offset)
+    }
+
+    /// Whether data below the log end is not yet known durable.
+    pub fn has_unflushed_data(&self) -> bool {
+        self.durability.flushed() < self.log_end_offset()
+    }
+
+    /// Takes what a sync must cover. Must be called after the queue slot was released.
+    pub(crate) fn prepare_sync(&self) -> Option<PreparedSync> {
+        let mut inner = self.lock().ok()?;
+        let mut files = std::mem::take(&mut inner.unsynced);
+        let active = inner.active();
+        files.push(active.active.as_ref().expect("active segment").file.clone());
+        let dir = std::mem::take(&mut inner.dir_dirty).then(|| self.dir.clone());
+        Some(PreparedSync {
+            next_offset: inner.next_offset,
+            files,
+            dir,
+        })
+    }
+
+    pub(crate) fn complete_sync(&self, prepared: &PreparedSync) {
+        self.durability.advance(prepared.next_offset);
+    }
+
+    pub(crate) fn fail_sync(&self, err: &io::Error) {
+        self.go_offline(format!("sync failed: {err}"));
+    }
+
+    /// Flushes everything now, on the calling thread.
+    pub fn flush(&self) -> Result<()> {
+        self.check_usable()?;
+        let Some(prepared) = self.prepare_sync() else {
+            return self.check_usable();
+        };
+        match prepared.sync_files() {
+            Ok(()) => {
+                self.complete_sync(&prepared);
+                Ok(())
+            }
+            Err(err) => {
+                self.fail_sync(&err);
+                Err(LogError::Io(err))
+            }
+        }
+    }
+
+    /// Clean close: writes the active segment's indexes and syncs everything.
+    pub(crate) fn close(&self) -> Result<()> {
+        let index_files = {
+            let mut inner = self.lock()?;
+            inner.active().persist_active_indexes()?
+        };
+        for file in index_files {
+            file.sync_data()?;
+        }
+        self.flush()
+    }
+
+    /// Marks the log deleted: later calls fail with [`LogError::Deleted`], waiters wake.
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::SeqCst);
+        self.durability.wake_all();
+    }
+}
+
+fn corrupt(tp: &TopicPartition, position: u64, reason: &str) -> LogError {
+    LogError::Io(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{tp}: corrupt batch at position {position}: {reason}"),
+    ))
+}
+
+/// What a read decided under the lock, to be carried out without it.
+struct ReadPlan {
+    file: Arc<File>,
+    size: u64,
+    start_hint: u64,
+    end_hint: Option<u64>,
+    next_segment: Option<i64>,
+}
+
+impl ReadPlan {
+    /// Finds the first batch ending at or after `offset`, then extends the region with
+    /// whole batches while it stays within `max_bytes` (the first batch always counts).
+    fn scan(&self, offset: i64, max_bytes: usize) -> io::Result<Option<FileRegion>> {
+        let mut scanner = SegmentScanner::new(&self.file, self.start_hint, self.size, SCAN_WINDOW);
+        let first = loop {
+            match scanner.next_header()? {
+                ScanStep::Batch(info, _) if info.last_offset >= offset => break info,
+                ScanStep::Batch(..) => {}
+                ScanStep::End => return Ok(None),
+                ScanStep::Invalid { position, reason } => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("corrupt batch at position {position}: {reason}"),
+                    ));
+                }
+            }
+        };
+        let limit = first.position + (max_bytes as u64).max(u64::from(first.size));
+        let mut end = first.end();
+        // Batches that end before an indexed batch start inside the limit all fit: skip
+        // scanning them.
+        if let Some(hint) = self.end_hint
+            && hint > end
+            && hint <= limit
+        {
+            end = hint;
+        }
+        let mut scanner = SegmentScanner::new(&self.file, end, self.size, SCAN_WINDOW);
+        while let ScanStep::Batch(info, _) = scanner.next_header()? {
+            if info.end() > limit {
+                break;
+            }
+            end = info.end();
+        }
+        Ok(Some(FileRegion {
+            file: self.file.clone(),
+            position: first.position,
+            len: end - first.position,
+        }))
+    }
+}
