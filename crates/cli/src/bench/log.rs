@@ -46,7 +46,7 @@ pub struct LogBenchArgs {
     #[arg(long, default_value_t = 16)]
     sync_threads: usize,
     /// Runs of the write() loop and of the no-fsync append, alternated; the median is shown.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     repeat: usize,
     /// Print one JSON object per measurement instead of a table.
     #[arg(long)]
