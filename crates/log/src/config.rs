@@ -160,7 +160,9 @@ pub struct ManagerConfig {
     /// disables it: syncfs also flushes unrelated files on a shared filesystem, and on the
     /// measured machine it was no faster than concurrent fdatasyncs (docs/BENCHMARKS.md).
     pub syncfs_threshold: usize,
-    /// Threads issuing fdatasyncs concurrently within one round (when syncfs is not used).
+    /// Sync worker threads: how many partitions can be fdatasynced at the same time. The disk
+    /// folds concurrent fdatasyncs into shared journal commits, so throughput grows with this
+    /// up to the number of partitions written with acks=all (docs/BENCHMARKS.md).
     pub sync_threads: usize,
     /// `log.retention.check.interval.ms`.
     pub retention_check_interval: Duration,
@@ -197,7 +199,7 @@ impl ManagerConfig {
             flush_policy: FlushPolicy::GroupCommit,
             flush_interval: Duration::from_secs(1),
             syncfs_threshold: 0,
-            sync_threads: 16,
+            sync_threads: 64,
             retention_check_interval: Duration::from_secs(300),
             checkpoint_interval: Duration::from_secs(60),
             max_open_segments: 4096,

@@ -2,27 +2,33 @@
 //!
 //! A producer that needs durability (acks=all) appends, then waits on
 //! [`Log::wait_durable`](crate::Log::wait_durable). The first waiter of a partition queues
-//! the partition with the [`Flusher`]; the flusher thread takes everything queued, syncs it in
-//! one round and releases every waiter whose batch the round covered. While a round's syncs
-//! run, new appends queue up for the next round, so under load one sync covers many batches.
+//! the partition with the [`Flusher`]; a sync worker takes it, issues one fdatasync and
+//! releases every waiter of that partition the sync covered. While it runs, new appends to
+//! the partition queue it again, so under load one sync covers many batches. Workers sync
+//! different partitions concurrently, and the filesystem folds concurrent fdatasyncs into
+//! shared journal commits; there is no round barrier between partitions.
 //!
-//! Correctness rests on one ordering: a partition's `queued` flag is cleared *before* its log
-//! end offset is read for a round. A writer whose append finished before that read is covered
-//! by the round; a writer whose append finished after it finds the flag clear and queues the
-//! partition again. Either way nobody waits for a round that will not come.
+//! Correctness rests on one ordering. A waiter registers itself, then tries to take the
+//! partition's `queued` slot (and queues the partition if it got it). A worker holds the slot
+//! from the moment it takes the partition until its sync is done, then releases it and
+//! looks for registered waiters that the sync did not cover; if there are any and it can
+//! take the slot back, it syncs again. A waiter that found the slot taken registered before
+//! the release, so the worker sees it; a waiter that came later takes the slot itself.
+//! Either way nobody waits for a sync that will not come, and one partition never has two
+//! syncs in flight.
 //!
-//! A round syncs its partitions with concurrent fdatasyncs (up to `sync_threads` at once), so
-//! that the filesystem folds them into one journal commit and one device flush. Optionally a
-//! round with many partitions issues a single `syncfs` on the data directory's filesystem
-//! instead; see `ManagerConfig::syncfs_threshold`.
+//! Optionally, when at least `syncfs_threshold` partitions are queued, a worker takes them all
+//! and issues a single `syncfs` on the data directory's filesystem instead (one journal commit
+//! and one device flush for all); see `ManagerConfig::syncfs_threshold`.
 //!
-//! A failed sync means the kernel may have dropped dirty pages: every log in the round goes
+//! A failed sync means the kernel may have dropped dirty pages: every log it covered goes
 //! offline and its waiters get an error. Nothing that might be lost is ever acknowledged.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
@@ -82,7 +88,9 @@ enum Wake {
 struct Waiter {
     id: u64,
     target: i64,
-    wake: Wake,
+    /// `None` until the wait is first polled: registration comes before the wait queues its
+    /// log, so that a sync worker finishing a round always sees it (see `Flusher::sync_one`).
+    wake: Option<Wake>,
 }
 
 /// Per-log durability state: what has been synced and who waits for more.
@@ -90,7 +98,8 @@ struct Waiter {
 pub(crate) struct Durability {
     /// Every offset below this is on stable storage.
     flushed: AtomicI64,
-    /// The log sits in the flusher's queue (or a round has taken it but not yet read its end).
+    /// The log is in the flusher's queue or being synced by a worker: at most one sync of a
+    /// log is in flight, so concurrent waiters coalesce into it.
     queued: AtomicBool,
     waiters: Mutex<Vec<Waiter>>,
 }
@@ -125,24 +134,34 @@ impl Durability {
         let flushed = self.flushed();
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         waiters.retain(|waiter| {
-            if waiter.target <= flushed {
-                wake(&waiter.wake);
-                false
-            } else {
-                true
+            if waiter.target > flushed {
+                return true;
             }
+            if let Some(how) = &waiter.wake {
+                wake(how);
+            }
+            false
         });
+    }
+
+    /// Whether somebody waits for an offset not yet durable.
+    pub fn has_pending_waiters(&self) -> bool {
+        let flushed = self.flushed();
+        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters.iter().any(|waiter| waiter.target > flushed)
     }
 
     /// Wakes every waiter, for them to observe an error state.
     pub fn wake_all(&self) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         for waiter in waiters.drain(..) {
-            wake(&waiter.wake);
+            if let Some(how) = &waiter.wake {
+                wake(how);
+            }
         }
     }
 
-    fn register(&self, id: u64, target: i64, wake_by: Wake) {
+    fn register(&self, id: u64, target: i64, wake_by: Option<Wake>) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         match waiters.iter_mut().find(|w| w.id == id) {
             Some(existing) => existing.wake = wake_by,
@@ -208,8 +227,11 @@ impl DurableWait {
             if let Some(result) = self.check() {
                 return result;
             }
-            log.durability()
-                .register(self.id, self.target, Wake::Thread(std::thread::current()));
+            log.durability().register(
+                self.id,
+                self.target,
+                Some(Wake::Thread(std::thread::current())),
+            );
             if let Some(result) = self.check() {
                 return result;
             }
@@ -229,7 +251,7 @@ impl Future for DurableWait {
             return Poll::Ready(result);
         }
         log.durability()
-            .register(self.id, self.target, Wake::Task(cx.waker().clone()));
+            .register(self.id, self.target, Some(Wake::Task(cx.waker().clone())));
         match self.check() {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
@@ -247,16 +269,16 @@ impl Drop for DurableWait {
 
 #[derive(Debug, Default)]
 struct Queue {
-    logs: Vec<Arc<Log>>,
+    logs: VecDeque<Arc<Log>>,
     stopped: bool,
 }
 
-/// Runs sync rounds: on demand for waiters (group commit) and for the periodic flush.
+/// Syncs queued logs on a pool of threads: for waiters (group commit) and for the periodic
+/// flush.
 #[derive(Debug)]
 pub(crate) struct Flusher {
     policy: FlushPolicy,
     syncfs_threshold: usize,
-    sync_threads: usize,
     /// An open handle on the data directory, the target of `syncfs`.
     data_dir: File,
     queue: Mutex<Queue>,
@@ -265,16 +287,10 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    pub fn new(
-        policy: FlushPolicy,
-        syncfs_threshold: usize,
-        sync_threads: usize,
-        data_dir: File,
-    ) -> Self {
+    pub fn new(policy: FlushPolicy, syncfs_threshold: usize, data_dir: File) -> Self {
         Flusher {
             policy,
             syncfs_threshold,
-            sync_threads,
             data_dir,
             queue: Mutex::default(),
             wake: Condvar::new(),
@@ -286,9 +302,11 @@ impl Flusher {
         self.policy
     }
 
+    /// Queues `log` for a sync unless it is queued already; the caller passes the result of
+    /// the log's `claim_queue_slot`, so a log is in the queue at most once.
     pub fn enqueue(&self, log: Arc<Log>) {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        queue.logs.push(log);
+        queue.logs.push_back(log);
         drop(queue);
         self.wake.notify_one();
     }
@@ -298,68 +316,58 @@ impl Flusher {
         self.wake.notify_all();
     }
 
-    /// The group-commit thread: one round per wake-up, covering everything queued.
-    pub fn run(&self) {
+    /// A sync worker. Workers take queued logs one at a time, so a slow fdatasync of one
+    /// partition never holds up another, and concurrent fdatasyncs share journal commits.
+    /// One fdatasync of a partition releases every waiter of that partition it covers.
+    pub fn run_worker(&self) {
         loop {
-            let logs = {
+            let logs: Vec<Arc<Log>> = {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 while queue.logs.is_empty() && !queue.stopped {
                     queue = self.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
                 }
-                std::mem::take(&mut queue.logs)
+                if queue.logs.is_empty() {
+                    return;
+                }
+                if self.syncfs_threshold > 0 && queue.logs.len() >= self.syncfs_threshold {
+                    queue.logs.drain(..).collect()
+                } else {
+                    queue.logs.pop_front().into_iter().collect()
+                }
             };
-            if logs.is_empty() {
-                // Stopped with nothing queued.
-                return;
-            }
             self.sync_round(&logs);
         }
     }
 
-    /// Syncs `logs` in one round and releases their waiters.
-    pub fn sync_round(&self, logs: &[Arc<Log>]) {
+    /// Queues every log that has unflushed data (the periodic flush).
+    pub fn flush_in_background(&self, logs: impl IntoIterator<Item = Arc<Log>>) {
+        for log in logs {
+            if log.has_unflushed_data() && log.durability().claim_queue_slot() {
+                self.enqueue(log);
+            }
+        }
+    }
+
+    /// Syncs `logs` now, on the calling thread, and releases their waiters.
+    fn sync_round(&self, logs: &[Arc<Log>]) {
         let started = Instant::now();
-        let use_syncfs = self.syncfs_threshold > 0 && logs.len() >= self.syncfs_threshold;
-        if use_syncfs {
-            let prepared: Vec<_> = logs
-                .iter()
-                .map(|log| {
-                    log.durability().release_queue_slot();
-                    log.prepare_sync()
-                })
-                .collect();
+        if logs.len() > 1 {
+            let prepared: Vec<_> = logs.iter().map(|log| log.prepare_sync()).collect();
             self.stats.syncfs_calls.fetch_add(1, Ordering::Relaxed);
-            match syncfs(&self.data_dir) {
-                Ok(()) => {
-                    for (log, prepared) in logs.iter().zip(prepared) {
-                        if let Some(prepared) = prepared {
-                            log.complete_sync(&prepared);
-                        }
-                    }
+            let result = syncfs(&self.data_dir);
+            for (log, prepared) in logs.iter().zip(prepared) {
+                match (&result, prepared) {
+                    (Ok(()), Some(prepared)) => log.complete_sync(&prepared),
+                    (Ok(()), None) => {}
+                    (Err(err), _) => log.fail_sync(err),
                 }
-                Err(err) => {
-                    for log in logs {
-                        log.fail_sync(&err);
-                    }
+                if self.release_or_keep(log) {
+                    self.enqueue(log.clone());
                 }
             }
         } else {
-            // Concurrent fdatasyncs let the filesystem share one journal commit among them.
-            let workers = logs.len().min(self.sync_threads).max(1);
-            let next = AtomicUsize::new(0);
-            let sync_next = || {
-                while let Some(log) = logs.get(next.fetch_add(1, Ordering::SeqCst)) {
-                    self.sync_one(log);
-                }
-            };
-            if workers == 1 {
-                sync_next();
-            } else {
-                std::thread::scope(|scope| {
-                    for _ in 0..workers {
-                        scope.spawn(sync_next);
-                    }
-                });
+            for log in logs {
+                self.sync_one(log);
             }
         }
         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
@@ -370,19 +378,34 @@ impl Flusher {
             .sync_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
-}
 
-impl Flusher {
+    /// Syncs one log, again and again while waiters arrived during the previous sync. The
+    /// caller holds the log's queue slot.
     fn sync_one(&self, log: &Log) {
-        log.durability().release_queue_slot();
-        if let Some(prepared) = log.prepare_sync() {
-            let files = prepared.files.len() as u64;
-            match prepared.sync_files() {
-                Ok(()) => log.complete_sync(&prepared),
-                Err(err) => log.fail_sync(&err),
+        loop {
+            if let Some(prepared) = log.prepare_sync() {
+                let files = prepared.files.len() as u64;
+                match prepared.sync_files() {
+                    Ok(()) => log.complete_sync(&prepared),
+                    Err(err) => log.fail_sync(&err),
+                }
+                self.stats.fdatasyncs.fetch_add(files, Ordering::Relaxed);
             }
-            self.stats.fdatasyncs.fetch_add(files, Ordering::Relaxed);
+            if !self.release_or_keep(log) {
+                return;
+            }
+            self.stats.rounds.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Gives up the log's queue slot after a sync, unless a waiter registered meanwhile still
+    /// needs a sync and the slot could be taken back: then returns true and the caller syncs
+    /// again. A waiter registers before it tries to take the slot, so after the release
+    /// either it took the slot itself or this check sees it.
+    fn release_or_keep(&self, log: &Log) -> bool {
+        let durability = log.durability();
+        durability.release_queue_slot();
+        durability.has_pending_waiters() && durability.claim_queue_slot()
     }
 }
 

@@ -663,10 +663,12 @@ impl Log {
             .stats
             .durable_waits
             .fetch_add(1, Ordering::Relaxed);
+        // Register before queueing: see the ordering argument in `flush.rs`.
+        let wait = DurableWait::new(self.clone(), next_offset);
         if self.durability.flushed() < next_offset && self.durability.claim_queue_slot() {
             self.flusher.enqueue(self.clone());
         }
-        DurableWait::new(self.clone(), next_offset)
+        wait
     }
 
     /// Whether data below the log end is not yet known durable.
@@ -674,7 +676,8 @@ impl Log {
         self.durability.flushed() < self.log_end_offset()
     }
 
-    /// Takes what a sync must cover. Must be called after the queue slot was released.
+    /// Takes what a sync must cover: the log end offset now, and the files holding data below
+    /// it that may not be synced yet.
     pub(crate) fn prepare_sync(&self) -> Option<PreparedSync> {
         let mut inner = self.lock().ok()?;
         let mut files = std::mem::take(&mut inner.unsynced);

@@ -25,9 +25,7 @@ use crate::checkpoint;
 use crate::clock::{Clock, SystemClock};
 use crate::file_cache::FileCache;
 use crate::flush::{FlushStatsSnapshot, Flusher};
-use crate::{
-    FlushPolicy, Log, LogConfig, LogError, ManagerConfig, Result, RetentionReport, TopicPartition,
-};
+use crate::{Log, LogConfig, LogError, ManagerConfig, Result, RetentionReport, TopicPartition};
 
 /// Name of the clean-shutdown marker, as Kafka names it.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
@@ -35,6 +33,8 @@ const LOCK_FILE: &str = ".lock";
 const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 const DELETE_SUFFIX: &str = "-delete";
+/// Sync workers only call into the kernel; a small stack keeps many of them cheap.
+const SYNC_WORKER_STACK: usize = 256 * 1024;
 
 #[derive(Debug)]
 struct Shared {
@@ -97,7 +97,6 @@ impl LogManager {
         let flusher = Arc::new(Flusher::new(
             config.flush_policy,
             config.syncfs_threshold,
-            config.sync_threads,
             File::open(dir)?,
         ));
         let cache = Arc::new(FileCache::new(config.max_open_segments));
@@ -138,9 +137,13 @@ impl LogManager {
             _dir_lock: dir_lock,
         });
         let mut threads = Vec::new();
-        if shared.config.flush_policy == FlushPolicy::GroupCommit {
+        for i in 0..shared.config.sync_threads.max(1) {
             let flusher = shared.flusher.clone();
-            threads.push(spawn("sluice-group-commit", move || flusher.run())?);
+            let worker = std::thread::Builder::new()
+                .name(format!("sluice-sync-{i}"))
+                .stack_size(SYNC_WORKER_STACK)
+                .spawn(move || flusher.run_worker())?;
+            threads.push(worker);
         }
         let background = shared.clone();
         threads.push(spawn("sluice-log-scheduler", move || {
@@ -252,7 +255,8 @@ impl LogManager {
         self.shared.enforce_retention()
     }
 
-    /// Syncs every log with unflushed data (the background thread runs it periodically).
+    /// Queues every log with unflushed data for the sync workers (the background thread
+    /// does this periodically).
     pub fn flush_all(&self) {
         self.shared.flush_all();
     }
@@ -330,14 +334,7 @@ impl Shared {
     }
 
     fn flush_all(&self) {
-        let dirty: Vec<_> = self
-            .logs()
-            .into_iter()
-            .filter(|log| log.has_unflushed_data())
-            .collect();
-        if !dirty.is_empty() {
-            self.flusher.sync_round(&dirty);
-        }
+        self.flusher.flush_in_background(self.logs());
     }
 
     fn enforce_retention(&self) -> RetentionReport {

@@ -42,8 +42,8 @@ pub struct LogBenchArgs {
     /// Group-commit rounds covering at least this many partitions use one syncfs (0: never).
     #[arg(long, default_value_t = 0)]
     syncfs_threshold: usize,
-    /// Threads issuing concurrent fdatasyncs in one round.
-    #[arg(long, default_value_t = 16)]
+    /// Sync worker threads (concurrent fdatasyncs).
+    #[arg(long, default_value_t = 64)]
     sync_threads: usize,
     /// Runs of the write() loop and of the no-fsync append, alternated; the median is shown.
     #[arg(long, default_value_t = 5)]
