@@ -3,6 +3,7 @@
 //! Must not contain storage or protocol logic of its own.
 
 mod bench;
+mod broker;
 mod size;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a single-node broker (Kafka protocol on TCP, data in a local directory).
+    Broker(broker::BrokerArgs),
     /// Measure Sluice against this machine and other brokers.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -26,6 +29,7 @@ fn main() {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Broker(args) => broker::run(&args),
         Command::Bench(command) => bench::run(command),
     };
     if let Err(err) = result {

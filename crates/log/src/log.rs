@@ -56,6 +56,15 @@ pub struct FileRegion {
 }
 
 impl FileRegion {
+    /// A region of `file`; the caller vouches that it holds whole batches.
+    pub fn new(file: Arc<File>, position: u64, len: u64) -> Self {
+        FileRegion {
+            file,
+            position,
+            len,
+        }
+    }
+
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -560,6 +569,39 @@ impl Log {
                 }
             }
         }
+    }
+
+    /// The batch holding the largest timestamp (Kafka's ListOffsets MAX_TIMESTAMP): its max
+    /// timestamp and last offset; the earliest such batch on ties.
+    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>> {
+        let inner = self.lock()?;
+        let mut best: Option<(&i64, &Segment)> = None;
+        for (base, segment) in &inner.segments {
+            if segment.max_timestamp >= 0
+                && best.is_none_or(|(_, b)| segment.max_timestamp > b.max_timestamp)
+            {
+                best = Some((base, segment));
+            }
+        }
+        let Some((&base, segment)) = best else {
+            return Ok(None);
+        };
+        let offset = match &segment.active {
+            Some(active) => active.index.offset_of_max_timestamp,
+            None => {
+                let view = segment
+                    .open_for_read(inner.config.index_interval_bytes)
+                    .map_err(LogError::Io)?;
+                match view.times().last() {
+                    Some(entry) => base + i64::from(entry.relative_offset),
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(TimestampOffset {
+            offset: offset.max(inner.log_start_offset),
+            timestamp: segment.max_timestamp,
+        }))
     }
 
     /// Applies `retention.ms` and `retention.bytes`, and removes segments wholly below the

@@ -441,7 +441,7 @@ fn discover_partitions(dir: &Path) -> Result<Vec<TopicPartition>> {
         }
         match TopicPartition::from_dir_name(name) {
             Some(tp) => partitions.push(tp),
-            None => tracing::warn!(dir = name, "ignoring directory that is not a partition"),
+            None => tracing::debug!(dir = name, "ignoring directory that is not a partition"),
         }
     }
     partitions.sort();

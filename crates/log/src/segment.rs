@@ -216,7 +216,7 @@ pub(crate) struct IndexBuilder {
     pub offsets: Vec<OffsetEntry>,
     pub times: Vec<TimeEntry>,
     pub max_timestamp: i64,
-    offset_of_max_timestamp: i64,
+    pub offset_of_max_timestamp: i64,
 }
 
 impl IndexBuilder {

@@ -1,0 +1,394 @@
+//! Broker configuration: Kafka property names, from a TOML file, `SLUICE_*` environment
+//! variables and command-line overrides (in increasing precedence).
+//!
+//! The TOML file may write a property flat (`"num.partitions" = 3`) or nested
+//! (`num.partitions = 3`, which TOML reads as a table); both mean `num.partitions`. Unknown
+//! properties are an error, so a typo never silently falls back to a default.
+//! Environment: `log.retention.ms` is read from `SLUICE_LOG_RETENTION_MS`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_log::{CleanupPolicy, FlushPolicy, LogConfig, ManagerConfig};
+use sluice_record::TimestampType;
+
+/// A configuration problem, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("unknown configuration property {0:?}")]
+    Unknown(String),
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Every property the broker understands, with its default. Kept in one table so that
+/// DescribeConfigs, the environment mapping and validation agree.
+pub const PROPERTIES: &[(&str, &str)] = &[
+    ("node.id", "1"),
+    ("listeners", "127.0.0.1:9092"),
+    ("advertised.listeners", ""),
+    ("log.dirs", "./data"),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("message.max.bytes", "1048588"),
+    ("socket.request.max.bytes", "104857600"),
+    ("socket.max.inflight.bytes", "134217728"),
+    ("fetch.zero.copy.enable", "true"),
+    ("log.retention.ms", "604800000"),
+    ("log.retention.bytes", "-1"),
+    ("log.segment.bytes", "1073741824"),
+    ("log.roll.ms", "604800000"),
+    ("log.index.size.max.bytes", "10485760"),
+    ("log.index.interval.bytes", "4096"),
+    ("log.cleanup.policy", "delete"),
+    ("log.message.timestamp.type", "CreateTime"),
+    ("log.retention.check.interval.ms", "300000"),
+    ("log.flush.policy", "group-commit"),
+    ("log.flush.interval.ms", "1000"),
+    ("log.flush.sync.threads", "64"),
+    ("log.flush.offset.checkpoint.interval.ms", "60000"),
+];
+
+/// The broker's settings, parsed and validated.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listen: SocketAddr,
+    /// Host and port given to clients in metadata; defaults to the listen address.
+    pub advertised: (String, u16),
+    pub data_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub max_request_bytes: u32,
+    pub max_inflight_bytes: u64,
+    pub zero_copy_fetch: bool,
+    /// Defaults for every topic (the `log.*` properties and `message.max.bytes`).
+    pub log_defaults: LogConfig,
+    pub flush_policy: FlushPolicy,
+    pub flush_interval: Duration,
+    pub sync_threads: usize,
+    pub retention_check_interval: Duration,
+    pub checkpoint_interval: Duration,
+    /// The effective value of every property, for DescribeConfigs.
+    pub properties: BTreeMap<String, String>,
+    /// Properties set explicitly (file, environment or flag) rather than by default.
+    pub overridden: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig::from_overrides(BTreeMap::new()).expect("defaults are valid")
+    }
+}
+
+/// Reads a TOML file into flat `key = value` properties.
+pub fn read_toml_file(path: &std::path::Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let fail = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| fail(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    flatten("", &table, &mut out).map_err(fail)?;
+    Ok(out)
+}
+
+fn flatten(
+    prefix: &str,
+    table: &toml::Table,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (key, value) in table {
+        let key = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let text = match value {
+            toml::Value::Table(inner) => {
+                flatten(&key, inner, out)?;
+                continue;
+            }
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    toml::Value::Integer(i) => Ok(i.to_string()),
+                    other => Err(format!("{key}: unsupported list item {other:?}")),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            toml::Value::Datetime(_) => return Err(format!("{key}: dates are not a valid value")),
+        };
+        out.insert(key, text);
+    }
+    Ok(())
+}
+
+/// The environment variable that sets `key`.
+pub fn env_name(key: &str) -> String {
+    format!("SLUICE_{}", key.to_ascii_uppercase().replace('.', "_"))
+}
+
+/// Known properties set in the environment.
+pub fn read_env() -> BTreeMap<String, String> {
+    PROPERTIES
+        .iter()
+        .filter_map(|(key, _)| {
+            std::env::var(env_name(key))
+                .ok()
+                .map(|v| (key.to_string(), v))
+        })
+        .collect()
+}
+
+struct Props<'a> {
+    values: &'a BTreeMap<String, String>,
+}
+
+impl Props<'_> {
+    fn raw(&self, key: &str) -> &str {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .expect("every property has a default")
+    }
+
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: self.raw(key).into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.raw(key)
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| self.invalid(key, e.to_string()))
+    }
+
+    fn millis(&self, key: &str) -> Result<Duration, ConfigError> {
+        let ms: u64 = self.parse(key)?;
+        if ms == 0 {
+            return Err(self.invalid(key, "must be positive"));
+        }
+        Ok(Duration::from_millis(ms))
+    }
+}
+
+impl BrokerConfig {
+    /// Builds a configuration from explicitly set properties (defaults fill the rest).
+    pub fn from_overrides(overridden: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        for key in overridden.keys() {
+            if !PROPERTIES.iter().any(|(known, _)| known == key) {
+                return Err(ConfigError::Unknown(key.clone()));
+            }
+        }
+        let mut values: BTreeMap<String, String> = PROPERTIES
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        values.extend(overridden.clone());
+        let p = Props { values: &values };
+
+        let listen: SocketAddr = p.parse("listeners").map_err(|_| {
+            p.invalid(
+                "listeners",
+                "expected HOST:PORT with a numeric address, e.g. 127.0.0.1:9092",
+            )
+        })?;
+        let advertised = match p.raw("advertised.listeners").trim() {
+            "" => (listen.ip().to_string(), listen.port()),
+            text => parse_host_port(text)
+                .ok_or_else(|| p.invalid("advertised.listeners", "expected HOST:PORT"))?,
+        };
+        let cleanup_policy = CleanupPolicy::parse(p.raw("log.cleanup.policy"))
+            .map_err(|e| p.invalid("log.cleanup.policy", e.to_string()))?;
+        let timestamp_type =
+            parse_timestamp_type(p.raw("log.message.timestamp.type")).ok_or_else(|| {
+                p.invalid(
+                    "log.message.timestamp.type",
+                    "expected CreateTime or LogAppendTime",
+                )
+            })?;
+        let log_defaults = LogConfig {
+            segment_bytes: p.parse("log.segment.bytes")?,
+            segment_ms: p.parse("log.roll.ms")?,
+            segment_index_bytes: p.parse("log.index.size.max.bytes")?,
+            index_interval_bytes: p.parse("log.index.interval.bytes")?,
+            retention_ms: p.parse("log.retention.ms")?,
+            retention_bytes: p.parse("log.retention.bytes")?,
+            max_message_bytes: p.parse("message.max.bytes")?,
+            cleanup_policy,
+            timestamp_type,
+        };
+        log_defaults.validate().map_err(|e| ConfigError::Invalid {
+            key: "log.*".into(),
+            value: String::new(),
+            reason: e.to_string(),
+        })?;
+        let flush_policy = match p.raw("log.flush.policy").trim() {
+            "group-commit" => FlushPolicy::GroupCommit,
+            "interval" => FlushPolicy::Interval,
+            _ => return Err(p.invalid("log.flush.policy", "expected group-commit or interval")),
+        };
+        let num_partitions: i32 = p.parse("num.partitions")?;
+        if num_partitions < 1 {
+            return Err(p.invalid("num.partitions", "must be at least 1"));
+        }
+        let max_request_bytes: u32 = p.parse("socket.request.max.bytes")?;
+        let max_inflight_bytes: u64 = p.parse("socket.max.inflight.bytes")?;
+        if max_inflight_bytes < u64::from(max_request_bytes) {
+            return Err(p.invalid(
+                "socket.max.inflight.bytes",
+                "must be at least socket.request.max.bytes",
+            ));
+        }
+        let sync_threads: usize = p.parse("log.flush.sync.threads")?;
+        if sync_threads == 0 {
+            return Err(p.invalid("log.flush.sync.threads", "must be at least 1"));
+        }
+        Ok(BrokerConfig {
+            node_id: p.parse("node.id")?,
+            listen,
+            advertised,
+            data_dir: PathBuf::from(p.raw("log.dirs")),
+            num_partitions,
+            default_replication_factor: p.parse("default.replication.factor")?,
+            auto_create_topics: p.parse("auto.create.topics.enable")?,
+            max_request_bytes,
+            max_inflight_bytes,
+            zero_copy_fetch: p.parse("fetch.zero.copy.enable")?,
+            log_defaults,
+            flush_policy,
+            flush_interval: p.millis("log.flush.interval.ms")?,
+            sync_threads,
+            retention_check_interval: p.millis("log.retention.check.interval.ms")?,
+            checkpoint_interval: p.millis("log.flush.offset.checkpoint.interval.ms")?,
+            properties: values.clone(),
+            overridden,
+        })
+    }
+
+    /// The log manager's settings.
+    pub fn manager_config(&self) -> ManagerConfig {
+        let mut config = ManagerConfig::new(&self.data_dir);
+        config.default_log_config = self.log_defaults.clone();
+        config.flush_policy = self.flush_policy;
+        config.flush_interval = self.flush_interval;
+        config.sync_threads = self.sync_threads;
+        config.retention_check_interval = self.retention_check_interval;
+        config.checkpoint_interval = self.checkpoint_interval;
+        config
+    }
+}
+
+pub(crate) fn parse_timestamp_type(text: &str) -> Option<TimestampType> {
+    match text.trim() {
+        "CreateTime" => Some(TimestampType::CreateTime),
+        "LogAppendTime" => Some(TimestampType::LogAppendTime),
+        _ => None,
+    }
+}
+
+/// `host:port` or `PLAINTEXT://host:port`.
+pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let text = text.trim();
+    let text = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_kafka() {
+        let config = BrokerConfig::default();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(config.advertised, ("127.0.0.1".to_string(), 9092));
+        assert_eq!(config.log_defaults.max_message_bytes, 1_048_588);
+        assert_eq!(config.log_defaults.retention_ms, 7 * 24 * 3600 * 1000);
+        assert!(config.auto_create_topics);
+    }
+
+    #[test]
+    fn flat_and_nested_toml_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "\"num.partitions\" = 3\nlog.retention.ms = 1000\nlisteners = \"0.0.0.0:19092\"\nlog.cleanup.policy = [\"compact\", \"delete\"]\n",
+        )
+        .unwrap();
+        let props = read_toml_file(&path).unwrap();
+        assert_eq!(props["num.partitions"], "3");
+        assert_eq!(props["log.retention.ms"], "1000");
+        assert_eq!(props["log.cleanup.policy"], "compact,delete");
+        let config = BrokerConfig::from_overrides(props).unwrap();
+        assert_eq!(config.num_partitions, 3);
+        assert_eq!(config.log_defaults.retention_ms, 1000);
+        assert!(config.log_defaults.cleanup_policy.compact);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = BrokerConfig::from_overrides(overrides(&[("num.partitons", "3")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown configuration property \"num.partitons\""
+        );
+        let err =
+            BrokerConfig::from_overrides(overrides(&[("num.partitions", "many")])).unwrap_err();
+        assert!(err.to_string().contains("num.partitions"), "{err}");
+        let err =
+            BrokerConfig::from_overrides(overrides(&[("listeners", "localhost")])).unwrap_err();
+        assert!(err.to_string().contains("HOST:PORT"), "{err}");
+        assert!(BrokerConfig::from_overrides(overrides(&[("log.flush.policy", "never")])).is_err());
+    }
+
+    #[test]
+    fn env_names_and_host_ports() {
+        assert_eq!(env_name("log.retention.ms"), "SLUICE_LOG_RETENTION_MS");
+        assert_eq!(
+            parse_host_port("PLAINTEXT://broker-1:9092"),
+            Some(("broker-1".into(), 9092))
+        );
+        assert_eq!(parse_host_port("[::1]:19092"), Some(("::1".into(), 19092)));
+        assert_eq!(parse_host_port("nohost"), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! The one place where internal errors become Kafka error codes.
+
+use kafka_protocol::ResponseError;
+use sluice_log::LogError;
+use sluice_record::RecordError;
+
+/// The Kafka error for a log failure.
+pub fn log_error_code(err: &LogError) -> ResponseError {
+    match err {
+        LogError::InvalidBatch(RecordError::UnsupportedMagic(0 | 1)) => {
+            ResponseError::UnsupportedForMessageFormat
+        }
+        LogError::InvalidBatch(RecordError::UnknownCompression(_)) => {
+            ResponseError::UnsupportedCompressionType
+        }
+        LogError::InvalidBatch(_) | LogError::EmptyRecordSet => ResponseError::CorruptMessage,
+        LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Io(_) | LogError::Offline(_) => ResponseError::KafkaStorageError,
+        LogError::Deleted => ResponseError::UnknownTopicOrPartition,
+        LogError::InvalidConfig(_) => ResponseError::InvalidConfig,
+    }
+}
+
+/// An error with the code a client gets and a message for its `error_message` field.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> i16 {
+        self.code.code()
+    }
+}
+
+impl From<&LogError> for ApiError {
+    fn from(err: &LogError) -> Self {
+        ApiError::new(log_error_code(err), err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_errors_map_to_the_documented_codes() {
+        let crc = LogError::InvalidBatch(RecordError::CrcMismatch {
+            stored: 1,
+            computed: 2,
+        });
+        assert_eq!(log_error_code(&crc).code(), 2);
+        assert_eq!(
+            log_error_code(&LogError::BatchTooLarge { size: 2, max: 1 }).code(),
+            10
+        );
+        let range = LogError::OffsetOutOfRange {
+            requested: 9,
+            log_start_offset: 0,
+            log_end_offset: 1,
+        };
+        assert_eq!(log_error_code(&range).code(), 1);
+        assert_eq!(
+            log_error_code(&LogError::Io(std::io::Error::other("x"))).code(),
+            56
+        );
+        assert_eq!(log_error_code(&LogError::Deleted).code(), 3);
+    }
+}

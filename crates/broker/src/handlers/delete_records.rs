@@ -1,0 +1,62 @@
+//! DeleteRecords: move a partition's log start offset (-1 means the high watermark).
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use sluice_log::TopicPartition;
+use sluice_protocol::response::Response;
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::errors::log_error_code;
+
+const HIGH_WATERMARK: i64 = -1;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: &DeleteRecordsRequest,
+) -> Option<Response> {
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let result = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index);
+                    let Some(partition) = broker.partition(&name, p.partition_index) else {
+                        return result
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_low_watermark(-1);
+                    };
+                    let offset = if p.offset == HIGH_WATERMARK {
+                        partition.log.offsets().high_watermark
+                    } else {
+                        p.offset
+                    };
+                    match broker.logs.delete_records(
+                        &TopicPartition::new(name.clone(), p.partition_index),
+                        offset,
+                    ) {
+                        Ok(low_watermark) => result.with_low_watermark(low_watermark),
+                        Err(err) => result
+                            .with_error_code(log_error_code(&err).code())
+                            .with_low_watermark(-1),
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    ctx.respond(&DeleteRecordsResponse::default().with_topics(topics))
+}

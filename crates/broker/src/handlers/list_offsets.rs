@@ -1,0 +1,75 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset at or
+//! after a timestamp.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use sluice_protocol::response::Response;
+
+use super::RequestContext;
+use crate::broker::{Broker, LEADER_EPOCH};
+use crate::errors::log_error_code;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: &ListOffsetsRequest,
+) -> Option<Response> {
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
+                    let Some(partition) = broker.partition(&name, p.partition_index) else {
+                        return response
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    let log = &partition.log;
+                    let found = match p.timestamp {
+                        LATEST => Ok(Some((log.offsets().high_watermark, -1))),
+                        EARLIEST => Ok(Some((log.offsets().log_start_offset, -1))),
+                        MAX_TIMESTAMP => log
+                            .max_timestamp_offset()
+                            .map(|f| f.map(|f| (f.offset, f.timestamp))),
+                        ts if ts >= 0 => log
+                            .offset_for_timestamp(ts)
+                            .map(|f| f.map(|f| (f.offset, f.timestamp))),
+                        _ => {
+                            return response.with_error_code(ResponseError::InvalidRequest.code());
+                        }
+                    };
+                    match found {
+                        Ok(Some((offset, timestamp))) => {
+                            let response = response.with_offset(offset).with_timestamp(timestamp);
+                            if ctx.version >= 4 {
+                                response.with_leader_epoch(LEADER_EPOCH)
+                            } else {
+                                response
+                            }
+                        }
+                        Ok(None) => response.with_offset(-1).with_timestamp(-1),
+                        Err(err) => response.with_error_code(log_error_code(&err).code()),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    ctx.respond(&ListOffsetsResponse::default().with_topics(topics))
+}

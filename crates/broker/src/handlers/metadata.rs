@@ -1,0 +1,140 @@
+//! Metadata: brokers, topics and partitions; creates missing topics when the client allows
+//! it and `auto.create.topics.enable` is on.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use sluice_protocol::response::Response;
+
+use super::{RequestContext, str_bytes, topic_name};
+use crate::broker::{Broker, LEADER_EPOCH, NewTopic};
+use crate::metadata::TopicImage;
+use crate::topic_config::validate_topic_name;
+
+/// "Authorized operations not requested" (Kafka's INT32_MIN sentinel).
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: MetadataRequest,
+) -> Option<Response> {
+    let node = BrokerId(broker.config.node_id);
+    let mut topics = Vec::new();
+    // v0 sends an empty list for "all topics"; later versions send null.
+    let all = match &request.topics {
+        None => true,
+        Some(list) => list.is_empty() && ctx.version == 0,
+    };
+    if all {
+        for topic in broker.image().topics.values() {
+            topics.push(describe(topic, node, ctx.version));
+        }
+    } else {
+        let allow_create = ctx.version < 4 || request.allow_auto_topic_creation;
+        for requested in request.topics.unwrap_or_default() {
+            let image = broker.image();
+            let name = match &requested.name {
+                Some(name) => name.0.to_string(),
+                None => match image.topic_names_by_id.get(&requested.topic_id) {
+                    Some(name) => name.clone(),
+                    None => {
+                        topics.push(
+                            MetadataResponseTopic::default()
+                                .with_topic_id(requested.topic_id)
+                                .with_error_code(ResponseError::UnknownTopicId.code())
+                                .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
+                        );
+                        continue;
+                    }
+                },
+            };
+            if let Some(topic) = image.topic(&name) {
+                topics.push(describe(topic, node, ctx.version));
+                continue;
+            }
+            let error = if validate_topic_name(&name).is_err() {
+                ResponseError::InvalidTopicException
+            } else if allow_create && broker.config.auto_create_topics {
+                let spec = NewTopic {
+                    name: name.clone(),
+                    partitions: -1,
+                    replication_factor: -1,
+                    configs: Default::default(),
+                };
+                match broker.create_topic(spec, false).await {
+                    Ok(created) => {
+                        topics.push(describe(&created, node, ctx.version));
+                        continue;
+                    }
+                    // Created concurrently by another request.
+                    Err(err) if err.code == ResponseError::TopicAlreadyExists => {
+                        match broker.image().topic(&name) {
+                            Some(topic) => {
+                                topics.push(describe(topic, node, ctx.version));
+                                continue;
+                            }
+                            None => ResponseError::UnknownTopicOrPartition,
+                        }
+                    }
+                    Err(err) => err.code,
+                }
+            } else {
+                ResponseError::UnknownTopicOrPartition
+            };
+            topics.push(
+                MetadataResponseTopic::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_error_code(error.code())
+                    .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
+            );
+        }
+    }
+    let (host, port) = &broker.config.advertised;
+    let mut response = MetadataResponse::default()
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(node)
+                .with_host(str_bytes(host))
+                .with_port(i32::from(*port)),
+        ])
+        .with_topics(topics)
+        .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED);
+    if ctx.version >= 1 {
+        response = response.with_controller_id(node);
+    }
+    if ctx.version >= 2 {
+        response = response.with_cluster_id(Some(str_bytes(&broker.cluster_id)));
+    }
+    ctx.respond(&response)
+}
+
+fn describe(topic: &TopicImage, node: BrokerId, version: i16) -> MetadataResponseTopic {
+    let partitions = (0..topic.partitions)
+        .map(|index| {
+            let partition = MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(node)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node]);
+            if version >= 7 {
+                partition.with_leader_epoch(LEADER_EPOCH)
+            } else {
+                partition
+            }
+        })
+        .collect();
+    let described = MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED);
+    if version >= 10 {
+        described.with_topic_id(topic.id)
+    } else {
+        described
+    }
+}

@@ -1,0 +1,205 @@
+//! Topic-level configuration: the properties a topic may override, their broker-wide
+//! defaults, validation, and the [`LogConfig`] they produce.
+
+use std::collections::BTreeMap;
+
+use sluice_log::{CleanupPolicy, LogConfig};
+use sluice_record::TimestampType;
+
+use crate::config::{BrokerConfig, parse_timestamp_type};
+
+/// Topic property, the broker property that gives its default.
+pub const TOPIC_PROPERTIES: &[(&str, &str)] = &[
+    ("cleanup.policy", "log.cleanup.policy"),
+    ("compression.type", ""),
+    ("index.interval.bytes", "log.index.interval.bytes"),
+    ("max.message.bytes", "message.max.bytes"),
+    ("message.timestamp.type", "log.message.timestamp.type"),
+    ("retention.bytes", "log.retention.bytes"),
+    ("retention.ms", "log.retention.ms"),
+    ("segment.bytes", "log.segment.bytes"),
+    ("segment.index.bytes", "log.index.size.max.bytes"),
+    ("segment.ms", "log.roll.ms"),
+];
+
+/// Where a described value comes from (Kafka's `ConfigSource`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+/// Checks one topic property. The message names the problem for the client.
+pub fn validate(key: &str, value: &str) -> Result<(), String> {
+    let int = |min: i64, max: i64| -> Result<(), String> {
+        match value.trim().parse::<i64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(()),
+            Ok(v) => Err(format!("{key} must be in [{min}, {max}], got {v}")),
+            Err(_) => Err(format!("{key} must be an integer, got {value:?}")),
+        }
+    };
+    match key {
+        "cleanup.policy" => CleanupPolicy::parse(value)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        "compression.type" => match value {
+            "producer" => Ok(()),
+            _ => Err(
+                "compression.type: only \"producer\" is supported (batches are stored as sent)"
+                    .into(),
+            ),
+        },
+        "index.interval.bytes" => int(0, i64::from(i32::MAX)),
+        "max.message.bytes" => int(1, i64::from(i32::MAX)),
+        "message.timestamp.type" => parse_timestamp_type(value)
+            .map(|_| ())
+            .ok_or_else(|| format!("{key}: expected CreateTime or LogAppendTime")),
+        "retention.bytes" | "retention.ms" => int(-1, i64::MAX),
+        "segment.bytes" => int(14, i64::from(i32::MAX)),
+        "segment.index.bytes" => int(24, i64::from(i32::MAX)),
+        "segment.ms" => int(1, i64::MAX),
+        _ => Err(format!("unknown topic configuration {key:?}")),
+    }
+}
+
+/// The log configuration of a topic with `overrides` on top of the broker defaults. The
+/// overrides were validated when they were set.
+pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
+    fn set<T: std::str::FromStr>(slot: &mut T, value: &str) {
+        if let Ok(parsed) = value.parse() {
+            *slot = parsed;
+        }
+    }
+    let mut config = broker.log_defaults.clone();
+    for (key, value) in overrides {
+        let value = value.trim();
+        match key.as_str() {
+            "cleanup.policy" => {
+                if let Ok(policy) = CleanupPolicy::parse(value) {
+                    config.cleanup_policy = policy;
+                }
+            }
+            "index.interval.bytes" => set(&mut config.index_interval_bytes, value),
+            "max.message.bytes" => set(&mut config.max_message_bytes, value),
+            "message.timestamp.type" => {
+                config.timestamp_type =
+                    parse_timestamp_type(value).unwrap_or(TimestampType::CreateTime);
+            }
+            "retention.bytes" => set(&mut config.retention_bytes, value),
+            "retention.ms" => set(&mut config.retention_ms, value),
+            "segment.bytes" => set(&mut config.segment_bytes, value),
+            "segment.index.bytes" => set(&mut config.segment_index_bytes, value),
+            "segment.ms" => set(&mut config.segment_ms, value),
+            _ => {}
+        }
+    }
+    config
+}
+
+/// Every topic property with its effective value and source.
+pub fn describe(
+    broker: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<(String, String, ConfigSource)> {
+    TOPIC_PROPERTIES
+        .iter()
+        .map(|(key, broker_key)| {
+            if let Some(value) = overrides.get(*key) {
+                return (key.to_string(), value.clone(), ConfigSource::DynamicTopic);
+            }
+            if broker_key.is_empty() {
+                return (
+                    key.to_string(),
+                    "producer".to_string(),
+                    ConfigSource::Default,
+                );
+            }
+            let source = if broker.overridden.contains_key(*broker_key) {
+                ConfigSource::StaticBroker
+            } else {
+                ConfigSource::Default
+            };
+            (
+                key.to_string(),
+                broker.properties[*broker_key].clone(),
+                source,
+            )
+        })
+        .collect()
+}
+
+/// Kafka's topic-name rule: 1 to 249 characters from `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name cannot be {name:?}"));
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "topic name is {} characters long; the limit is 249",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name {name:?} contains {bad:?}; allowed: ASCII letters, digits, '.', '_', '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        assert!(validate_topic_name("orders.v2_eu-west").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("with space").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+    }
+
+    #[test]
+    fn overrides_apply_on_top_of_broker_defaults() {
+        let broker = BrokerConfig::default();
+        let overrides: BTreeMap<String, String> = [
+            ("retention.ms".to_string(), "1000".to_string()),
+            ("cleanup.policy".into(), "compact".into()),
+        ]
+        .into();
+        for (key, value) in &overrides {
+            validate(key, value).unwrap();
+        }
+        let config = log_config(&broker, &overrides);
+        assert_eq!(config.retention_ms, 1000);
+        assert!(config.cleanup_policy.compact);
+        assert_eq!(config.segment_bytes, broker.log_defaults.segment_bytes);
+        let described = describe(&broker, &overrides);
+        let retention = described
+            .iter()
+            .find(|(k, _, _)| k == "retention.ms")
+            .unwrap();
+        assert_eq!(
+            (retention.1.as_str(), retention.2),
+            ("1000", ConfigSource::DynamicTopic)
+        );
+        let segment = described
+            .iter()
+            .find(|(k, _, _)| k == "segment.bytes")
+            .unwrap();
+        assert_eq!(segment.2, ConfigSource::Default);
+        assert!(validate("retention.ms", "soon").is_err());
+        assert!(validate("segment.bytes", "10").is_err());
+        assert!(validate("compression.type", "zstd").is_err());
+        assert!(validate("flux.capacitor", "1").is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! Starting brokers for integration tests, and a raw protocol client.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_broker::{BrokerConfig, BrokerHandle};
+
+/// A broker on an ephemeral loopback port with its data in `dir`.
+pub async fn start_broker(dir: &Path, extra: &[(&str, &str)]) -> BrokerHandle {
+    let mut props: BTreeMap<String, String> = BTreeMap::new();
+    props.insert("listeners".into(), "127.0.0.1:0".into());
+    props.insert("log.dirs".into(), dir.display().to_string());
+    for (k, v) in extra {
+        props.insert(k.to_string(), v.to_string());
+    }
+    let config = BrokerConfig::from_overrides(props).expect("valid test config");
+    sluice_broker::start(config).await.expect("broker starts")
+}
+
+/// A blocking client that speaks the protocol with `kafka-protocol` codecs.
+pub struct RawClient {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        RawClient {
+            stream,
+            correlation_id: 0,
+        }
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Sends a request and returns the response body (header checked and stripped).
+    pub fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Resp {
+        let mut body = self.call_raw(api_key, version, request).expect("response");
+        let response = Resp::decode(&mut body, version)
+            .unwrap_or_else(|e| panic!("decoding {api_key:?} v{version} response: {e}"));
+        assert!(
+            !body.has_remaining(),
+            "{api_key:?} v{version}: {} trailing bytes",
+            body.remaining()
+        );
+        response
+    }
+
+    /// Sends a request; `None` if the broker closed the connection instead of answering.
+    pub fn call_raw<Req: Encodable>(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Option<Bytes> {
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("raw-test")));
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, api_key.request_header_version(version))
+            .unwrap();
+        request
+            .encode(&mut buf, version)
+            .unwrap_or_else(|e| panic!("encoding {api_key:?} v{version} request: {e}"));
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        self.stream.write_all(&buf).ok()?;
+        let mut frame = self.read_frame()?;
+        let header =
+            ResponseHeader::decode(&mut frame, api_key.response_header_version(version)).unwrap();
+        assert_eq!(
+            header.correlation_id, self.correlation_id,
+            "responses out of order"
+        );
+        Some(frame)
+    }
+
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).ok()?;
+        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut frame).ok()?;
+        Some(Bytes::from(frame))
+    }
+}

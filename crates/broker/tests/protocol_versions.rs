@@ -1,0 +1,353 @@
+//! Every advertised API at every advertised version, over TCP: the request is encoded and
+//! the response decoded with the reference codec (`kafka-protocol`), and checked.
+
+mod common;
+
+use bytes::Bytes;
+use common::{RawClient, start_broker};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::versions::SUPPORTED;
+use sluice_record::{BatchBuilder, Compression, OwnedRecord};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn batch(value: &str, timestamp: i64) -> Bytes {
+    let mut builder = BatchBuilder::new(Compression::None);
+    builder.push(OwnedRecord::new(
+        Some(b"k".to_vec()),
+        Some(value.as_bytes().to_vec()),
+        timestamp,
+    ));
+    Bytes::from(builder.build().unwrap())
+}
+
+fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
+    let range = SUPPORTED.iter().find(|r| r.key == key).expect("advertised");
+    let min = range.min.max(key.valid_versions().min);
+    min..=range.max
+}
+
+fn create_topic(client: &mut RawClient, topic: &str, partitions: i32) {
+    let request = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1),
+    ]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    assert_eq!(
+        response.topics[0].error_code, 0,
+        "{:?}",
+        response.topics[0].error_message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_at_every_advertised_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let addr = broker.local_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawClient::connect(addr);
+
+        for v in versions(ApiKey::ApiVersions) {
+            let request = ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("raw"))
+                .with_client_software_version(StrBytes::from_static_str("1"));
+            let response: ApiVersionsResponse = c.call(ApiKey::ApiVersions, v, &request);
+            assert_eq!(response.error_code, 0);
+            let produce = response
+                .api_keys
+                .iter()
+                .find(|k| k.api_key == ApiKey::Produce as i16)
+                .unwrap();
+            assert_eq!(produce.min_version, 0, "Produce must be advertised from v0");
+        }
+
+        create_topic(&mut c, "versions", 2);
+        for v in versions(ApiKey::Metadata) {
+            let topics = if v == 0 { Some(vec![]) } else { None };
+            let response: MetadataResponse = c.call(
+                ApiKey::Metadata,
+                v,
+                &MetadataRequest::default().with_topics(topics),
+            );
+            assert_eq!(response.brokers.len(), 1, "v{v}");
+            let topic = response
+                .topics
+                .iter()
+                .find(|t| t.name == Some(name("versions")))
+                .expect("listed");
+            assert_eq!(topic.partitions.len(), 2, "v{v}");
+            // Auto-creation through a named request.
+            let auto = format!("auto-{v}");
+            let request = MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name(&auto))),
+            ]));
+            let response: MetadataResponse = c.call(ApiKey::Metadata, v, &request);
+            assert_eq!(response.topics[0].error_code, 0, "v{v}");
+            assert_eq!(response.topics[0].partitions.len(), 1, "v{v}");
+        }
+
+        let mut produced = 0i64;
+        for v in versions(ApiKey::Produce) {
+            let request = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(name("versions"))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(batch(
+                                    &format!("v{v}"),
+                                    1_700_000_000_000 + i64::from(v),
+                                ))),
+                        ]),
+                ]);
+            let response: ProduceResponse = c.call(ApiKey::Produce, v, &request);
+            let p = &response.responses[0].partition_responses[0];
+            assert_eq!((p.error_code, p.base_offset), (0, produced), "v{v}");
+            produced += 1;
+        }
+
+        for v in versions(ApiKey::Fetch) {
+            let request = FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![
+                    FetchTopic::default()
+                        .with_topic(name("versions"))
+                        .with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(0)
+                                .with_fetch_offset(1)
+                                .with_partition_max_bytes(1 << 20),
+                        ]),
+                ]);
+            let response: FetchResponse = c.call(ApiKey::Fetch, v, &request);
+            let p = &response.responses[0].partitions[0];
+            assert_eq!((p.error_code, p.high_watermark), (0, produced), "v{v}");
+            let records = p.records.clone().expect("records");
+            let batches: Vec<_> = sluice_record::Batches::new(&records)
+                .map(|b| b.unwrap().base_offset())
+                .collect();
+            assert_eq!(batches.first(), Some(&1), "v{v}");
+        }
+
+        for v in versions(ApiKey::ListOffsets) {
+            let mut timestamps = vec![-1i64, -2, 1_699_999_999_999];
+            if v >= 7 {
+                timestamps.push(-3);
+            }
+            for timestamp in timestamps {
+                let request = ListOffsetsRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_topics(vec![
+                        ListOffsetsTopic::default()
+                            .with_name(name("versions"))
+                            .with_partitions(vec![
+                                ListOffsetsPartition::default()
+                                    .with_partition_index(0)
+                                    .with_timestamp(timestamp),
+                            ]),
+                    ]);
+                let response: ListOffsetsResponse = c.call(ApiKey::ListOffsets, v, &request);
+                let p = &response.topics[0].partitions[0];
+                assert_eq!(p.error_code, 0, "v{v} ts {timestamp}");
+                let expected = match timestamp {
+                    -1 => produced,
+                    -3 => produced - 1,
+                    _ => 0,
+                };
+                assert_eq!(p.offset, expected, "v{v} ts {timestamp}");
+            }
+        }
+
+        for v in versions(ApiKey::CreateTopics) {
+            let topic = format!("created-{v}");
+            let request = CreateTopicsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![
+                    CreatableTopic::default()
+                        .with_name(name(&topic))
+                        .with_num_partitions(3)
+                        .with_replication_factor(1)
+                        .with_configs(vec![
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_static_str("retention.ms"))
+                                .with_value(Some(StrBytes::from_static_str("60000"))),
+                        ]),
+                ]);
+            let response: CreateTopicsResponse = c.call(ApiKey::CreateTopics, v, &request);
+            assert_eq!(
+                response.topics[0].error_code, 0,
+                "v{v}: {:?}",
+                response.topics[0].error_message
+            );
+            if v >= 5 {
+                assert_eq!(response.topics[0].num_partitions, 3);
+            }
+            let again: CreateTopicsResponse = c.call(ApiKey::CreateTopics, v, &request);
+            assert_eq!(again.topics[0].error_code, 36, "v{v}: TOPIC_ALREADY_EXISTS");
+        }
+
+        for v in versions(ApiKey::CreatePartitions) {
+            let request = CreatePartitionsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(name("created-2"))
+                        .with_count(4 + i32::from(v)),
+                ]);
+            let response: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, v, &request);
+            assert_eq!(
+                response.results[0].error_code, 0,
+                "v{v}: {:?}",
+                response.results[0].error_message
+            );
+        }
+
+        for v in versions(ApiKey::DescribeConfigs) {
+            let request = DescribeConfigsRequest::default()
+                .with_include_synonyms(v >= 1)
+                .with_resources(vec![
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("created-2")),
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_resource_name(StrBytes::from_static_str("1")),
+                ]);
+            let response: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, v, &request);
+            let topic = &response.results[0];
+            assert_eq!(topic.error_code, 0, "v{v}");
+            let retention = topic
+                .configs
+                .iter()
+                .find(|e| e.name.as_str() == "retention.ms")
+                .unwrap();
+            assert_eq!(retention.value.as_deref(), Some("60000"), "v{v}");
+            assert_eq!(response.results[1].error_code, 0, "v{v}");
+            assert!(!response.results[1].configs.is_empty());
+        }
+
+        for v in versions(ApiKey::AlterConfigs) {
+            let request = AlterConfigsRequest::default().with_resources(vec![
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("created-3"))
+                    .with_configs(vec![
+                        alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.bytes"))
+                            .with_value(Some(StrBytes::from_string(format!("{}", 1000 + v)))),
+                    ]),
+            ]);
+            let response: AlterConfigsResponse = c.call(ApiKey::AlterConfigs, v, &request);
+            assert_eq!(
+                response.responses[0].error_code, 0,
+                "v{v}: {:?}",
+                response.responses[0].error_message
+            );
+        }
+
+        for v in versions(ApiKey::IncrementalAlterConfigs) {
+            let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("created-4"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("segment.ms"))
+                            .with_config_operation(0)
+                            .with_value(Some(StrBytes::from_static_str("100000"))),
+                    ]),
+            ]);
+            let response: IncrementalAlterConfigsResponse =
+                c.call(ApiKey::IncrementalAlterConfigs, v, &request);
+            assert_eq!(
+                response.responses[0].error_code, 0,
+                "v{v}: {:?}",
+                response.responses[0].error_message
+            );
+        }
+
+        for v in versions(ApiKey::DeleteRecords) {
+            let request = DeleteRecordsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![
+                    delete_records_request::DeleteRecordsTopic::default()
+                        .with_name(name("versions"))
+                        .with_partitions(vec![
+                            delete_records_request::DeleteRecordsPartition::default()
+                                .with_partition_index(0)
+                                .with_offset(i64::from(v) + 1),
+                        ]),
+                ]);
+            let response: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, v, &request);
+            let p = &response.topics[0].partitions[0];
+            assert_eq!(
+                (p.error_code, p.low_watermark),
+                (0, i64::from(v) + 1),
+                "v{v}"
+            );
+        }
+
+        for v in versions(ApiKey::DescribeCluster) {
+            let response: DescribeClusterResponse = c.call(
+                ApiKey::DescribeCluster,
+                v,
+                &DescribeClusterRequest::default(),
+            );
+            assert_eq!(response.error_code, 0);
+            assert_eq!(response.brokers.len(), 1);
+        }
+
+        for v in versions(ApiKey::DescribeLogDirs) {
+            let response: DescribeLogDirsResponse = c.call(
+                ApiKey::DescribeLogDirs,
+                v,
+                &DescribeLogDirsRequest::default().with_topics(None),
+            );
+            assert_eq!(response.results.len(), 1, "v{v}");
+            let versions_topic = response.results[0]
+                .topics
+                .iter()
+                .find(|t| t.name == name("versions"))
+                .unwrap();
+            assert_eq!(versions_topic.partitions.len(), 2);
+        }
+
+        for v in versions(ApiKey::DeleteTopics) {
+            let topic = format!("created-{}", v + 1);
+            let request = if v >= 6 {
+                DeleteTopicsRequest::default().with_topics(vec![
+                    DeleteTopicState::default().with_name(Some(name(&topic))),
+                ])
+            } else {
+                DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
+            }
+            .with_timeout_ms(5000);
+            let response: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, v, &request);
+            assert_eq!(response.responses[0].error_code, 0, "v{v}");
+            let again: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, v, &request);
+            assert_eq!(
+                again.responses[0].error_code, 3,
+                "v{v}: UNKNOWN_TOPIC_OR_PARTITION"
+            );
+        }
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}

@@ -1,0 +1,100 @@
+//! `sluice broker`: runs a single-node broker until SIGINT or SIGTERM.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use sluice_broker::BrokerConfig;
+use sluice_broker::config::{read_env, read_toml_file};
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  sluice broker\n  sluice broker --data-dir /var/lib/sluice --listen 0.0.0.0:9092 --advertised-listener kafka.example.com:9092\n  sluice broker --config sluice.toml --set log.retention.ms=3600000\n\nEvery Kafka-named property can also be set as SLUICE_<NAME> in the environment,\ne.g. SLUICE_NUM_PARTITIONS=6. Precedence: flags > environment > config file > defaults."
+)]
+pub struct BrokerArgs {
+    /// TOML file with Kafka-named properties (`num.partitions = 3`, `log.retention.ms = ...`).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory (log.dirs).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (listeners), HOST:PORT.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address clients are told to connect to (advertised.listeners), HOST:PORT.
+    #[arg(long)]
+    advertised_listener: Option<String>,
+    /// This broker's id (node.id).
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// Any property, KEY=VALUE; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn properties(args: &BrokerArgs) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut props = match &args.config {
+        Some(path) => read_toml_file(path)?,
+        None => BTreeMap::new(),
+    };
+    props.extend(read_env());
+    let mut flag = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            props.insert(key.to_string(), value);
+        }
+    };
+    flag(
+        "log.dirs",
+        args.data_dir.as_ref().map(|d| d.display().to_string()),
+    );
+    flag("listeners", args.listen.clone());
+    flag("advertised.listeners", args.advertised_listener.clone());
+    flag("node.id", args.node_id.map(|n| n.to_string()));
+    for pair in &args.set {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--set {pair:?}: expected KEY=VALUE"))?;
+        props.insert(key.trim().to_string(), value.trim().to_string());
+    }
+    Ok(props)
+}
+
+/// Lets a broker with thousands of partitions keep one file open per partition.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(err) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %err, "could not raise the open-file limit");
+        }
+    }
+}
+
+pub fn run(args: &BrokerArgs) -> anyhow::Result<()> {
+    let config = BrokerConfig::from_overrides(properties(args)?)?;
+    raise_open_file_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-net")
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let handle = sluice_broker::start(config).await?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        handle.shutdown().await?;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
