@@ -20,6 +20,7 @@ use crate::response::{Chunk, Response, put_header};
 /// Record data of one partition in a fetch response.
 #[derive(Debug, Clone)]
 pub enum RecordData {
+    /// No data: encoded as an empty record set.
     None,
     Bytes(Bytes),
     File(FileRegion),
@@ -112,9 +113,17 @@ impl Writer {
         }
     }
 
+    /// Record data is never null: Kafka sends an empty set for a partition without data, and
+    /// librdkafka 2.0 (Debian's kcat) rejects a null one.
     fn records(&mut self, records: &RecordData) {
         match records {
-            RecordData::None => self.null_array(),
+            RecordData::None => {
+                if self.flexible {
+                    self.varint(1);
+                } else {
+                    self.buf.put_i32(0);
+                }
+            }
             other => {
                 let len = other.len();
                 if self.flexible {
@@ -269,7 +278,11 @@ mod tests {
             assert!(p.aborted_transactions.is_none());
             let q = &topic.partitions[1];
             assert_eq!(q.error_code, 1);
-            assert!(q.records.is_none());
+            assert_eq!(
+                q.records.as_ref().map(Bytes::len),
+                Some(0),
+                "v{version}: empty, not null"
+            );
             assert_eq!(q.aborted_transactions.as_ref().map(Vec::len), Some(0));
         }
     }
