@@ -17,9 +17,12 @@ use sluice_compat::start_broker;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Collects delivery reports: (partition, offset) or the error.
+/// A delivery report: (partition, offset) or the error.
+type Report = Result<(i32, i64), String>;
+
+/// Collects delivery reports.
 #[derive(Default, Clone)]
-struct Deliveries(Arc<Mutex<Vec<Result<(i32, i64), String>>>>);
+struct Deliveries(Arc<Mutex<Vec<Report>>>);
 
 impl ClientContext for Deliveries {}
 
@@ -100,8 +103,8 @@ struct Sent {
 }
 
 fn message_for(i: usize) -> Sent {
-    let key = (i % 5 != 0).then(|| format!("key-{}", i % 17).into_bytes());
-    let value = (i % 11 != 0).then(|| {
+    let key = (!i.is_multiple_of(5)).then(|| format!("key-{}", i % 17).into_bytes());
+    let value = (!i.is_multiple_of(11)).then(|| {
         let mut v = format!("value-{i}-").into_bytes();
         v.extend((0..(i * 7) % 300).map(|j| (j % 251) as u8));
         v
