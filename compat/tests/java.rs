@@ -1,0 +1,129 @@
+//! The official Java client (kafka-clients 4.3.0, with its lz4, snappy and zstd jars) against
+//! a real broker. `compat/java/fetch-jars.sh` (run by `.ci/run`) provides the jars; each test
+//! compiles `compat/java/JavaClientCheck.java` with the machine's JDK and runs one scenario.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sluice_compat::start_broker;
+
+fn jars() -> PathBuf {
+    let dir = std::env::var("SLUICE_JAVA_JARS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/compat-java/jars")
+        });
+    assert!(
+        dir.join("kafka-clients-4.3.0.jar").exists(),
+        "no Java client jars in {}: run compat/java/fetch-jars.sh (.ci/run does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Compiles the check program into `out` and returns the classpath to run it with.
+fn compile(out: &Path) -> String {
+    let jars = jars();
+    let classpath = format!("{}/*", jars.display());
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("java/JavaClientCheck.java");
+    let status = Command::new("javac")
+        .args(["-cp", &classpath, "-d"])
+        .arg(out)
+        .arg(source)
+        .status()
+        .expect("javac (JDK 17) is installed");
+    assert!(status.success(), "javac failed");
+    format!("{}:{classpath}", out.display())
+}
+
+fn java(classpath: &str, bootstrap: &str, scenario: &str) -> Command {
+    let mut command = Command::new("java");
+    command.args(["-cp", classpath, "JavaClientCheck", bootstrap, scenario]);
+    command
+}
+
+async fn run_scenario(scenario: &'static str) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let bootstrap = broker.local_addr.to_string();
+    let classes = tempfile::tempdir().unwrap();
+    let classes_path = classes.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        let classpath = compile(&classes_path);
+        java(&classpath, &bootstrap, scenario)
+            .output()
+            .expect("java runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "Java scenario {scenario} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_round_trips_every_codec() {
+    run_scenario("roundtrip").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_big_messages_ordering_and_timestamps() {
+    run_scenario("big-ordering-timestamps").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_admin_client_and_auto_creation() {
+    run_scenario("admin-auto-create").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_restart_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let bootstrap = broker.local_addr.to_string();
+    let classes = tempfile::tempdir().unwrap();
+    let classpath = compile(classes.path());
+    let mut child = java(&classpath, &bootstrap, "restart")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("java runs");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        (line, stdout)
+    });
+    let (line, mut stdout) = tokio::time::timeout(Duration::from_secs(90), ready)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        "READY",
+        "the Java client did not reach the restart point"
+    );
+    broker.shutdown().await.unwrap();
+    let broker = start_broker(dir.path(), &[("listeners", &bootstrap)]).await;
+    writeln!(child.stdin.as_mut().unwrap(), "RESTARTED").unwrap();
+    let (result, rest) = tokio::task::spawn_blocking(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        (child.wait_with_output().unwrap(), rest)
+    })
+    .await
+    .unwrap();
+    assert!(
+        result.status.success(),
+        "Java restart scenario failed:\n{rest}\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    broker.shutdown().await.unwrap();
+}
