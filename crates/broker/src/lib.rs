@@ -9,6 +9,7 @@
 //! CLI; the binary (`sluice broker`) only builds a [`config::BrokerConfig`] and calls
 //! [`server::start`].
 
+mod alloc_guard;
 pub mod broker;
 pub mod config;
 pub mod errors;
@@ -17,6 +18,10 @@ pub mod metadata;
 pub mod server;
 pub mod topic_config;
 
+pub use alloc_guard::GuardedAllocator;
 pub use broker::Broker;
+
+#[global_allocator]
+static ALLOCATOR: GuardedAllocator = GuardedAllocator;
 pub use config::BrokerConfig;
 pub use server::{BrokerHandle, start};

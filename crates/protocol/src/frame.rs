@@ -45,19 +45,26 @@ pub async fn read_frame_size<R: AsyncRead + Unpin>(
     Ok(Some(size))
 }
 
-/// Reads a frame body of `size` bytes (as announced by [`read_frame_size`]).
+/// Reads a frame body of `size` bytes (as announced by [`read_frame_size`]). Memory grows
+/// with what actually arrives, so a client announcing a large frame and sending little
+/// costs little.
 pub async fn read_frame_body<R: AsyncRead + Unpin>(
     reader: &mut R,
     size: u32,
 ) -> Result<BytesMut, FrameError> {
-    let mut body = BytesMut::zeroed(size as usize);
-    reader
-        .read_exact(&mut body)
-        .await
-        .map_err(|err| match err.kind() {
-            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-            _ => FrameError::Io(err),
-        })?;
+    const STEP: usize = 64 * 1024;
+    let size = size as usize;
+    let mut body = BytesMut::with_capacity(size.min(STEP));
+    while body.len() < size {
+        if body.capacity() == body.len() {
+            body.reserve((size - body.len()).min(body.len().max(STEP)));
+        }
+        let room = (size - body.len()).min(body.capacity() - body.len());
+        let read = (&mut *reader).take(room as u64).read_buf(&mut body).await?;
+        if read == 0 {
+            return Err(FrameError::Truncated);
+        }
+    }
     Ok(body)
 }
 
