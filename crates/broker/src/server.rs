@@ -215,7 +215,7 @@ async fn serve_connection(
                 break;
             }
         };
-        match dispatch(&broker, request) {
+        match dispatch(&broker, &request) {
             Dispatch::Respond(future) => {
                 if queue.send((future, permit)).await.is_err() {
                     break;

@@ -1,7 +1,7 @@
 //! Request headers (v0-v2).
 
 use bytes::{Buf, Bytes};
-use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
 
 /// A parsed request header and the body that follows it.
@@ -32,6 +32,27 @@ pub enum HeaderError {
         api_version: i16,
         reason: String,
     },
+}
+
+/// A request whose body the codec cannot decode.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed {api_key:?} v{api_version} request body: {reason}")]
+pub struct BodyError {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub reason: String,
+}
+
+impl Request {
+    /// Decodes the body with the codec. The caller has checked the version is servable.
+    pub fn decode_body(&self) -> Result<RequestKind, BodyError> {
+        let mut body = self.body.clone();
+        RequestKind::decode(self.api_key, &mut body, self.api_version).map_err(|err| BodyError {
+            api_key: self.api_key,
+            api_version: self.api_version,
+            reason: format!("{err:#}"),
+        })
+    }
 }
 
 /// Parses the header at the start of a frame.

@@ -74,12 +74,12 @@ fn later(future: impl Future<Output = Option<Response>> + Send + 'static) -> Dis
 }
 
 /// Routes a request to its handler.
-pub fn dispatch(broker: &Arc<Broker>, request: Request) -> Dispatch {
+pub fn dispatch(broker: &Arc<Broker>, request: &Request) -> Dispatch {
     let ctx = RequestContext {
         api_key: request.api_key,
         version: request.api_version,
         correlation_id: request.correlation_id,
-        client_id: request.client_id,
+        client_id: request.client_id.clone(),
     };
     if !versions::servable(ctx.api_key, ctx.version) {
         if ctx.api_key == ApiKey::ApiVersions {
@@ -91,15 +91,9 @@ pub fn dispatch(broker: &Arc<Broker>, request: Request) -> Dispatch {
             ctx.api_key, ctx.version, ctx.client_id
         ));
     }
-    let mut body = request.body;
-    let kind = match RequestKind::decode(ctx.api_key, &mut body, ctx.version) {
+    let kind = match request.decode_body() {
         Ok(kind) => kind,
-        Err(err) => {
-            return Dispatch::Close(format!(
-                "malformed {:?} v{} request from {:?}: {err:#}",
-                ctx.api_key, ctx.version, ctx.client_id
-            ));
-        }
+        Err(err) => return Dispatch::Close(format!("{err} (client {:?})", ctx.client_id)),
     };
     let broker = broker.clone();
     match kind {
