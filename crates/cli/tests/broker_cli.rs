@@ -1,0 +1,84 @@
+//! The `sluice broker` command as a user runs it: flags, config errors, serving, SIGTERM.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+#[test]
+fn bad_configuration_is_one_clear_line_and_a_failure_exit() {
+    for (args, expected) in [
+        (
+            vec!["broker", "--set", "num.partitons=3"],
+            "unknown configuration property \"num.partitons\"",
+        ),
+        (vec!["broker", "--set", "novalue"], "expected KEY=VALUE"),
+        (
+            vec!["broker", "--listen", "nowhere"],
+            "invalid value \"nowhere\" for listeners",
+        ),
+        (
+            vec!["broker", "--config", "/nonexistent/sluice.toml"],
+            "cannot read config file",
+        ),
+    ] {
+        let output = sluice().args(&args).output().unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn serves_and_shuts_down_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!("listeners = \"127.0.0.1:{port}\"\nnum.partitions = 2\n"),
+    )
+    .unwrap();
+    let mut child = sluice()
+        .args(["broker", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("SLUICE_LOG_RETENTION_MS", "1234")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(
+        log.contains("broker stopped") && log.contains("clean=true"),
+        "{log}"
+    );
+    assert!(dir.path().join("data/.kafka_cleanshutdown").exists());
+    assert!(dir.path().join("data/meta.properties").exists());
+}
