@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::errors::ApiError;
+use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::{MetadataError, MetadataImage, MetadataRecord, MetadataStore, TopicImage};
 use crate::topic_config::{self, validate_topic_name};
 
@@ -60,6 +61,7 @@ pub struct Broker {
     pub cluster_id: String,
     pub logs: LogManager,
     pub metadata: MetadataStore,
+    pub groups: GroupCoordinator,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
 }
 
@@ -128,11 +130,13 @@ impl Broker {
                 None => broker_config.log_defaults.clone(),
             }));
         let logs = LogManager::open(manager_config)?;
+        let groups = GroupCoordinator::new(config.coordinator.clone());
         let broker = Broker {
             config,
             cluster_id,
             logs,
             metadata,
+            groups,
             partitions: RwLock::new(HashMap::new()),
         };
         for tp in broker.logs.partitions() {
@@ -147,6 +151,7 @@ impl Broker {
         for topic in image.topics.values() {
             broker.open_partitions(topic, 0)?;
         }
+        broker.groups.load(&broker)?;
         Ok(Arc::new(broker))
     }
 
@@ -269,8 +274,19 @@ impl Broker {
         Ok(candidate)
     }
 
-    /// Deletes a topic and its logs. Returns its id.
+    /// Whether a topic belongs to the broker itself (clients may not write or delete it).
+    pub fn is_internal(topic: &str) -> bool {
+        topic == OFFSETS_TOPIC
+    }
+
+    /// Deletes a topic and its logs, and groups' offsets of it. Returns its id.
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid, ApiError> {
+        if Self::is_internal(name) {
+            return Err(ApiError::new(
+                ResponseError::InvalidTopicException,
+                format!("{name} is an internal topic"),
+            ));
+        }
         let outcome = self
             .metadata
             .update(|image| match image.topic(name) {
@@ -298,6 +314,7 @@ impl Broker {
                 tracing::warn!(partition = %tp, error = %err, "log removal failed; it is retried at startup");
             }
         }
+        self.groups.forget_topic(self, name);
         tracing::info!(topic = name, "deleted topic");
         Ok(topic.id)
     }

@@ -56,6 +56,14 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("log.flush.interval.ms", "1000"),
     ("log.flush.sync.threads", "64"),
     ("log.flush.offset.checkpoint.interval.ms", "60000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("offsets.topic.num.partitions", "50"),
+    ("offsets.topic.segment.bytes", "104857600"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
+    ("offset.metadata.max.bytes", "4096"),
 ];
 
 /// The broker's settings, parsed and validated.
@@ -79,6 +87,8 @@ pub struct BrokerConfig {
     pub sync_threads: usize,
     pub retention_check_interval: Duration,
     pub checkpoint_interval: Duration,
+    /// Group coordinator settings (`group.*`, `offsets.*`).
+    pub coordinator: crate::groups::CoordinatorConfig,
     /// The effective value of every property, for DescribeConfigs.
     pub properties: BTreeMap<String, String>,
     /// Properties set explicitly (file, environment or flag) rather than by default.
@@ -270,7 +280,31 @@ impl BrokerConfig {
         if sync_threads == 0 {
             return Err(p.invalid("log.flush.sync.threads", "must be at least 1"));
         }
+        let offsets_partitions: i32 = p.parse("offsets.topic.num.partitions")?;
+        if offsets_partitions < 1 {
+            return Err(p.invalid("offsets.topic.num.partitions", "must be at least 1"));
+        }
+        let retention_minutes: u64 = p.parse("offsets.retention.minutes")?;
+        let coordinator = crate::groups::CoordinatorConfig {
+            limits: crate::groups::group::GroupLimits {
+                min_session_timeout: Duration::from_millis(
+                    p.parse("group.min.session.timeout.ms")?,
+                ),
+                max_session_timeout: Duration::from_millis(
+                    p.parse("group.max.session.timeout.ms")?,
+                ),
+                initial_rebalance_delay: Duration::from_millis(
+                    p.parse("group.initial.rebalance.delay.ms")?,
+                ),
+            },
+            offsets_partitions,
+            offsets_segment_bytes: p.parse("offsets.topic.segment.bytes")?,
+            offsets_retention: Duration::from_secs(retention_minutes * 60),
+            offsets_retention_check: p.millis("offsets.retention.check.interval.ms")?,
+            metadata_max_bytes: p.parse("offset.metadata.max.bytes")?,
+        };
         Ok(BrokerConfig {
+            coordinator,
             node_id: p.parse("node.id")?,
             listen,
             advertised,

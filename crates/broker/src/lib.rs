@@ -13,6 +13,7 @@ mod alloc_guard;
 pub mod broker;
 pub mod config;
 pub mod errors;
+pub mod groups;
 mod handlers;
 pub mod metadata;
 pub mod server;

@@ -71,6 +71,10 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
         "broker started"
     );
     let (stop, stopped) = watch::channel(false);
+    tokio::spawn(crate::groups::GroupCoordinator::run(
+        broker.clone(),
+        stopped.clone(),
+    ));
     let server = tokio::spawn(accept_loop(broker.clone(), listener, stopped));
     Ok(BrokerHandle {
         broker,
@@ -81,6 +85,21 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
 }
 
 impl BrokerHandle {
+    /// Stops serving the way a crash would, for tests: connections are cut, nothing is synced
+    /// or marked clean. Storage is released once every task holding the broker has ended,
+    /// so that another broker can open the same directory.
+    pub async fn abort(self) {
+        let _ = self.stop.send(true);
+        self.server.abort();
+        let _ = self.server.await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.broker) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let broker = self.broker;
+        let _ = tokio::task::spawn_blocking(move || drop(broker)).await;
+    }
+
     /// Graceful shutdown: stop accepting, let connections finish what they started, then
     /// sync and close every log and leave the clean-shutdown marker.
     pub async fn shutdown(self) -> Result<(), sluice_log::LogError> {
@@ -215,7 +234,7 @@ async fn serve_connection(
                 break;
             }
         };
-        match dispatch(&broker, &request) {
+        match dispatch(&broker, &request, peer) {
             Dispatch::Respond(future) => {
                 if queue.send((future, permit)).await.is_err() {
                     break;

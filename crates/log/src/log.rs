@@ -604,14 +604,25 @@ impl Log {
         }))
     }
 
-    /// Applies `retention.ms` and `retention.bytes`, and removes segments wholly below the
-    /// log start offset. Deletes whole segments only, oldest first, never the active one (an
+    /// Applies `retention.ms` and `retention.bytes` (for `cleanup.policy` including delete),
+    /// and removes segments wholly below the log start offset. Deletes whole segments only, oldest first, never the active one (an
     /// expired active segment is rolled first).
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
         let now = self.clock.now_ms();
         let mut inner = self.lock()?;
-        let retention_ms = inner.config.retention_ms;
-        let retention_bytes = inner.config.retention_bytes;
+        // Time and size retention belong to cleanup.policy=delete; a compacted-only topic
+        // keeps every segment (the cleaner shrinks it instead).
+        let deletes = inner.config.cleanup_policy.delete;
+        let retention_ms = if deletes {
+            inner.config.retention_ms
+        } else {
+            -1
+        };
+        let retention_bytes = if deletes {
+            inner.config.retention_bytes
+        } else {
+            -1
+        };
         let expired = |segment: &Segment| {
             retention_ms >= 0
                 && segment.max_timestamp >= 0

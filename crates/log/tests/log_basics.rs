@@ -623,3 +623,39 @@ fn block_on<F: Future>(future: F) -> F::Output {
         std::thread::park();
     }
 }
+
+#[test]
+fn compacted_topics_are_not_subject_to_time_or_size_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let config = LogConfig {
+        retention_ms: 1000,
+        retention_bytes: 100,
+        cleanup_policy: sluice_log::CleanupPolicy {
+            delete: false,
+            compact: true,
+        },
+        ..small_segments()
+    };
+    let manager = open(dir.path(), config, clock.clone());
+    let log = manager.get_or_create(&tp(0)).unwrap();
+    for i in 0..40u64 {
+        log.append(&mut batch(2, 200, T0, i), 0).unwrap();
+    }
+    clock.advance(10 * 3_600_000);
+    let report = manager.enforce_retention();
+    assert_eq!(report.segments_deleted, 0);
+    assert_eq!(read_all(&log).len(), 40);
+    // compact,delete applies both.
+    let both = sluice_log::CleanupPolicy {
+        delete: true,
+        compact: true,
+    };
+    log.set_config(LogConfig {
+        retention_ms: 1000,
+        cleanup_policy: both,
+        ..small_segments()
+    })
+    .unwrap();
+    assert!(manager.enforce_retention().segments_deleted > 0);
+}

@@ -35,6 +35,17 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::CreatePartitions, 0, 3),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::DescribeCluster, 0, 1),
+    range(ApiKey::FindCoordinator, 0, 4),
+    range(ApiKey::JoinGroup, 0, 9),
+    range(ApiKey::SyncGroup, 0, 5),
+    range(ApiKey::Heartbeat, 0, 4),
+    range(ApiKey::LeaveGroup, 0, 5),
+    range(ApiKey::OffsetCommit, 2, 8),
+    range(ApiKey::OffsetFetch, 1, 8),
+    range(ApiKey::ListGroups, 0, 4),
+    range(ApiKey::DescribeGroups, 0, 5),
+    range(ApiKey::DeleteGroups, 0, 2),
+    range(ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The advertised range of `key`, if the broker supports it at all.
@@ -78,6 +89,7 @@ mod tests {
         assert!(servable(ApiKey::Produce, 3));
         assert!(!servable(ApiKey::Produce, 2));
         assert!(!servable(ApiKey::Fetch, 13));
-        assert!(!servable(ApiKey::JoinGroup, 5));
+        assert!(servable(ApiKey::JoinGroup, 5));
+        assert!(!servable(ApiKey::InitProducerId, 0));
     }
 }

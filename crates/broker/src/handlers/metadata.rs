@@ -130,6 +130,7 @@ fn describe(topic: &TopicImage, node: BrokerId, version: i16) -> MetadataRespons
         .collect();
     let described = MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
+        .with_is_internal(version >= 1 && Broker::is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED);
     if version >= 10 {

@@ -7,16 +7,27 @@ mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod describe_log_dirs;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +59,8 @@ pub struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
+    /// The client's address as Kafka reports it in group descriptions: `/ip`.
+    pub client_host: String,
 }
 
 impl RequestContext {
@@ -74,12 +87,13 @@ fn later(future: impl Future<Output = Option<Response>> + Send + 'static) -> Dis
 }
 
 /// Routes a request to its handler.
-pub fn dispatch(broker: &Arc<Broker>, request: &Request) -> Dispatch {
+pub fn dispatch(broker: &Arc<Broker>, request: &Request, peer: std::net::SocketAddr) -> Dispatch {
     let ctx = RequestContext {
         api_key: request.api_key,
         version: request.api_version,
         correlation_id: request.correlation_id,
         client_id: request.client_id.clone(),
+        client_host: format!("/{}", peer.ip()),
     };
     if !versions::servable(ctx.api_key, ctx.version) {
         if ctx.api_key == ApiKey::ApiVersions {
@@ -123,6 +137,29 @@ pub fn dispatch(broker: &Arc<Broker>, request: &Request) -> Dispatch {
         RequestKind::DeleteRecords(req) => ready(delete_records::handle(&broker, &ctx, &req)),
         RequestKind::DescribeCluster(req) => ready(describe_cluster::handle(&broker, &ctx, &req)),
         RequestKind::DescribeLogDirs(req) => ready(describe_log_dirs::handle(&broker, &ctx, &req)),
+        RequestKind::FindCoordinator(req) => {
+            later(async move { find_coordinator::handle(&broker, &ctx, req).await })
+        }
+        RequestKind::JoinGroup(req) => {
+            later(async move { join_group::handle(&broker, &ctx, req).await })
+        }
+        RequestKind::SyncGroup(req) => {
+            later(async move { sync_group::handle(&broker, &ctx, req).await })
+        }
+        RequestKind::Heartbeat(req) => ready(heartbeat::handle(&broker, &ctx, &req)),
+        RequestKind::LeaveGroup(req) => ready(leave_group::handle(&broker, &ctx, &req)),
+        RequestKind::OffsetCommit(req) => {
+            later(async move { offset_commit::handle(&broker, &ctx, req).await })
+        }
+        RequestKind::OffsetFetch(req) => ready(offset_fetch::handle(&broker, &ctx, &req)),
+        RequestKind::ListGroups(req) => ready(list_groups::handle(&broker, &ctx, &req)),
+        RequestKind::DescribeGroups(req) => ready(describe_groups::handle(&broker, &ctx, &req)),
+        RequestKind::DeleteGroups(req) => {
+            later(async move { delete_groups::handle(&broker, &ctx, req).await })
+        }
+        RequestKind::OffsetDelete(req) => {
+            later(async move { offset_delete::handle(&broker, &ctx, req).await })
+        }
         other => Dispatch::Close(format!(
             "{:?} is advertised but has no handler: {other:?}",
             ctx.api_key

@@ -69,6 +69,12 @@ fn append(
     records: Option<&[u8]>,
     durable: bool,
 ) -> Outcome {
+    if Broker::is_internal(topic) {
+        return Outcome::Failed(ApiError::new(
+            ResponseError::InvalidTopicException,
+            format!("cannot write to internal topic {topic}"),
+        ));
+    }
     let Some(target) = broker.partition(topic, partition) else {
         return Outcome::Failed(ApiError::new(
             ResponseError::UnknownTopicOrPartition,

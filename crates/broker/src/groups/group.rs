@@ -1,0 +1,955 @@
+//! One consumer group of the classic protocol: members, generations and the state machine
+//!
+//! ```text
+//!  Empty ──join──► PreparingRebalance ──all joined / timeout──► CompletingRebalance
+//!    ▲                 ▲      ▲                                      │ leader's SyncGroup
+//!    │ last member     │      └──── member joins, leaves, dies ──────┤
+//!    │ leaves / dies   └──── member joins, leaves, dies ─── Stable ◄─┘
+//!  Dead: deleted (DeleteGroups), never reused.
+//! ```
+//!
+//! All methods run under the group's mutex and never block: a request that must wait (a
+//! JoinGroup until the rebalance completes, a follower's SyncGroup until the leader's
+//! assignment) gets a oneshot receiver to await after the lock is released. Deadlines
+//! (session, rebalance, initial delay) are checked by [`Group::tick`], which the coordinator
+//! calls periodically.
+//!
+//! Invariants: a member has at most one pending join and one pending sync; `generation` only
+//! grows; the leader, when set, is a member; `static_members` maps each group.instance.id to
+//! the member id that currently owns it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
+
+use super::records::{GroupValue, MemberValue};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl GroupState {
+    /// The name Kafka uses in DescribeGroups and ListGroups.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+/// Settings that bound what members may ask for.
+#[derive(Debug, Clone)]
+pub struct GroupLimits {
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+    pub initial_rebalance_delay: Duration,
+}
+
+/// What a JoinGroup gets back.
+#[derive(Debug, Clone)]
+pub struct JoinOutcome {
+    /// `None` on success.
+    pub error: Option<ResponseError>,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// For the leader only: every member with its metadata for the chosen protocol.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinOutcome {
+    pub fn error(error: ResponseError, member_id: &str) -> Self {
+        JoinOutcome {
+            error: Some(error),
+            generation: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        }
+    }
+}
+
+/// What a SyncGroup gets back.
+#[derive(Debug, Clone)]
+pub struct SyncOutcome {
+    /// `None` on success.
+    pub error: Option<ResponseError>,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncOutcome {
+    pub fn error(error: ResponseError) -> Self {
+        SyncOutcome {
+            error: Some(error),
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        }
+    }
+}
+
+/// Either an answer now, or one to wait for.
+#[derive(Debug)]
+pub enum Reply<T> {
+    Now(T),
+    Later(oneshot::Receiver<T>),
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout: Duration,
+    pub session_timeout: Duration,
+    pub protocol_type: String,
+    /// (name, metadata) in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    join_waiter: Option<oneshot::Sender<JoinOutcome>>,
+    sync_waiter: Option<oneshot::Sender<SyncOutcome>>,
+    /// Session expiry; not applied while the member waits in a join or sync.
+    deadline: Instant,
+    /// Order of first join, to pick the leader.
+    joined_seq: u64,
+}
+
+impl Member {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+
+    fn same_protocols(&self, protocols: &[(String, Bytes)]) -> bool {
+        self.protocols == protocols
+    }
+}
+
+/// A committed offset, with the position of its record in `__consumer_offsets` so that a
+/// later commit is never overwritten by an earlier one that completed late.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp: i64,
+    pub record_offset: i64,
+}
+
+/// Everything a JoinGroup carries.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new dynamic member first gets MEMBER_ID_REQUIRED (KIP-394).
+    pub require_known_member_id: bool,
+}
+
+#[derive(Debug)]
+pub struct Group {
+    pub id: String,
+    pub state: GroupState,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED and not yet used, with their expiry.
+    pending: HashMap<String, Instant>,
+    static_members: HashMap<String, String>,
+    pub offsets: HashMap<(String, i32), Committed>,
+    rebalance_deadline: Option<Instant>,
+    initial_delay_until: Option<Instant>,
+    sync_deadline: Option<Instant>,
+    next_seq: u64,
+    /// Wall-clock ms when the group last became Empty (offset retention, KIP-211).
+    pub empty_since_ms: Option<i64>,
+}
+
+fn new_member_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4())
+}
+
+impl Group {
+    pub fn new(id: &str, now_ms: i64) -> Self {
+        Group {
+            id: id.to_string(),
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashMap::new(),
+            static_members: HashMap::new(),
+            offsets: HashMap::new(),
+            rebalance_deadline: None,
+            initial_delay_until: None,
+            sync_deadline: None,
+            next_seq: 0,
+            empty_since_ms: Some(now_ms),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Protocols every member supports.
+    fn candidate_protocols(&self) -> HashSet<String> {
+        let mut members = self.members.values();
+        let Some(first) = members.next() else {
+            return HashSet::new();
+        };
+        let mut candidates: HashSet<String> =
+            first.protocols.iter().map(|(n, _)| n.clone()).collect();
+        for member in members {
+            let theirs: HashSet<String> = member.protocols.iter().map(|(n, _)| n.clone()).collect();
+            candidates.retain(|c| theirs.contains(c));
+        }
+        candidates
+    }
+
+    /// The protocol most members prefer among those all support.
+    fn select_protocol(&self) -> Option<String> {
+        let candidates = self.candidate_protocols();
+        let mut votes: Vec<(String, usize)> = Vec::new();
+        for member in self.members.values() {
+            if let Some((name, _)) = member
+                .protocols
+                .iter()
+                .find(|(n, _)| candidates.contains(n))
+            {
+                match votes.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, count)) => *count += 1,
+                    None => votes.push((name.clone(), 1)),
+                }
+            }
+        }
+        let most = votes.iter().map(|(_, c)| *c).max()?;
+        votes.into_iter().find(|(_, c)| *c == most).map(|(n, _)| n)
+    }
+
+    fn current_join_outcome(&self, member_id: &str, for_leader: bool) -> JoinOutcome {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let members = if for_leader {
+            self.members
+                .values()
+                .map(|m| {
+                    (
+                        m.member_id.clone(),
+                        m.group_instance_id.clone(),
+                        m.metadata_for(&protocol),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        JoinOutcome {
+            error: None,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_string(),
+            members,
+        }
+    }
+
+    /// Handles a JoinGroup.
+    pub fn join(
+        &mut self,
+        req: JoinRequest,
+        limits: &GroupLimits,
+        now: Instant,
+    ) -> Reply<JoinOutcome> {
+        let fail = |error| Reply::Now(JoinOutcome::error(error, &req.member_id));
+        if self.state == GroupState::Dead {
+            return fail(ResponseError::CoordinatorNotAvailable);
+        }
+        if req.session_timeout < limits.min_session_timeout
+            || req.session_timeout > limits.max_session_timeout
+        {
+            return fail(ResponseError::InvalidSessionTimeout);
+        }
+        if req.protocol_type.is_empty() || req.protocols.is_empty() {
+            return fail(ResponseError::InconsistentGroupProtocol);
+        }
+        if !self.members.is_empty() {
+            let same_type = self
+                .protocol_type
+                .as_deref()
+                .is_none_or(|t| t == req.protocol_type);
+            let candidates = self.candidate_protocols();
+            let overlaps = req.protocols.iter().any(|(n, _)| candidates.contains(n));
+            if !same_type || !overlaps {
+                return fail(ResponseError::InconsistentGroupProtocol);
+            }
+        }
+
+        if req.member_id.is_empty() {
+            return match req.group_instance_id.clone() {
+                Some(instance) => self.join_static_unknown(req, &instance, limits, now),
+                None if req.require_known_member_id => {
+                    let member_id = new_member_id(&req.client_id);
+                    self.pending
+                        .insert(member_id.clone(), now + req.session_timeout);
+                    Reply::Now(JoinOutcome::error(
+                        ResponseError::MemberIdRequired,
+                        &member_id,
+                    ))
+                }
+                None => {
+                    let member_id = new_member_id(&req.client_id);
+                    self.add_member_and_rebalance(member_id, req, limits, now)
+                }
+            };
+        }
+
+        if self.pending.remove(&req.member_id).is_some() {
+            let member_id = req.member_id.clone();
+            return self.add_member_and_rebalance(member_id, req, limits, now);
+        }
+        if let Some(instance) = &req.group_instance_id
+            && self
+                .static_members
+                .get(instance)
+                .is_some_and(|owner| *owner != req.member_id)
+        {
+            return fail(ResponseError::FencedInstanceId);
+        }
+        let Some(member) = self.members.get(&req.member_id) else {
+            return fail(ResponseError::UnknownMemberId);
+        };
+        let unchanged = member.same_protocols(&req.protocols);
+        let is_leader = self.leader.as_deref() == Some(req.member_id.as_str());
+        match self.state {
+            GroupState::CompletingRebalance if unchanged => {
+                // The member lost our answer: repeat it.
+                Reply::Now(self.current_join_outcome(&req.member_id, is_leader))
+            }
+            GroupState::Stable if unchanged && !is_leader => {
+                Reply::Now(self.current_join_outcome(&req.member_id, false))
+            }
+            GroupState::Empty | GroupState::Dead => fail(ResponseError::UnknownMemberId),
+            _ => {
+                let member_id = req.member_id.clone();
+                self.update_member_and_rebalance(&member_id, req, limits, now)
+            }
+        }
+    }
+
+    /// A static member (group.instance.id) joining without a member id: a new member, or a
+    /// restarted one taking over its instance's place.
+    fn join_static_unknown(
+        &mut self,
+        req: JoinRequest,
+        instance: &str,
+        limits: &GroupLimits,
+        now: Instant,
+    ) -> Reply<JoinOutcome> {
+        let member_id = new_member_id(instance);
+        let Some(old_id) = self.static_members.get(instance).cloned() else {
+            self.static_members
+                .insert(instance.to_string(), member_id.clone());
+            return self.add_member_and_rebalance(member_id, req, limits, now);
+        };
+        // Fence the previous incarnation and move its place to the new member id.
+        let Some(mut member) = self.members.remove(&old_id) else {
+            self.static_members
+                .insert(instance.to_string(), member_id.clone());
+            return self.add_member_and_rebalance(member_id, req, limits, now);
+        };
+        if let Some(waiter) = member.join_waiter.take() {
+            let _ = waiter.send(JoinOutcome::error(ResponseError::FencedInstanceId, &old_id));
+        }
+        if let Some(waiter) = member.sync_waiter.take() {
+            let _ = waiter.send(SyncOutcome::error(ResponseError::FencedInstanceId));
+        }
+        let unchanged = member.same_protocols(&req.protocols);
+        member.member_id = member_id.clone();
+        member.client_id = req.client_id.clone();
+        member.client_host = req.client_host.clone();
+        member.session_timeout = req.session_timeout;
+        member.rebalance_timeout = req.rebalance_timeout;
+        member.deadline = now + req.session_timeout;
+        self.static_members
+            .insert(instance.to_string(), member_id.clone());
+        let was_leader = self.leader.as_deref() == Some(old_id.as_str());
+        if was_leader {
+            self.leader = Some(member_id.clone());
+        }
+        self.members.insert(member_id.clone(), member);
+        if self.state == GroupState::Stable && unchanged && !was_leader {
+            // KIP-345: the restarted member gets its old assignment back, no rebalance.
+            return Reply::Now(self.current_join_outcome(&member_id, false));
+        }
+        self.update_member_and_rebalance(&member_id, req, limits, now)
+    }
+
+    fn add_member_and_rebalance(
+        &mut self,
+        member_id: String,
+        req: JoinRequest,
+        limits: &GroupLimits,
+        now: Instant,
+    ) -> Reply<JoinOutcome> {
+        if let Some(instance) = &req.group_instance_id {
+            self.static_members
+                .insert(instance.clone(), member_id.clone());
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let key = member_id.clone();
+        self.members.insert(
+            key.clone(),
+            Member {
+                member_id,
+                group_instance_id: req.group_instance_id.clone(),
+                client_id: req.client_id.clone(),
+                client_host: req.client_host.clone(),
+                rebalance_timeout: req.rebalance_timeout,
+                session_timeout: req.session_timeout,
+                protocol_type: req.protocol_type.clone(),
+                protocols: req.protocols.clone(),
+                assignment: Bytes::new(),
+                join_waiter: None,
+                sync_waiter: None,
+                deadline: now + req.session_timeout,
+                joined_seq: seq,
+            },
+        );
+        self.update_member_and_rebalance(&key, req, limits, now)
+    }
+
+    fn update_member_and_rebalance(
+        &mut self,
+        member_id: &str,
+        req: JoinRequest,
+        limits: &GroupLimits,
+        now: Instant,
+    ) -> Reply<JoinOutcome> {
+        let (tx, rx) = oneshot::channel();
+        let member = self.members.get_mut(member_id).expect("member present");
+        member.protocols = req.protocols;
+        member.protocol_type = req.protocol_type;
+        member.session_timeout = req.session_timeout;
+        member.rebalance_timeout = req.rebalance_timeout;
+        if let Some(old) = member.join_waiter.replace(tx) {
+            let _ = old.send(JoinOutcome::error(
+                ResponseError::UnknownMemberId,
+                member_id,
+            ));
+        }
+        if self.state != GroupState::PreparingRebalance {
+            self.prepare_rebalance(limits, now);
+        }
+        self.try_complete_join(now);
+        Reply::Later(rx)
+    }
+
+    /// Starts a rebalance: members must rejoin within the rebalance timeout.
+    fn prepare_rebalance(&mut self, limits: &GroupLimits, now: Instant) {
+        if self.state == GroupState::CompletingRebalance {
+            for member in self.members.values_mut() {
+                if let Some(waiter) = member.sync_waiter.take() {
+                    let _ = waiter.send(SyncOutcome::error(ResponseError::RebalanceInProgress));
+                }
+            }
+        }
+        let longest = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        if self.state == GroupState::Empty && !limits.initial_rebalance_delay.is_zero() {
+            // Let the members of a starting fleet arrive together (group.initial.rebalance.delay.ms).
+            self.initial_delay_until = Some(now + limits.initial_rebalance_delay.min(longest));
+        }
+        self.state = GroupState::PreparingRebalance;
+        self.rebalance_deadline = Some(now + longest);
+        self.sync_deadline = None;
+        self.empty_since_ms = None;
+    }
+
+    fn all_joined(&self) -> bool {
+        self.pending.is_empty() && self.members.values().all(|m| m.join_waiter.is_some())
+    }
+
+    fn try_complete_join(&mut self, now: Instant) {
+        let delayed = self.initial_delay_until.is_some_and(|until| now < until);
+        if self.state == GroupState::PreparingRebalance && self.all_joined() && !delayed {
+            self.complete_join(now);
+        }
+    }
+
+    /// Ends the join phase: members that did not rejoin are dropped, a new generation starts
+    /// and every joined member gets its answer.
+    fn complete_join(&mut self, now: Instant) {
+        let missing: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none())
+            .map(|m| m.member_id.clone())
+            .collect();
+        for member_id in missing {
+            self.remove_member(&member_id);
+        }
+        self.pending.clear();
+        self.initial_delay_until = None;
+        self.rebalance_deadline = None;
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.become_empty();
+            return;
+        }
+        self.protocol_type = self
+            .members
+            .values()
+            .next()
+            .map(|m| m.protocol_type.clone());
+        self.protocol = self.select_protocol();
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
+            self.leader = self
+                .members
+                .values()
+                .min_by_key(|m| m.joined_seq)
+                .map(|m| m.member_id.clone());
+        }
+        self.state = GroupState::CompletingRebalance;
+        let longest = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        self.sync_deadline = Some(now + longest);
+        let leader = self.leader.clone().unwrap_or_default();
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for member_id in ids {
+            let outcome = self.current_join_outcome(&member_id, member_id == leader);
+            let member = self.members.get_mut(&member_id).expect("listed");
+            member.deadline = now + member.session_timeout;
+            if let Some(waiter) = member.join_waiter.take() {
+                let _ = waiter.send(outcome);
+            }
+        }
+    }
+
+    fn become_empty(&mut self) {
+        self.state = GroupState::Empty;
+        self.leader = None;
+        self.protocol = None;
+        self.sync_deadline = None;
+        self.rebalance_deadline = None;
+        self.empty_since_ms = Some(now_ms());
+    }
+
+    fn remove_member(&mut self, member_id: &str) {
+        if let Some(mut member) = self.members.remove(member_id) {
+            if let Some(instance) = &member.group_instance_id
+                && self.static_members.get(instance).map(String::as_str) == Some(member_id)
+            {
+                self.static_members.remove(instance);
+            }
+            if let Some(waiter) = member.join_waiter.take() {
+                let _ = waiter.send(JoinOutcome::error(
+                    ResponseError::UnknownMemberId,
+                    member_id,
+                ));
+            }
+            if let Some(waiter) = member.sync_waiter.take() {
+                let _ = waiter.send(SyncOutcome::error(ResponseError::UnknownMemberId));
+            }
+        }
+        if self.leader.as_deref() == Some(member_id) {
+            self.leader = None;
+        }
+    }
+
+    /// After members left or died: the group rebalances, or becomes empty.
+    fn after_departure(&mut self, limits: &GroupLimits, now: Instant) {
+        match self.state {
+            _ if self.members.is_empty() && self.pending.is_empty() => {
+                if self.state != GroupState::Empty {
+                    self.generation += 1;
+                    self.become_empty();
+                }
+            }
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.prepare_rebalance(limits, now);
+                self.try_complete_join(now);
+            }
+            GroupState::PreparingRebalance => self.try_complete_join(now),
+            GroupState::Empty | GroupState::Dead => {}
+        }
+    }
+
+    /// Checks a member's identity for SyncGroup, Heartbeat and OffsetCommit.
+    fn check_member(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        if let Some(instance) = instance
+            && self
+                .static_members
+                .get(instance)
+                .is_some_and(|owner| owner != member_id)
+        {
+            return Err(ResponseError::FencedInstanceId);
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if generation != self.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
+    /// Handles a SyncGroup. The leader's assignments are stored and sent to every member.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync(
+        &mut self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+    ) -> Reply<SyncOutcome> {
+        let fail = |error| Reply::Now(SyncOutcome::error(error));
+        if self.state == GroupState::Dead {
+            return fail(ResponseError::CoordinatorNotAvailable);
+        }
+        if let Err(error) = self.check_member(member_id, instance, generation) {
+            return fail(error);
+        }
+        let type_ok = protocol_type.is_none_or(|t| self.protocol_type.as_deref() == Some(t));
+        let name_ok = protocol_name.is_none_or(|n| self.protocol.as_deref() == Some(n));
+        if !type_ok || !name_ok {
+            return fail(ResponseError::InconsistentGroupProtocol);
+        }
+        let member = self.members.get_mut(member_id).expect("checked");
+        member.deadline = now + member.session_timeout;
+        match self.state {
+            GroupState::PreparingRebalance => fail(ResponseError::RebalanceInProgress),
+            GroupState::Stable => Reply::Now(self.sync_outcome(member_id)),
+            GroupState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                member.sync_waiter = Some(tx);
+                if self.leader.as_deref() == Some(member_id) {
+                    let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for member in self.members.values_mut() {
+                        member.assignment = given.remove(&member.member_id).unwrap_or_default();
+                    }
+                    self.state = GroupState::Stable;
+                    self.sync_deadline = None;
+                    let ids: Vec<String> = self.members.keys().cloned().collect();
+                    for id in ids {
+                        let outcome = self.sync_outcome(&id);
+                        if let Some(waiter) =
+                            self.members.get_mut(&id).and_then(|m| m.sync_waiter.take())
+                        {
+                            let _ = waiter.send(outcome);
+                        }
+                    }
+                }
+                Reply::Later(rx)
+            }
+            GroupState::Empty | GroupState::Dead => fail(ResponseError::UnknownMemberId),
+        }
+    }
+
+    fn sync_outcome(&self, member_id: &str) -> SyncOutcome {
+        SyncOutcome {
+            error: None,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            assignment: self
+                .members
+                .get(member_id)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Handles a Heartbeat; `None` is success.
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+        now: Instant,
+    ) -> Option<ResponseError> {
+        if self.state == GroupState::Dead {
+            return Some(ResponseError::CoordinatorNotAvailable);
+        }
+        if self.state == GroupState::Empty {
+            return Some(ResponseError::UnknownMemberId);
+        }
+        if let Err(error) = self.check_member(member_id, instance, generation) {
+            return Some(error);
+        }
+        let member = self.members.get_mut(member_id).expect("checked");
+        member.deadline = now + member.session_timeout;
+        (self.state == GroupState::PreparingRebalance).then_some(ResponseError::RebalanceInProgress)
+    }
+
+    /// Handles a LeaveGroup; one result per member (`None` is success).
+    pub fn leave(
+        &mut self,
+        leaving: &[(String, Option<String>)],
+        limits: &GroupLimits,
+        now: Instant,
+    ) -> Vec<Option<ResponseError>> {
+        let mut results = Vec::with_capacity(leaving.len());
+        for (member_id, instance) in leaving {
+            let target = match instance {
+                Some(instance) => match self.static_members.get(instance) {
+                    Some(owner) if member_id.is_empty() || owner == member_id => {
+                        Some(owner.clone())
+                    }
+                    Some(_) => {
+                        results.push(Some(ResponseError::FencedInstanceId));
+                        continue;
+                    }
+                    None => None,
+                },
+                None => Some(member_id.clone()),
+            };
+            match target {
+                Some(id) if self.members.contains_key(&id) => {
+                    self.remove_member(&id);
+                    results.push(None);
+                }
+                Some(id) if self.pending.remove(&id).is_some() => results.push(None),
+                _ => results.push(Some(ResponseError::UnknownMemberId)),
+            }
+        }
+        self.after_departure(limits, now);
+        results
+    }
+
+    /// Applies deadlines: expired sessions and pending ids, the rebalance timeout, the
+    /// initial delay and the sync timeout. Returns whether anything changed.
+    pub fn tick(&mut self, limits: &GroupLimits, now: Instant) -> bool {
+        let mut changed = false;
+        let before = self.pending.len();
+        self.pending.retain(|_, expiry| *expiry > now);
+        changed |= self.pending.len() != before;
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none() && m.sync_waiter.is_none() && m.deadline <= now)
+            .map(|m| m.member_id.clone())
+            .collect();
+        for member_id in &expired {
+            tracing::info!(group = %self.id, member = %member_id, "member session expired");
+            self.remove_member(member_id);
+        }
+        if !expired.is_empty() || changed {
+            self.after_departure(limits, now);
+            changed = true;
+        }
+        match self.state {
+            GroupState::PreparingRebalance => {
+                if self.rebalance_deadline.is_some_and(|d| d <= now) {
+                    self.complete_join(now);
+                    changed = true;
+                } else if self.initial_delay_until.is_some_and(|d| d <= now) {
+                    self.initial_delay_until = None;
+                    self.try_complete_join(now);
+                    changed = true;
+                }
+            }
+            GroupState::CompletingRebalance if self.sync_deadline.is_some_and(|d| d <= now) => {
+                // The leader never sent the assignment: members who did not sync are dropped.
+                let silent: Vec<String> = self
+                    .members
+                    .values()
+                    .filter(|m| m.sync_waiter.is_none())
+                    .map(|m| m.member_id.clone())
+                    .collect();
+                for member_id in silent {
+                    self.remove_member(&member_id);
+                }
+                self.after_departure(limits, now);
+                changed = true;
+            }
+            _ => {}
+        }
+        changed
+    }
+
+    /// Whether the group accepts an offset commit from this member and generation.
+    pub fn check_commit(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        match self.state {
+            GroupState::Dead => Err(ResponseError::CoordinatorNotAvailable),
+            // A group without members takes commits from standalone consumers (assign()).
+            GroupState::Empty if generation < 0 && member_id.is_empty() => Ok(()),
+            GroupState::Empty => Err(ResponseError::UnknownMemberId),
+            GroupState::CompletingRebalance => {
+                match self.check_member(member_id, instance, generation) {
+                    Err(error) => Err(error),
+                    Ok(()) => Err(ResponseError::RebalanceInProgress),
+                }
+            }
+            GroupState::PreparingRebalance | GroupState::Stable => {
+                self.check_member(member_id, instance, generation)
+            }
+        }
+    }
+
+    /// The record that describes the group in `__consumer_offsets`.
+    pub fn to_record(&self, now_ms: i64) -> GroupValue {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            state_timestamp: now_ms,
+            members: self
+                .members
+                .values()
+                .map(|m| MemberValue {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as i32,
+                    session_timeout_ms: m.session_timeout.as_millis() as i32,
+                    subscription: m.metadata_for(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Restores a group from its record (at startup). Members get a full session to show up.
+    pub fn restore(&mut self, value: GroupValue, now: Instant) {
+        self.generation = value.generation;
+        self.protocol_type = (!value.protocol_type.is_empty()).then_some(value.protocol_type);
+        self.protocol = value.protocol.clone();
+        self.leader = value.leader;
+        self.members.clear();
+        self.static_members.clear();
+        let protocol = value.protocol.unwrap_or_default();
+        for (seq, m) in value.members.into_iter().enumerate() {
+            let session_timeout = Duration::from_millis(m.session_timeout_ms.max(0) as u64);
+            if let Some(instance) = &m.group_instance_id {
+                self.static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            self.members.insert(
+                m.member_id.clone(),
+                Member {
+                    member_id: m.member_id,
+                    group_instance_id: m.group_instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64),
+                    session_timeout,
+                    protocol_type: self.protocol_type.clone().unwrap_or_default(),
+                    protocols: vec![(protocol.clone(), m.subscription)],
+                    assignment: m.assignment,
+                    join_waiter: None,
+                    sync_waiter: None,
+                    deadline: now + session_timeout,
+                    joined_seq: seq as u64,
+                },
+            );
+        }
+        self.next_seq = self.members.len() as u64;
+        if self.members.is_empty() {
+            self.become_empty();
+        } else {
+            self.state = GroupState::Stable;
+            self.empty_since_ms = None;
+        }
+    }
+
+    /// Marks the group deleted: waiters are told, nothing joins it again.
+    pub fn mark_dead(&mut self) {
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            self.remove_member(&id);
+        }
+        self.state = GroupState::Dead;
+    }
+
+    /// Member subscriptions of a consumer-protocol group: the topics any member consumes.
+    pub fn subscribed_topics(&self) -> HashSet<String> {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        let mut topics = HashSet::new();
+        if self.protocol_type.as_deref() != Some("consumer") {
+            return topics;
+        }
+        let protocol = self.protocol.clone().unwrap_or_default();
+        for member in self.members.values() {
+            let mut metadata = member.metadata_for(&protocol);
+            if metadata.len() < 2 {
+                continue;
+            }
+            let version = i16::from_be_bytes([metadata[0], metadata[1]]);
+            bytes::Buf::advance(&mut metadata, 2);
+            if let Ok(subscription) =
+                ConsumerProtocolSubscription::decode(&mut metadata, version.clamp(0, 3))
+            {
+                topics.extend(subscription.topics.iter().map(|t| t.to_string()));
+            }
+        }
+        topics
+    }
+}
+
+/// Wall-clock milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

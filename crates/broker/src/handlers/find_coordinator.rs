@@ -1,0 +1,73 @@
+//! FindCoordinator: this broker coordinates every group. The first group lookup creates
+//! `__consumer_offsets`, as in Kafka. Transaction coordinators do not exist yet.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::response::Response;
+
+use super::{RequestContext, message, str_bytes};
+use crate::broker::Broker;
+
+const GROUP: i8 = 0;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: FindCoordinatorRequest,
+) -> Option<Response> {
+    let keys: Vec<StrBytes> = if ctx.version >= 4 {
+        request.coordinator_keys.clone()
+    } else {
+        vec![request.key.clone()]
+    };
+    let (host, port) = &broker.config.advertised;
+    let mut coordinators = Vec::with_capacity(keys.len());
+    for key in keys {
+        let outcome = if request.key_type != GROUP {
+            Err((
+                ResponseError::CoordinatorNotAvailable,
+                "transaction coordinators are not supported yet".to_string(),
+            ))
+        } else if key.is_empty() {
+            Err((ResponseError::InvalidGroupId, "empty group id".to_string()))
+        } else {
+            broker
+                .groups
+                .ensure_offsets_topic(broker)
+                .await
+                .map_err(|e| (ResponseError::CoordinatorNotAvailable, e.message))
+        };
+        let coordinator = Coordinator::default().with_key(key);
+        coordinators.push(match outcome {
+            Ok(()) => coordinator
+                .with_node_id(BrokerId(broker.config.node_id))
+                .with_host(str_bytes(host))
+                .with_port(i32::from(*port)),
+            Err((code, text)) => coordinator
+                .with_error_code(code.code())
+                .with_error_message(message(text))
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+        });
+    }
+    let response = if ctx.version >= 4 {
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else {
+        let c = coordinators.pop().expect("one key");
+        let response = FindCoordinatorResponse::default()
+            .with_error_code(c.error_code)
+            .with_node_id(c.node_id)
+            .with_host(c.host)
+            .with_port(c.port);
+        if ctx.version >= 1 {
+            response.with_error_message(c.error_message)
+        } else {
+            response
+        }
+    };
+    ctx.respond(&response)
+}

@@ -1,0 +1,41 @@
+//! ListGroups, with the state filter of v4+.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+use sluice_protocol::response::Response;
+
+use super::{RequestContext, str_bytes};
+use crate::broker::Broker;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: &ListGroupsRequest,
+) -> Option<Response> {
+    let filter: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|(_, _, state)| {
+            filter.is_empty() || filter.contains(&state.name().to_ascii_lowercase())
+        })
+        .map(|(id, protocol_type, state)| {
+            let group = ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(&id)))
+                .with_protocol_type(str_bytes(&protocol_type));
+            if ctx.version >= 4 {
+                group.with_group_state(str_bytes(state.name()))
+            } else {
+                group
+            }
+        })
+        .collect();
+    ctx.respond(&ListGroupsResponse::default().with_groups(groups))
+}
