@@ -228,7 +228,10 @@ async fn serve_connection(
             }
         };
         let request = match parse_request(body.freeze()) {
-            Ok(request) => request,
+            Ok(request) => {
+                tracing::trace!(%peer, api = ?request.api_key, version = request.api_version, correlation = request.correlation_id, "request");
+                request
+            }
             Err(err) => {
                 tracing::warn!(%peer, error = %err, "bad request header; closing connection");
                 break;

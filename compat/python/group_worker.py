@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""A consumer-group worker, driven by compat/tests/groups.rs.
+
+Usage: group_worker.py BOOTSTRAP GROUP TOPIC CLIENT [STRATEGY] [INSTANCE_ID]
+  CLIENT: confluent | kafka-python
+  STRATEGY: range | roundrobin | cooperative-sticky | sticky (default range)
+
+Prints, line by line:
+  JOINING t            when it subscribes (t: wall-clock seconds)
+  ASSIGNMENT t p,p,... whenever the set of partitions it owns changes
+  MSG p o              for every message, after "processing" it; offsets are committed
+                       synchronously after processing, so delivery is at least once
+Stops cleanly (leaving the group) when its stdin closes or reads STOP.
+"""
+
+import select
+import sys
+import time
+
+BOOTSTRAP, GROUP, TOPIC, CLIENT = sys.argv[1:5]
+STRATEGY = sys.argv[5] if len(sys.argv) > 5 else "range"
+INSTANCE = sys.argv[6] if len(sys.argv) > 6 and sys.argv[6] else None
+SESSION_MS = 6000
+
+
+def say(line):
+    print(line, flush=True)
+
+
+def assignment(owned):
+    say(f"ASSIGNMENT {time.time():.6f} " + ",".join(str(p) for p in sorted(owned)))
+
+
+def should_stop():
+    ready, _, _ = select.select([sys.stdin], [], [], 0)
+    if not ready:
+        return False
+    line = sys.stdin.readline()
+    return line == "" or line.strip() == "STOP"
+
+
+def run_confluent():
+    import confluent_kafka
+
+    owned = set()
+    config = {
+        "bootstrap.servers": BOOTSTRAP,
+        "group.id": GROUP,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": SESSION_MS,
+        "heartbeat.interval.ms": 500,
+        "partition.assignment.strategy": STRATEGY,
+    }
+    if INSTANCE:
+        config["group.instance.id"] = INSTANCE
+    consumer = confluent_kafka.Consumer(config)
+
+    def on_assign(c, partitions):
+        owned.update(p.partition for p in partitions)
+        assignment(owned)
+
+    def on_revoke(c, partitions):
+        # Eager protocols revoke everything; cooperative ones only what moves.
+        if STRATEGY == "cooperative-sticky":
+            owned.difference_update(p.partition for p in partitions)
+        else:
+            owned.clear()
+        assignment(owned)
+
+    say(f"JOINING {time.time():.6f}")
+    consumer.subscribe([TOPIC], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_revoke)
+    while not should_stop():
+        msg = consumer.poll(0.2)
+        if msg is None:
+            continue
+        if msg.error():
+            say(f"ERROR {msg.error()}")
+            continue
+        say(f"MSG {msg.partition()} {msg.offset()}")
+        consumer.commit(message=msg, asynchronous=False)
+    consumer.close()
+
+
+def run_kafka_python():
+    import kafka
+    from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+    assignors = {
+        "range": kafka.coordinator.assignors.range.RangePartitionAssignor,
+        "roundrobin": kafka.coordinator.assignors.roundrobin.RoundRobinPartitionAssignor,
+        "sticky": kafka.coordinator.assignors.sticky.sticky_assignor.StickyPartitionAssignor,
+    }
+    owned = set()
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            owned.difference_update(tp.partition for tp in revoked)
+            assignment(owned)
+
+        def on_partitions_assigned(self, assigned):
+            owned.update(tp.partition for tp in assigned)
+            assignment(owned)
+
+    extra = {"group_instance_id": INSTANCE} if INSTANCE else {}
+    consumer = kafka.KafkaConsumer(
+        bootstrap_servers=BOOTSTRAP,
+        group_id=GROUP,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=SESSION_MS,
+        heartbeat_interval_ms=500,
+        partition_assignment_strategy=[assignors[STRATEGY]],
+        **extra,
+    )
+    say(f"JOINING {time.time():.6f}")
+    consumer.subscribe([TOPIC], listener=Listener())
+    while not should_stop():
+        batches = consumer.poll(timeout_ms=200)
+        for _tp, records in batches.items():
+            for r in records:
+                say(f"MSG {r.partition} {r.offset}")
+        if batches:
+            consumer.commit()
+    consumer.close()
+
+
+if __name__ == "__main__":
+    {"confluent": run_confluent, "kafka-python": run_kafka_python}[CLIENT]()
