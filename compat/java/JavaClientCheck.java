@@ -215,6 +215,102 @@ public class JavaClientCheck {
         check(got.size() == 1000 && values.size() == 1000, "lost or duplicated across the restart: " + got.size() + " records, " + values.size() + " distinct");
     }
 
+    /** A group member polled from the main thread, recording what its listener saw. */
+    static final class Member {
+        final KafkaConsumer<byte[], byte[]> consumer;
+        final Set<TopicPartition> owned = new TreeSet<>(Comparator.comparing(TopicPartition::partition));
+        int revocations = 0;
+        final Map<TopicPartition, Long> processed = new HashMap<>();
+
+        Member(String group, String instance, String topic) {
+            Map<String, Object> config = new HashMap<>();
+            config.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+            config.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+            config.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 10000);
+            config.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, 500);
+            config.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 10);
+            if (instance != null) config.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, instance);
+            consumer = consumer(config);
+            consumer.subscribe(List.of(topic), new ConsumerRebalanceListener() {
+                public void onPartitionsRevoked(Collection<TopicPartition> partitions) {
+                    if (!partitions.isEmpty()) revocations++;
+                    owned.removeAll(partitions);
+                }
+                public void onPartitionsAssigned(Collection<TopicPartition> partitions) {
+                    owned.addAll(partitions);
+                }
+            });
+        }
+
+        /** Polls once; commits what it processed, synchronously or not. */
+        int poll(boolean sync) {
+            ConsumerRecords<byte[], byte[]> records = consumer.poll(Duration.ofMillis(100));
+            for (ConsumerRecord<byte[], byte[]> r : records) {
+                processed.merge(new TopicPartition(r.topic(), r.partition()), 1L, Long::sum);
+            }
+            if (!records.isEmpty()) {
+                if (sync) consumer.commitSync();
+                else consumer.commitAsync((offsets, error) -> check(error == null, "async commit failed: " + error));
+            }
+            return records.count();
+        }
+    }
+
+    static void pollUntil(String what, List<Member> members, java.util.function.BooleanSupplier done) {
+        long deadline = System.currentTimeMillis() + TIMEOUT.toMillis();
+        int i = 0;
+        while (!done.getAsBoolean()) {
+            check(System.currentTimeMillis() < deadline, "timed out waiting for " + what);
+            members.get(i++ % members.size()).poll(i % 2 == 0);
+        }
+    }
+
+    static void groups() throws Exception {
+        String topic = "java-group";
+        createTopic(topic, 4, Map.of());
+        List<Msg> messages = new ArrayList<>();
+        for (int i = 0; i < 400; i++) messages.add(new Msg(null, ("m" + i).getBytes(StandardCharsets.UTF_8), List.of(), 1_700_000_000_000L));
+        try (KafkaProducer<byte[], byte[]> p = producer(Map.of())) {
+            for (int part = 0; part < 4; part++) send(p, topic, part, messages.subList(part * 100, part * 100 + 100));
+        }
+        Member a = new Member("jg", "static-a", topic);
+        pollUntil("A owning every partition", List.of(a), () -> a.owned.size() == 4);
+        Member b = new Member("jg", "static-b", topic);
+        pollUntil("A and B sharing the partitions", List.of(a, b), () -> a.owned.size() == 2 && b.owned.size() == 2);
+        check(a.revocations >= 1, "A's listener saw no revocation");
+        pollUntil("all messages processed", List.of(a, b), () -> {
+            long total = 0;
+            for (long n : a.processed.values()) total += n;
+            for (long n : b.processed.values()) total += n;
+            return total >= 400;
+        });
+        a.consumer.commitSync();
+        b.consumer.commitSync();
+
+        // B's process restarts: a static member closes without leaving and comes back.
+        Set<TopicPartition> bOwned = new HashSet<>(b.owned);
+        int aRevocations = a.revocations;
+        b.consumer.close();
+        Member b2 = new Member("jg", "static-b", topic);
+        pollUntil("the restarted static member getting its partitions back", List.of(a, b2), () -> b2.owned.equals(bOwned));
+        for (int i = 0; i < 20; i++) a.poll(true);
+        check(a.revocations == aRevocations, "A went through a rebalance when static B restarted");
+        int fresh = 0;
+        for (int i = 0; i < 20; i++) fresh += b2.poll(true);
+        check(fresh == 0, "the restarted member re-read " + fresh + " committed messages");
+
+        try (Admin admin = admin()) {
+            Map<TopicPartition, OffsetAndMetadata> committed = admin.listConsumerGroupOffsets("jg").partitionsToOffsetAndMetadata().get();
+            check(committed.size() == 4, "committed partitions: " + committed);
+            for (OffsetAndMetadata o : committed.values()) check(o.offset() == 100, "committed offset " + o.offset());
+            ConsumerGroupDescription description = admin.describeConsumerGroups(List.of("jg")).all().get().get("jg");
+            check(description.members().size() == 2, "members " + description.members().size());
+            check(description.groupState().toString().equalsIgnoreCase("stable"), "state " + description.groupState());
+        }
+        a.consumer.close();
+        b2.consumer.close();
+    }
+
     public static void main(String[] args) throws Exception {
         check(args.length == 2, "usage: JavaClientCheck BOOTSTRAP SCENARIO");
         bootstrap = args[0];
@@ -223,6 +319,7 @@ public class JavaClientCheck {
             case "big-ordering-timestamps" -> bigOrderingTimestamps();
             case "admin-auto-create" -> adminAndAutoCreate();
             case "restart" -> restart();
+            case "groups" -> groups();
             default -> check(false, "unknown scenario " + args[1]);
         }
         System.out.println("OK");

@@ -83,6 +83,11 @@ async fn java_admin_client_and_auto_creation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_consumer_group_with_listeners_commits_and_static_membership() {
+    run_scenario("groups").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_restart_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path(), &[]).await;

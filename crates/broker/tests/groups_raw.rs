@@ -624,3 +624,49 @@ async fn groups_and_offsets_survive_restarts() {
     .await;
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_committed_offset_against_the_log_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), FAST_GROUPS).await;
+    let addr = broker.local_addr;
+    on_thread(move || {
+        let mut c = RawClient::connect(addr);
+        create_topic(&mut c, "t", 2);
+        find_coordinator(&mut c, "g");
+        let mut builder = sluice_record::BatchBuilder::new(sluice_record::Compression::None);
+        for i in 0..10u8 {
+            builder.push(sluice_record::OwnedRecord::new(None, Some(vec![i]), 0));
+        }
+        let request = ProduceRequest::default().with_acks(1).with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(builder.build().unwrap()))),
+                ]),
+        ]);
+        let _: ProduceResponse = c.call(ApiKey::Produce, 9, &request);
+        // A standalone consumer (assign(), no membership) commits.
+        assert_eq!(commit(&mut c, -1, "", "t", 0, 4), 0);
+    })
+    .await;
+    let lag = broker
+        .broker
+        .groups
+        .lag(&broker.broker, "g")
+        .expect("group exists");
+    assert_eq!(
+        lag,
+        vec![sluice_broker::groups::PartitionLag {
+            topic: "t".into(),
+            partition: 0,
+            committed: 4,
+            log_end_offset: 10,
+            lag: 6
+        }]
+    );
+    assert!(broker.broker.groups.lag(&broker.broker, "nobody").is_none());
+    broker.shutdown().await.unwrap();
+}
