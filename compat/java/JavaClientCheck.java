@@ -223,7 +223,12 @@ public class JavaClientCheck {
         final Map<TopicPartition, Long> processed = new HashMap<>();
 
         Member(String group, String instance, String topic) {
+            this(group, instance, topic, 300000);
+        }
+
+        Member(String group, String instance, String topic, int rebalanceTimeoutMs) {
             Map<String, Object> config = new HashMap<>();
+            config.put(ConsumerConfig.MAX_POLL_INTERVAL_MS_CONFIG, rebalanceTimeoutMs);
             config.put(ConsumerConfig.GROUP_ID_CONFIG, group);
             config.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
             config.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 10000);
@@ -244,7 +249,7 @@ public class JavaClientCheck {
 
         /** Polls once; commits what it processed, synchronously or not. */
         int poll(boolean sync) {
-            ConsumerRecords<byte[], byte[]> records = consumer.poll(Duration.ofMillis(100));
+            ConsumerRecords<byte[], byte[]> records = consumer.poll(Duration.ofMillis(10));
             for (ConsumerRecord<byte[], byte[]> r : records) {
                 processed.merge(new TopicPartition(r.topic(), r.partition()), 1L, Long::sum);
             }
@@ -311,6 +316,25 @@ public class JavaClientCheck {
         b2.consumer.close();
     }
 
+    /** Time from a fourth consumer's subscribe to all four owning partitions (bench). */
+    static void rebalanceBench() throws Exception {
+        String topic = "java-rb";
+        createTopic(topic, 8, Map.of());
+        for (int round = 0; round < 5; round++) {
+            String group = "java-rb-" + round;
+            List<Member> members = new ArrayList<>();
+            for (int i = 0; i < 3; i++) members.add(new Member(group, null, topic, 30000));
+            pollUntil("three members sharing the topic", members, () -> members.stream().allMatch(m -> !m.owned.isEmpty())
+                && members.stream().mapToInt(m -> m.owned.size()).sum() == 8);
+            long start = System.nanoTime();
+            members.add(new Member(group, null, topic, 30000));
+            pollUntil("four members sharing the topic", members, () -> members.stream().allMatch(m -> !m.owned.isEmpty())
+                && members.stream().mapToInt(m -> m.owned.size()).sum() == 8);
+            System.out.println("REBALANCE_MS " + (System.nanoTime() - start) / 1_000_000.0);
+            for (Member m : members) m.consumer.close(Duration.ZERO);
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         check(args.length == 2, "usage: JavaClientCheck BOOTSTRAP SCENARIO");
         bootstrap = args[0];
@@ -320,6 +344,7 @@ public class JavaClientCheck {
             case "admin-auto-create" -> adminAndAutoCreate();
             case "restart" -> restart();
             case "groups" -> groups();
+            case "rebalance-bench" -> rebalanceBench();
             default -> check(false, "unknown scenario " + args[1]);
         }
         System.out.println("OK");

@@ -13,6 +13,7 @@ Prints, line by line:
 Stops cleanly (leaving the group) when its stdin closes or reads STOP.
 """
 
+import os
 import select
 import sys
 import time
@@ -21,6 +22,8 @@ BOOTSTRAP, GROUP, TOPIC, CLIENT = sys.argv[1:5]
 STRATEGY = sys.argv[5] if len(sys.argv) > 5 else "range"
 INSTANCE = sys.argv[6] if len(sys.argv) > 6 and sys.argv[6] else None
 SESSION_MS = 6000
+# Rebalance timeout (librdkafka: max.poll.interval.ms), for bench/rebalance.py.
+REBALANCE_MS = int(os.environ.get("REBALANCE_TIMEOUT_MS", "300000"))
 
 
 def say(line):
@@ -51,6 +54,7 @@ def run_confluent():
         "session.timeout.ms": SESSION_MS,
         "heartbeat.interval.ms": 500,
         "partition.assignment.strategy": STRATEGY,
+        "max.poll.interval.ms": REBALANCE_MS,
     }
     if INSTANCE:
         config["group.instance.id"] = INSTANCE
