@@ -63,7 +63,12 @@ pub struct Broker {
     pub metadata: MetadataStore,
     pub groups: GroupCoordinator,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Producer ids handed out next: (next, end of the reserved block).
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }
+
+/// Producer ids reserved per metadata record.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 const META_PROPERTIES: &str = "meta.properties";
 
@@ -138,6 +143,7 @@ impl Broker {
             metadata,
             groups,
             partitions: RwLock::new(HashMap::new()),
+            producer_ids: tokio::sync::Mutex::new((image.producer_ids_end, image.producer_ids_end)),
         };
         for tp in broker.logs.partitions() {
             let known = image
@@ -444,6 +450,30 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// A producer id never handed out before, not even by an earlier run of this broker: ids
+    /// are reserved in blocks recorded durably in the metadata log.
+    pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 == ids.1 {
+            let outcome = self
+                .metadata
+                .update(|image| {
+                    let end = image.producer_ids_end + PRODUCER_ID_BLOCK;
+                    Ok::<_, ApiError>((
+                        vec![MetadataRecord::ProducerIdBlock { end }],
+                        (image.producer_ids_end, end),
+                    ))
+                })
+                .await
+                .map_err(|e| Self::metadata_failure(&e))?;
+            let (_, block) = outcome?;
+            *ids = block;
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
     }
 
     /// Clean shutdown of storage: logs, then metadata.

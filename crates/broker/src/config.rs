@@ -64,6 +64,7 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("offsets.retention.minutes", "10080"),
     ("offsets.retention.check.interval.ms", "600000"),
     ("offset.metadata.max.bytes", "4096"),
+    ("producer.id.expiration.ms", "86400000"),
 ];
 
 /// The broker's settings, parsed and validated.
@@ -253,6 +254,7 @@ impl BrokerConfig {
             max_message_bytes: p.parse("message.max.bytes")?,
             cleanup_policy,
             timestamp_type,
+            producer_expiration_ms: p.parse("producer.id.expiration.ms")?,
         };
         log_defaults.validate().map_err(|e| ConfigError::Invalid {
             key: "log.*".into(),

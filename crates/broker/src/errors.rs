@@ -1,7 +1,7 @@
 //! The one place where internal errors become Kafka error codes.
 
 use kafka_protocol::ResponseError;
-use sluice_log::LogError;
+use sluice_log::{LogError, SequenceError};
 use sluice_record::RecordError;
 
 /// The Kafka error for a log failure.
@@ -19,6 +19,15 @@ pub fn log_error_code(err: &LogError) -> ResponseError {
         LogError::Io(_) | LogError::Offline(_) => ResponseError::KafkaStorageError,
         LogError::Deleted => ResponseError::UnknownTopicOrPartition,
         LogError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        LogError::Sequence(SequenceError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        LogError::Sequence(SequenceError::InvalidEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
+        LogError::Sequence(SequenceError::UnknownProducer { .. }) => {
+            ResponseError::UnknownProducerId
+        }
     }
 }
 

@@ -41,6 +41,10 @@ pub enum MetadataRecord {
     DeleteTopic {
         name: String,
     },
+    /// Producer ids below `end` have been handed out; a restarted broker starts above.
+    ProducerIdBlock {
+        end: i64,
+    },
 }
 
 /// A topic as the metadata knows it.
@@ -58,6 +62,8 @@ pub struct TopicImage {
 pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicImage>,
     pub topic_names_by_id: HashMap<Uuid, String>,
+    /// The end of the last block of producer ids handed out.
+    pub producer_ids_end: i64,
 }
 
 /// A record that does not apply to the current image (a bug, or a corrupt log).
@@ -119,6 +125,14 @@ impl MetadataImage {
                     .ok_or_else(|| ApplyError(format!("no topic {name}")))?;
                 self.topic_names_by_id.remove(&topic.id);
             }
+            MetadataRecord::ProducerIdBlock { end } => {
+                if *end <= self.producer_ids_end {
+                    return Err(ApplyError(format!(
+                        "producer id block end {end} does not advance"
+                    )));
+                }
+                self.producer_ids_end = *end;
+            }
         }
         Ok(())
     }
@@ -170,6 +184,10 @@ impl MetadataRecord {
                 out.push(4);
                 put_str(&mut out, name);
             }
+            MetadataRecord::ProducerIdBlock { end } => {
+                out.push(5);
+                out.extend_from_slice(&end.to_be_bytes());
+            }
         }
         out
     }
@@ -212,6 +230,9 @@ impl MetadataRecord {
                 MetadataRecord::SetTopicConfig { name, key, value }
             }
             4 => MetadataRecord::DeleteTopic { name: r.string()? },
+            5 => MetadataRecord::ProducerIdBlock {
+                end: i64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes")),
+            },
             other => return Err(format!("unknown metadata record type {other}")),
         };
         if r.at != bytes.len() {
@@ -410,6 +431,7 @@ mod tests {
                 value: None,
             },
             MetadataRecord::DeleteTopic { name: "t".into() },
+            MetadataRecord::ProducerIdBlock { end: 1000 },
         ];
         let mut image = MetadataImage::default();
         for record in &records {

@@ -63,6 +63,8 @@ pub struct LogConfig {
     pub cleanup_policy: CleanupPolicy,
     /// `message.timestamp.type`.
     pub timestamp_type: TimestampType,
+    /// `producer.id.expiration.ms`: an idempotent producer silent this long is forgotten.
+    pub producer_expiration_ms: i64,
 }
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1_048_588;
@@ -79,6 +81,7 @@ impl Default for LogConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             cleanup_policy: CleanupPolicy::DELETE,
             timestamp_type: TimestampType::CreateTime,
+            producer_expiration_ms: 24 * 3600 * 1000,
         }
     }
 }

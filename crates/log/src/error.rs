@@ -34,6 +34,10 @@ pub enum LogError {
     /// The log was deleted while the caller held it.
     #[error("log has been deleted")]
     Deleted,
+    /// An idempotent producer's batch is out of sequence, from a fenced epoch, or from a
+    /// producer whose state is gone. Nothing was written.
+    #[error(transparent)]
+    Sequence(#[from] crate::SequenceError),
     /// An invalid configuration value.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),

@@ -22,6 +22,7 @@ mod flush;
 mod index;
 mod log;
 mod manager;
+mod producer_state;
 mod recovery;
 mod scan;
 mod segment;
@@ -35,4 +36,5 @@ pub use log::{
     AppendInfo, FileRegion, Log, LogOffsets, ReadResult, RetentionReport, TimestampOffset,
 };
 pub use manager::{CLEAN_SHUTDOWN_FILE, LogManager};
+pub use producer_state::{ProducerBatch, ProducerEntry, ProducerStates, SequenceError};
 pub use topic_partition::TopicPartition;

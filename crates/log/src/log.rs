@@ -26,7 +26,8 @@ use crate::clock::Clock;
 use crate::file_cache::FileCache;
 use crate::flush::{Durability, DurableWait, Flusher};
 use crate::index::{batch_start_at_or_before, offset_for_timestamp, position_for_offset};
-use crate::recovery::{self, LoadedLog};
+use crate::producer_state::{Check, ProducerBatch, ProducerStates, write_snapshot};
+use crate::recovery::{self, LoadedLog, producers};
 use crate::scan::{ScanStep, SegmentScanner};
 use crate::segment::{SCAN_WINDOW, Segment, SegmentFiles};
 use crate::{FlushPolicy, LogConfig, LogError, Result, TopicPartition};
@@ -43,6 +44,9 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     pub batches: usize,
     pub bytes: usize,
+    /// The record set was a retry of batches already in the log (idempotent producer):
+    /// nothing was written, and the offsets are those of the original.
+    pub duplicate: bool,
 }
 
 /// A byte range of a segment file holding whole batches: ready for `sendfile`, or to be
@@ -156,6 +160,8 @@ pub(crate) struct LogInner {
     unsynced: Vec<Arc<File>>,
     /// A segment file was created or removed since the directory was last synced.
     dir_dirty: bool,
+    /// What each idempotent producer last wrote here.
+    producers: ProducerStates,
 }
 
 impl LogInner {
@@ -240,6 +246,12 @@ impl Log {
         } else {
             recovery_point.unwrap_or(0).min(next_offset)
         };
+        let mut producers =
+            producers::rebuild(&tp, &dir, &segments, log_start_offset, next_offset)?;
+        producers.evict(
+            log_start_offset,
+            now.saturating_sub(config.producer_expiration_ms),
+        );
         Ok(Log {
             tp,
             dir,
@@ -253,6 +265,7 @@ impl Log {
                 log_start_offset,
                 unsynced: Vec::new(),
                 dir_dirty: true,
+                producers,
             }),
             durability: Durability::new(flushed),
             offline: OnceLock::new(),
@@ -345,6 +358,17 @@ impl Log {
         if largest > max as usize {
             return Err(LogError::BatchTooLarge { size: largest, max });
         }
+        if let Some(original) = check_producers(&inner.producers, records)? {
+            return Ok(AppendInfo {
+                first_offset: original.first_offset,
+                last_offset: original.last_offset,
+                log_append_time: -1,
+                log_start_offset: inner.log_start_offset,
+                batches: batch_count,
+                bytes: 0,
+                duplicate: true,
+            });
+        }
         let now = self.clock.now_ms();
         let first_offset = inner.next_offset;
         self.maybe_roll(
@@ -381,6 +405,9 @@ impl Log {
             return Err(LogError::Io(failure.error));
         }
         inner.next_offset = next;
+        for batch in Batches::new(records).flatten() {
+            inner.producers.record(&batch.header());
+        }
         self.log_end_offset.store(next, Ordering::SeqCst);
         Ok(AppendInfo {
             first_offset,
@@ -389,6 +416,7 @@ impl Log {
             log_start_offset: inner.log_start_offset,
             batches: batch_count,
             bytes: records.len(),
+            duplicate: false,
         })
     }
 
@@ -441,6 +469,10 @@ impl Log {
         inner.unsynced.extend(sealed);
         inner.segments.insert(base, segment);
         inner.dir_dirty = true;
+        // Recovery starts from the newest snapshot instead of rescanning the log.
+        if let Err(err) = write_snapshot(&self.dir, base, &inner.producers) {
+            tracing::warn!(partition = %self.tp, error = %err, "could not write producer snapshot");
+        }
         Ok(())
     }
 
@@ -655,6 +687,12 @@ impl Log {
             report.bytes_deleted += self.delete_segment(&mut inner, base)?;
             report.segments_deleted += 1;
         }
+        let expire_before = now.saturating_sub(inner.config.producer_expiration_ms);
+        let log_start = inner.log_start_offset;
+        let expired_producers = inner.producers.evict(log_start, expire_before);
+        if expired_producers > 0 {
+            tracing::debug!(partition = %self.tp, producers = expired_producers, "producer state expired");
+        }
         Ok(report)
     }
 
@@ -678,6 +716,7 @@ impl Log {
             "deleted segment"
         );
         segment.files.delete()?;
+        producers::delete_snapshots_below(&self.dir, inner.log_start_offset);
         Ok(segment.size)
     }
 
@@ -703,6 +742,7 @@ impl Log {
             }
             self.delete_segment(&mut inner, pair[0])?;
         }
+        inner.producers.evict(offset, i64::MIN);
         Ok(inner.log_start_offset)
     }
 
@@ -770,10 +810,12 @@ impl Log {
         }
     }
 
-    /// Clean close: writes the active segment's indexes and syncs everything.
+    /// Clean close: writes the active segment's indexes and a producer snapshot at the log
+    /// end, and syncs everything.
     pub(crate) fn close(&self) -> Result<()> {
         let index_files = {
             let mut inner = self.lock()?;
+            write_snapshot(&self.dir, inner.next_offset, &inner.producers)?;
             inner.active().persist_active_indexes()?
         };
         for file in index_files {
@@ -782,11 +824,54 @@ impl Log {
         self.flush()
     }
 
+    /// A copy of the idempotent producers' state (for tests and diagnostics).
+    pub fn producer_states(&self) -> ProducerStates {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .producers
+            .clone()
+    }
+
     /// Marks the log deleted: later calls fail with [`LogError::Deleted`], waiters wake.
     pub(crate) fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::SeqCst);
         self.durability.wake_all();
     }
+}
+
+/// Checks every batch of a record set against the producers' state. `Some` when the set is a
+/// retry of batches already in the log.
+fn check_producers(producers: &ProducerStates, records: &[u8]) -> Result<Option<ProducerBatch>> {
+    let mut pending: Vec<(i64, i16, ProducerBatch)> = Vec::new();
+    for batch in Batches::new(records).flatten() {
+        let header = batch.header();
+        match producers
+            .check(&header, &pending)
+            .map_err(LogError::Sequence)?
+        {
+            Check::Duplicate(original) => return Ok(Some(original)),
+            Check::Append if header.producer_id() >= 0 => {
+                let count = header.record_count().max(1);
+                let first = header.base_sequence();
+                pending.push((
+                    header.producer_id(),
+                    header.producer_epoch(),
+                    ProducerBatch {
+                        first_sequence: first,
+                        last_sequence: ((i64::from(first) + i64::from(count) - 1)
+                            % (i64::from(i32::MAX) + 1))
+                            as i32,
+                        first_offset: -1,
+                        last_offset: -1,
+                        timestamp: header.max_timestamp(),
+                    },
+                ));
+            }
+            Check::Append => {}
+        }
+    }
+    Ok(None)
 }
 
 fn corrupt(tp: &TopicPartition, position: u64, reason: &str) -> LogError {

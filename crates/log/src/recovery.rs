@@ -331,3 +331,80 @@ fn walk_tail(file: &File, start: u64, size: u64, index: &mut IndexBuilder) -> io
         }
     }
 }
+
+/// Rebuilding idempotent producers' state at startup.
+pub(crate) mod producers {
+    use std::collections::BTreeMap;
+    use std::fs::File;
+    use std::path::Path;
+
+    use sluice_record::BatchHeader;
+
+    use crate::producer_state::{ProducerStates, list_snapshots, snapshot_path};
+    use crate::scan::{ScanStep, SegmentScanner};
+    use crate::segment::{LOG_SUFFIX, SCAN_WINDOW, Segment};
+    use crate::{Result, TopicPartition};
+
+    /// The state as of `next_offset`: the newest usable snapshot, then the headers of every
+    /// batch after it. Snapshots past the log end (their data was cut by recovery) are
+    /// removed.
+    pub(crate) fn rebuild(
+        tp: &TopicPartition,
+        dir: &Path,
+        segments: &BTreeMap<i64, Segment>,
+        log_start_offset: i64,
+        next_offset: i64,
+    ) -> Result<ProducerStates> {
+        let mut states = ProducerStates::default();
+        let mut from = segments.keys().next().copied().unwrap_or(log_start_offset);
+        for offset in list_snapshots(dir).into_iter().rev() {
+            let path = snapshot_path(dir, offset);
+            if offset > next_offset {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| ProducerStates::decode_snapshot(&b))
+            {
+                Ok(loaded) => {
+                    states = loaded;
+                    from = offset;
+                    break;
+                }
+                Err(reason) => {
+                    tracing::warn!(partition = %tp, snapshot = offset, %reason, "ignoring producer snapshot");
+                }
+            }
+        }
+        let bases: Vec<i64> = segments.keys().copied().collect();
+        let mut scanned = 0usize;
+        for (i, base) in bases.iter().enumerate() {
+            if bases.get(i + 1).is_some_and(|next| *next <= from) {
+                continue;
+            }
+            let segment = &segments[base];
+            let file = File::open(segment.files.path(LOG_SUFFIX))?;
+            let mut scanner = SegmentScanner::new(&file, 0, segment.size, SCAN_WINDOW);
+            while let ScanStep::Batch(info, header) = scanner.next_header()? {
+                if info.base_offset >= from
+                    && let Ok(header) = BatchHeader::parse(header)
+                {
+                    states.record(&header);
+                    scanned += 1;
+                }
+            }
+        }
+        if scanned > 0 {
+            tracing::debug!(partition = %tp, from, batches = scanned, producers = states.len(), "producer state rebuilt");
+        }
+        Ok(states)
+    }
+
+    /// Removes snapshots of offsets below the log start.
+    pub(crate) fn delete_snapshots_below(dir: &Path, offset: i64) {
+        for snapshot in list_snapshots(dir).into_iter().filter(|s| *s < offset) {
+            let _ = std::fs::remove_file(snapshot_path(dir, snapshot));
+        }
+    }
+}

@@ -46,6 +46,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DescribeGroups, 0, 5),
     range(ApiKey::DeleteGroups, 0, 2),
     range(ApiKey::OffsetDelete, 0, 0),
+    range(ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The advertised range of `key`, if the broker supports it at all.
@@ -90,6 +91,7 @@ mod tests {
         assert!(!servable(ApiKey::Produce, 2));
         assert!(!servable(ApiKey::Fetch, 13));
         assert!(servable(ApiKey::JoinGroup, 5));
-        assert!(!servable(ApiKey::InitProducerId, 0));
+        assert!(servable(ApiKey::InitProducerId, 0));
+        assert!(!servable(ApiKey::AddPartitionsToTxn, 0));
     }
 }

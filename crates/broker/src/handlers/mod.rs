@@ -18,6 +18,7 @@ mod fetch;
 mod find_coordinator;
 mod heartbeat;
 mod incremental_alter_configs;
+mod init_producer_id;
 mod join_group;
 mod leave_group;
 mod list_groups;
@@ -137,6 +138,9 @@ pub fn dispatch(broker: &Arc<Broker>, request: &Request, peer: std::net::SocketA
         RequestKind::DeleteRecords(req) => ready(delete_records::handle(&broker, &ctx, &req)),
         RequestKind::DescribeCluster(req) => ready(describe_cluster::handle(&broker, &ctx, &req)),
         RequestKind::DescribeLogDirs(req) => ready(describe_log_dirs::handle(&broker, &ctx, &req)),
+        RequestKind::InitProducerId(req) => {
+            later(async move { init_producer_id::handle(&broker, &ctx, req).await })
+        }
         RequestKind::FindCoordinator(req) => {
             later(async move { find_coordinator::handle(&broker, &ctx, req).await })
         }

@@ -97,7 +97,9 @@ fn append(
     let mut bytes = BytesMut::from(records);
     match target.log.append(&mut bytes, LEADER_EPOCH) {
         Ok(info) => {
-            target.appended.notify_waiters();
+            if !info.duplicate {
+                target.appended.notify_waiters();
+            }
             Outcome::Appended {
                 base_offset: info.first_offset,
                 log_append_time: info.log_append_time,

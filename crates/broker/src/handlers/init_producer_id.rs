@@ -1,0 +1,40 @@
+//! InitProducerId for idempotent producers: a fresh producer id, epoch 0. Transactional
+//! producers (a transactional id) are refused until transactions exist.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use sluice_protocol::response::Response;
+
+use super::RequestContext;
+use crate::broker::Broker;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: InitProducerIdRequest,
+) -> Option<Response> {
+    let response = if request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !id.0.is_empty())
+    {
+        tracing::info!(client = ?ctx.client_id, "transactional producer refused: transactions are not supported yet");
+        InitProducerIdResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    } else {
+        match broker.allocate_producer_id().await {
+            Ok(id) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(0),
+            Err(err) => InitProducerIdResponse::default()
+                .with_error_code(err.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        }
+    };
+    ctx.respond(&response)
+}
