@@ -4,10 +4,13 @@
 // Run by compat/tests/java.rs, which starts the broker. Exits 1 with a message on the first
 // failed check.
 
+import java.io.PrintWriter;
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.*;
 import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicInteger;
 
 import org.apache.kafka.clients.admin.*;
 import org.apache.kafka.clients.consumer.*;
@@ -47,8 +50,6 @@ public class JavaClientCheck {
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
-        // Idempotence (the default since 3.0) needs InitProducerId, not served yet.
-        p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, false);
         p.put(ProducerConfig.ACKS_CONFIG, "all");
         p.put(ProducerConfig.LINGER_MS_CONFIG, 5);
         p.putAll(extra);
@@ -335,8 +336,57 @@ public class JavaClientCheck {
         }
     }
 
+    /**
+     * Idempotent producer (the client's default) sending TOTAL numbered 100-byte messages to
+     * TOPIC while the harness kills and restarts the broker. Prints "ACKED n" every 10,000
+     * acknowledgements so the harness knows when to strike, then writes one line per message,
+     * "partition offset" (offset -1 if it failed), to ACK_FILE. The harness checks the log.
+     */
+    static void idempotentCrashes(String topic, int total, String ackFile) throws Exception {
+        int[] partitions = new int[total];
+        long[] offsets = new long[total];
+        Arrays.fill(offsets, -1);
+        AtomicInteger acked = new AtomicInteger();
+        AtomicInteger failed = new AtomicInteger();
+        List<String> errors = Collections.synchronizedList(new ArrayList<>());
+        Map<String, Object> config = Map.of(
+            ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, true,
+            ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, 300000,
+            ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, 10000,
+            ProducerConfig.MAX_BLOCK_MS_CONFIG, 300000,
+            ProducerConfig.RECONNECT_BACKOFF_MS_CONFIG, 50,
+            ProducerConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, 500);
+        try (KafkaProducer<byte[], byte[]> producer = producer(config)) {
+            for (int i = 0; i < total; i++) {
+                final int id = i;
+                byte[] value = new byte[100];
+                ByteBuffer.wrap(value).putLong(id);
+                byte[] key = ("k" + (id % 64)).getBytes(StandardCharsets.UTF_8);
+                producer.send(new ProducerRecord<>(topic, key, value), (metadata, error) -> {
+                    if (error != null) {
+                        failed.incrementAndGet();
+                        if (errors.size() < 10) errors.add(id + ": " + error);
+                        return;
+                    }
+                    partitions[id] = metadata.partition();
+                    offsets[id] = metadata.offset();
+                    int n = acked.incrementAndGet();
+                    if (n % 10000 == 0) {
+                        System.out.println("ACKED " + n);
+                        System.out.flush();
+                    }
+                });
+            }
+            producer.flush();
+        }
+        try (PrintWriter out = new PrintWriter(ackFile, StandardCharsets.UTF_8)) {
+            for (int i = 0; i < total; i++) out.println(partitions[i] + " " + offsets[i]);
+        }
+        System.out.println("DONE acked=" + acked.get() + " failed=" + failed.get() + " " + errors);
+    }
+
     public static void main(String[] args) throws Exception {
-        check(args.length == 2, "usage: JavaClientCheck BOOTSTRAP SCENARIO");
+        check(args.length >= 2, "usage: JavaClientCheck BOOTSTRAP SCENARIO [ARGS...]");
         bootstrap = args[0];
         switch (args[1]) {
             case "roundtrip" -> roundtrip();
@@ -345,6 +395,7 @@ public class JavaClientCheck {
             case "restart" -> restart();
             case "groups" -> groups();
             case "rebalance-bench" -> rebalanceBench();
+            case "idempotent-crashes" -> idempotentCrashes(args[2], Integer.parseInt(args[3]), args[4]);
             default -> check(false, "unknown scenario " + args[1]);
         }
         System.out.println("OK");

@@ -102,8 +102,7 @@ def c_consume(bootstrap, topic, partitions, count, **config):
 
 
 def k_produce(bootstrap, topic, messages, partition=None, **config):
-    # Idempotence (kafka-python's default) needs InitProducerId, which Sluice does not serve yet.
-    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, enable_idempotence=False, **config)
+    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **config)
     futures = [
         producer.send(topic, key=key, value=value, headers=headers, timestamp_ms=ts, partition=partition)
         for key, value, headers, ts in messages

@@ -19,3 +19,151 @@ pub async fn start_broker(dir: &Path, extra: &[(&str, &str)]) -> BrokerHandle {
     let config = BrokerConfig::from_overrides(props).expect("valid test config");
     sluice_broker::start(config).await.expect("broker starts")
 }
+
+/// A broker in a child process, so that a test can SIGKILL it: no shutdown, no flush, no
+/// clean-shutdown marker, exactly a crash. The child is the test binary itself, re-run with
+/// only its ignored `broker_process` test, which must call [`run_broker_process`]:
+///
+/// ```ignore
+/// #[test]
+/// #[ignore = "the broker child process of the restart tests"]
+/// fn broker_process() {
+///     sluice_compat::run_broker_process();
+/// }
+/// ```
+#[derive(Debug)]
+pub struct BrokerProcess {
+    child: std::process::Child,
+}
+
+const BROKER_DIR_ENV: &str = "SLUICE_TEST_BROKER_DIR";
+const BROKER_LISTEN_ENV: &str = "SLUICE_TEST_BROKER_LISTEN";
+/// Extra broker properties for the child, as `key=value` lines.
+const BROKER_PROPS_ENV: &str = "SLUICE_TEST_BROKER_PROPS";
+
+impl BrokerProcess {
+    /// Starts the child and waits until it listens on `listen` (a fixed address, so that
+    /// clients find the restarted broker where the old one was).
+    pub fn start(dir: &Path, listen: &str, extra: &[(&str, &str)]) -> BrokerProcess {
+        use std::io::BufRead;
+        let props: String = extra.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "broker_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(BROKER_DIR_ENV, dir)
+            .env(BROKER_LISTEN_ENV, listen)
+            .env(BROKER_PROPS_ENV, props)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("the test binary runs again as the broker process");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                // libtest prints "test broker_process ... " on the same line first.
+                Some(Ok(line)) if line.trim_end().ends_with("READY") => break,
+                Some(Ok(_)) => {}
+                other => panic!("broker process did not start: {other:?}"),
+            }
+        }
+        // Keep draining: libtest fails the process if its last line hits a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        BrokerProcess { child }
+    }
+
+    /// SIGKILL: no shutdown, no flush, no clean marker.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Clean shutdown (the child's stdin closes); panics unless the broker exits cleanly.
+    pub fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "broker process exited with {status}");
+    }
+}
+
+impl Drop for BrokerProcess {
+    /// A failing test must not leave a broker running behind it.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback address for a [`BrokerProcess`] to keep across restarts.
+pub fn free_listen_address() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().to_string()
+}
+
+/// The body of a test binary's ignored `broker_process` test: runs the broker that
+/// [`BrokerProcess::start`] asked for, prints READY once listening, and shuts down cleanly
+/// when stdin closes.
+pub fn run_broker_process() {
+    let dir = std::env::var(BROKER_DIR_ENV).expect("started by BrokerProcess::start");
+    let listen = std::env::var(BROKER_LISTEN_ENV).unwrap();
+    let props = std::env::var(BROKER_PROPS_ENV).unwrap_or_default();
+    let mut extra: Vec<(&str, &str)> = props
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .collect();
+    extra.push(("listeners", listen.as_str()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let broker = start_broker(Path::new(&dir), &extra).await;
+        println!("READY");
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut sink);
+        })
+        .await;
+        broker.shutdown().await.unwrap();
+    });
+}
+
+/// The Java client's jars: `$SLUICE_JAVA_JARS`, or where `compat/java/fetch-jars.sh` puts them.
+fn java_jars() -> std::path::PathBuf {
+    let dir = std::env::var("SLUICE_JAVA_JARS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/compat-java/jars")
+        });
+    assert!(
+        dir.join("kafka-clients-4.3.0.jar").exists(),
+        "no Java client jars in {}: run compat/java/fetch-jars.sh (.ci/run does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Compiles `compat/java/JavaClientCheck.java` into `out`; returns the classpath to run it.
+pub fn compile_java_check(out: &Path) -> String {
+    let classpath = format!("{}/*", java_jars().display());
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("java/JavaClientCheck.java");
+    let status = std::process::Command::new("javac")
+        .args(["-cp", &classpath, "-d"])
+        .arg(out)
+        .arg(source)
+        .status()
+        .expect("javac (JDK 17) is installed");
+    assert!(status.success(), "javac failed");
+    format!("{}:{classpath}", out.display())
+}
+
+/// A command running one scenario of the Java check program.
+pub fn java_check(classpath: &str, bootstrap: &str, scenario: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("java");
+    command.args(["-cp", classpath, "JavaClientCheck", bootstrap, scenario]);
+    command
+}

@@ -13,7 +13,7 @@ use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use sluice_compat::start_broker;
+use sluice_compat::{BrokerProcess, free_listen_address, start_broker};
 
 const GROUP_SETTINGS: &[(&str, &str)] = &[
     ("group.min.session.timeout.ms", "1000"),
@@ -389,98 +389,19 @@ async fn rdkafka_group_resumes_from_committed_offsets_across_broker_restarts() {
     broker.shutdown().await.unwrap();
 }
 
-const BROKER_DIR_ENV: &str = "SLUICE_TEST_BROKER_DIR";
-const BROKER_LISTEN_ENV: &str = "SLUICE_TEST_BROKER_LISTEN";
-
-/// Not a test: the broker process that `fleet_survives_broker_restarts` starts, kills with
-/// SIGKILL and restarts. Prints READY once listening; shuts down cleanly when stdin closes.
+/// Not a test: the broker child process of `fleet_survives_broker_restarts`.
 #[test]
 #[ignore = "broker process of fleet_survives_broker_restarts, which runs it"]
 fn broker_process() {
-    let dir = std::env::var(BROKER_DIR_ENV).expect("started by the restart test");
-    let listen = std::env::var(BROKER_LISTEN_ENV).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let broker = start_broker(
-            std::path::Path::new(&dir),
-            &[GROUP_SETTINGS, &[("listeners", listen.as_str())]].concat(),
-        )
-        .await;
-        println!("READY");
-        let _ = tokio::task::spawn_blocking(|| {
-            let mut sink = String::new();
-            let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut sink);
-        })
-        .await;
-        broker.shutdown().await.unwrap();
-    });
-}
-
-struct BrokerProcess {
-    child: Child,
-}
-
-impl BrokerProcess {
-    fn start(dir: &std::path::Path, listen: &str) -> BrokerProcess {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "broker_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(BROKER_DIR_ENV, dir)
-            .env(BROKER_LISTEN_ENV, listen)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            match lines.next() {
-                // libtest prints "test broker_process ... " on the same line first.
-                Some(Ok(line)) if line.trim_end().ends_with("READY") => break,
-                Some(Ok(_)) => {}
-                other => panic!("broker process did not start: {other:?}"),
-            }
-        }
-        // Keep draining: libtest fails the process if its last line hits a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        BrokerProcess { child }
-    }
-
-    /// SIGKILL: no shutdown, no flush, no clean marker.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Clean shutdown (stdin closes).
-    fn stop(mut self) {
-        drop(self.child.stdin.take());
-        let output = self.child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "broker process exited with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    sluice_compat::run_broker_process();
 }
 
 #[test]
 fn fleet_survives_broker_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().to_string()
-    };
+    let listen = free_listen_address();
     let (topic, group, partitions) = ("restarts", "survivors", 6);
-    let mut broker = BrokerProcess::start(dir.path(), &listen);
+    let mut broker = BrokerProcess::start(dir.path(), &listen, GROUP_SETTINGS);
     create_topic(&listen, topic, partitions);
     produce(&listen, topic, partitions, 100);
     let mut workers: Vec<Worker> = (0..3)
@@ -516,12 +437,12 @@ fn fleet_survives_broker_restarts() {
 
     // A clean restart, then a SIGKILL: the workers reconnect and go on from their commits.
     broker.stop();
-    broker = BrokerProcess::start(dir.path(), &listen);
+    broker = BrokerProcess::start(dir.path(), &listen, GROUP_SETTINGS);
     produce(&listen, topic, partitions, 100);
     all_processed(&workers, 200);
 
     broker.kill();
-    broker = BrokerProcess::start(dir.path(), &listen);
+    broker = BrokerProcess::start(dir.path(), &listen, GROUP_SETTINGS);
     produce(&listen, topic, partitions, 100);
     all_processed(&workers, 300);
 

@@ -3,46 +3,10 @@
 //! compiles `compat/java/JavaClientCheck.java` with the machine's JDK and runs one scenario.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use sluice_compat::start_broker;
-
-fn jars() -> PathBuf {
-    let dir = std::env::var("SLUICE_JAVA_JARS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/compat-java/jars")
-        });
-    assert!(
-        dir.join("kafka-clients-4.3.0.jar").exists(),
-        "no Java client jars in {}: run compat/java/fetch-jars.sh (.ci/run does)",
-        dir.display()
-    );
-    dir
-}
-
-/// Compiles the check program into `out` and returns the classpath to run it with.
-fn compile(out: &Path) -> String {
-    let jars = jars();
-    let classpath = format!("{}/*", jars.display());
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("java/JavaClientCheck.java");
-    let status = Command::new("javac")
-        .args(["-cp", &classpath, "-d"])
-        .arg(out)
-        .arg(source)
-        .status()
-        .expect("javac (JDK 17) is installed");
-    assert!(status.success(), "javac failed");
-    format!("{}:{classpath}", out.display())
-}
-
-fn java(classpath: &str, bootstrap: &str, scenario: &str) -> Command {
-    let mut command = Command::new("java");
-    command.args(["-cp", classpath, "JavaClientCheck", bootstrap, scenario]);
-    command
-}
+use sluice_compat::{compile_java_check as compile, java_check as java, start_broker};
 
 async fn run_scenario(scenario: &'static str) {
     let dir = tempfile::tempdir().unwrap();

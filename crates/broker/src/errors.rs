@@ -25,9 +25,6 @@ pub fn log_error_code(err: &LogError) -> ResponseError {
         LogError::Sequence(SequenceError::InvalidEpoch { .. }) => {
             ResponseError::InvalidProducerEpoch
         }
-        LogError::Sequence(SequenceError::UnknownProducer { .. }) => {
-            ResponseError::UnknownProducerId
-        }
     }
 }
 

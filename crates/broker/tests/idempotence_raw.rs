@@ -1,6 +1,6 @@
 //! Idempotent producers over the raw protocol: InitProducerId at every advertised version,
 //! ids never reused across restarts (clean or not), and the Produce answers for retried
-//! batches, gaps, old epochs and producers the partition does not know.
+//! batches, gaps, old epochs and producers the partition has no state for.
 
 mod common;
 
@@ -33,17 +33,11 @@ fn init_producer_id(
 }
 
 fn batch(producer_id: i64, epoch: i16, sequence: i32, records: u8) -> Vec<u8> {
-    // Producer state expires by the batches' timestamps, as in Kafka: use the present.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
+    // Old timestamps (a backfill) must not expire the producer's state: expiry runs on the
+    // broker's clock.
     let mut builder = BatchBuilder::new(Compression::Lz4).producer(producer_id, epoch, sequence);
     for i in 0..records {
-        builder.push(OwnedRecord::new(
-            None,
-            Some(vec![i; 64]),
-            now.as_millis() as i64,
-        ));
+        builder.push(OwnedRecord::new(None, Some(vec![i; 64]), 1_600_000_000_000));
     }
     builder.build().unwrap()
 }
@@ -69,33 +63,40 @@ fn produce(c: &mut RawClient, records: Vec<u8>) -> (i16, i64) {
 
 /// Every batch in `t-0`: (base offset, producer id, base sequence).
 fn batches_in_log(c: &mut RawClient) -> Vec<(i64, i64, i32)> {
-    let request = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_max_bytes(16 << 20)
-        .with_topics(vec![
-            fetch_request::FetchTopic::default()
-                .with_topic(TopicName(s("t")))
-                .with_partitions(vec![
-                    fetch_request::FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(16 << 20),
-                ]),
-        ]);
-    let response: FetchResponse = c.call(ApiKey::Fetch, 12, &request);
-    let partition = &response.responses[0].partitions[0];
-    assert_eq!(partition.error_code, 0);
-    let records = partition.records.clone().unwrap_or_default();
-    Batches::new(&records)
-        .map(|b| {
-            let header = b.expect("valid batch").header();
-            (
+    let mut batches = Vec::new();
+    let mut next = 0;
+    loop {
+        let request = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(16 << 20)
+            .with_topics(vec![
+                fetch_request::FetchTopic::default()
+                    .with_topic(TopicName(s("t")))
+                    .with_partitions(vec![
+                        fetch_request::FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(next)
+                            .with_partition_max_bytes(16 << 20),
+                    ]),
+            ]);
+        let response: FetchResponse = c.call(ApiKey::Fetch, 12, &request);
+        let partition = &response.responses[0].partitions[0];
+        assert_eq!(partition.error_code, 0);
+        // A fetch stops at the end of a segment: go on until the high watermark.
+        if next >= partition.high_watermark {
+            return batches;
+        }
+        let records = partition.records.clone().unwrap_or_default();
+        for batch in Batches::new(&records) {
+            let header = batch.expect("valid batch").header();
+            batches.push((
                 header.base_offset(),
                 header.producer_id(),
                 header.base_sequence(),
-            )
-        })
-        .collect()
+            ));
+            next = header.last_offset() + 1;
+        }
+    }
 }
 
 fn create_topic(c: &mut RawClient) {
@@ -181,9 +182,6 @@ async fn retries_are_answered_with_their_original_offsets_and_gaps_are_refused()
             (code, offset),
             (ResponseError::OutOfOrderSequenceNumber.code(), -1)
         );
-        // A producer this partition never saw, starting mid-stream.
-        let (code, _) = produce(&mut c, batch(id + 1, 0, 42, 1));
-        assert_eq!(code, ResponseError::UnknownProducerId.code());
         // An epoch bump starts again at sequence 0; the old epoch is then fenced.
         assert_eq!(produce(&mut c, batch(id, 1, 0, 1)), (0, 15));
         let (code, _) = produce(&mut c, batch(id, 0, 15, 1));
@@ -191,9 +189,14 @@ async fn retries_are_answered_with_their_original_offsets_and_gaps_are_refused()
         // A new epoch that does not start at 0 is out of order.
         let (code, _) = produce(&mut c, batch(id, 2, 5, 1));
         assert_eq!(code, ResponseError::OutOfOrderSequenceNumber.code());
+        // A producer this partition has no state for (expired, or its batches deleted) may
+        // start mid-stream, as in Kafka since 2.5; from then on it is checked.
+        assert_eq!(produce(&mut c, batch(id + 1, 0, 42, 1)), (0, 16));
+        let (code, _) = produce(&mut c, batch(id + 1, 0, 44, 1));
+        assert_eq!(code, ResponseError::OutOfOrderSequenceNumber.code());
         assert_eq!(
             batches_in_log(&mut c),
-            vec![(0, id, 0), (10, id, 10), (15, id, 0)],
+            vec![(0, id, 0), (10, id, 10), (15, id, 0), (16, id + 1, 42)],
             "each batch once"
         );
         id
@@ -210,8 +213,10 @@ async fn retries_are_answered_with_their_original_offsets_and_gaps_are_refused()
             (0, 15),
             "retry after restart"
         );
-        assert_eq!(produce(&mut c, batch(producer_id, 1, 1, 1)), (0, 16));
-        assert_eq!(batches_in_log(&mut c).len(), 4);
+        assert_eq!(produce(&mut c, batch(producer_id, 1, 1, 1)), (0, 17));
+        assert_eq!(produce(&mut c, batch(producer_id + 1, 0, 42, 1)), (0, 16));
+        let all = batches_in_log(&mut c);
+        assert_eq!(all.len(), 5, "{all:?}");
     })
     .await;
     broker.shutdown().await.unwrap();

@@ -247,7 +247,7 @@ impl Log {
             recovery_point.unwrap_or(0).min(next_offset)
         };
         let mut producers =
-            producers::rebuild(&tp, &dir, &segments, log_start_offset, next_offset)?;
+            producers::rebuild(&tp, &dir, &segments, log_start_offset, next_offset, now)?;
         producers.evict(
             log_start_offset,
             now.saturating_sub(config.producer_expiration_ms),
@@ -406,7 +406,7 @@ impl Log {
         }
         inner.next_offset = next;
         for batch in Batches::new(records).flatten() {
-            inner.producers.record(&batch.header());
+            inner.producers.record(&batch.header(), now);
         }
         self.log_end_offset.store(next, Ordering::SeqCst);
         Ok(AppendInfo {

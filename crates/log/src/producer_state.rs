@@ -9,8 +9,16 @@
 //! - same epoch: a batch equal (first and last sequence) to one of the last five is a
 //!   duplicate; otherwise its first sequence must follow the last one (wrapping at
 //!   `i32::MAX`), else OUT_OF_ORDER_SEQUENCE_NUMBER;
-//! - a producer the partition knows nothing about must start at sequence 0, else
-//!   UNKNOWN_PRODUCER_ID (its state expired, or retention removed its batches).
+//! - a producer the partition knows nothing about (new, expired, or its batches removed by
+//!   retention or DeleteRecords) may start at any sequence. Kafka has done so since 2.5
+//!   (KIP-360) instead of answering UNKNOWN_PRODUCER_ID, and current clients rely on it: the
+//!   Java client 4.x retries UNKNOWN_PRODUCER_ID forever when the answer carries no log
+//!   start offset.
+//!
+//! A producer is forgotten once `producer.id.expiration.ms` passes after its last write as
+//! the broker's clock saw it (Kafka measures from the batch's own timestamp, which expires
+//! a producer that writes old timestamps, such as a backfill, immediately). Batches read
+//! back from the log at recovery count as written at the time of recovery.
 //!
 //! State is rebuilt at startup from batch headers, starting from the newest snapshot
 //! (`<offset>.snapshot`, written at every segment roll and at clean shutdown) so that recovery
@@ -71,10 +79,6 @@ pub enum SequenceError {
         got: i16,
         current: i16,
     },
-    #[error(
-        "producer {producer_id} is unknown here (expired or removed); its sequence {got} is not 0"
-    )]
-    UnknownProducer { producer_id: i64, got: i32 },
 }
 
 /// The outcome of checking one batch.
@@ -140,14 +144,7 @@ impl ProducerStates {
             (None, None) => (None, None, None),
         };
         let Some(current_epoch) = current_epoch else {
-            return if first == 0 {
-                Ok(Check::Append)
-            } else {
-                Err(SequenceError::UnknownProducer {
-                    producer_id,
-                    got: first,
-                })
-            };
+            return Ok(Check::Append);
         };
         if epoch < current_epoch {
             return Err(SequenceError::InvalidEpoch {
@@ -186,8 +183,9 @@ impl ProducerStates {
         Ok(Check::Append)
     }
 
-    /// Records an appended (or recovered) batch. Offsets must be assigned.
-    pub fn record(&mut self, header: &BatchHeader<'_>) {
+    /// Records an appended (or recovered) batch, written at `now_ms` by the broker's clock.
+    /// Offsets must be assigned.
+    pub fn record(&mut self, header: &BatchHeader<'_>, now_ms: i64) {
         let producer_id = header.producer_id();
         if producer_id == NO_PRODUCER_ID {
             return;
@@ -197,7 +195,7 @@ impl ProducerStates {
             last_sequence: sequence_after(header.base_sequence(), header.record_count().max(1)),
             first_offset: header.base_offset(),
             last_offset: header.last_offset(),
-            timestamp: header.max_timestamp(),
+            timestamp: now_ms,
         };
         self.record_batch(producer_id, header.producer_epoch(), batch);
     }
@@ -344,6 +342,8 @@ mod tests {
     use super::*;
     use sluice_record::{BatchBuilder, Compression, OwnedRecord, set_base_offset};
 
+    const TIME: i64 = 1_000;
+
     fn batch(
         producer_id: i64,
         epoch: i16,
@@ -370,7 +370,7 @@ mod tests {
         let mut states = ProducerStates::default();
         let first = batch(7, 0, 0, 3, 0);
         assert_eq!(states.check(&header(&first), &[]), Ok(Check::Append));
-        states.record(&header(&first));
+        states.record(&header(&first), TIME);
         // The same batch again is a duplicate carrying its original offsets.
         match states.check(&header(&batch(7, 0, 0, 3, 99)), &[]) {
             Ok(Check::Duplicate(b)) => assert_eq!((b.first_offset, b.last_offset), (0, 2)),
@@ -388,7 +388,7 @@ mod tests {
         // The next batch.
         let next = batch(7, 0, 3, 2, 3);
         assert_eq!(states.check(&header(&next), &[]), Ok(Check::Append));
-        states.record(&header(&next));
+        states.record(&header(&next), TIME);
         // An older epoch is fenced; a newer one must start at 0.
         assert!(matches!(
             states.check(&header(&batch(7, -1, 5, 1, 5)), &[]),
@@ -402,11 +402,11 @@ mod tests {
             states.check(&header(&batch(7, 1, 0, 1, 5)), &[]),
             Ok(Check::Append)
         );
-        // An unknown producer must start at 0.
-        assert!(matches!(
+        // A producer this partition does not know may start anywhere (Kafka since 2.5).
+        assert_eq!(
             states.check(&header(&batch(8, 0, 4, 1, 5)), &[]),
-            Err(SequenceError::UnknownProducer { .. })
-        ));
+            Ok(Check::Append)
+        );
         // Non-idempotent batches pass untouched.
         assert_eq!(
             states.check(&header(&batch(-1, -1, -1, 1, 5)), &[]),
@@ -418,7 +418,7 @@ mod tests {
     fn only_the_last_five_batches_are_remembered() {
         let mut states = ProducerStates::default();
         for i in 0..7 {
-            states.record(&header(&batch(1, 0, i, 1, i64::from(i))));
+            states.record(&header(&batch(1, 0, i, 1, i64::from(i))), TIME);
         }
         assert_eq!(states.get(1).unwrap().batches.len(), RECENT_BATCHES);
         assert!(matches!(
@@ -454,9 +454,9 @@ mod tests {
     #[test]
     fn snapshots_roundtrip_and_reject_damage() {
         let mut states = ProducerStates::default();
-        states.record(&header(&batch(1, 2, 10, 4, 100)));
-        states.record(&header(&batch(9, 0, 0, 1, 104)));
-        states.record(&header(&batch(1, 2, 14, 2, 105)));
+        states.record(&header(&batch(1, 2, 10, 4, 100)), TIME);
+        states.record(&header(&batch(9, 0, 0, 1, 104)), TIME);
+        states.record(&header(&batch(1, 2, 14, 2, 105)), TIME);
         let bytes = states.encode_snapshot();
         let decoded = ProducerStates::decode_snapshot(&bytes).unwrap();
         assert_eq!(decoded, states);
@@ -470,11 +470,16 @@ mod tests {
     #[test]
     fn eviction_by_log_start_and_age() {
         let mut states = ProducerStates::default();
-        states.record(&header(&batch(1, 0, 0, 1, 5)));
-        states.record(&header(&batch(2, 0, 0, 1, 50)));
+        states.record(&header(&batch(1, 0, 0, 1, 5)), TIME);
+        states.record(&header(&batch(2, 0, 0, 1, 50)), TIME + 2000);
         assert_eq!(states.evict(10, 0), 1);
         assert!(states.get(1).is_none() && states.get(2).is_some());
-        assert_eq!(states.evict(0, 2000), 1);
+        assert_eq!(
+            states.evict(0, TIME + 2000),
+            0,
+            "written at the limit: kept"
+        );
+        assert_eq!(states.evict(0, TIME + 2001), 1);
         assert!(states.is_empty());
     }
 }

@@ -346,14 +346,15 @@ pub(crate) mod producers {
     use crate::{Result, TopicPartition};
 
     /// The state as of `next_offset`: the newest usable snapshot, then the headers of every
-    /// batch after it. Snapshots past the log end (their data was cut by recovery) are
-    /// removed.
+    /// batch after it, counted as written at `now_ms` (when they were written is not in the
+    /// log). Snapshots past the log end (their data was cut by recovery) are removed.
     pub(crate) fn rebuild(
         tp: &TopicPartition,
         dir: &Path,
         segments: &BTreeMap<i64, Segment>,
         log_start_offset: i64,
         next_offset: i64,
+        now_ms: i64,
     ) -> Result<ProducerStates> {
         let mut states = ProducerStates::default();
         let mut from = segments.keys().next().copied().unwrap_or(log_start_offset);
@@ -390,7 +391,7 @@ pub(crate) mod producers {
                 if info.base_offset >= from
                     && let Ok(header) = BatchHeader::parse(header)
                 {
-                    states.record(&header);
+                    states.record(&header, now_ms);
                     scanned += 1;
                 }
             }

@@ -149,17 +149,13 @@ fn producers_whose_batches_are_gone_are_forgotten() {
     for seq in 0..20 {
         log.append(&mut idempotent(2, 0, seq, 1, T0), 0).unwrap();
     }
-    // DeleteRecords past producer 1's only batch: it is forgotten, so its next sequence is
-    // refused as coming from an unknown producer (clients then bump their epoch).
+    // DeleteRecords past producer 1's only batch forgets it; what it sends next is accepted
+    // whatever its sequence, as Kafka does for a producer it has no state for.
     manager.delete_records(&tp(0), 5).unwrap();
-    let err = log.append(&mut idempotent(1, 0, 2, 1, T0), 0).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            LogError::Sequence(SequenceError::UnknownProducer { .. })
-        ),
-        "{err:?}"
-    );
+    assert!(log.producer_states().get(1).is_none());
+    assert!(log.producer_states().get(2).is_some());
+    log.append(&mut idempotent(1, 0, 2, 1, T0), 0).unwrap();
+    assert_eq!(log.producer_states().get(1).unwrap().batches.len(), 1);
     log.append(&mut idempotent(2, 0, 20, 1, T0), 0).unwrap();
     // Silence beyond producer.id.expiration.ms forgets producer 2 too.
     clock.advance(2 * 3_600_000);
