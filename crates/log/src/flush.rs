@@ -204,11 +204,16 @@ impl DurableWait {
         }
     }
 
+    /// Registers the waiter at once, before the caller queues the log: a sync worker that
+    /// finishes meanwhile must see it (see `Flusher::release_or_keep`), or the wait would
+    /// only end with the next sync somebody else asks for.
     pub(crate) fn new(log: Arc<Log>, target: i64) -> Self {
+        let id = NEXT_WAITER_ID.fetch_add(1, Ordering::Relaxed);
+        log.durability().register(id, target, None);
         DurableWait {
             log: Some(log),
             target,
-            id: NEXT_WAITER_ID.fetch_add(1, Ordering::Relaxed),
+            id,
         }
     }
 

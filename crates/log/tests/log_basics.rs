@@ -583,6 +583,37 @@ fn durable_waits_resolve_after_a_sync_blocking_and_async() {
     assert!(log.offsets().recovery_point > info.last_offset);
 }
 
+/// A waiter that is created while a sync is running and first polled after that sync ends
+/// (the broker polls acks=all waits from another task, later) must still get its own sync.
+/// With the periodic flush switched off, a lost waiter hangs forever.
+#[test]
+fn durable_waits_polled_late_are_never_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = open(dir.path(), LogConfig::default(), clock());
+    let log = manager.get_or_create(&tp(0)).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    for w in 0..4u64 {
+        let (log, done) = (log.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..500u64 {
+                let info = log.append(&mut batch(1, 100, T0, w * 1000 + i), 0).unwrap();
+                let wait = log.wait_durable(info.last_offset + 1);
+                // Let a running sync finish before this wait is first polled.
+                for _ in 0..(i % 7) * 20 {
+                    std::thread::yield_now();
+                }
+                block_on(wait).unwrap();
+            }
+            done.send(()).unwrap();
+        });
+    }
+    for _ in 0..4 {
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a durable wait was never released");
+    }
+}
+
 #[test]
 fn interval_policy_acknowledges_at_once_and_flushes_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
