@@ -385,6 +385,76 @@ public class JavaClientCheck {
         System.out.println("DONE acked=" + acked.get() + " failed=" + failed.get() + " " + errors);
     }
 
+    /**
+     * Log compaction seen by the Java client: 1,000 keys updated 100 times and 100 of them
+     * deleted, sent by an idempotent producer to TOPIC (created compacted by the harness);
+     * then a consumer from the beginning must see, once the cleaner has run, exactly the
+     * latest value of each live key and one tombstone per deleted key, offsets strictly
+     * increasing; and, after delete.retention.ms, no tombstone at all.
+     */
+    static void compacted(String topic) throws Exception {
+        try (KafkaProducer<byte[], byte[]> producer = producer(Map.of(
+                ProducerConfig.COMPRESSION_TYPE_CONFIG, "zstd",
+                ProducerConfig.BATCH_SIZE_CONFIG, 16384))) {
+            for (int version = 0; version < 100; version++) {
+                for (int key = 0; key < 1000; key++) {
+                    producer.send(new ProducerRecord<>(topic, 0, ("key-" + key).getBytes(StandardCharsets.UTF_8),
+                        ("value-" + key + "-" + version + "-padding-padding-padding").getBytes(StandardCharsets.UTF_8)));
+                }
+            }
+            for (int key = 0; key < 100; key++) {
+                producer.send(new ProducerRecord<>(topic, 0, ("key-" + key).getBytes(StandardCharsets.UTF_8), null));
+            }
+            // Fill a segment past segment.bytes (with incompressible bytes) so that everything
+            // above is in inactive segments, which the cleaner may compact.
+            Random random = new Random(7);
+            for (int i = 0; i < 200; i++) {
+                byte[] noise = new byte[1024];
+                random.nextBytes(noise);
+                producer.send(new ProducerRecord<>(topic, 0, "filler".getBytes(StandardCharsets.UTF_8), noise));
+            }
+            producer.flush();
+        }
+        long deadline = System.currentTimeMillis() + 120_000;
+        String last = "";
+        boolean sawTombstones = false;
+        while (true) {
+            check(System.currentTimeMillis() < deadline, "compaction not observed in time; last: " + last);
+            Map<String, String> latest = new HashMap<>();
+            int tombstones = 0, live = 0, duplicates = 0;
+            long previous = -1;
+            try (KafkaConsumer<byte[], byte[]> consumer = consumer(Map.of())) {
+                TopicPartition tp = new TopicPartition(topic, 0);
+                consumer.assign(List.of(tp));
+                consumer.seekToBeginning(List.of(tp));
+                long end = consumer.endOffsets(List.of(tp)).get(tp);
+                while (consumer.position(tp) < end) {
+                    for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(200))) {
+                        check(r.offset() > previous, "offset " + r.offset() + " after " + previous);
+                        previous = r.offset();
+                        String key = new String(r.key(), StandardCharsets.UTF_8);
+                        if (key.equals("filler")) continue;
+                        if (latest.containsKey(key)) duplicates++;
+                        if (r.value() == null) { tombstones++; latest.put(key, null); }
+                        else { live++; latest.put(key, new String(r.value(), StandardCharsets.UTF_8)); }
+                    }
+                }
+            }
+            for (int key = 0; key < 1000; key++) {
+                String v = latest.get("key-" + key);
+                if (key >= 100) check(("value-" + key + "-99-padding-padding-padding").equals(v), "key-" + key + " replays to " + v);
+                else check(v == null, "deleted key-" + key + " replays to " + v);
+            }
+            last = "live=" + live + " tombstones=" + tombstones + " duplicates=" + duplicates;
+            if (duplicates == 0 && live == 900 && tombstones == 100) sawTombstones = true;
+            if (duplicates == 0 && live == 900 && tombstones == 0) {
+                check(sawTombstones, "tombstones vanished before they were seen compacted: " + last);
+                break;
+            }
+            Thread.sleep(500);
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         check(args.length >= 2, "usage: JavaClientCheck BOOTSTRAP SCENARIO [ARGS...]");
         bootstrap = args[0];
@@ -396,6 +466,7 @@ public class JavaClientCheck {
             case "groups" -> groups();
             case "rebalance-bench" -> rebalanceBench();
             case "idempotent-crashes" -> idempotentCrashes(args[2], Integer.parseInt(args[3]), args[4]);
+            case "compacted" -> compacted(args[2]);
             default -> check(false, "unknown scenario " + args[1]);
         }
         System.out.println("OK");

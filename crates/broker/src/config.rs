@@ -50,6 +50,13 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("log.index.size.max.bytes", "10485760"),
     ("log.index.interval.bytes", "4096"),
     ("log.cleanup.policy", "delete"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.backoff.ms", "15000"),
+    ("log.cleaner.dedupe.buffer.size", "134217728"),
+    ("log.cleaner.min.cleanable.ratio", "0.5"),
+    ("log.cleaner.min.compaction.lag.ms", "0"),
+    ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
+    ("log.cleaner.delete.retention.ms", "86400000"),
     ("log.message.timestamp.type", "CreateTime"),
     ("log.retention.check.interval.ms", "300000"),
     ("log.flush.policy", "group-commit"),
@@ -88,6 +95,10 @@ pub struct BrokerConfig {
     pub sync_threads: usize,
     pub retention_check_interval: Duration,
     pub checkpoint_interval: Duration,
+    /// `log.cleaner.enable`, `log.cleaner.backoff.ms`, `log.cleaner.dedupe.buffer.size`.
+    pub cleaner_enabled: bool,
+    pub cleaner_backoff: Duration,
+    pub cleaner_dedupe_buffer_bytes: usize,
     /// Group coordinator settings (`group.*`, `offsets.*`).
     pub coordinator: crate::groups::CoordinatorConfig,
     /// The effective value of every property, for DescribeConfigs.
@@ -255,6 +266,10 @@ impl BrokerConfig {
             cleanup_policy,
             timestamp_type,
             producer_expiration_ms: p.parse("producer.id.expiration.ms")?,
+            min_cleanable_dirty_ratio: p.parse("log.cleaner.min.cleanable.ratio")?,
+            min_compaction_lag_ms: p.parse("log.cleaner.min.compaction.lag.ms")?,
+            max_compaction_lag_ms: p.parse("log.cleaner.max.compaction.lag.ms")?,
+            delete_retention_ms: p.parse("log.cleaner.delete.retention.ms")?,
         };
         log_defaults.validate().map_err(|e| ConfigError::Invalid {
             key: "log.*".into(),
@@ -323,6 +338,9 @@ impl BrokerConfig {
             sync_threads,
             retention_check_interval: p.millis("log.retention.check.interval.ms")?,
             checkpoint_interval: p.millis("log.flush.offset.checkpoint.interval.ms")?,
+            cleaner_enabled: p.parse("log.cleaner.enable")?,
+            cleaner_backoff: p.millis("log.cleaner.backoff.ms")?,
+            cleaner_dedupe_buffer_bytes: p.parse("log.cleaner.dedupe.buffer.size")?,
             properties: values.clone(),
             overridden,
         })
@@ -337,6 +355,9 @@ impl BrokerConfig {
         config.sync_threads = self.sync_threads;
         config.retention_check_interval = self.retention_check_interval;
         config.checkpoint_interval = self.checkpoint_interval;
+        config.cleaner_enabled = self.cleaner_enabled;
+        config.cleaner_backoff = self.cleaner_backoff;
+        config.cleaner_dedupe_buffer_bytes = self.cleaner_dedupe_buffer_bytes;
         config
     }
 }

@@ -309,6 +309,7 @@ impl MetadataStore {
             ..LogConfig::default()
         };
         config.sync_threads = sync_threads.min(4);
+        config.cleaner_enabled = false;
         let manager = LogManager::open(config)?;
         let log = manager.get_or_create(&TopicPartition::new(METADATA_TOPIC, 0))?;
         let image = replay(&log)?;

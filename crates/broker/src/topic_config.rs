@@ -12,9 +12,16 @@ use crate::config::{BrokerConfig, parse_timestamp_type};
 pub const TOPIC_PROPERTIES: &[(&str, &str)] = &[
     ("cleanup.policy", "log.cleanup.policy"),
     ("compression.type", ""),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
     ("index.interval.bytes", "log.index.interval.bytes"),
+    ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
     ("max.message.bytes", "message.max.bytes"),
     ("message.timestamp.type", "log.message.timestamp.type"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
+    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
     ("retention.bytes", "log.retention.bytes"),
     ("retention.ms", "log.retention.ms"),
     ("segment.bytes", "log.segment.bytes"),
@@ -50,6 +57,12 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
                     .into(),
             ),
         },
+        "delete.retention.ms" | "min.compaction.lag.ms" => int(0, i64::MAX),
+        "max.compaction.lag.ms" => int(1, i64::MAX),
+        "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => Err(format!("{key} must be a number in [0, 1], got {value:?}")),
+        },
         "index.interval.bytes" => int(0, i64::from(i32::MAX)),
         "max.message.bytes" => int(1, i64::from(i32::MAX)),
         "message.timestamp.type" => parse_timestamp_type(value)
@@ -80,6 +93,10 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
                     config.cleanup_policy = policy;
                 }
             }
+            "delete.retention.ms" => set(&mut config.delete_retention_ms, value),
+            "max.compaction.lag.ms" => set(&mut config.max_compaction_lag_ms, value),
+            "min.cleanable.dirty.ratio" => set(&mut config.min_cleanable_dirty_ratio, value),
+            "min.compaction.lag.ms" => set(&mut config.min_compaction_lag_ms, value),
             "index.interval.bytes" => set(&mut config.index_interval_bytes, value),
             "max.message.bytes" => set(&mut config.max_message_bytes, value),
             "message.timestamp.type" => {

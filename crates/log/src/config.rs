@@ -43,7 +43,7 @@ impl CleanupPolicy {
 }
 
 /// Per-partition settings (Kafka topic configs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would exceed this size.
     pub segment_bytes: u32,
@@ -65,6 +65,16 @@ pub struct LogConfig {
     pub timestamp_type: TimestampType,
     /// `producer.id.expiration.ms`: an idempotent producer silent this long is forgotten.
     pub producer_expiration_ms: i64,
+    /// `min.cleanable.dirty.ratio`: the cleaner skips a compacted log while the dirty share
+    /// of its cleanable bytes is below this.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty record older than this makes the log eligible
+    /// whatever its dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long a tombstone survives after its first cleaning.
+    pub delete_retention_ms: i64,
 }
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1_048_588;
@@ -82,6 +92,10 @@ impl Default for LogConfig {
             cleanup_policy: CleanupPolicy::DELETE,
             timestamp_type: TimestampType::CreateTime,
             producer_expiration_ms: 24 * 3600 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -114,6 +128,21 @@ impl LogConfig {
         }
         if self.retention_ms < -1 || self.retention_bytes < -1 {
             return bad("retention.ms and retention.bytes must be >= -1".to_string());
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return bad(format!(
+                "min.cleanable.dirty.ratio must be in [0, 1], got {}",
+                self.min_cleanable_dirty_ratio
+            ));
+        }
+        if self.min_compaction_lag_ms < 0
+            || self.max_compaction_lag_ms < 1
+            || self.delete_retention_ms < 0
+        {
+            return bad(
+                "min.compaction.lag.ms and delete.retention.ms must be >= 0, max.compaction.lag.ms >= 1"
+                    .to_string(),
+            );
         }
         if self.max_message_bytes == 0 {
             return bad("max.message.bytes must be positive".to_string());
@@ -174,6 +203,13 @@ pub struct ManagerConfig {
     pub checkpoint_interval: Duration,
     /// Upper bound on file handles (and loaded indexes) kept open for inactive segments.
     pub max_open_segments: usize,
+    /// `log.cleaner.enable`: run the background cleaner for compacted logs.
+    pub cleaner_enabled: bool,
+    /// `log.cleaner.dedupe.buffer.size`: memory for the cleaner's offset map, which bounds
+    /// how many distinct keys one pass can compact.
+    pub cleaner_dedupe_buffer_bytes: usize,
+    /// `log.cleaner.backoff.ms`: pause between cleaner checks when no log needs cleaning.
+    pub cleaner_backoff: Duration,
 }
 
 impl std::fmt::Debug for ManagerConfig {
@@ -189,6 +225,12 @@ impl std::fmt::Debug for ManagerConfig {
             .field("retention_check_interval", &self.retention_check_interval)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("max_open_segments", &self.max_open_segments)
+            .field("cleaner_enabled", &self.cleaner_enabled)
+            .field(
+                "cleaner_dedupe_buffer_bytes",
+                &self.cleaner_dedupe_buffer_bytes,
+            )
+            .field("cleaner_backoff", &self.cleaner_backoff)
             .finish()
     }
 }
@@ -206,7 +248,15 @@ impl ManagerConfig {
             retention_check_interval: Duration::from_secs(300),
             checkpoint_interval: Duration::from_secs(60),
             max_open_segments: 4096,
+            cleaner_enabled: true,
+            cleaner_dedupe_buffer_bytes: 128 << 20,
+            cleaner_backoff: Duration::from_secs(15),
         }
+    }
+
+    /// Keys one cleaning pass can hold in its offset map.
+    pub fn cleaner_max_keys(&self) -> usize {
+        (self.cleaner_dedupe_buffer_bytes / crate::cleaner::OFFSET_MAP_BYTES_PER_KEY).max(1)
     }
 
     pub(crate) fn log_config_for(&self, topic: &str) -> LogConfig {

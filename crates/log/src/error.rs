@@ -38,6 +38,12 @@ pub enum LogError {
     /// producer whose state is gone. Nothing was written.
     #[error(transparent)]
     Sequence(#[from] crate::SequenceError),
+    /// A record without a key was sent to a compacted log (Kafka: INVALID_RECORD). Nothing
+    /// was written.
+    #[error(
+        "compacted topic cannot accept a record without a key (record {offset_delta} of a batch)"
+    )]
+    MissingKey { offset_delta: i64 },
     /// An invalid configuration value.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),

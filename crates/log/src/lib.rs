@@ -4,6 +4,7 @@
 //! Kafka's exact layout (`<topic>-<partition>/<20-digit base offset>.log|.index|.timeindex`),
 //! appends with offset assignment, sparse indexes, reads as file regions ready for
 //! `sendfile`, lookups by timestamp, recovery after a crash, retention, DeleteRecords,
+//! log compaction (the cleaner),
 //! durability through group commit, and a [`LogManager`] for thousands of partitions.
 //!
 //! It depends on `sluice-record` for the batch format and on nothing above it: no network,
@@ -14,6 +15,7 @@
 //! under [`FlushPolicy::Interval`]. A crash loses nothing that a resolved wait covered.
 
 mod checkpoint;
+mod cleaner;
 mod clock;
 mod config;
 mod error;
@@ -28,6 +30,9 @@ mod scan;
 mod segment;
 mod topic_partition;
 
+pub use cleaner::{
+    CleaningCandidate, CleaningReport, CrashPoint, OFFSET_MAP_BYTES_PER_KEY, set_crash_point,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, DEFAULT_MAX_MESSAGE_BYTES, FlushPolicy, LogConfig, ManagerConfig};
 pub use error::{LogError, Result};

@@ -22,6 +22,7 @@ use sluice_record::{
     set_partition_leader_epoch,
 };
 
+use crate::cleaner::{CleanerState, CleaningReport, SegmentRef, Snapshot, TombstoneHorizon};
 use crate::clock::Clock;
 use crate::file_cache::FileCache;
 use crate::flush::{Durability, DurableWait, Flusher};
@@ -162,6 +163,8 @@ pub(crate) struct LogInner {
     dir_dirty: bool,
     /// What each idempotent producer last wrote here.
     producers: ProducerStates,
+    /// Log compaction's progress.
+    pub cleaner: CleanerState,
 }
 
 impl LogInner {
@@ -190,6 +193,8 @@ pub struct Log {
     offline: OnceLock<String>,
     deleted: AtomicBool,
     log_end_offset: AtomicI64,
+    /// `cleanup.policy` includes compact: appends must carry keys. Read without the lock.
+    compacted: AtomicBool,
 }
 
 /// Upper bound on memory used to decompress one batch when searching by timestamp.
@@ -212,6 +217,7 @@ impl Log {
         clean_shutdown: bool,
         recovery_point: Option<i64>,
         log_start_offset: Option<i64>,
+        cleaner_first_dirty: Option<i64>,
     ) -> Result<Log> {
         config.validate()?;
         std::fs::create_dir_all(&dir)?;
@@ -227,6 +233,7 @@ impl Log {
             now,
             clean_shutdown,
             recovery_point.unwrap_or(0),
+            cleaner_first_dirty.is_some(),
         )?;
         if segments.is_empty() {
             let base = log_start_offset.unwrap_or(0).max(0);
@@ -246,6 +253,7 @@ impl Log {
         } else {
             recovery_point.unwrap_or(0).min(next_offset)
         };
+        let compacted = config.cleanup_policy.compact;
         let mut producers =
             producers::rebuild(&tp, &dir, &segments, log_start_offset, next_offset, now)?;
         producers.evict(
@@ -266,11 +274,13 @@ impl Log {
                 unsynced: Vec::new(),
                 dir_dirty: true,
                 producers,
+                cleaner: CleanerState::new(cleaner_first_dirty),
             }),
             durability: Durability::new(flushed),
             offline: OnceLock::new(),
             deleted: AtomicBool::new(false),
             log_end_offset: AtomicI64::new(next_offset),
+            compacted: AtomicBool::new(compacted),
         })
     }
 
@@ -313,7 +323,10 @@ impl Log {
     /// Replaces the configuration; applies from the next append or retention pass.
     pub fn set_config(&self, config: LogConfig) -> Result<()> {
         config.validate()?;
-        self.lock()?.config = config;
+        let mut inner = self.lock()?;
+        self.compacted
+            .store(config.cleanup_policy.compact, Ordering::SeqCst);
+        inner.config = config;
         Ok(())
     }
 
@@ -351,6 +364,9 @@ impl Log {
         }
         if batch_count == 0 {
             return Err(LogError::EmptyRecordSet);
+        }
+        if self.compacted.load(Ordering::SeqCst) {
+            require_keys(records)?;
         }
 
         let mut inner = self.lock()?;
@@ -473,6 +489,8 @@ impl Log {
         if let Err(err) = write_snapshot(&self.dir, base, &inner.producers) {
             tracing::warn!(partition = %self.tp, error = %err, "could not write producer snapshot");
         }
+        // Older snapshots are never read while a newer one is intact; keep one spare.
+        producers::keep_newest_snapshots(&self.dir, 2);
         Ok(())
     }
 
@@ -840,6 +858,123 @@ impl Log {
     }
 }
 
+/// The log cleaner's access to a log ([`crate::cleaner`]).
+impl Log {
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub(crate) fn file_cache(&self) -> &Arc<FileCache> {
+        &self.cache
+    }
+
+    pub(crate) fn lock_for_cleaner(&self) -> Result<MutexGuard<'_, LogInner>> {
+        self.lock()
+    }
+
+    /// What a cleaning pass needs; `None` unless `cleanup.policy` includes compact.
+    pub(crate) fn cleaner_snapshot(&self) -> Result<Option<Snapshot>> {
+        let inner = self.lock()?;
+        if !inner.config.cleanup_policy.compact {
+            return Ok(None);
+        }
+        let active_base = *inner
+            .segments
+            .keys()
+            .next_back()
+            .expect("a log always has an active segment");
+        let first_base = *inner.segments.keys().next().expect("active segment");
+        let inactive = inner
+            .segments
+            .values()
+            .filter(|s| s.active.is_none() && s.base_offset() < active_base)
+            .map(|s| SegmentRef {
+                files: s.files.clone(),
+                size: s.size,
+                max_timestamp: s.max_timestamp,
+            })
+            .collect();
+        Ok(Some(Snapshot {
+            config: inner.config.clone(),
+            inactive,
+            active_base,
+            first_dirty: inner
+                .cleaner
+                .first_dirty
+                .unwrap_or(first_base)
+                .max(inner.log_start_offset),
+            producer_last_offsets: inner.producers.last_offsets(),
+            horizon: inner.cleaner.horizon,
+        }))
+    }
+
+    /// The open file of a segment the cleaner reads; fails with `NotFound` if retention or a
+    /// swap removed it since the snapshot.
+    pub(crate) fn open_cleaner_file(&self, segment: &SegmentRef) -> Result<Arc<File>> {
+        let inner = self.lock()?;
+        match inner.segments.get(&segment.files.base_offset) {
+            Some(live) if Arc::ptr_eq(&live.files, &segment.files) && live.active.is_none() => {
+                let open = live
+                    .files
+                    .open_inactive(live.size, inner.config.index_interval_bytes)?;
+                Ok(open.file.clone())
+            }
+            _ => Err(LogError::Io(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{}: segment {} was removed during cleaning",
+                    self.tp, segment.files.base_offset
+                ),
+            ))),
+        }
+    }
+
+    pub(crate) fn set_tombstone_horizon(&self, horizon: TombstoneHorizon) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.cleaner.horizon == TombstoneHorizon::Unknown {
+            inner.cleaner.horizon = horizon;
+        }
+    }
+
+    pub(crate) fn finish_cleaning(
+        &self,
+        end: i64,
+        horizon: TombstoneHorizon,
+        report: CleaningReport,
+    ) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let first_dirty = inner.cleaner.first_dirty.map_or(end, |d| d.max(end));
+        inner.cleaner.first_dirty = Some(first_dirty);
+        inner.cleaner.horizon = horizon;
+        inner.cleaner.last_report = Some(report);
+    }
+
+    pub(crate) fn fail_cleaner_swap(&self, err: &io::Error) {
+        self.go_offline(format!(
+            "cleaner swap failed past its commit point ({err}); a restart finishes it"
+        ));
+    }
+
+    /// Offsets below this were compacted (`None`: never cleaned).
+    pub fn cleaner_first_dirty_offset(&self) -> Option<i64> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cleaner
+            .first_dirty
+    }
+
+    /// The last cleaning pass over this log since it was opened.
+    pub fn last_cleaning(&self) -> Option<CleaningReport> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cleaner
+            .last_report
+            .clone()
+    }
+}
+
 /// Checks every batch of a record set against the producers' state. `Some` when the set is a
 /// retry of batches already in the log.
 fn check_producers(producers: &ProducerStates, records: &[u8]) -> Result<Option<ProducerBatch>> {
@@ -852,7 +987,7 @@ fn check_producers(producers: &ProducerStates, records: &[u8]) -> Result<Option<
         {
             Check::Duplicate(original) => return Ok(Some(original)),
             Check::Append if header.producer_id() >= 0 => {
-                let count = header.record_count().max(1);
+                let count = header.last_offset_delta().saturating_add(1).max(1);
                 let first = header.base_sequence();
                 pending.push((
                     header.producer_id(),
@@ -872,6 +1007,25 @@ fn check_producers(producers: &ProducerStates, records: &[u8]) -> Result<Option<
         }
     }
     Ok(None)
+}
+
+/// A compacted log keeps the latest record per key, so every record needs one (Kafka refuses
+/// keyless records on compacted topics with INVALID_RECORD). Control batches are exempt.
+fn require_keys(records: &[u8]) -> Result<()> {
+    for batch in Batches::new(records).flatten() {
+        let header = batch.header();
+        if header.is_control() {
+            continue;
+        }
+        let decoded = batch.records(64 << 20)?;
+        if let Some(record) = decoded.iter().find(|r| r.key.is_none()) {
+            let delta = record.offset - header.base_offset();
+            return Err(LogError::MissingKey {
+                offset_delta: delta,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn corrupt(tp: &TopicPartition, position: u64, reason: &str) -> LogError {

@@ -8,10 +8,16 @@
 //! - `recovery-point-offset-checkpoint`: per partition, the offset below which everything
 //!   was synced (recovery after a crash starts there);
 //! - `log-start-offset-checkpoint`: per partition, the log start offset (moved by
-//!   DeleteRecords and retention).
+//!   DeleteRecords and retention);
+//! - `cleaner-offset-checkpoint`: per compacted partition, the offset below which the
+//!   cleaner has compacted it (the start of its dirty part).
 //!
 //! Partition lookups take a read lock on the partition map; appends and reads then use only
 //! their own log's lock.
+//!
+//! Background threads: the sync workers (group commit), a scheduler (periodic flush,
+//! retention, checkpoints) and, unless disabled, one cleaner that compacts the dirtiest
+//! compacted log, one pass at a time (`crate::cleaner`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,13 +31,17 @@ use crate::checkpoint;
 use crate::clock::{Clock, SystemClock};
 use crate::file_cache::FileCache;
 use crate::flush::{FlushStatsSnapshot, Flusher};
-use crate::{Log, LogConfig, LogError, ManagerConfig, Result, RetentionReport, TopicPartition};
+use crate::{
+    CleaningReport, Log, LogConfig, LogError, ManagerConfig, Result, RetentionReport,
+    TopicPartition,
+};
 
 /// Name of the clean-shutdown marker, as Kafka names it.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 const LOCK_FILE: &str = ".lock";
 const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+const CLEANER_FILE: &str = "cleaner-offset-checkpoint";
 const DELETE_SUFFIX: &str = "-delete";
 /// Sync workers only call into the kernel; a small stack keeps many of them cheap.
 const SYNC_WORKER_STACK: usize = 256 * 1024;
@@ -45,6 +55,8 @@ struct Shared {
     logs: RwLock<HashMap<TopicPartition, Arc<Log>>>,
     stopping: Mutex<bool>,
     stop_signal: Condvar,
+    /// Polled by a cleaning pass between steps, so shutdown does not wait for a whole pass.
+    cleaner_stop: AtomicBool,
     checkpoint_lock: Mutex<()>,
     _dir_lock: File,
 }
@@ -93,6 +105,7 @@ impl LogManager {
         }
         let recovery_points = checkpoint::read(&dir.join(RECOVERY_POINT_FILE));
         let log_starts = checkpoint::read(&dir.join(LOG_START_FILE));
+        let cleaner_points = checkpoint::read(&dir.join(CLEANER_FILE));
 
         let flusher = Arc::new(Flusher::new(
             config.flush_policy,
@@ -113,6 +126,7 @@ impl LogManager {
                 clean_shutdown,
                 recovery_points.get(tp).copied(),
                 log_starts.get(tp).copied(),
+                cleaner_points.get(tp).copied(),
             )
             .map(Arc::new)
         };
@@ -133,6 +147,7 @@ impl LogManager {
             logs: RwLock::new(logs),
             stopping: Mutex::new(false),
             stop_signal: Condvar::new(),
+            cleaner_stop: AtomicBool::new(false),
             checkpoint_lock: Mutex::new(()),
             _dir_lock: dir_lock,
         });
@@ -149,6 +164,10 @@ impl LogManager {
         threads.push(spawn("sluice-log-scheduler", move || {
             background.run_scheduler();
         })?);
+        if shared.config.cleaner_enabled {
+            let cleaner = shared.clone();
+            threads.push(spawn("sluice-log-cleaner", move || cleaner.run_cleaner())?);
+        }
         Ok(LogManager {
             shared,
             threads: Mutex::new(threads),
@@ -194,6 +213,7 @@ impl LogManager {
             shared.cache.clone(),
             shared.flusher.clone(),
             false,
+            None,
             None,
             None,
         )?);
@@ -255,6 +275,27 @@ impl LogManager {
         self.shared.enforce_retention()
     }
 
+    /// Runs one cleaning pass over every compacted log that needs one (with `force`, over
+    /// every compacted log with inactive segments), on the calling thread, and writes the
+    /// cleaner checkpoint. The background cleaner does the same, one log at a time.
+    pub fn clean_now(&self, force: bool) -> Vec<CleaningReport> {
+        let mut reports = Vec::new();
+        for log in self.logs() {
+            if let Some(report) = self.shared.clean_one(&log, force) {
+                reports.push(report);
+            }
+        }
+        reports
+    }
+
+    /// The last cleaning pass of every log cleaned since the manager opened.
+    pub fn cleaner_reports(&self) -> Vec<CleaningReport> {
+        self.logs()
+            .iter()
+            .filter_map(|log| log.last_cleaning())
+            .collect()
+    }
+
     /// Queues every log with unflushed data for the sync workers (the background thread
     /// does this periodically).
     pub fn flush_all(&self) {
@@ -306,6 +347,7 @@ impl LogManager {
             .stopping
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = true;
+        self.shared.cleaner_stop.store(true, Ordering::SeqCst);
         self.shared.stop_signal.notify_all();
         self.shared.flusher.stop();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
@@ -361,16 +403,89 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner());
         let mut recovery_points = Vec::new();
         let mut log_starts = Vec::new();
+        let mut cleaner_points = Vec::new();
         for log in self.logs() {
             let offsets = log.offsets();
             let tp = log.topic_partition().clone();
+            if let Some(first_dirty) = log.cleaner_first_dirty_offset() {
+                cleaner_points.push((tp.clone(), first_dirty));
+            }
             recovery_points.push((tp.clone(), offsets.recovery_point));
             log_starts.push((tp, offsets.log_start_offset));
         }
         let dir = &self.config.data_dir;
         checkpoint::write(&dir.join(RECOVERY_POINT_FILE), &recovery_points)?;
         checkpoint::write(&dir.join(LOG_START_FILE), &log_starts)?;
+        checkpoint::write(&dir.join(CLEANER_FILE), &cleaner_points)?;
         Ok(())
+    }
+
+    /// One cleaning pass over `log` if it needs one; the cleaner checkpoint is written after
+    /// a pass so that a restart does not clean the same range again.
+    fn clean_one(&self, log: &Arc<Log>, force: bool) -> Option<CleaningReport> {
+        let stop = || self.cleaner_stop.load(Ordering::SeqCst);
+        match log.clean(force, self.config.cleaner_max_keys(), &stop) {
+            Ok(Some(report)) => {
+                if let Err(err) = self.write_checkpoints() {
+                    tracing::warn!(error = %err, "cleaner checkpoint write failed");
+                }
+                Some(report)
+            }
+            Ok(None) | Err(LogError::Deleted) => None,
+            Err(LogError::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(partition = %log.topic_partition(), error = %err, "cleaning skipped");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(partition = %log.topic_partition(), error = %err, "cleaning failed");
+                None
+            }
+        }
+    }
+
+    /// The background cleaner: every `log.cleaner.backoff.ms`, cleans the logs that need it,
+    /// overdue ones first, then the dirtiest; each at most once per round.
+    fn run_cleaner(&self) {
+        loop {
+            {
+                let stopping = self.stopping.lock().unwrap_or_else(|e| e.into_inner());
+                if *stopping {
+                    return;
+                }
+                let (stopping, _) = self
+                    .stop_signal
+                    .wait_timeout(stopping, self.config.cleaner_backoff)
+                    .unwrap_or_else(|e| e.into_inner());
+                if *stopping {
+                    return;
+                }
+            }
+            let mut done: Vec<TopicPartition> = Vec::new();
+            loop {
+                if self.cleaner_stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let mut best: Option<(bool, f64, Arc<Log>)> = None;
+                for log in self.logs() {
+                    if done.contains(log.topic_partition()) {
+                        continue;
+                    }
+                    let Ok(Some(candidate)) = log.cleaning_candidate(false) else {
+                        continue;
+                    };
+                    let key = (candidate.overdue, candidate.dirty_ratio);
+                    if best
+                        .as_ref()
+                        .is_none_or(|(o, r, _)| (u8::from(key.0), key.1) > (u8::from(*o), *r))
+                    {
+                        best = Some((key.0, key.1, log));
+                    }
+                }
+                let Some((_, _, log)) = best else { break };
+                done.push(log.topic_partition().clone());
+                self.clean_one(&log, false);
+            }
+        }
     }
 
     /// Periodic work, until the manager stops. Uses real time for scheduling; retention

@@ -117,6 +117,14 @@ impl ProducerStates {
         self.producers.is_empty()
     }
 
+    /// Producer id → last offset of its latest batch (the batch compaction must keep).
+    pub fn last_offsets(&self) -> HashMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(id, entry)| entry.last().map(|b| (*id, b.last_offset)))
+            .collect()
+    }
+
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
     }
@@ -134,7 +142,7 @@ impl ProducerStates {
         }
         let epoch = header.producer_epoch();
         let first = header.base_sequence();
-        let last = sequence_after(first, header.record_count().max(1));
+        let last = sequence_after(first, header.last_offset_delta().saturating_add(1).max(1));
         // What this request already added for the producer comes after the stored state.
         let earlier = pending.iter().rev().find(|(id, _, _)| *id == producer_id);
         let (current_epoch, last_batch, recent) = match (earlier, self.producers.get(&producer_id))
@@ -192,7 +200,10 @@ impl ProducerStates {
         }
         let batch = ProducerBatch {
             first_sequence: header.base_sequence(),
-            last_sequence: sequence_after(header.base_sequence(), header.record_count().max(1)),
+            last_sequence: sequence_after(
+                header.base_sequence(),
+                header.last_offset_delta().saturating_add(1).max(1),
+            ),
             first_offset: header.base_offset(),
             last_offset: header.last_offset(),
             timestamp: now_ms,

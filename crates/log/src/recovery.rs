@@ -157,7 +157,9 @@ pub(crate) fn load(
     now: i64,
     clean_shutdown: bool,
     recovery_point: i64,
+    cleaned_before: bool,
 ) -> Result<LoadedLog> {
+    let swapped = crate::cleaner::complete_swaps(tp, dir)?;
     let bases = list_segments(tp, dir)?;
     let mut segments = BTreeMap::new();
     if bases.is_empty() {
@@ -167,7 +169,9 @@ pub(crate) fn load(
         });
     }
     let interval = config.index_interval_bytes;
-    let strict = !config.cleanup_policy.compact;
+    // Compaction leaves offset gaps; a log that was ever cleaned keeps them even if its
+    // policy changed since.
+    let strict = !(config.cleanup_policy.compact || cleaned_before || swapped);
     let last = bases.len() - 1;
     let first_to_recover = if clean_shutdown {
         bases.len()
@@ -400,6 +404,15 @@ pub(crate) mod producers {
             tracing::debug!(partition = %tp, from, batches = scanned, producers = states.len(), "producer state rebuilt");
         }
         Ok(states)
+    }
+
+    /// Removes all but the `keep` newest snapshots.
+    pub(crate) fn keep_newest_snapshots(dir: &Path, keep: usize) {
+        let snapshots = list_snapshots(dir);
+        let doomed = snapshots.len().saturating_sub(keep);
+        for snapshot in &snapshots[..doomed] {
+            let _ = std::fs::remove_file(snapshot_path(dir, *snapshot));
+        }
     }
 
     /// Removes snapshots of offsets below the log start.

@@ -69,7 +69,7 @@ const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_FLAG: i16 = 0x08;
 const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
-const DELETE_HORIZON_FLAG: i16 = 0x40;
+pub(crate) const DELETE_HORIZON_FLAG: i16 = 0x40;
 
 /// How the timestamps of a batch were assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

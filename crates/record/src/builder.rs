@@ -98,19 +98,18 @@ impl BatchBuilder {
         let mut payload = Vec::new();
         let mut body = Vec::new();
         for (delta, record) in self.records.iter().enumerate() {
-            body.clear();
-            body.push(0); // attributes
-            write_varlong(&mut body, record.timestamp.wrapping_sub(base_timestamp));
-            write_varint(&mut body, delta as i32);
-            write_bytes(&mut body, record.key.as_deref());
-            write_bytes(&mut body, record.value.as_deref());
-            write_varint(&mut body, record.headers.len() as i32);
-            for header in &record.headers {
-                write_bytes(&mut body, Some(&header.key));
-                write_bytes(&mut body, header.value.as_deref());
-            }
-            write_varint(&mut payload, body.len() as i32);
-            payload.extend_from_slice(&body);
+            encode_record(
+                &mut payload,
+                &mut body,
+                record.timestamp.wrapping_sub(base_timestamp),
+                delta as i32,
+                record.key.as_deref(),
+                record.value.as_deref(),
+                record
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.as_slice(), h.value.as_deref())),
+            );
         }
         let payload = self.compression.compress(&payload)?;
 
@@ -121,27 +120,86 @@ impl BatchBuilder {
         if self.control {
             attributes |= 0x20;
         }
-        let mut out = Vec::with_capacity(HEADER_SIZE + payload.len());
-        out.extend_from_slice(&0i64.to_be_bytes());
-        let length = (HEADER_SIZE - LOG_OVERHEAD + payload.len()) as i32;
-        out.extend_from_slice(&length.to_be_bytes());
-        out.extend_from_slice(&NO_PARTITION_LEADER_EPOCH.to_be_bytes());
-        out.push(MAGIC_V2 as u8);
-        out.extend_from_slice(&0u32.to_be_bytes()); // CRC, filled below
-        out.extend_from_slice(&attributes.to_be_bytes());
-        out.extend_from_slice(&(self.records.len() as i32 - 1).to_be_bytes());
-        out.extend_from_slice(&base_timestamp.to_be_bytes());
-        out.extend_from_slice(&max_timestamp.to_be_bytes());
-        out.extend_from_slice(&self.producer_id.to_be_bytes());
-        out.extend_from_slice(&self.producer_epoch.to_be_bytes());
-        out.extend_from_slice(&self.base_sequence.to_be_bytes());
-        out.extend_from_slice(&(self.records.len() as i32).to_be_bytes());
-        debug_assert_eq!(out.len(), HEADER_SIZE);
-        out.extend_from_slice(&payload);
-        let crc = crc32c::crc32c(&out[offsets::ATTRIBUTES..]);
-        out[offsets::CRC..offsets::CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        Ok(out)
+        Ok(encode_batch(
+            &BatchFields {
+                base_offset: 0,
+                partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                attributes,
+                last_offset_delta: self.records.len() as i32 - 1,
+                base_timestamp,
+                max_timestamp,
+                producer_id: self.producer_id,
+                producer_epoch: self.producer_epoch,
+                base_sequence: self.base_sequence,
+                record_count: self.records.len() as i32,
+            },
+            &payload,
+        ))
     }
+}
+
+/// The header fields of a batch to encode (everything but the length and the CRC).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchFields {
+    pub base_offset: i64,
+    pub partition_leader_epoch: i32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+/// Appends one record (length-prefixed) to `payload`; `body` is scratch space.
+pub(crate) fn encode_record<'h>(
+    payload: &mut Vec<u8>,
+    body: &mut Vec<u8>,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: impl ExactSizeIterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+) {
+    body.clear();
+    body.push(0); // attributes
+    write_varlong(body, timestamp_delta);
+    write_varint(body, offset_delta);
+    write_bytes(body, key);
+    write_bytes(body, value);
+    write_varint(body, headers.len() as i32);
+    for (key, value) in headers {
+        write_bytes(body, Some(key));
+        write_bytes(body, value);
+    }
+    write_varint(payload, body.len() as i32);
+    payload.extend_from_slice(body);
+}
+
+/// Encodes a whole batch around an already compressed `payload`, CRC included.
+pub(crate) fn encode_batch(fields: &BatchFields, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_SIZE + payload.len());
+    out.extend_from_slice(&fields.base_offset.to_be_bytes());
+    let length = (HEADER_SIZE - LOG_OVERHEAD + payload.len()) as i32;
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(&fields.partition_leader_epoch.to_be_bytes());
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&0u32.to_be_bytes()); // CRC, filled below
+    out.extend_from_slice(&fields.attributes.to_be_bytes());
+    out.extend_from_slice(&fields.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&fields.base_timestamp.to_be_bytes());
+    out.extend_from_slice(&fields.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&fields.producer_id.to_be_bytes());
+    out.extend_from_slice(&fields.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&fields.base_sequence.to_be_bytes());
+    out.extend_from_slice(&fields.record_count.to_be_bytes());
+    debug_assert_eq!(out.len(), HEADER_SIZE);
+    out.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&out[offsets::ATTRIBUTES..]);
+    out[offsets::CRC..offsets::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 fn write_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {

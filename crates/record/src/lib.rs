@@ -10,7 +10,9 @@
 //! - decoding of the records inside a batch, decompressing gzip, snappy (raw and xerial
 //!   framed), lz4 (frame format) and zstd when a caller needs them ([`RecordBatch::records`]);
 //! - a [`BatchBuilder`] that encodes records into a batch, for tests, tools and the broker's
-//!   own internal topics.
+//!   own internal topics;
+//! - [`rebuild_batch`], which rewrites a stored batch with some records left out (log
+//!   compaction), keeping its offsets and producer metadata.
 //!
 //! It must not do I/O, spawn threads, or depend on any other Sluice crate: the log, the
 //! protocol layer and clients all build on it.
@@ -23,6 +25,7 @@ mod builder;
 mod compression;
 mod error;
 mod records;
+mod rewrite;
 mod varint;
 
 pub use batch::{
@@ -34,3 +37,4 @@ pub use builder::{BatchBuilder, OwnedHeader, OwnedRecord};
 pub use compression::Compression;
 pub use error::RecordError;
 pub use records::{ControlRecordType, Header, Record, Records};
+pub use rewrite::rebuild_batch;

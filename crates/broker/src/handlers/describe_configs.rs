@@ -21,7 +21,9 @@ pub const RESOURCE_BROKER: i8 = 4;
 /// Kafka's ConfigType for a property, from its name.
 fn config_type(key: &str) -> i8 {
     match key {
-        "auto.create.topics.enable" | "fetch.zero.copy.enable" => 1, // BOOLEAN
+        "auto.create.topics.enable" | "fetch.zero.copy.enable" | "log.cleaner.enable" => 1, // BOOLEAN
+        "min.cleanable.dirty.ratio" | "log.cleaner.min.cleanable.ratio" => 6, // DOUBLE
+        "log.cleaner.dedupe.buffer.size" => 5,                                // LONG
         "cleanup.policy"
         | "log.cleanup.policy"
         | "log.dirs"
@@ -40,8 +42,8 @@ fn config_type(key: &str) -> i8 {
         {
             3
         } // INT
-        "default.replication.factor" => 4,                           // SHORT
-        _ => 2,                                                      // STRING
+        "default.replication.factor" => 4,                                    // SHORT
+        _ => 2,                                                               // STRING
     }
 }
 
