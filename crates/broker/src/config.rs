@@ -53,6 +53,10 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("log.cleaner.enable", "true"),
     ("log.cleaner.backoff.ms", "15000"),
     ("log.cleaner.dedupe.buffer.size", "134217728"),
+    (
+        "log.cleaner.io.max.bytes.per.second",
+        "1.7976931348623157E308",
+    ),
     ("log.cleaner.min.cleanable.ratio", "0.5"),
     ("log.cleaner.min.compaction.lag.ms", "0"),
     ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
@@ -99,6 +103,8 @@ pub struct BrokerConfig {
     pub cleaner_enabled: bool,
     pub cleaner_backoff: Duration,
     pub cleaner_dedupe_buffer_bytes: usize,
+    /// `log.cleaner.io.max.bytes.per.second`.
+    pub cleaner_io_max_bytes_per_second: f64,
     /// Group coordinator settings (`group.*`, `offsets.*`).
     pub coordinator: crate::groups::CoordinatorConfig,
     /// The effective value of every property, for DescribeConfigs.
@@ -297,6 +303,11 @@ impl BrokerConfig {
         if sync_threads == 0 {
             return Err(p.invalid("log.flush.sync.threads", "must be at least 1"));
         }
+        let cleaner_io_max_bytes_per_second: f64 =
+            p.parse("log.cleaner.io.max.bytes.per.second")?;
+        if cleaner_io_max_bytes_per_second.is_nan() || cleaner_io_max_bytes_per_second <= 0.0 {
+            return Err(p.invalid("log.cleaner.io.max.bytes.per.second", "must be positive"));
+        }
         let offsets_partitions: i32 = p.parse("offsets.topic.num.partitions")?;
         if offsets_partitions < 1 {
             return Err(p.invalid("offsets.topic.num.partitions", "must be at least 1"));
@@ -341,6 +352,7 @@ impl BrokerConfig {
             cleaner_enabled: p.parse("log.cleaner.enable")?,
             cleaner_backoff: p.millis("log.cleaner.backoff.ms")?,
             cleaner_dedupe_buffer_bytes: p.parse("log.cleaner.dedupe.buffer.size")?,
+            cleaner_io_max_bytes_per_second,
             properties: values.clone(),
             overridden,
         })
@@ -358,6 +370,7 @@ impl BrokerConfig {
         config.cleaner_enabled = self.cleaner_enabled;
         config.cleaner_backoff = self.cleaner_backoff;
         config.cleaner_dedupe_buffer_bytes = self.cleaner_dedupe_buffer_bytes;
+        config.cleaner_io_max_bytes_per_second = self.cleaner_io_max_bytes_per_second;
         config
     }
 }

@@ -103,6 +103,55 @@ fn crash_point(point: CrashPoint, group: usize) {
 /// table's control byte and slack.
 pub const OFFSET_MAP_BYTES_PER_KEY: usize = 32;
 
+/// Limits of one cleaning pass.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanerSettings {
+    /// Keys the offset map may hold (`log.cleaner.dedupe.buffer.size` /
+    /// [`OFFSET_MAP_BYTES_PER_KEY`]).
+    pub max_keys: usize,
+    /// `log.cleaner.io.max.bytes.per.second`: log bytes read (offset map and rewrite); the
+    /// pass sleeps when it gets ahead. Infinite by default, as in Kafka.
+    pub io_max_bytes_per_second: f64,
+}
+
+impl Default for CleanerSettings {
+    fn default() -> Self {
+        CleanerSettings {
+            max_keys: (128 << 20) / OFFSET_MAP_BYTES_PER_KEY,
+            io_max_bytes_per_second: f64::INFINITY,
+        }
+    }
+}
+
+/// Paces a pass's I/O to a byte rate.
+struct Throttle {
+    rate: f64,
+    started: Instant,
+    bytes: f64,
+}
+
+impl Throttle {
+    fn new(rate: f64) -> Self {
+        Throttle {
+            rate,
+            started: Instant::now(),
+            bytes: 0.0,
+        }
+    }
+
+    fn account(&mut self, bytes: u64) {
+        if !self.rate.is_finite() || self.rate <= 0.0 {
+            return;
+        }
+        self.bytes += bytes as f64;
+        let due = Duration::from_secs_f64(self.bytes / self.rate);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}
+
 /// What a cleaning pass did, for logs and metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CleaningReport {
@@ -252,13 +301,13 @@ impl Log {
         )
     }
 
-    /// Runs one cleaning pass if the log is a candidate (always, with `force`). The offset
-    /// map may hold `max_keys` keys. `stop` is polled between steps; a stopped pass leaves
-    /// the log as it was or partly cleaned, never inconsistent.
+    /// Runs one cleaning pass if the log is a candidate (always, with `force`), within
+    /// `settings`. `stop` is polled between steps; a stopped pass leaves the log as it was or
+    /// partly cleaned, never inconsistent.
     pub fn clean(
         &self,
         force: bool,
-        max_keys: usize,
+        settings: &CleanerSettings,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<CleaningReport>> {
         let Some(candidate) = self.cleaning_candidate(force)? else {
@@ -287,7 +336,15 @@ impl Log {
             elapsed: Duration::ZERO,
             finished_at_ms: now,
         };
-        let map = self.build_offset_map(&snapshot, &range, max_keys, stop, &mut report)?;
+        let mut throttle = Throttle::new(settings.io_max_bytes_per_second);
+        let map = self.build_offset_map(
+            &snapshot,
+            &range,
+            settings.max_keys,
+            stop,
+            &mut report,
+            &mut throttle,
+        )?;
         report.keys = map.map.len();
         report.end_offset = map.end;
 
@@ -304,7 +361,8 @@ impl Log {
             if stop() {
                 return Ok(None);
             }
-            let outcome = self.clean_group(&group, &snapshot, &map, now, &mut report)?;
+            let outcome =
+                self.clean_group(&group, &snapshot, &map, now, &mut report, &mut throttle)?;
             if let Some(h) = outcome.min_horizon {
                 horizon = match horizon {
                     TombstoneHorizon::At(current) => TombstoneHorizon::At(current.min(h)),
@@ -350,6 +408,7 @@ impl Log {
         max_keys: usize,
         stop: &dyn Fn() -> bool,
         report: &mut CleaningReport,
+        throttle: &mut Throttle,
     ) -> Result<OffsetMap> {
         let mut map = OffsetMap {
             map: HashMap::new(),
@@ -372,6 +431,7 @@ impl Log {
                     }
                 };
                 report.dirty_bytes += u64::from(info.size);
+                throttle.account(u64::from(info.size));
                 if info.last_offset < snapshot.first_dirty {
                     continue;
                 }
@@ -405,12 +465,13 @@ impl Log {
         map: &OffsetMap,
         now: i64,
         report: &mut CleaningReport,
+        throttle: &mut Throttle,
     ) -> Result<GroupOutcome> {
         let base = group.segments[0].base();
         let dir = self.dir();
         let paths = CleanedPaths::new(dir, base);
         paths.remove_all();
-        let result = self.write_cleaned(group, snapshot, map, now, &paths, report);
+        let result = self.write_cleaned(group, snapshot, map, now, &paths, report, throttle);
         let written = match result {
             Ok(written) => written,
             Err(err) => {
@@ -452,6 +513,7 @@ impl Log {
         now: i64,
         paths: &CleanedPaths,
         report: &mut CleaningReport,
+        throttle: &mut Throttle,
     ) -> Result<Written> {
         let base = group.segments[0].base();
         let config = &snapshot.config;
@@ -493,6 +555,7 @@ impl Log {
                     }
                 };
                 report.bytes_read += u64::from(info.size);
+                throttle.account(u64::from(info.size));
                 let batch = RecordBatch::parse(bytes)?;
                 let header = batch.header();
                 if header.is_control() {
@@ -524,6 +587,19 @@ impl Log {
                     kept.push(record);
                 }
                 report.records_removed += (total - kept.len()) as u64;
+                let producer_latest = header.producer_id() >= 0
+                    && snapshot.producer_last_offsets.get(&header.producer_id())
+                        == Some(&header.last_offset());
+                if total == 0 {
+                    // An empty batch kept for its producer: it goes once the producer has
+                    // written a later batch or expired.
+                    if producer_latest {
+                        emit(bytes, &mut written)?;
+                    } else {
+                        written.changed = true;
+                    }
+                    continue;
+                }
                 let needs_horizon = tombstones > 0 && !header.has_delete_horizon();
                 if kept.len() == total
                     && !needs_horizon
@@ -534,9 +610,6 @@ impl Log {
                 }
                 written.changed = true;
                 if kept.is_empty() {
-                    let producer_latest = header.producer_id() >= 0
-                        && snapshot.producer_last_offsets.get(&header.producer_id())
-                            == Some(&header.last_offset());
                     if producer_latest {
                         let empty = rebuild_batch(&header, &[], None)?;
                         emit(&empty, &mut written)?;

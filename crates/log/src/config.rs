@@ -210,6 +210,8 @@ pub struct ManagerConfig {
     pub cleaner_dedupe_buffer_bytes: usize,
     /// `log.cleaner.backoff.ms`: pause between cleaner checks when no log needs cleaning.
     pub cleaner_backoff: Duration,
+    /// `log.cleaner.io.max.bytes.per.second`: I/O budget of the cleaner (infinite: none).
+    pub cleaner_io_max_bytes_per_second: f64,
 }
 
 impl std::fmt::Debug for ManagerConfig {
@@ -231,6 +233,10 @@ impl std::fmt::Debug for ManagerConfig {
                 &self.cleaner_dedupe_buffer_bytes,
             )
             .field("cleaner_backoff", &self.cleaner_backoff)
+            .field(
+                "cleaner_io_max_bytes_per_second",
+                &self.cleaner_io_max_bytes_per_second,
+            )
             .finish()
     }
 }
@@ -251,12 +257,17 @@ impl ManagerConfig {
             cleaner_enabled: true,
             cleaner_dedupe_buffer_bytes: 128 << 20,
             cleaner_backoff: Duration::from_secs(15),
+            cleaner_io_max_bytes_per_second: f64::INFINITY,
         }
     }
 
-    /// Keys one cleaning pass can hold in its offset map.
-    pub fn cleaner_max_keys(&self) -> usize {
-        (self.cleaner_dedupe_buffer_bytes / crate::cleaner::OFFSET_MAP_BYTES_PER_KEY).max(1)
+    /// The limits of one cleaning pass.
+    pub fn cleaner_settings(&self) -> crate::CleanerSettings {
+        crate::CleanerSettings {
+            max_keys: (self.cleaner_dedupe_buffer_bytes / crate::cleaner::OFFSET_MAP_BYTES_PER_KEY)
+                .max(1),
+            io_max_bytes_per_second: self.cleaner_io_max_bytes_per_second,
+        }
     }
 
     pub(crate) fn log_config_for(&self, topic: &str) -> LogConfig {

@@ -31,7 +31,8 @@ mod segment;
 mod topic_partition;
 
 pub use cleaner::{
-    CleaningCandidate, CleaningReport, CrashPoint, OFFSET_MAP_BYTES_PER_KEY, set_crash_point,
+    CleanerSettings, CleaningCandidate, CleaningReport, CrashPoint, OFFSET_MAP_BYTES_PER_KEY,
+    set_crash_point,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, DEFAULT_MAX_MESSAGE_BYTES, FlushPolicy, LogConfig, ManagerConfig};

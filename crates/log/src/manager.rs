@@ -424,7 +424,7 @@ impl Shared {
     /// a pass so that a restart does not clean the same range again.
     fn clean_one(&self, log: &Arc<Log>, force: bool) -> Option<CleaningReport> {
         let stop = || self.cleaner_stop.load(Ordering::SeqCst);
-        match log.clean(force, self.config.cleaner_max_keys(), &stop) {
+        match log.clean(force, &self.config.cleaner_settings(), &stop) {
             Ok(Some(report)) => {
                 if let Err(err) = self.write_checkpoints() {
                     tracing::warn!(error = %err, "cleaner checkpoint write failed");

@@ -382,6 +382,27 @@ fn a_producers_last_batch_survives_as_an_empty_batch() {
     let states = log.producer_states();
     let entry = states.get(42).expect("producer 42 known");
     assert_eq!(entry.batches.back().unwrap().last_sequence, 2);
+
+    // Once the producer has written a later batch, the empty one is no longer needed.
+    let mut builder = BatchBuilder::new(Compression::None).producer(42, 3, 3);
+    builder.push(OwnedRecord::new(
+        Some(b"key-2".to_vec()),
+        Some(vec![b'z'; 30]),
+        DAY_MS,
+    ));
+    let mut bytes = builder.build().unwrap();
+    let later = log.append(&mut bytes, 0).unwrap();
+    assert!(later.first_offset > info.last_offset);
+    fill(&log, 10, 1, 0, DAY_MS);
+    manager.clean_now(true);
+    let bases: Vec<i64> = read_all(&log)
+        .iter()
+        .map(|b| RecordBatch::parse(b).unwrap().header().base_offset())
+        .collect();
+    assert!(
+        !bases.contains(&info.first_offset),
+        "the superseded empty batch was dropped: {bases:?}"
+    );
 }
 
 #[test]
@@ -448,5 +469,32 @@ fn compaction_never_moves_the_log_start_offset() {
         log.offsets().log_start_offset,
         0,
         "log start survives a restart"
+    );
+}
+
+#[test]
+fn the_io_budget_paces_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = open(
+        dir.path(),
+        compacted_config(64 * 1024),
+        Arc::new(ManualClock::new(DAY_MS)),
+    );
+    let log = manager.get_or_create(&tp(0)).unwrap();
+    fill(&log, 500, 10, 0, DAY_MS);
+    let never = || false;
+    let settings = sluice_log::CleanerSettings {
+        io_max_bytes_per_second: 500_000.0,
+        ..sluice_log::CleanerSettings::default()
+    };
+    let report = log.clean(true, &settings, &never).unwrap().unwrap();
+    let io = report.dirty_bytes + report.bytes_read;
+    assert!(io > 200_000, "too little I/O to pace: {io}");
+    // The pass may not run ahead of its budget (it sleeps once it does).
+    let floor = std::time::Duration::from_secs_f64(io as f64 / 500_000.0 * 0.9);
+    assert!(
+        report.elapsed >= floor,
+        "{io} bytes in {:?}",
+        report.elapsed
     );
 }

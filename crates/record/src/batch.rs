@@ -433,6 +433,16 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
     batch[offsets::CRC..offsets::CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Writes an idempotent producer's base sequence into the batch starting at `batch[0]` and
+/// recomputes the CRC (the field is covered by it), as a producer does for each new batch.
+/// The caller must have parsed the batch first.
+pub fn set_base_sequence(batch: &mut [u8], sequence: i32) {
+    batch[offsets::BASE_SEQUENCE..offsets::BASE_SEQUENCE + 4]
+        .copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[offsets::ATTRIBUTES..]);
+    batch[offsets::CRC..offsets::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

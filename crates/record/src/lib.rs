@@ -31,7 +31,7 @@ mod varint;
 pub use batch::{
     BatchHeader, Batches, HEADER_SIZE, LOG_OVERHEAD, MAGIC_V2, NO_PARTITION_LEADER_EPOCH,
     NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, RecordBatch, TimestampType, offsets,
-    set_base_offset, set_log_append_time, set_partition_leader_epoch,
+    set_base_offset, set_base_sequence, set_log_append_time, set_partition_leader_epoch,
 };
 pub use builder::{BatchBuilder, OwnedHeader, OwnedRecord};
 pub use compression::Compression;

@@ -23,7 +23,8 @@ fn config_type(key: &str) -> i8 {
     match key {
         "auto.create.topics.enable" | "fetch.zero.copy.enable" | "log.cleaner.enable" => 1, // BOOLEAN
         "min.cleanable.dirty.ratio" | "log.cleaner.min.cleanable.ratio" => 6, // DOUBLE
-        "log.cleaner.dedupe.buffer.size" => 5,                                // LONG
+        "log.cleaner.io.max.bytes.per.second" => 6,
+        "log.cleaner.dedupe.buffer.size" => 5, // LONG
         "cleanup.policy"
         | "log.cleanup.policy"
         | "log.dirs"
@@ -42,8 +43,8 @@ fn config_type(key: &str) -> i8 {
         {
             3
         } // INT
-        "default.replication.factor" => 4,                                    // SHORT
-        _ => 2,                                                               // STRING
+        "default.replication.factor" => 4,     // SHORT
+        _ => 2,                                // STRING
     }
 }
 

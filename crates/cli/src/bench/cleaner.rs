@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sluice_log::{
-    CleanupPolicy, FlushPolicy, Log, LogConfig, LogManager, ManagerConfig, TopicPartition,
+    CleanerSettings, CleanupPolicy, FlushPolicy, Log, LogConfig, LogManager, ManagerConfig,
+    TopicPartition,
 };
 use sluice_record::{BatchBuilder, Compression, OwnedRecord};
 
@@ -42,6 +43,9 @@ pub struct CleanerBenchArgs {
     /// segment.bytes of the compacted log.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     segment_bytes: u64,
+    /// Cleaner I/O budget (log.cleaner.io.max.bytes.per.second); unlimited by default.
+    #[arg(long, value_parser = parse_size)]
+    throttle: Option<u64>,
     /// Print one JSON object per measurement instead of text.
     #[arg(long)]
     json: bool,
@@ -159,30 +163,42 @@ fn append_until(log: &Log, stop: &AtomicBool, at_least: Duration) -> anyhow::Res
     Ok((messages as f64 / seconds, bytes as f64 / seconds / 1e6))
 }
 
+fn sync_disk() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 fn run_all(args: &CleanerBenchArgs, codec: Compression) -> anyhow::Result<()> {
     let manager = Arc::new(manager(&args.dir, args.segment_bytes as u32)?);
-    let max_keys = (128usize << 20) / sluice_log::OFFSET_MAP_BYTES_PER_KEY;
+    let settings = CleanerSettings {
+        io_max_bytes_per_second: args.throttle.map_or(f64::INFINITY, |t| t as f64),
+        ..CleanerSettings::default()
+    };
     let compacted = manager.get_or_create(&TopicPartition::new("compacted", 0))?;
     let written = fill(&compacted, args, codec, 0)?;
     let before = compacted.offsets().size_bytes;
     let never = || false;
     let report = compacted
-        .clean(true, max_keys, &never)?
+        .clean(true, &settings, &never)?
         .context("the filled log had nothing to clean")?;
     let after = compacted.offsets().size_bytes;
     let clean_mb_s = report.dirty_bytes as f64 / report.elapsed.as_secs_f64() / 1e6;
 
     // Produce beside an idle cleaner, then beside a cleaning pass.
+    // Each produce phase starts with no dirty pages left (writeback throttling would
+    // otherwise penalise whichever phase comes second) and lasts about as long as a pass.
     let target = manager.get_or_create(&TopicPartition::new("produce", 0))?;
     let idle_stop = AtomicBool::new(true);
-    let (idle_msgs, idle_mb) = append_until(&target, &idle_stop, Duration::from_secs(3))?;
+    let phase = report.elapsed.max(Duration::from_secs(1));
+    sync_disk();
+    let (idle_msgs, idle_mb) = append_until(&target, &idle_stop, phase)?;
     fill(&compacted, args, codec, 1)?;
+    sync_disk();
     let stop = Arc::new(AtomicBool::new(false));
     let cleaner = {
         let (compacted, stop) = (compacted.clone(), stop.clone());
         std::thread::spawn(move || {
             let never = || false;
-            let result = compacted.clean(true, max_keys, &never);
+            let result = compacted.clean(true, &settings, &never);
             stop.store(true, Ordering::SeqCst);
             result
         })

@@ -48,6 +48,10 @@ pub struct LogBenchArgs {
     /// Runs of the write() loop and of the no-fsync append, alternated; the median is shown.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Also measure appends as an idempotent producer against the same appends without a
+    /// producer id (both rewrite sequence and CRC per batch), alternated, median shown.
+    #[arg(long)]
+    idempotent: bool,
     /// Print one JSON object per measurement instead of a table.
     #[arg(long)]
     json: bool,
@@ -140,6 +144,32 @@ fn run_all(args: &LogBenchArgs) -> anyhow::Result<()> {
         if let Some(read) = read {
             report(args, batch_size, &read, None);
         }
+        if args.idempotent {
+            let mut plain = Vec::new();
+            let mut idempotent = Vec::new();
+            for _ in 0..args.repeat.max(1) {
+                plain.push(sequenced_appends(
+                    &args.dir,
+                    batch_size as usize,
+                    count,
+                    false,
+                )?);
+                idempotent.push(sequenced_appends(
+                    &args.dir,
+                    batch_size as usize,
+                    count,
+                    true,
+                )?);
+            }
+            let plain = median(plain);
+            report(args, batch_size, &plain, None);
+            report(
+                args,
+                batch_size,
+                &median(idempotent),
+                Some((&plain, "of the same without producer id", 95.0)),
+            );
+        }
     }
     Ok(())
 }
@@ -191,9 +221,17 @@ fn report(
 
 /// A batch of about `size` bytes of incompressible 1000-byte records.
 fn make_batch(size: usize) -> anyhow::Result<Vec<u8>> {
+    make_producer_batch(size, None)
+}
+
+/// Like [`make_batch`], written by `producer` (id, epoch) when given.
+fn make_producer_batch(size: usize, producer: Option<(i64, i16)>) -> anyhow::Result<Vec<u8>> {
     let records = (size / 1010).max(1);
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut builder = BatchBuilder::new(Compression::None);
+    if let Some((id, epoch)) = producer {
+        builder = builder.producer(id, epoch, 0);
+    }
     for _ in 0..records {
         let value: Vec<u8> = (0..1000)
             .map(|_| {
@@ -295,6 +333,48 @@ fn manager(
         ..LogConfig::default()
     };
     Ok(LogManager::open(config)?)
+}
+
+/// Appends without fsync, every batch with the next sequence number and a new CRC: as an
+/// idempotent producer (producer id 1, so every append goes through the sequence check) or
+/// with no producer id (same rewriting, no check). The difference is what idempotence costs
+/// the append path.
+fn sequenced_appends(
+    dir: &Path,
+    batch_size: usize,
+    count: u64,
+    idempotent: bool,
+) -> anyhow::Result<Measurement> {
+    sync_disk();
+    let data = dir.join("sequenced");
+    let manager = manager(&data, FlushPolicy::Interval, 0, 1)?;
+    let log = manager.get_or_create(&TopicPartition::new("bench", 0))?;
+    let mut buf = make_producer_batch(batch_size, idempotent.then_some((1, 0)))?;
+    let records = i32::try_from((batch_size / 1010).max(1))?;
+    let mut sequence = 0i32;
+    let start = Instant::now();
+    for _ in 0..count {
+        sluice_record::set_base_sequence(&mut buf, if idempotent { sequence } else { -1 });
+        let info = log.append(&mut buf, 0)?;
+        anyhow::ensure!(!info.duplicate, "sequence {sequence} taken for a duplicate");
+        // Sequences wrap from i32::MAX to 0, as producers do.
+        sequence = ((i64::from(sequence) + i64::from(records)) % (i64::from(i32::MAX) + 1)) as i32;
+    }
+    let elapsed = start.elapsed();
+    drop(log);
+    drop(manager);
+    std::fs::remove_dir_all(&data)?;
+    Ok(Measurement {
+        name: if idempotent {
+            "append, idempotent producer".into()
+        } else {
+            "append, sequence rewritten, no pid".into()
+        },
+        bytes: count * buf.len() as u64,
+        elapsed,
+        detail: String::new(),
+        json_extra: String::new(),
+    })
 }
 
 fn append_without_fsync(
