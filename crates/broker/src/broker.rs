@@ -62,6 +62,8 @@ pub struct Broker {
     pub logs: LogManager,
     pub metadata: MetadataStore,
     pub groups: GroupCoordinator,
+    /// The broker's own counters (requests, per-topic traffic, connections).
+    pub metrics: crate::metrics::BrokerMetrics,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Producer ids handed out next: (next, end of the reserved block).
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
@@ -142,6 +144,7 @@ impl Broker {
             logs,
             metadata,
             groups,
+            metrics: crate::metrics::BrokerMetrics::default(),
             partitions: RwLock::new(HashMap::new()),
             producer_ids: tokio::sync::Mutex::new((image.producer_ids_end, image.producer_ids_end)),
         };

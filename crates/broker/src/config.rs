@@ -35,6 +35,7 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("node.id", "1"),
     ("listeners", "127.0.0.1:9092"),
     ("advertised.listeners", ""),
+    ("admin.http.listener", ""),
     ("log.dirs", "./data"),
     ("num.partitions", "1"),
     ("default.replication.factor", "1"),
@@ -83,6 +84,8 @@ pub const PROPERTIES: &[(&str, &str)] = &[
 pub struct BrokerConfig {
     pub node_id: i32,
     pub listen: SocketAddr,
+    /// Where the admin HTTP endpoint listens (`admin.http.listener`); `None`: not served.
+    pub http_listen: Option<SocketAddr>,
     /// Host and port given to clients in metadata; defaults to the listen address.
     pub advertised: (String, u16),
     pub data_dir: PathBuf,
@@ -252,6 +255,15 @@ impl BrokerConfig {
             text => parse_host_port(text)
                 .ok_or_else(|| p.invalid("advertised.listeners", "expected HOST:PORT"))?,
         };
+        let http_listen = match p.raw("admin.http.listener").trim() {
+            "" => None,
+            text => Some(resolve_listener(text).ok_or_else(|| {
+                p.invalid(
+                    "admin.http.listener",
+                    "expected HOST:PORT, e.g. 127.0.0.1:8080",
+                )
+            })?),
+        };
         let cleanup_policy = CleanupPolicy::parse(p.raw("log.cleanup.policy"))
             .map_err(|e| p.invalid("log.cleanup.policy", e.to_string()))?;
         let timestamp_type =
@@ -335,6 +347,7 @@ impl BrokerConfig {
             coordinator,
             node_id: p.parse("node.id")?,
             listen,
+            http_listen,
             advertised,
             data_dir: PathBuf::from(p.raw("log.dirs")),
             num_partitions,

@@ -12,7 +12,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -37,6 +38,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct BrokerHandle {
     pub broker: Arc<Broker>,
     pub local_addr: SocketAddr,
+    /// Where the admin HTTP endpoint listens, if configured.
+    pub http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -56,6 +59,17 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
     if config.advertised.1 == 0 {
         config.advertised.1 = local_addr.port();
     }
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::Listen {
+                    addr,
+                    reason: format!("admin HTTP: {e}"),
+                })?,
+        ),
+        None => None,
+    };
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await
         .map_err(|e| StartError::DataDir {
@@ -75,10 +89,29 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
         broker.clone(),
         stopped.clone(),
     ));
+    let mut http_addr = None;
+    if let Some(http) = http_listener {
+        http_addr = http.local_addr().ok();
+        let mut stop_http = stopped.clone();
+        let app = crate::admin_http::router(broker.clone());
+        tracing::info!(http = ?http_addr, "admin HTTP endpoint started");
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_http.changed().await;
+            };
+            if let Err(err) = axum::serve(http, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!(error = %err, "admin HTTP endpoint failed");
+            }
+        });
+    }
     let server = tokio::spawn(accept_loop(broker.clone(), listener, stopped));
     Ok(BrokerHandle {
         broker,
         local_addr,
+        http_addr,
         stop,
         server,
     })
@@ -154,6 +187,15 @@ async fn accept_loop(
     }
 }
 
+/// Counts a connection as open until dropped.
+struct ConnectionGauge(Arc<Broker>);
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn serve_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
@@ -161,6 +203,12 @@ async fn serve_connection(
     mut stopped: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    broker.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    broker
+        .metrics
+        .connections_total
+        .fetch_add(1, Ordering::Relaxed);
+    let _open = ConnectionGauge(broker.clone());
     let (mut reader, mut writer) = stream.into_split();
     let max_frame = broker.config.max_request_bytes;
     let budget = broker.config.max_inflight_bytes.min(u64::from(u32::MAX)) as u32;
@@ -239,6 +287,12 @@ async fn serve_connection(
         };
         match dispatch(&broker, &request, peer) {
             Dispatch::Respond(future) => {
+                let (api, arrived, timed) = (request.api_key, Instant::now(), broker.clone());
+                let future: ResponseFuture = Box::pin(async move {
+                    let response = future.await;
+                    timed.metrics.observe_request(api, arrived.elapsed());
+                    response
+                });
                 if queue.send((future, permit)).await.is_err() {
                     break;
                 }

@@ -9,7 +9,7 @@ use sluice_broker::config::{read_env, read_toml_file};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  sluice broker\n  sluice broker --data-dir /var/lib/sluice --listen 0.0.0.0:9092 --advertised-listener kafka.example.com:9092\n  sluice broker --config sluice.toml --set log.retention.ms=3600000\n\nEvery Kafka-named property can also be set as SLUICE_<NAME> in the environment,\ne.g. SLUICE_NUM_PARTITIONS=6. Precedence: flags > environment > config file > defaults."
+    after_help = "Examples:\n  sluice broker\n  sluice broker --data-dir /var/lib/sluice --listen 0.0.0.0:9092 --advertised-listener kafka.example.com:9092\n  sluice broker --config sluice.toml --set log.retention.ms=3600000\n  sluice broker --http 127.0.0.1:8080    # /metrics, /healthz, /api/v1/...\n\nEvery Kafka-named property can also be set as SLUICE_<NAME> in the environment,\ne.g. SLUICE_NUM_PARTITIONS=6. Precedence: flags > environment > config file > defaults."
 )]
 pub struct BrokerArgs {
     /// TOML file with Kafka-named properties (`num.partitions = 3`, `log.retention.ms = ...`).
@@ -24,6 +24,10 @@ pub struct BrokerArgs {
     /// Address clients are told to connect to (advertised.listeners), HOST:PORT.
     #[arg(long)]
     advertised_listener: Option<String>,
+    /// Serve health checks, Prometheus metrics and the JSON API here (admin.http.listener),
+    /// HOST:PORT, e.g. 127.0.0.1:8080. Off unless given.
+    #[arg(long)]
+    http: Option<String>,
     /// This broker's id (node.id).
     #[arg(long)]
     node_id: Option<i32>,
@@ -50,6 +54,7 @@ fn properties(args: &BrokerArgs) -> anyhow::Result<BTreeMap<String, String>> {
     flag("listeners", args.listen.clone());
     flag("advertised.listeners", args.advertised_listener.clone());
     flag("node.id", args.node_id.map(|n| n.to_string()));
+    flag("admin.http.listener", args.http.clone());
     for pair in &args.set {
         let (key, value) = pair
             .split_once('=')

@@ -296,6 +296,11 @@ impl Log {
         &self.durability
     }
 
+    /// Whether an earlier storage failure took the log offline (until restart).
+    pub fn is_offline(&self) -> bool {
+        self.offline.get().is_some()
+    }
+
     /// Fails if the log was deleted or went offline.
     pub(crate) fn check_usable(&self) -> Result<()> {
         if self.deleted.load(Ordering::SeqCst) {

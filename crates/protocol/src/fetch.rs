@@ -27,12 +27,17 @@ pub enum RecordData {
 }
 
 impl RecordData {
-    fn len(&self) -> usize {
+    /// Bytes of record data.
+    pub fn len(&self) -> usize {
         match self {
             RecordData::None => 0,
             RecordData::Bytes(bytes) => bytes.len(),
             RecordData::File(region) => region.len() as usize,
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

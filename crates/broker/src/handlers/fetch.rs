@@ -85,6 +85,7 @@ pub async fn handle(
         let (data, bytes, failed) = read_all(&wanted, max_bytes, zero_copy, read_committed);
         let now = Instant::now();
         if bytes >= min_bytes || failed || now >= deadline || listeners.is_empty() {
+            count_fetched(&broker, &data);
             return Some(encode_fetch_response(
                 ctx.version,
                 ctx.correlation_id,
@@ -95,6 +96,30 @@ pub async fn handle(
             _ = select_all(listeners) => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
+    }
+}
+
+/// Adds what a response carries to the topics' counters (existing topics only, so that
+/// clients cannot create series by asking for arbitrary names).
+fn count_fetched(broker: &Broker, data: &FetchResponseData) {
+    let image = broker.image();
+    for topic in &data.topics {
+        if image.topic(&topic.name).is_none() {
+            continue;
+        }
+        let counters = broker.metrics.topic(&topic.name);
+        let bytes: usize = topic.partitions.iter().map(|p| p.records.len()).sum();
+        let errors = topic
+            .partitions
+            .iter()
+            .filter(|p| p.error_code != 0)
+            .count();
+        counters
+            .bytes_out
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .fetch_errors
+            .fetch_add(errors as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -4,6 +4,7 @@
 //! KAFKA_STORAGE_ERROR: nothing that might be lost is acknowledged.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 use kafka_protocol::ResponseError;
@@ -95,10 +96,18 @@ fn append(
     }
     // The log patches offsets into the batch, so it needs its own copy of the bytes.
     let mut bytes = BytesMut::from(records);
+    let counters = broker.metrics.topic(topic);
     match target.log.append(&mut bytes, LEADER_EPOCH) {
         Ok(info) => {
             if !info.duplicate {
                 target.appended.notify_waiters();
+                counters
+                    .bytes_in
+                    .fetch_add(info.bytes as u64, Ordering::Relaxed);
+                counters.messages_in.fetch_add(
+                    (info.last_offset - info.first_offset + 1) as u64,
+                    Ordering::Relaxed,
+                );
             }
             Outcome::Appended {
                 base_offset: info.first_offset,
@@ -108,6 +117,7 @@ fn append(
             }
         }
         Err(err) => {
+            counters.produce_errors.fetch_add(1, Ordering::Relaxed);
             if !matches!(err, LogError::InvalidBatch(RecordError::CrcMismatch { .. })) {
                 tracing::debug!(partition = %target.tp, error = %err, "produce refused");
             }
