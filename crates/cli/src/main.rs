@@ -4,6 +4,7 @@
 
 mod bench;
 mod broker;
+mod client;
 mod size;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,16 @@ enum Command {
     /// Measure Sluice against this machine and other brokers.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Create, list, describe, alter and delete topics (any Kafka-compatible cluster).
+    #[command(subcommand)]
+    Topic(client::topic::TopicCommand),
+    /// Write lines from standard input or a file to a topic.
+    Produce(client::produce::ProduceArgs),
+    /// Print a topic's messages.
+    Consume(client::consume::ConsumeArgs),
+    /// List, describe (with lag), reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(client::group::GroupCommand),
 }
 
 fn main() {
@@ -31,6 +42,10 @@ fn main() {
     let result = match cli.command {
         Command::Broker(args) => broker::run(&args),
         Command::Bench(command) => bench::run(command),
+        Command::Topic(command) => client::topic::run(command),
+        Command::Produce(args) => client::produce::run(&args),
+        Command::Consume(args) => client::consume::run(&args),
+        Command::Group(command) => client::group::run(command),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,0 +1,383 @@
+//! `sluice group list|describe|reset-offsets|delete`.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Connection, TIMEOUT, admin_options, block_on, print_table};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GroupCommand {
+    /// List consumer groups.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Members, assignments, committed offsets, log end offsets and lag.
+    Describe {
+        group: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Move a group's committed offsets (the group must have no members).
+    #[command(
+        after_help = "Examples:\n  sluice group reset-offsets billing --topic orders --to-earliest --dry-run\n  sluice group reset-offsets billing --topic orders --shift-by -100\n  sluice group reset-offsets billing --topic orders --to-datetime 1700000000000"
+    )]
+    ResetOffsets {
+        group: String,
+        /// Topic whose offsets move; repeatable.
+        #[arg(long = "topic", short, required = true)]
+        topics: Vec<String>,
+        #[command(flatten)]
+        target: ResetTarget,
+        /// Show the new offsets without committing them.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Delete groups (only groups without members) and their offsets.
+    Delete {
+        #[arg(required = true)]
+        groups: Vec<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ResetTarget {
+    #[arg(long)]
+    to_earliest: bool,
+    #[arg(long)]
+    to_latest: bool,
+    #[arg(long, value_name = "OFFSET")]
+    to_offset: Option<i64>,
+    /// First offset at or after this time (epoch milliseconds).
+    #[arg(long, value_name = "MS")]
+    to_datetime: Option<i64>,
+    /// Move the committed offset by N (negative: back).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    shift_by: Option<i64>,
+}
+
+pub fn run(command: GroupCommand) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::List { connection } => {
+            let consumer = connection.query_consumer(None)?;
+            connection.metadata(&consumer, None)?;
+            let list = consumer
+                .fetch_group_list(None, TIMEOUT)
+                .context("cannot list groups")?;
+            let mut rows: Vec<Vec<String>> = list
+                .groups()
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.name().to_string(),
+                        g.state().to_string(),
+                        g.protocol_type().to_string(),
+                        g.members().len().to_string(),
+                    ]
+                })
+                .collect();
+            rows.sort();
+            print_table(&["GROUP", "STATE", "PROTOCOL TYPE", "MEMBERS"], &rows);
+            Ok(())
+        }
+        GroupCommand::Describe { group, connection } => describe(&connection, &group),
+        GroupCommand::ResetOffsets {
+            group,
+            topics,
+            target,
+            dry_run,
+            connection,
+        } => reset(&connection, &group, &topics, &target, dry_run),
+        GroupCommand::Delete { groups, connection } => {
+            let admin = connection.admin()?;
+            let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+            let results = block_on(admin.delete_groups(&refs, &admin_options()))?.map_err(|e| {
+                anyhow::anyhow!("cannot reach a broker at {}: {e}", connection.bootstrap)
+            })?;
+            let mut failed = 0;
+            for result in results {
+                match result {
+                    Ok(name) => println!("deleted group {name}"),
+                    Err((name, code)) => {
+                        eprintln!("error: cannot delete group {name}: {code}");
+                        failed += 1;
+                    }
+                }
+            }
+            anyhow::ensure!(failed == 0, "{failed} group(s) not deleted");
+            Ok(())
+        }
+    }
+}
+
+/// A topic partition.
+type Tp = (String, i32);
+
+/// One member: id, client id, host, assigned partitions.
+type Member = (String, String, String, Vec<Tp>);
+
+/// The state and members of a group, as the coordinator reports them.
+struct GroupView {
+    state: String,
+    protocol: String,
+    members: Vec<Member>,
+}
+
+fn view(consumer: &BaseConsumer, group: &str) -> anyhow::Result<GroupView> {
+    let list = consumer
+        .fetch_group_list(Some(group), TIMEOUT)
+        .with_context(|| format!("cannot describe group {group}"))?;
+    let info = list
+        .groups()
+        .iter()
+        .find(|g| g.name() == group)
+        .with_context(|| format!("unknown group {group}"))?;
+    Ok(GroupView {
+        state: info.state().to_string(),
+        protocol: info.protocol().to_string(),
+        members: info
+            .members()
+            .iter()
+            .map(|m| {
+                (
+                    m.id().to_string(),
+                    m.client_id().to_string(),
+                    m.client_host().to_string(),
+                    m.assignment().map(decode_assignment).unwrap_or_default(),
+                )
+            })
+            .collect(),
+    })
+}
+
+/// The partitions of a consumer-protocol assignment (version, [topic, [partition]],
+/// user data); empty if it is not one.
+fn decode_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
+    fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = (buf.get(..n)?, buf.get(n..)?);
+        *buf = tail;
+        Some(head)
+    }
+    fn int(buf: &mut &[u8]) -> Option<i32> {
+        Some(i32::from_be_bytes(take(buf, 4)?.try_into().ok()?))
+    }
+    let mut buf = bytes;
+    let mut out = Vec::new();
+    let parse = |buf: &mut &[u8], out: &mut Vec<(String, i32)>| -> Option<()> {
+        take(buf, 2)?; // version
+        for _ in 0..int(buf)?.clamp(0, 100_000) {
+            let len = i16::from_be_bytes(take(buf, 2)?.try_into().ok()?);
+            let topic =
+                String::from_utf8_lossy(take(buf, usize::try_from(len).ok()?)?).into_owned();
+            for _ in 0..int(buf)?.clamp(0, 1_000_000) {
+                out.push((topic.clone(), int(buf)?));
+            }
+        }
+        Some(())
+    };
+    if parse(&mut buf, &mut out).is_none() {
+        out.clear();
+    }
+    out
+}
+
+/// Committed offsets of `group` for every partition of `topics` that has one.
+fn committed(
+    consumer: &BaseConsumer,
+    connection: &Connection,
+    topics: &[String],
+) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    let metadata = connection.metadata(consumer, None)?;
+    let mut query = TopicPartitionList::new();
+    for topic in metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.iter().any(|n| n == t.name()))
+    {
+        for p in topic.partitions() {
+            query.add_partition(topic.name(), p.id());
+        }
+    }
+    if query.count() == 0 {
+        return Ok(BTreeMap::new());
+    }
+    let found = consumer
+        .committed_offsets(query, TIMEOUT)
+        .context("cannot fetch committed offsets")?;
+    Ok(found
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+fn describe(connection: &Connection, group: &str) -> anyhow::Result<()> {
+    let consumer = connection.query_consumer(Some(group))?;
+    let metadata = connection.metadata(&consumer, None)?;
+    let view = view(&consumer, group)?;
+    anyhow::ensure!(view.state != "Dead", "unknown group {group}");
+    println!(
+        "group {group}: {} ({} member(s), protocol {:?})",
+        view.state,
+        view.members.len(),
+        view.protocol
+    );
+    let mut owners: BTreeMap<(String, i32), String> = BTreeMap::new();
+    let mut member_rows = Vec::new();
+    for (id, client, host, assigned) in &view.members {
+        for tp in assigned {
+            owners.insert(tp.clone(), client.clone());
+        }
+        let partitions: Vec<String> = assigned.iter().map(|(t, p)| format!("{t}-{p}")).collect();
+        member_rows.push(vec![
+            id.clone(),
+            client.clone(),
+            host.clone(),
+            partitions.join(","),
+        ]);
+    }
+    if !member_rows.is_empty() {
+        print_table(&["MEMBER", "CLIENT", "HOST", "ASSIGNMENT"], &member_rows);
+        println!();
+    }
+    let topics: Vec<String> = metadata
+        .topics()
+        .iter()
+        .filter(|t| !t.name().starts_with("__"))
+        .map(|t| t.name().to_string())
+        .collect();
+    let offsets = committed(&consumer, connection, &topics)?;
+    let mut keys: Vec<(String, i32)> = offsets.keys().cloned().collect();
+    keys.extend(owners.keys().cloned());
+    keys.sort();
+    keys.dedup();
+    let mut rows = Vec::new();
+    let mut total_lag = 0i64;
+    for (topic, partition) in keys {
+        let (_, end) = consumer
+            .fetch_watermarks(&topic, partition, TIMEOUT)
+            .with_context(|| format!("offsets of {topic}-{partition}"))?;
+        let committed = offsets.get(&(topic.clone(), partition)).copied();
+        let lag = committed.map(|c| (end - c).max(0));
+        total_lag += lag.unwrap_or(0);
+        rows.push(vec![
+            topic.clone(),
+            partition.to_string(),
+            committed.map_or("-".into(), |c| c.to_string()),
+            end.to_string(),
+            lag.map_or("-".into(), |l| l.to_string()),
+            owners
+                .get(&(topic, partition))
+                .cloned()
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print_table(
+        &[
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED",
+            "END OFFSET",
+            "LAG",
+            "OWNER",
+        ],
+        &rows,
+    );
+    println!("total lag: {total_lag}");
+    Ok(())
+}
+
+fn reset(
+    connection: &Connection,
+    group: &str,
+    topics: &[String],
+    target: &ResetTarget,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let consumer = connection.query_consumer(Some(group))?;
+    let metadata = connection.metadata(&consumer, None)?;
+    for topic in topics {
+        anyhow::ensure!(
+            metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && !t.partitions().is_empty()),
+            "unknown topic {topic}"
+        );
+    }
+    let state = view(&consumer, group).map(|v| (v.state, v.members.len()));
+    if let Ok((state, members)) = &state {
+        anyhow::ensure!(
+            *members == 0,
+            "group {group} is {state} with {members} member(s): stop its consumers first"
+        );
+    }
+    let current = committed(&consumer, connection, topics)?;
+    let mut new_offsets = TopicPartitionList::new();
+    let mut rows = Vec::new();
+    for topic in metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.iter().any(|n| n == t.name()))
+    {
+        for p in topic.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic.name(), p.id(), TIMEOUT)
+                .with_context(|| format!("offsets of {}-{}", topic.name(), p.id()))?;
+            let now = current.get(&(topic.name().to_string(), p.id())).copied();
+            let wanted = if target.to_earliest {
+                low
+            } else if target.to_latest {
+                high
+            } else if let Some(offset) = target.to_offset {
+                offset
+            } else if let Some(ms) = target.to_datetime {
+                let mut query = TopicPartitionList::new();
+                query.add_partition_offset(topic.name(), p.id(), Offset::Offset(ms))?;
+                let found = consumer
+                    .offsets_for_times(query, TIMEOUT)
+                    .context("cannot look offsets up by timestamp")?;
+                match found
+                    .find_partition(topic.name(), p.id())
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) if o >= 0 => o,
+                    _ => high,
+                }
+            } else if let Some(shift) = target.shift_by {
+                now.unwrap_or(low).saturating_add(shift)
+            } else {
+                unreachable!("clap requires one target")
+            };
+            let new = wanted.clamp(low, high);
+            new_offsets.add_partition_offset(topic.name(), p.id(), Offset::Offset(new))?;
+            rows.push(vec![
+                topic.name().to_string(),
+                p.id().to_string(),
+                now.map_or("-".into(), |c| c.to_string()),
+                new.to_string(),
+            ]);
+        }
+    }
+    print_table(&["TOPIC", "PARTITION", "CURRENT", "NEW"], &rows);
+    if dry_run {
+        println!("dry run: nothing committed");
+        return Ok(());
+    }
+    consumer
+        .commit(&new_offsets, CommitMode::Sync)
+        .with_context(|| format!("cannot commit offsets for group {group}"))?;
+    println!("offsets of group {group} reset");
+    Ok(())
+}

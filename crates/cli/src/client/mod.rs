@@ -1,0 +1,146 @@
+//! Client-side commands (`sluice topic|produce|consume|group`): they talk to any
+//! Kafka-compatible cluster through librdkafka (the `rdkafka` crate), never to Sluice's
+//! internals. Errors are one line for the user; the exit code is non-zero.
+
+pub mod consume;
+pub mod group;
+pub mod produce;
+pub mod topic;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::metadata::Metadata;
+
+/// How long a command waits for the cluster before giving up.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the cluster is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// Bootstrap broker(s), HOST:PORT[,HOST:PORT...].
+    #[arg(
+        long = "bootstrap-server",
+        short = 'b',
+        env = "SLUICE_BOOTSTRAP",
+        default_value = "localhost:9092"
+    )]
+    pub bootstrap: String,
+}
+
+impl Connection {
+    pub fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("client.id", "sluice-cli")
+            // Fail fast on an unreachable cluster instead of retrying for minutes.
+            .set("socket.connection.setup.timeout.ms", "5000")
+            .set("message.timeout.ms", "30000");
+        config
+    }
+
+    pub fn admin(&self) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+        self.config()
+            .create()
+            .context("cannot create a Kafka client")
+    }
+
+    /// A consumer for metadata, offsets and group queries (no subscription).
+    pub fn query_consumer(&self, group: Option<&str>) -> anyhow::Result<BaseConsumer> {
+        let mut config = self.config();
+        config.set("enable.auto.commit", "false");
+        config.set("group.id", group.unwrap_or("sluice-cli"));
+        config.create().context("cannot create a Kafka client")
+    }
+
+    /// Cluster metadata (all topics, or one); the first call also proves the cluster is
+    /// reachable, with a message that says so when it is not.
+    pub fn metadata(
+        &self,
+        consumer: &BaseConsumer,
+        topic: Option<&str>,
+    ) -> anyhow::Result<Metadata> {
+        consumer
+            .fetch_metadata(topic, TIMEOUT)
+            .map_err(|e| anyhow::anyhow!("cannot reach a broker at {}: {e}", self.bootstrap))
+    }
+}
+
+pub fn admin_options() -> AdminOptions {
+    AdminOptions::new().request_timeout(Some(TIMEOUT))
+}
+
+/// Runs an admin future on a small runtime.
+pub fn block_on<F: Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(future))
+}
+
+/// Set once the user presses Ctrl-C (or the process gets SIGTERM).
+pub fn interrupted() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        });
+        set.store(true, Ordering::SeqCst);
+    });
+    flag
+}
+
+/// `key=value` pairs from repeated flags.
+pub fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .with_context(|| format!("{what} {pair:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// Prints rows as left-aligned columns under a header.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,374 @@
+//! The client commands (`sluice topic|produce|consume|group`) end to end: the `sluice`
+//! binary against a live `sluice broker` process, including the error paths a user hits.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+struct Broker {
+    child: Child,
+    bootstrap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_broker() -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let child = sluice()
+        .args([
+            "broker",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("SLUICE_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker {
+        child,
+        bootstrap: format!("127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+/// Runs `sluice ARGS` against `broker` with `stdin`.
+fn run(broker: &Broker, args: &[&str], stdin: &str) -> Output {
+    let mut child = sluice()
+        .args(args)
+        .env("SLUICE_BOOTSTRAP", &broker.bootstrap)
+        .env("SLUICE_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(broker: &Broker, args: &[&str], stdin: &str) -> String {
+    let out = run(broker, args, stdin);
+    assert!(
+        out.status.success(),
+        "sluice {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `ok` with the arguments given as one whitespace-separated string.
+fn sh(broker: &Broker, args: &str, stdin: &str) -> String {
+    ok(broker, &args.split_whitespace().collect::<Vec<_>>(), stdin)
+}
+
+/// The "total lag" line of `sluice group describe`.
+fn total_lag(broker: &Broker, group: &str) -> i64 {
+    let describe = sh(broker, &format!("group describe {group}"), "");
+    describe
+        .lines()
+        .find_map(|l| l.strip_prefix("total lag: "))
+        .unwrap_or_else(|| panic!("no total lag in {describe}"))
+        .parse()
+        .unwrap()
+}
+
+/// Fails with exactly one line on stderr that contains `expected`, and no backtrace.
+fn fails(broker: &Broker, args: &[&str], expected: &str) {
+    let out = run(broker, args, "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "sluice {args:?} succeeded: {stderr}");
+    assert!(stderr.contains(expected), "sluice {args:?}: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn topics_produce_consume_and_groups() {
+    let broker = start_broker();
+    ok(
+        &broker,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "2",
+            "--config",
+            "retention.ms=3600000",
+        ],
+        "",
+    );
+    let list = ok(&broker, &["topic", "list"], "");
+    assert!(
+        list.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["orders", "2"]),
+        "{list}"
+    );
+
+    let input: String = (0..100)
+        .map(|i| format!("key{}:value-{i}\n", i % 7))
+        .collect();
+    let out = run(
+        &broker,
+        &[
+            "produce",
+            "orders",
+            "--key-separator",
+            ":",
+            "--header",
+            "source=test",
+            "--compression",
+            "zstd",
+        ],
+        &input,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("100 message(s) written"));
+
+    // Every message once, with its key and header, in per-key order.
+    let json = ok(
+        &broker,
+        &[
+            "consume",
+            "orders",
+            "--from",
+            "beginning",
+            "--exit-at-end",
+            "--format",
+            "json",
+        ],
+        "",
+    );
+    let records: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 100);
+    for key in 0..7 {
+        let values: Vec<usize> = records
+            .iter()
+            .filter(|r| r["key"] == format!("key{key}"))
+            .map(|r| {
+                r["value"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("value-")
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let expected: Vec<usize> = (0..100).filter(|i| i % 7 == key).collect();
+        assert_eq!(values, expected, "key{key} out of order or missing");
+    }
+    assert!(
+        records
+            .iter()
+            .all(|r| r["headers"][0]["key"] == "source" && r["headers"][0]["value"] == "test")
+    );
+
+    // Values only, a count, one partition from an offset.
+    let values = ok(
+        &broker,
+        &["consume", "orders", "--from", "beginning", "-n", "5"],
+        "",
+    );
+    assert_eq!(values.lines().count(), 5);
+    assert!(values.lines().all(|l| l.starts_with("value-")));
+    let partition0 = records.iter().filter(|r| r["partition"] == 0).count();
+    let tail = ok(
+        &broker,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--from",
+            "offset:3",
+            "--exit-at-end",
+        ],
+        "",
+    );
+    assert_eq!(tail.lines().count(), partition0 - 3);
+
+    // A group reads everything and commits; 20 more messages show as lag.
+    sh(
+        &broker,
+        "consume orders --group billing --from beginning -n 100",
+        "",
+    );
+    assert_eq!(total_lag(&broker, "billing"), 0);
+    let more: String = (100..120).map(|i| format!("value-{i}\n")).collect();
+    sh(&broker, "produce orders", &more);
+    assert_eq!(total_lag(&broker, "billing"), 20);
+    let groups = sh(&broker, "group list", "");
+    assert!(
+        groups.contains("billing") && groups.contains("Empty"),
+        "{groups}"
+    );
+
+    // Reset: a dry run changes nothing; then earliest, five forward on each of the two
+    // partitions, latest.
+    let dry = sh(
+        &broker,
+        "group reset-offsets billing --topic orders --to-earliest --dry-run",
+        "",
+    );
+    assert!(dry.contains("dry run"), "{dry}");
+    assert_eq!(total_lag(&broker, "billing"), 20);
+    sh(
+        &broker,
+        "group reset-offsets billing --topic orders --to-earliest",
+        "",
+    );
+    assert_eq!(total_lag(&broker, "billing"), 120);
+    sh(
+        &broker,
+        "group reset-offsets billing --topic orders --shift-by 5",
+        "",
+    );
+    assert_eq!(total_lag(&broker, "billing"), 110);
+    sh(
+        &broker,
+        "group reset-offsets billing --topic orders --to-latest",
+        "",
+    );
+    assert_eq!(total_lag(&broker, "billing"), 0);
+
+    // Alter and describe.
+    ok(
+        &broker,
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "segment.ms=100000",
+        ],
+        "",
+    );
+    ok(
+        &broker,
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--config",
+            "retention.bytes=1000000",
+        ],
+        "",
+    );
+    let described = ok(&broker, &["topic", "describe", "orders"], "");
+    assert!(
+        described.contains("3 partition(s), 120 offset(s)"),
+        "{described}"
+    );
+    let set_on_topic: Vec<&str> = described
+        .lines()
+        .filter(|l| l.trim_end().ends_with("topic"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        set_on_topic,
+        ["retention.bytes", "retention.ms", "segment.ms"],
+        "{described}"
+    );
+    ok(
+        &broker,
+        &["topic", "alter", "orders", "--delete-config", "segment.ms"],
+        "",
+    );
+    let described = ok(&broker, &["topic", "describe", "orders"], "");
+    assert!(
+        !described
+            .lines()
+            .any(|l| l.starts_with("segment.ms") && l.trim_end().ends_with("topic")),
+        "{described}"
+    );
+
+    ok(&broker, &["group", "delete", "billing"], "");
+    assert!(!ok(&broker, &["group", "list"], "").contains("billing"));
+    ok(&broker, &["topic", "delete", "orders"], "");
+    assert!(!ok(&broker, &["topic", "list"], "").contains("orders"));
+}
+
+#[test]
+fn mistakes_get_one_clear_line_and_a_failure_exit() {
+    let broker = start_broker();
+    fails(
+        &broker,
+        &["topic", "describe", "nope"],
+        "unknown topic nope",
+    );
+    fails(&broker, &["produce", "nope"], "unknown topic nope");
+    fails(&broker, &["consume", "nope", "-e"], "unknown topic nope");
+    fails(&broker, &["group", "describe", "nobody"], "nobody");
+    fails(
+        &broker,
+        &["topic", "create", "bad", "--config", "retention.ms"],
+        "expected KEY=VALUE",
+    );
+    fails(
+        &broker,
+        &["topic", "create", "bad", "--config", "retention.ms=soon"],
+        "cannot create topic bad",
+    );
+    fails(&broker, &["topic", "alter", "bad"], "nothing to alter");
+    fails(
+        &broker,
+        &["consume", "x", "--from", "yesterday"],
+        "expected beginning, end, offset:N or timestamp:MS",
+    );
+    fails(
+        &broker,
+        &["group", "reset-offsets", "g", "--topic", "x"],
+        "required",
+    );
+    fails(&broker, &["topic", "frobnicate"], "unrecognized subcommand");
+    let unreachable = sluice()
+        .args(["topic", "list", "--bootstrap-server", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(!unreachable.status.success());
+    assert!(
+        stderr.contains("cannot reach a broker at 127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
