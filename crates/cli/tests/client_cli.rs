@@ -372,3 +372,63 @@ fn mistakes_get_one_clear_line_and_a_failure_exit() {
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn bench_produce_consume_and_end_to_end_report_json() {
+    let broker = start_broker();
+    let json = |out: String| -> serde_json::Value { serde_json::from_str(out.trim()).unwrap() };
+    let produced = json(sh(
+        &broker,
+        "bench produce --topic load --partitions 3 -n 20000 -s 200B --acks all --producers 2 --json",
+        "",
+    ));
+    assert_eq!(produced["messages"], 20_000);
+    assert_eq!(produced["failed"], 0);
+    assert!(produced["msgs_per_s"].as_f64().unwrap() > 0.0);
+    let latency = &produced["latency_ms"];
+    assert!(latency["p50"].as_f64().unwrap() <= latency["p99"].as_f64().unwrap());
+    assert!(latency["p99"].as_f64().unwrap() <= latency["max"].as_f64().unwrap());
+
+    let consumed = json(sh(
+        &broker,
+        "bench consume --topic load -n 20000 --consumers 2 --json",
+        "",
+    ));
+    assert_eq!(consumed["messages"], 20_000);
+    assert!(consumed["mb_per_s"].as_f64().unwrap() > 0.0);
+
+    let assigned = json(sh(
+        &broker,
+        "bench consume --topic load -n 20000 --consumers 3 --assign --json",
+        "",
+    ));
+    assert_eq!(assigned["messages"], 20_000);
+    assert_eq!(assigned["message_size"], 200);
+
+    let e2e = json(sh(
+        &broker,
+        "bench e2e --topic stamped --rate 2000 --duration 2 --json",
+        "",
+    ));
+    let messages = e2e["messages"].as_u64().unwrap();
+    assert!((3_000..=4_100).contains(&messages), "{e2e}");
+    assert!(e2e["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{e2e}");
+
+    let out = sluice()
+        .args([
+            "bench",
+            "produce",
+            "-n",
+            "10",
+            "--bootstrap-server",
+            "127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach a broker at 127.0.0.1:1"),
+        "{stderr}"
+    );
+}
