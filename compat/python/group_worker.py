@@ -82,12 +82,18 @@ def run_confluent():
             say(f"ERROR {msg.error()}")
             continue
         say(f"MSG {msg.partition()} {msg.offset()}")
-        consumer.commit(message=msg, asynchronous=False)
+        try:
+            consumer.commit(message=msg, asynchronous=False)
+        except confluent_kafka.KafkaException as err:
+            # Kafka refuses commits while a rebalance completes (REBALANCE_IN_PROGRESS); the
+            # message is processed and a later commit covers it, as a real worker would.
+            say(f"COMMIT_RETRY {err}")
     consumer.close()
 
 
 def run_kafka_python():
     import kafka
+    import kafka.errors
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
     assignors = {
@@ -125,7 +131,11 @@ def run_kafka_python():
             for r in records:
                 say(f"MSG {r.partition} {r.offset}")
         if batches:
-            consumer.commit()
+            try:
+                consumer.commit()
+            except kafka.errors.KafkaError as err:
+                # As above: a commit refused during a rebalance is retried by the next one.
+                say(f"COMMIT_RETRY {err}")
     consumer.close()
 
 

@@ -1,16 +1,19 @@
 //! The admin HTTP endpoint (`admin.http.listener`, `sluice broker --http`): health checks,
-//! Prometheus metrics and a read-only JSON API over topics, groups and brokers. Documented
-//! in `docs/HTTP_API.md`.
+//! Prometheus metrics, a read-only JSON API over topics, messages, groups and brokers, and
+//! the web console (one HTML page with its script, embedded in the binary, served at `/`).
+//! Documented in `docs/HTTP_API.md`.
 //!
 //! Everything here reads state the broker already keeps (metadata image, logs, group
 //! coordinator, counters); nothing on the Kafka request path waits for it.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,18 +26,281 @@ use sluice_log::TopicPartition;
 use crate::broker::Broker;
 use crate::metrics::escape;
 
-/// The routes, bound to `broker`.
-pub fn router(broker: Arc<Broker>) -> Router {
+/// How often the console's charts get a sample, and how many are kept (10 minutes).
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+const SAMPLES_KEPT: usize = 120;
+/// Most messages one browse request returns.
+const MAX_BROWSE: usize = 500;
+
+/// Samples for the console's charts.
+#[derive(Debug, Default)]
+struct History {
+    /// (unix ms, bytes in, bytes out, messages in) totals over all topics.
+    totals: VecDeque<(u64, u64, u64, u64)>,
+    /// Per group: (unix ms, total lag).
+    lag: HashMap<String, VecDeque<(u64, i64)>>,
+}
+
+#[derive(Debug, Clone)]
+struct AdminState {
+    broker: Arc<Broker>,
+    history: Arc<Mutex<History>>,
+}
+
+/// Serves the endpoint on `listener` until `stop` changes.
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: tokio::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let state = AdminState {
+        broker,
+        history: Arc::new(Mutex::new(History::default())),
+    };
+    let sampler = tokio::spawn(sample(state.clone(), stop.clone()));
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    sampler.abort();
+    result
+}
+
+fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(console))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/brokers", get(brokers))
+        .route("/api/v1/throughput", get(throughput))
         .route("/api/v1/topics", get(topics))
         .route("/api/v1/topics/{name}", get(topic))
+        .route("/api/v1/topics/{name}/messages", get(messages))
         .route("/api/v1/groups", get(groups))
         .route("/api/v1/groups/{id}", get(group))
-        .with_state(broker)
+        .route("/api/v1/groups/{id}/lag-history", get(lag_history))
+        .with_state(state)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Every `SAMPLE_EVERY`: traffic totals and each group's lag, for the charts.
+async fn sample(state: AdminState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let broker = state.broker.clone();
+        let Ok((totals, lags)) = tokio::task::spawn_blocking(move || {
+            let totals = broker.metrics.totals();
+            let lags: Vec<(String, i64)> = broker
+                .groups
+                .list()
+                .into_iter()
+                .map(|(group, _, _)| {
+                    let lag = broker.groups.lag(&broker, &group).unwrap_or_default();
+                    (group, lag.iter().map(|l| l.lag).sum())
+                })
+                .collect();
+            (totals, lags)
+        })
+        .await
+        else {
+            continue;
+        };
+        let now = unix_ms();
+        let mut history = state.history.lock().unwrap_or_else(|e| e.into_inner());
+        history
+            .totals
+            .push_back((now, totals.0, totals.1, totals.2));
+        if history.totals.len() > SAMPLES_KEPT {
+            history.totals.pop_front();
+        }
+        let live: Vec<String> = lags.iter().map(|(g, _)| g.clone()).collect();
+        history.lag.retain(|group, _| live.contains(group));
+        for (group, lag) in lags {
+            let series = history.lag.entry(group).or_default();
+            series.push_back((now, lag));
+            if series.len() > SAMPLES_KEPT {
+                series.pop_front();
+            }
+        }
+    }
+}
+
+/// The web console: one page, its script inline; no build step, no network at run time.
+async fn console() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("console/index.html"),
+    )
+        .into_response()
+}
+
+/// Rates between consecutive samples: `{"samples": [{t, bytes_in_per_s, ...}]}`.
+async fn throughput(State(state): State<AdminState>) -> Response {
+    let history = state.history.lock().unwrap_or_else(|e| e.into_inner());
+    let samples: Vec<Value> = history
+        .totals
+        .iter()
+        .zip(history.totals.iter().skip(1))
+        .map(|(a, b)| {
+            let seconds = (b.0.saturating_sub(a.0)).max(1) as f64 / 1000.0;
+            json!({
+                "t": b.0,
+                "bytes_in_per_s": b.1.saturating_sub(a.1) as f64 / seconds,
+                "bytes_out_per_s": b.2.saturating_sub(a.2) as f64 / seconds,
+                "messages_in_per_s": b.3.saturating_sub(a.3) as f64 / seconds,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "samples": samples }))
+}
+
+async fn lag_history(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let history = state.history.lock().unwrap_or_else(|e| e.into_inner());
+    let samples: Vec<Value> = history
+        .lag
+        .get(&id)
+        .map(|s| {
+            s.iter()
+                .map(|(t, lag)| json!({ "t": t, "lag": lag }))
+                .collect()
+        })
+        .unwrap_or_default();
+    json_response(
+        StatusCode::OK,
+        &json!({ "group_id": id, "samples": samples }),
+    )
+}
+
+/// Text (when UTF-8) and hex of some bytes, for the console's three display modes.
+fn bytes_json(bytes: Option<&[u8]>) -> Value {
+    let Some(bytes) = bytes else {
+        return Value::Null;
+    };
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match std::str::from_utf8(bytes) {
+        Ok(text) => json!({ "text": text, "hex": hex }),
+        Err(_) => json!({ "hex": hex }),
+    }
+}
+
+/// `?partition=P&offset=O` or `&timestamp=MS`, `&limit=N`: messages from there on.
+async fn messages(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let broker = state.broker.clone();
+    let result = tokio::task::spawn_blocking(move || browse(&broker, &name, &query)).await;
+    match result {
+        Ok(Ok(value)) => json_response(StatusCode::OK, &value),
+        Ok(Err((status, message))) => json_response(status, &json!({ "error": message })),
+        Err(err) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({ "error": err.to_string() }),
+        ),
+    }
+}
+
+fn browse(
+    broker: &Broker,
+    name: &str,
+    query: &HashMap<String, String>,
+) -> Result<Value, (StatusCode, String)> {
+    let bad = |message: String| (StatusCode::BAD_REQUEST, message);
+    let number = |key: &str| -> Result<Option<i64>, (StatusCode, String)> {
+        query
+            .get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| bad(format!("{key} must be an integer, got {v:?}")))
+            })
+            .transpose()
+    };
+    let partition = number("partition")?.unwrap_or(0);
+    let limit = number("limit")?.unwrap_or(50).clamp(1, MAX_BROWSE as i64) as usize;
+    let partition = i32::try_from(partition).map_err(|_| bad("partition out of range".into()))?;
+    let target = broker.partition(name, partition).ok_or_else(|| {
+        (
+            StatusCode::NOT_FOUND,
+            format!("no partition {name}-{partition}"),
+        )
+    })?;
+    let offsets = target.log.offsets();
+    let start = match number("timestamp")? {
+        Some(ms) => target
+            .log
+            .offset_for_timestamp(ms)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_or(offsets.log_end_offset, |found| found.offset),
+        None => number("offset")?.unwrap_or(offsets.log_start_offset),
+    }
+    .clamp(offsets.log_start_offset, offsets.log_end_offset);
+    let mut out = Vec::new();
+    let mut offset = start;
+    while out.len() < limit && offset < offsets.log_end_offset {
+        let read = target
+            .log
+            .read(offset, 1 << 20)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let Some(region) = read.region else { break };
+        let bytes = region
+            .read_to_vec()
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let mut advanced = false;
+        for batch in sluice_record::Batches::new(&bytes) {
+            let Ok(batch) = batch else { break };
+            let next = batch.next_offset();
+            if batch.header().is_control() {
+                offset = offset.max(next);
+                advanced = true;
+                continue;
+            }
+            let records = batch
+                .records(64 << 20)
+                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            for record in records.iter().filter(|r| r.offset >= start) {
+                if out.len() >= limit {
+                    break;
+                }
+                out.push(json!({
+                    "offset": record.offset,
+                    "timestamp": record.timestamp,
+                    "key": bytes_json(record.key),
+                    "value": bytes_json(record.value),
+                    "headers": record.headers.iter().map(|h| json!({
+                        "key": String::from_utf8_lossy(h.key),
+                        "value": bytes_json(h.value),
+                    })).collect::<Vec<_>>(),
+                }));
+            }
+            offset = offset.max(next);
+            advanced = true;
+        }
+        if !advanced {
+            break;
+        }
+    }
+    Ok(json!({
+        "topic": name,
+        "partition": partition,
+        "start_offset": start,
+        "log_start_offset": offsets.log_start_offset,
+        "log_end_offset": offsets.log_end_offset,
+        "messages": out,
+    }))
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response {
@@ -57,7 +323,8 @@ async fn healthz() -> &'static str {
 
 /// Ready for clients: every partition log is usable (none went offline after a storage
 /// failure). 503 with the offline partitions otherwise.
-async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let broker = &state.broker;
     let offline: Vec<String> = broker
         .logs
         .logs()
@@ -75,7 +342,8 @@ async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
     }
 }
 
-async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let broker = state.broker.clone();
     let text = tokio::task::spawn_blocking(move || render_metrics(&broker))
         .await
         .unwrap_or_default();
@@ -245,7 +513,8 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * rustix::param::page_size() as u64)
 }
 
-async fn brokers(State(broker): State<Arc<Broker>>) -> Response {
+async fn brokers(State(state): State<AdminState>) -> Response {
+    let broker = &state.broker;
     let (host, port) = &broker.config.advertised;
     json_response(
         StatusCode::OK,
@@ -280,7 +549,8 @@ fn partition_json(broker: &Broker, topic: &str, partition: i32) -> Value {
     })
 }
 
-async fn topics(State(broker): State<Arc<Broker>>) -> Response {
+async fn topics(State(state): State<AdminState>) -> Response {
+    let broker = &state.broker;
     let image = broker.image();
     let topics: Vec<Value> = image
         .topics
@@ -307,7 +577,8 @@ async fn topics(State(broker): State<Arc<Broker>>) -> Response {
     json_response(StatusCode::OK, &json!({ "topics": topics }))
 }
 
-async fn topic(State(broker): State<Arc<Broker>>, Path(name): Path<String>) -> Response {
+async fn topic(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    let broker = &state.broker;
     let image = broker.image();
     let Some(t) = image.topic(&name) else {
         return not_found(&format!("no topic {name:?}"));
@@ -323,7 +594,7 @@ async fn topic(State(broker): State<Arc<Broker>>, Path(name): Path<String>) -> R
             })
             .collect();
     let partitions: Vec<Value> = (0..t.partitions)
-        .map(|p| partition_json(&broker, &t.name, p))
+        .map(|p| partition_json(broker, &t.name, p))
         .collect();
     json_response(
         StatusCode::OK,
@@ -337,7 +608,8 @@ async fn topic(State(broker): State<Arc<Broker>>, Path(name): Path<String>) -> R
     )
 }
 
-async fn groups(State(broker): State<Arc<Broker>>) -> Response {
+async fn groups(State(state): State<AdminState>) -> Response {
+    let broker = &state.broker;
     let groups: Vec<Value> = broker
         .groups
         .list()
@@ -373,7 +645,8 @@ fn assigned_partitions(assignment: &Bytes) -> Option<Vec<Value>> {
     )
 }
 
-async fn group(State(broker): State<Arc<Broker>>, Path(id): Path<String>) -> Response {
+async fn group(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let broker = &state.broker;
     let Some(description) = broker.groups.describe(&id) else {
         return not_found(&format!("no group {id:?}"));
     };
@@ -392,7 +665,7 @@ async fn group(State(broker): State<Arc<Broker>>, Path(id): Path<String>) -> Res
         .collect();
     let offsets: Vec<Value> = broker
         .groups
-        .lag(&broker, &id)
+        .lag(broker, &id)
         .unwrap_or_default()
         .into_iter()
         .map(|l| {

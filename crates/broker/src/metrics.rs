@@ -127,6 +127,18 @@ impl BrokerMetrics {
             .remove(topic);
     }
 
+    /// (bytes in, bytes out, messages in) summed over topics.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.values().fold((0, 0, 0), |(i, o, m), c| {
+            (
+                i + c.bytes_in.load(Ordering::Relaxed),
+                o + c.bytes_out.load(Ordering::Relaxed),
+                m + c.messages_in.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     /// Requests answered for `api` so far.
     pub fn requests(&self, api: ApiKey) -> u64 {
         self.apis

@@ -92,17 +92,10 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
     let mut http_addr = None;
     if let Some(http) = http_listener {
         http_addr = http.local_addr().ok();
-        let mut stop_http = stopped.clone();
-        let app = crate::admin_http::router(broker.clone());
-        tracing::info!(http = ?http_addr, "admin HTTP endpoint started");
+        tracing::info!(http = ?http_addr, "admin HTTP endpoint and console started");
+        let (broker, stop_http) = (broker.clone(), stopped.clone());
         tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop_http.changed().await;
-            };
-            if let Err(err) = axum::serve(http, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(err) = crate::admin_http::serve(broker, http, stop_http).await {
                 tracing::warn!(error = %err, "admin HTTP endpoint failed");
             }
         });

@@ -2,12 +2,28 @@
 //! human-readable output; the work itself lives in the library crates (`sluice-log`, ...).
 //! Must not contain storage or protocol logic of its own.
 
+/// `println!` for command output: a closed pipe (`sluice ... | head`) ends the process
+/// quietly, as it does for other Unix tools, instead of panicking.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(err) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: cannot write to standard output: {err}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 mod bench;
 mod broker;
 mod client;
 mod size;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Sluice: a Kafka-compatible streaming platform.
 #[derive(Debug, Parser)]
@@ -34,6 +50,14 @@ enum Command {
     /// List, describe (with lag), reset and delete consumer groups.
     #[command(subcommand)]
     Group(client::group::GroupCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  sluice completions bash > /etc/bash_completion.d/sluice\n  sluice completions zsh > \"${fpath[1]}/_sluice\"\n  sluice completions fish > ~/.config/fish/completions/sluice.fish"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() {
@@ -46,6 +70,10 @@ fn main() {
         Command::Produce(args) => client::produce::run(&args),
         Command::Consume(args) => client::consume::run(&args),
         Command::Group(command) => client::group::run(command),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+            Ok(())
+        }
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

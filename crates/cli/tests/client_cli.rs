@@ -298,6 +298,18 @@ fn topics_produce_consume_and_groups() {
         described.contains("3 partition(s), 120 offset(s)"),
         "{described}"
     );
+    let sizes: u64 = described
+        .lines()
+        .skip_while(|l| !l.starts_with("PARTITION"))
+        .skip(1)
+        .take(3)
+        .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+        .sum();
+    // 120 short values, zstd-compressed in batches: a few hundred bytes per partition.
+    assert!(
+        sizes > 500,
+        "partition sizes from DescribeLogDirs: {described}"
+    );
     let set_on_topic: Vec<&str> = described
         .lines()
         .filter(|l| l.trim_end().ends_with("topic"))
@@ -431,4 +443,26 @@ fn bench_produce_consume_and_end_to_end_report_json() {
         stderr.contains("cannot reach a broker at 127.0.0.1:1"),
         "{stderr}"
     );
+}
+
+#[test]
+fn shell_completions_name_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sluice().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for word in [
+            "broker",
+            "topic",
+            "produce",
+            "consume",
+            "group",
+            "reset-offsets",
+            "bootstrap-server",
+        ] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = sluice().args(["completions", "tcsh"]).output().unwrap();
+    assert!(!out.status.success());
 }

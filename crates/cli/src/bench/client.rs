@@ -191,7 +191,7 @@ fn produce_loop(
     rate: f64,
     stop: &AtomicBool,
     counters: Arc<Counters>,
-) -> anyhow::Result<(Histogram<u64>, Option<String>)> {
+) -> anyhow::Result<(Histogram<u64>, Option<String>, Instant)> {
     let timer = DeliveryTimer {
         start: Instant::now(),
         latency: Mutex::new(histogram()),
@@ -252,7 +252,7 @@ fn produce_loop(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    Ok((latency, error))
+    Ok((latency, error, Instant::now()))
 }
 
 /// Reads until `quota` messages, `stop`, or 10 s without a message; for end to end,
@@ -442,14 +442,17 @@ pub fn run(args: &LoadArgs, mode: Mode) -> anyhow::Result<()> {
         }
     }
     progress.finish_and_clear();
-    let elapsed = started.elapsed();
+    // The progress loop wakes every 200 ms; the producers' own end times are exact.
+    let mut elapsed = started.elapsed();
 
     let mut latency = histogram();
     let mut first_error = None;
+    let mut last_ack: Option<Instant> = None;
     for p in producers {
-        let (h, error) = p
+        let (h, error, done) = p
             .join()
             .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+        last_ack = Some(last_ack.map_or(done, |t| t.max(done)));
         if mode == Mode::Produce {
             latency.add(&h).ok();
         }
@@ -467,9 +470,14 @@ pub fn run(args: &LoadArgs, mode: Mode) -> anyhow::Result<()> {
     let messages = counters.messages.load(Ordering::Relaxed);
     let bytes = counters.bytes.load(Ordering::Relaxed);
     let failed = sent.failed.load(Ordering::Relaxed);
+    if mode == Mode::Produce
+        && let Some(done) = last_ack
+    {
+        elapsed = done - started;
+    }
     let elapsed = match mode {
-        Mode::Consume => read.reading_time().unwrap_or(elapsed),
-        _ => elapsed,
+        Mode::Consume | Mode::EndToEnd => read.reading_time().unwrap_or(elapsed),
+        Mode::Produce => elapsed,
     };
     report(args, mode, messages, bytes, failed, elapsed, &latency);
     if let Some(err) = first_error {
@@ -526,10 +534,10 @@ fn report(
             "messages": messages, "failed": failed, "seconds": seconds,
             "msgs_per_s": msgs_per_s, "mb_per_s": mb_per_s, "latency_ms": latency_json,
         });
-        println!("{line}");
+        crate::say!("{line}");
         return;
     }
-    println!(
+    crate::say!(
         "{name}: {messages} messages of {message_size} bytes in {seconds:.2} s: {msgs_per_s:.0} msgs/s, {mb_per_s:.1} MB/s{}",
         if failed > 0 {
             format!(", {failed} failed")
@@ -543,7 +551,7 @@ fn report(
         } else {
             "send to read"
         };
-        println!(
+        crate::say!(
             "latency ({what}), ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
             ms(0.5),
             ms(0.95),

@@ -105,7 +105,7 @@ pub fn run(command: GroupCommand) -> anyhow::Result<()> {
             let mut failed = 0;
             for result in results {
                 match result {
-                    Ok(name) => println!("deleted group {name}"),
+                    Ok(name) => crate::say!("deleted group {name}"),
                     Err((name, code)) => {
                         eprintln!("error: cannot delete group {name}: {code}");
                         failed += 1;
@@ -227,7 +227,7 @@ fn describe(connection: &Connection, group: &str) -> anyhow::Result<()> {
     let metadata = connection.metadata(&consumer, None)?;
     let view = view(&consumer, group)?;
     anyhow::ensure!(view.state != "Dead", "unknown group {group}");
-    println!(
+    crate::say!(
         "group {group}: {} ({} member(s), protocol {:?})",
         view.state,
         view.members.len(),
@@ -249,7 +249,7 @@ fn describe(connection: &Connection, group: &str) -> anyhow::Result<()> {
     }
     if !member_rows.is_empty() {
         print_table(&["MEMBER", "CLIENT", "HOST", "ASSIGNMENT"], &member_rows);
-        println!();
+        crate::say!();
     }
     let topics: Vec<String> = metadata
         .topics()
@@ -294,7 +294,7 @@ fn describe(connection: &Connection, group: &str) -> anyhow::Result<()> {
         ],
         &rows,
     );
-    println!("total lag: {total_lag}");
+    crate::say!("total lag: {total_lag}");
     Ok(())
 }
 
@@ -372,12 +372,12 @@ fn reset(
     }
     print_table(&["TOPIC", "PARTITION", "CURRENT", "NEW"], &rows);
     if dry_run {
-        println!("dry run: nothing committed");
+        crate::say!("dry run: nothing committed");
         return Ok(());
     }
     consumer
         .commit(&new_offsets, CommitMode::Sync)
         .with_context(|| format!("cannot commit offsets for group {group}"))?;
-    println!("offsets of group {group} reset");
+    crate::say!("offsets of group {group} reset");
     Ok(())
 }

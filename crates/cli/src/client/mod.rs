@@ -4,6 +4,7 @@
 
 pub mod consume;
 pub mod group;
+mod log_dirs;
 pub mod produce;
 pub mod topic;
 
@@ -137,7 +138,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", text.join("  ").trim_end());
+        crate::say!("{}", text.join("  ").trim_end());
     };
     line(header.to_vec());
     for row in rows {

@@ -93,7 +93,7 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
                     anyhow::anyhow!("cannot create topic {name}: {code}")
                 })?;
             }
-            println!("created topic {name} with {partitions} partition(s)");
+            crate::say!("created topic {name} with {partitions} partition(s)");
             Ok(())
         }
         TopicCommand::List {
@@ -136,7 +136,7 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
                         anyhow::anyhow!("cannot change partitions of {name}: {code}")
                     })?;
                 }
-                println!("topic {name} now has {count} partitions");
+                crate::say!("topic {name} now has {count} partitions");
             }
             if !configs.is_empty() || !delete_configs.is_empty() {
                 // AlterConfigs replaces a topic's whole override set: start from the current
@@ -157,7 +157,7 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
                         anyhow::anyhow!("cannot alter configs of {name}: {code}")
                     })?;
                 }
-                println!("topic {name} configs updated");
+                crate::say!("topic {name} configs updated");
             }
             Ok(())
         }
@@ -169,7 +169,7 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
             let mut failed = 0;
             for result in results {
                 match result {
-                    Ok(name) => println!("deleted topic {name}"),
+                    Ok(name) => crate::say!("deleted topic {name}"),
                     Err((name, code)) => {
                         eprintln!("error: cannot delete topic {name}: {code}");
                         failed += 1;
@@ -234,6 +234,22 @@ fn describe(connection: &Connection, name: &str) -> anyhow::Result<()> {
         anyhow::bail!("unknown topic {name} ({err:?})");
     }
     anyhow::ensure!(!topic.partitions().is_empty(), "unknown topic {name}");
+    // Sizes from each partition's leader; "-" where the cluster does not answer
+    // DescribeLogDirs.
+    let mut sizes = BTreeMap::new();
+    for broker in metadata.brokers() {
+        if let Ok(found) = super::log_dirs::partition_sizes(broker.host(), broker.port(), name) {
+            for (partition, size) in found {
+                let leads = topic
+                    .partitions()
+                    .iter()
+                    .any(|p| p.id() == partition && p.leader() == broker.id());
+                if leads {
+                    sizes.insert(partition, size);
+                }
+            }
+        }
+    }
     let mut rows = Vec::new();
     let mut total = 0i64;
     for p in topic.partitions() {
@@ -248,9 +264,10 @@ fn describe(connection: &Connection, name: &str) -> anyhow::Result<()> {
             format!("{:?}", p.isr()),
             low.to_string(),
             high.to_string(),
+            sizes.get(&p.id()).map_or("-".into(), i64::to_string),
         ]);
     }
-    println!(
+    crate::say!(
         "topic {name}: {} partition(s), {total} offset(s) in the log",
         topic.partitions().len()
     );
@@ -262,10 +279,11 @@ fn describe(connection: &Connection, name: &str) -> anyhow::Result<()> {
             "ISR",
             "START OFFSET",
             "END OFFSET",
+            "SIZE (BYTES)",
         ],
         &rows,
     );
-    println!();
+    crate::say!();
     let configs: Vec<Vec<String>> = topic_configs(connection, name)?
         .into_iter()
         .map(|(k, (v, dynamic))| {
