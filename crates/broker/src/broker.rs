@@ -39,6 +39,9 @@ pub struct Partition {
     pub log: Arc<Log>,
     /// Woken after every append, for fetches waiting for data.
     pub appended: Notify,
+    /// The topic's traffic counters, resolved once so that Produce and Fetch do not look
+    /// them up per request.
+    pub counters: Arc<crate::metrics::TopicCounters>,
 }
 
 /// A topic to create.
@@ -176,6 +179,7 @@ impl Broker {
                 tp,
                 log,
                 appended: Notify::new(),
+                counters: self.metrics.topic(&topic.name),
             }));
         }
         let mut partitions = self.partitions.write().unwrap_or_else(|e| e.into_inner());
@@ -324,6 +328,7 @@ impl Broker {
             }
         }
         self.groups.forget_topic(self, name);
+        self.metrics.forget_topic(name);
         tracing::info!(topic = name, "deleted topic");
         Ok(topic.id)
     }

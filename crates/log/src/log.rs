@@ -198,7 +198,7 @@ pub struct Log {
 }
 
 /// Upper bound on memory used to decompress one batch when searching by timestamp.
-fn decompression_limit(config: &LogConfig) -> usize {
+pub(crate) fn decompression_limit(config: &LogConfig) -> usize {
     (config.max_message_bytes as usize)
         .saturating_mul(16)
         .max(64 << 20)

@@ -108,7 +108,7 @@ fn recover_segment(
 }
 
 /// Reads the max timestamp of the batch at position 0, if any.
-fn first_batch_timestamp(file: &File, size: u64) -> Option<i64> {
+pub(crate) fn first_batch_timestamp(file: &File, size: u64) -> Option<i64> {
     if size < HEADER_SIZE as u64 {
         return None;
     }

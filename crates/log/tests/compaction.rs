@@ -471,30 +471,3 @@ fn compaction_never_moves_the_log_start_offset() {
         "log start survives a restart"
     );
 }
-
-#[test]
-fn the_io_budget_paces_a_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let manager = open(
-        dir.path(),
-        compacted_config(64 * 1024),
-        Arc::new(ManualClock::new(DAY_MS)),
-    );
-    let log = manager.get_or_create(&tp(0)).unwrap();
-    fill(&log, 500, 10, 0, DAY_MS);
-    let never = || false;
-    let settings = sluice_log::CleanerSettings {
-        io_max_bytes_per_second: 500_000.0,
-        ..sluice_log::CleanerSettings::default()
-    };
-    let report = log.clean(true, &settings, &never).unwrap().unwrap();
-    let io = report.dirty_bytes + report.bytes_read;
-    assert!(io > 200_000, "too little I/O to pace: {io}");
-    // The pass may not run ahead of its budget (it sleeps once it does).
-    let floor = std::time::Duration::from_secs_f64(io as f64 / 500_000.0 * 0.9);
-    assert!(
-        report.elapsed >= floor,
-        "{io} bytes in {:?}",
-        report.elapsed
-    );
-}

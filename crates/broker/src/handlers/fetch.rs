@@ -85,7 +85,7 @@ pub async fn handle(
         let (data, bytes, failed) = read_all(&wanted, max_bytes, zero_copy, read_committed);
         let now = Instant::now();
         if bytes >= min_bytes || failed || now >= deadline || listeners.is_empty() {
-            count_fetched(&broker, &data);
+            count_fetched(&wanted, &data);
             return Some(encode_fetch_response(
                 ctx.version,
                 ctx.correlation_id,
@@ -99,27 +99,22 @@ pub async fn handle(
     }
 }
 
-/// Adds what a response carries to the topics' counters (existing topics only, so that
-/// clients cannot create series by asking for arbitrary names).
-fn count_fetched(broker: &Broker, data: &FetchResponseData) {
-    let image = broker.image();
-    for topic in &data.topics {
-        if image.topic(&topic.name).is_none() {
-            continue;
+/// Adds what the response carries to the partitions' topic counters. The response lists
+/// partitions in the order they were wanted; unknown partitions have no counters, so clients
+/// cannot create series by asking for made-up names.
+fn count_fetched(wanted: &[Wanted], data: &FetchResponseData) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let fetched = data.topics.iter().flat_map(|t| t.partitions.iter());
+    for (w, p) in wanted.iter().zip(fetched) {
+        if let Some(target) = &w.target {
+            let counters = &target.counters;
+            counters
+                .bytes_out
+                .fetch_add(p.records.len() as u64, Relaxed);
+            if p.error_code != 0 {
+                counters.fetch_errors.fetch_add(1, Relaxed);
+            }
         }
-        let counters = broker.metrics.topic(&topic.name);
-        let bytes: usize = topic.partitions.iter().map(|p| p.records.len()).sum();
-        let errors = topic
-            .partitions
-            .iter()
-            .filter(|p| p.error_code != 0)
-            .count();
-        counters
-            .bytes_out
-            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
-        counters
-            .fetch_errors
-            .fetch_add(errors as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

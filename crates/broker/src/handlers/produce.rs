@@ -96,7 +96,7 @@ fn append(
     }
     // The log patches offsets into the batch, so it needs its own copy of the bytes.
     let mut bytes = BytesMut::from(records);
-    let counters = broker.metrics.topic(topic);
+    let counters = &target.counters;
     match target.log.append(&mut bytes, LEADER_EPOCH) {
         Ok(info) => {
             if !info.duplicate {

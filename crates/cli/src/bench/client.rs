@@ -329,7 +329,8 @@ fn consume_loop(
             Some(Ok(message)) => {
                 idle_since = None;
                 let payload = message.payload().unwrap_or_default();
-                if mode_is_e2e(from_end) && payload.len() >= 8 {
+                // Reading from the log end means end to end: the stamps are fresh.
+                if from_end && payload.len() >= 8 {
                     let stamp = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
                     let _ = latency.record(wall_micros().saturating_sub(stamp).max(1));
                 }
@@ -365,11 +366,6 @@ fn consume_loop(
     }
     counters.add(pending_messages, pending_bytes);
     Ok(latency)
-}
-
-/// End to end reads from the log end: only then are the stamps fresh.
-fn mode_is_e2e(from_end: bool) -> bool {
-    from_end
 }
 
 pub fn run(args: &LoadArgs, mode: Mode) -> anyhow::Result<()> {
