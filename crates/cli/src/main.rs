@@ -21,6 +21,7 @@ macro_rules! say {
 mod bench;
 mod broker;
 mod client;
+mod pipeline;
 mod size;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -50,6 +51,12 @@ enum Command {
     /// List, describe (with lag), reset and delete consumer groups.
     #[command(subcommand)]
     Group(client::group::GroupCommand),
+    /// Metrics ingestion gateway: HTTP POST → topic, 202 once durable.
+    Ingest(pipeline::IngestArgs),
+    /// Metrics sink: topic → PostgreSQL in a consumer group, invalid messages to a DLQ.
+    Sink(pipeline::SinkCommandArgs),
+    /// Gateway and sink in one process; with --embedded also the broker.
+    Pipeline(pipeline::PipelineArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  sluice completions bash > /etc/bash_completion.d/sluice\n  sluice completions zsh > \"${fpath[1]}/_sluice\"\n  sluice completions fish > ~/.config/fish/completions/sluice.fish"
@@ -70,6 +77,9 @@ fn main() {
         Command::Produce(args) => client::produce::run(&args),
         Command::Consume(args) => client::consume::run(&args),
         Command::Group(command) => client::group::run(command),
+        Command::Ingest(args) => pipeline::run_ingest(&args),
+        Command::Sink(args) => pipeline::run_sink(&args),
+        Command::Pipeline(args) => pipeline::run_pipeline(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
             Ok(())

@@ -1,0 +1,863 @@
+//! The metrics pipeline end to end: `sluice ingest`, `sluice sink` and `sluice pipeline`
+//! processes, a real `sluice broker` process, a real PostgreSQL server of our own (initdb on
+//! an ephemeral port, so a test can stop and start it), HTTP over TCP, and librdkafka for
+//! the poison messages and the dead-letter topic.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    eprintln!("waiting for {what}");
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL
+
+/// A private PostgreSQL server: its own data directory and port. As root it runs as the
+/// `postgres` user, since the server refuses to run as root.
+struct Postgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn postgres_bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("SLUICE_PG_BINDIR") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (Debian package postgresql; .ci/run installs it)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no /usr/lib/postgresql/*/bin/initdb: install the Debian package postgresql")
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let bin = postgres_bin_dir();
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let pg = Postgres {
+            bin,
+            dir,
+            port: free_port(),
+        };
+        let out = pg
+            .command("initdb")
+            .args(["--auth=trust", "--username=postgres", "--no-sync", "-D"])
+            .arg(pg.data())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.pg_ctl_start();
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A PostgreSQL program, as the `postgres` user when we are root.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn pg_ctl_start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=50",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-o", &options, "-l"])
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn stop(&self) {
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "stop"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// One value from a query, through psql over TCP.
+    fn query(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-X", "-A", "-t", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn count(&self, sql_where: &str) -> i64 {
+        let exists = self.query("SELECT count(*) FROM pg_tables WHERE tablename = 'metrics'");
+        if exists != "1" {
+            return 0;
+        }
+        self.query(&format!("SELECT count(*) FROM metrics WHERE {sql_where}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+/// A `sluice` child process, SIGKILLed if the test ends without stopping it.
+struct Process {
+    child: Child,
+    /// What it printed first on stdout (the address line).
+    first_line: String,
+}
+
+impl Process {
+    fn start(args: &[&str]) -> Process {
+        let mut child = sluice()
+            .args(args)
+            .env(
+                "SLUICE_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn,librdkafka=error".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first_line = String::new();
+        stdout.read_line(&mut first_line).unwrap();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stdout.read_to_string(&mut rest);
+        });
+        Process { child, first_line }
+    }
+
+    /// The `http://HOST:PORT` address in the first line.
+    fn http_addr(&self) -> String {
+        let start = self.first_line.find("http://").expect("an address line") + 7;
+        let rest = &self.first_line[start..];
+        rest.split([',', ' ', '\n']).next().unwrap().to_string()
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM; asserts a clean exit.
+    fn terminate(mut self) {
+        eprintln!("SIGTERM to {}", self.child.id());
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "exited with {exit} after SIGTERM");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_broker(data: &Path, port: u16) -> Process {
+    let mut child = sluice()
+        .args([
+            "broker",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start listening");
+        assert!(child.try_wait().unwrap().is_none(), "broker exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Process {
+        child,
+        first_line: String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP
+
+/// A keep-alive HTTP/1.1 connection: just enough client for these tests.
+struct Http {
+    stream: BufReader<TcpStream>,
+}
+
+struct Reply {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Http {
+    fn connect(addr: &str) -> std::io::Result<Http> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(Http {
+            stream: BufReader::new(stream),
+        })
+    }
+
+    fn request(&mut self, method: &str, path: &str, body: &str) -> std::io::Result<Reply> {
+        write!(
+            self.stream.get_mut(),
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut status_line = String::new();
+        if self.stream.read_line(&mut status_line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body)?;
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    fn post(&mut self, body: &str) -> std::io::Result<Reply> {
+        self.request("POST", "/api/v1/metrics", body)
+    }
+}
+
+fn post_once(addr: &str, body: &str) -> Reply {
+    Http::connect(addr).unwrap().post(body).unwrap()
+}
+
+/// One metric of the load: `load_test{client=C,seq=S}` with value S.
+fn load_metric(client: usize, seq: usize) -> String {
+    format!(
+        r#"{{"name":"load_test","value":{seq},"labels":{{"client":"c{client}","seq":"{seq}"}}}}"#
+    )
+}
+
+/// Sends `per_client` metrics from each of `clients` threads (every fifth request a batch of
+/// five, the rest single), counting what got a 202. Returns the (client, seq) pairs accepted.
+fn post_load(
+    addr: &str,
+    clients: usize,
+    per_client: usize,
+    first_seq: usize,
+    progress: &Arc<AtomicUsize>,
+) -> HashSet<(usize, usize)> {
+    let threads: Vec<_> = (0..clients)
+        .map(|client| {
+            let addr = addr.to_string();
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                let mut accepted = Vec::new();
+                let mut http = Http::connect(&addr).ok();
+                let mut seq = first_seq;
+                while seq < first_seq + per_client {
+                    let n = if seq % 25 == 20 {
+                        5.min(first_seq + per_client - seq)
+                    } else {
+                        1
+                    };
+                    let body = if n == 1 {
+                        load_metric(client, seq)
+                    } else {
+                        let items: Vec<String> =
+                            (seq..seq + n).map(|s| load_metric(client, s)).collect();
+                        format!("[{}]", items.join(","))
+                    };
+                    let reply = http.as_mut().map(|h| h.post(&body));
+                    match reply {
+                        Some(Ok(reply)) if reply.status == 202 => {
+                            accepted.extend((seq..seq + n).map(|s| (client, s)));
+                        }
+                        Some(Ok(reply)) => {
+                            assert_eq!(reply.status, 503, "unexpected answer: {}", reply.body);
+                        }
+                        // The server went away (killed): reconnect for the next request.
+                        _ => {
+                            std::thread::sleep(Duration::from_millis(100));
+                            http = Http::connect(&addr).ok();
+                        }
+                    }
+                    seq += n;
+                    progress.fetch_add(n, Ordering::Relaxed);
+                }
+                accepted
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+/// Every accepted load metric is in the table exactly once, and nothing else of the load
+/// is (every row is a metric that was sent).
+fn assert_rows_match(pg: &Postgres, accepted: &HashSet<(usize, usize)>, sent: usize) {
+    let duplicates = pg.query(
+        "SELECT count(*) FROM (SELECT labels FROM metrics WHERE name = 'load_test' \
+         GROUP BY labels HAVING count(*) > 1) d",
+    );
+    assert_eq!(duplicates, "0", "a metric was stored twice");
+    let rows = pg.query(
+        "SELECT string_agg((labels->>'client') || ':' || (labels->>'seq'), ' ') \
+         FROM metrics WHERE name = 'load_test'",
+    );
+    let stored: HashSet<(usize, usize)> = rows
+        .split_whitespace()
+        .map(|pair| {
+            let (c, s) = pair.split_once(':').unwrap();
+            (
+                c.trim_start_matches('c').parse().unwrap(),
+                s.parse().unwrap(),
+            )
+        })
+        .collect();
+    let missing: Vec<_> = accepted.difference(&stored).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "accepted but not stored: {missing:?}..."
+    );
+    assert!(stored.len() <= sent, "more rows than metrics sent");
+}
+
+// ---------------------------------------------------------------------------------------
+// Kafka side
+
+fn kafka_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    config
+}
+
+/// Writes messages straight to the topic, bypassing the gateway's checks.
+fn produce_raw(bootstrap: &str, topic: &str, messages: &[&str]) {
+    let producer: BaseProducer = kafka_config(bootstrap).set("acks", "all").create().unwrap();
+    for (i, message) in messages.iter().enumerate() {
+        let key = format!("poison-{i}");
+        producer
+            .send(BaseRecord::to(topic).key(&key).payload(*message).headers(
+                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: "origin",
+                    value: Some("test"),
+                }),
+            ))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Every message of the dead-letter topic: (payload, headers).
+fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<(String, BTreeMap<String, String>)> {
+    let consumer: BaseConsumer = kafka_config(bootstrap)
+        .set("group.id", "dlq-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for partition in metadata.topics()[0].partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
+            .unwrap();
+        if high > low {
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Offset(low))
+                .unwrap();
+            ends.insert(partition.id(), high);
+        }
+    }
+    let total: i64 = ends.values().sum();
+    let mut letters = Vec::new();
+    if total == 0 {
+        return letters;
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (letters.len() as i64) < total && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let mut headers = BTreeMap::new();
+            if let Some(h) = message.headers() {
+                for header in h.iter() {
+                    headers.insert(
+                        header.key.to_string(),
+                        String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+            let payload =
+                String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+            letters.push((payload, headers));
+        }
+    }
+    letters
+}
+
+const POISON: [&str; 3] = [
+    "this is not JSON",
+    r#"{"name":"poison_missing_value"}"#,
+    r#"{"name":"poison_bad_labels","value":1,"labels":{"host":7}}"#,
+];
+
+/// The poison messages are in the dead-letter topic, with their original bytes, the original
+/// header and the error; none of them reached the table.
+fn assert_poison_dead_lettered(bootstrap: &str, pg: &Postgres) {
+    let mut letters = Vec::new();
+    wait_until(
+        "the poison messages in the DLQ",
+        Duration::from_secs(60),
+        || {
+            letters = read_dead_letters(bootstrap, "metrics.dlq");
+            letters.len() >= POISON.len()
+        },
+    );
+    assert_eq!(letters.len(), POISON.len());
+    for poison in POISON {
+        let (_, headers) = letters
+            .iter()
+            .find(|(payload, _)| payload == poison)
+            .unwrap_or_else(|| panic!("{poison:?} not in the DLQ"));
+        assert_eq!(headers["origin"], "test", "original headers kept");
+        assert_eq!(headers["dlq.source.topic"], "metrics");
+        assert!(headers["dlq.source.offset"].parse::<i64>().is_ok());
+        assert!(headers["dlq.source.partition"].parse::<i32>().is_ok());
+        assert!(headers["dlq.failed.at"].parse::<i64>().is_ok());
+        assert!(!headers["dlq.error"].is_empty());
+    }
+    let missing_value = &letters.iter().find(|(p, _)| p == POISON[1]).unwrap().1;
+    assert!(
+        missing_value["dlq.error"].contains("value"),
+        "{missing_value:?}"
+    );
+    let bad_labels = &letters.iter().find(|(p, _)| p == POISON[2]).unwrap().1;
+    assert!(
+        bad_labels["dlq.error"].contains("labels.host"),
+        "{bad_labels:?}"
+    );
+    assert_eq!(pg.count("name LIKE 'poison%'"), 0);
+}
+
+/// Bodies that must be refused with 400 naming the field, storing nothing.
+fn assert_invalid_requests_refused(addr: &str) {
+    let mut http = Http::connect(addr).unwrap();
+    for (body, field) in [
+        (r#"{"name":"invalid_probe","value":"85"}"#, Some("value")),
+        (r#"{"name":"invalid probe","value":1}"#, Some("name")),
+        (
+            r#"{"name":"invalid_probe","value":1,"timestamp":"yesterday"}"#,
+            Some("timestamp"),
+        ),
+        (
+            r#"{"name":"invalid_probe","value":1,"timestamp":"2001-01-01T00:00:00Z"}"#,
+            Some("timestamp"),
+        ),
+        (
+            r#"{"name":"invalid_probe","value":1,"labels":{"host":1}}"#,
+            Some("labels.host"),
+        ),
+        (
+            r#"[{"name":"invalid_probe","value":1},{"name":"invalid_probe"}]"#,
+            Some("[1].value"),
+        ),
+        (r#"{"name":"invalid_probe","value":1"#, None),
+    ] {
+        let reply = http.post(body).unwrap();
+        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
+        let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        if let Some(field) = field {
+            assert_eq!(json["field"], field, "{body}: {}", reply.body);
+        }
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let huge = format!("[{}]", vec![load_metric(0, 0); 60_000].join(","));
+    let reply = http.post(&huge).unwrap();
+    assert_eq!(reply.status, 413, "{}", reply.body);
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests
+
+/// Broker mode: a `sluice broker` process, a gateway and a sink as their own processes.
+#[test]
+fn broker_mode_end_to_end() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let broker_port = free_port();
+    let bootstrap = format!("127.0.0.1:{broker_port}");
+    let broker = start_broker(&dir.path().join("broker"), broker_port);
+    let gateway = Process::start(&[
+        "ingest",
+        "-b",
+        &bootstrap,
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &pg.url(),
+        "--delivery-timeout-ms",
+        "3000",
+        "--partitions",
+        "4",
+    ]);
+    let addr = gateway.http_addr();
+    let sink_args = [
+        "sink",
+        "-b",
+        &bootstrap,
+        "--database-url",
+        &pg.url(),
+        "--partitions",
+        "4",
+        "--batch-size",
+        "500",
+        "--stats-interval-ms",
+        "1000",
+        "--consumer-property",
+        "session.timeout.ms=6000",
+        "--instance-id",
+        "sink-a",
+    ];
+    let sink = Process::start(&sink_args);
+    let second_sink = Process::start(&[
+        "sink",
+        "-b",
+        &bootstrap,
+        "--database-url",
+        &pg.url(),
+        "--instance-id",
+        "sink-b",
+        "--batch-size",
+        "500",
+    ]);
+
+    assert_invalid_requests_refused(&addr);
+
+    // 10,000 metrics from 20 concurrent clients; the first sink is SIGKILLed a third of the
+    // way through and restarted once the load is sent.
+    let progress = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let addr = addr.clone();
+        let progress = progress.clone();
+        std::thread::spawn(move || post_load(&addr, 20, 500, 0, &progress))
+    };
+    wait_until("a third of the load", Duration::from_secs(120), || {
+        progress.load(Ordering::Relaxed) >= 3_300
+    });
+    sink.kill();
+    let accepted = load.join().unwrap();
+    assert_eq!(
+        accepted.len(),
+        10_000,
+        "the broker is up: every request gets a 202"
+    );
+    let sink = Process::start(&sink_args);
+    wait_until("10,000 rows", Duration::from_secs(120), || {
+        pg.count("name = 'load_test'") >= 10_000
+    });
+    assert_rows_match(&pg, &accepted, 10_000);
+    assert_eq!(pg.count("name = 'load_test'"), 10_000);
+    assert_eq!(pg.count("name = 'invalid_probe'"), 0);
+
+    // What was accepted can be read back through the gateway, newest first.
+    let mut http = Http::connect(&addr).unwrap();
+    let reply = http
+        .request("GET", "/api/v1/metrics?name=load_test&limit=5", "")
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let metrics = json["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 5);
+    let times: Vec<&str> = metrics
+        .iter()
+        .map(|m| m["timestamp"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    let reply = http
+        .request("GET", "/api/v1/metrics?limit=zero", "")
+        .unwrap();
+    assert_eq!(reply.status, 400);
+
+    produce_raw(&bootstrap, "metrics", &POISON);
+    assert_poison_dead_lettered(&bootstrap, &pg);
+
+    // PostgreSQL down for a while: the gateway still accepts (the log holds the metrics),
+    // the sinks retry, and catch up once it is back.
+    pg.stop();
+    let accepted_during_outage = post_load(&addr, 4, 250, 1_000, &Arc::new(AtomicUsize::new(0)));
+    assert_eq!(accepted_during_outage.len(), 1_000);
+    std::thread::sleep(Duration::from_secs(3));
+    pg.pg_ctl_start();
+    wait_until(
+        "the rows written during the outage",
+        Duration::from_secs(120),
+        || pg.count("name = 'load_test'") >= 11_000,
+    );
+    let all: HashSet<_> = accepted.union(&accepted_during_outage).copied().collect();
+    assert_rows_match(&pg, &all, 11_000);
+    assert_eq!(pg.count("name = 'load_test'"), 11_000);
+
+    // Broker down: 503 with Retry-After, never 202.
+    broker.kill();
+    let started = Instant::now();
+    let reply = post_once(&addr, &load_metric(99, 0));
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(
+        reply.headers.get("retry-after").map(String::as_str),
+        Some("1")
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Back up: accepted again.
+    let _broker = start_broker(&dir.path().join("broker"), broker_port);
+    wait_until(
+        "a 202 after the broker restarts",
+        Duration::from_secs(60),
+        || post_once(&addr, &load_metric(99, 1)).status == 202,
+    );
+
+    // Prometheus metrics count what happened.
+    let reply = Http::connect(&addr)
+        .unwrap()
+        .request("GET", "/metrics", "")
+        .unwrap();
+    assert!(
+        reply
+            .body
+            .contains("sluice_ingest_requests_total{status=\"503\"} ")
+    );
+    let accepted_line = reply
+        .body
+        .lines()
+        .find(|l| l.starts_with("sluice_ingest_metrics_accepted_total "))
+        .unwrap();
+    let accepted_total: u64 = accepted_line.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(accepted_total >= 11_001, "{accepted_line}");
+
+    // Graceful stops: every process exits 0 on SIGTERM.
+    sink.terminate();
+    second_sink.terminate();
+    gateway.terminate();
+}
+
+/// Embedded mode: one `sluice pipeline --embedded` process with the broker inside.
+#[test]
+fn embedded_mode_end_to_end() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let data = dir.path().join("pipeline");
+    let args = [
+        "pipeline",
+        "--embedded",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--database-url",
+        &pg.url(),
+        "--listen",
+        &listen,
+        "--partitions",
+        "4",
+        "--batch-size",
+        "500",
+        "--consumer-property",
+        "session.timeout.ms=6000",
+    ];
+    let pipeline = Process::start(&args);
+    let addr = pipeline.http_addr();
+    assert_eq!(addr, listen);
+
+    assert_invalid_requests_refused(&addr);
+
+    // 10,000 metrics from 20 clients; the whole process is SIGKILLed part way and
+    // restarted; clients whose requests failed meanwhile go on once it is back.
+    let progress = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let addr = addr.clone();
+        let progress = progress.clone();
+        std::thread::spawn(move || post_load(&addr, 20, 500, 0, &progress))
+    };
+    wait_until("a third of the load", Duration::from_secs(120), || {
+        progress.load(Ordering::Relaxed) >= 3_300
+    });
+    pipeline.kill();
+    let pipeline = Process::start(&args);
+    let accepted = load.join().unwrap();
+    assert!(accepted.len() >= 5_000, "only {} accepted", accepted.len());
+    wait_until(
+        "every accepted metric stored",
+        Duration::from_secs(120),
+        || pg.count("name = 'load_test'") >= accepted.len() as i64,
+    );
+    // Settle: metrics written but unanswered when the process died may still arrive.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_rows_match(&pg, &accepted, 10_000);
+    assert_eq!(pg.count("name = 'invalid_probe'"), 0);
+
+    let bootstrap = pipeline
+        .first_line
+        .rsplit("log at ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    produce_raw(&bootstrap, "metrics", &POISON);
+    assert_poison_dead_lettered(&bootstrap, &pg);
+
+    let before = pg.count("name = 'load_test'");
+    pg.stop();
+    let accepted_during_outage = post_load(&addr, 4, 250, 1_000, &Arc::new(AtomicUsize::new(0)));
+    assert_eq!(accepted_during_outage.len(), 1_000);
+    std::thread::sleep(Duration::from_secs(3));
+    pg.pg_ctl_start();
+    wait_until(
+        "the rows written during the outage",
+        Duration::from_secs(120),
+        || pg.count("name = 'load_test'") >= before + 1_000,
+    );
+    let all: HashSet<_> = accepted.union(&accepted_during_outage).copied().collect();
+    assert_rows_match(&pg, &all, 11_000);
+
+    pipeline.terminate();
+    // The embedded broker shut down cleanly.
+    assert!(data.join(".kafka_cleanshutdown").exists());
+}

@@ -1,0 +1,465 @@
+//! The ingest gateway: `POST /api/v1/metrics` validates, writes each metric to the topic with
+//! acks=all and answers 202 only once every one of them is acknowledged — so a 202 means
+//! the metrics are durable in the log. Anything else is a 4xx (the client's fault, retrying
+//! will not help) or a 503 with `Retry-After` (retry later). Also `GET /api/v1/metrics`
+//! (read back from PostgreSQL), `GET /healthz`, `GET /metrics` (Prometheus).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde_json::json;
+use tokio::sync::{Mutex, watch};
+
+use crate::metric::{self, BodyError, TimePolicy};
+use crate::stats::{GatewayStats, SinkStats};
+use crate::{kafka, rfc3339, store};
+
+/// Most rows `GET /api/v1/metrics` returns.
+pub const MAX_QUERY_LIMIT: i64 = 1000;
+/// The header naming the sending client, for `--partition-by client`.
+pub const CLIENT_ID_HEADER: &str = "x-client-id";
+
+/// How metrics are spread over partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionBy {
+    /// Name and labels: one series stays in one partition, in order.
+    Series,
+    /// The `X-Client-Id` header (series when absent): one client's metrics stay in order.
+    Client,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub bootstrap: String,
+    pub topic: String,
+    /// Partitions of the topic if the gateway creates it.
+    pub partitions: i32,
+    /// For `GET /api/v1/metrics`; without it that endpoint answers 503.
+    pub database_url: Option<String>,
+    pub table: String,
+    /// How long a metric may wait for the cluster's acknowledgement before the request gets
+    /// a 503 (librdkafka's `message.timeout.ms`).
+    pub delivery_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_metrics_per_request: usize,
+    /// Metrics the producer may hold unacknowledged; beyond it requests get 503.
+    pub buffer_messages: usize,
+    pub partition_by: PartitionBy,
+    /// librdkafka producer properties applied over the defaults.
+    pub producer_properties: Vec<(String, String)>,
+}
+
+impl GatewayConfig {
+    pub fn new(bootstrap: &str) -> GatewayConfig {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            bootstrap: bootstrap.to_string(),
+            topic: "metrics".into(),
+            partitions: 8,
+            database_url: None,
+            table: "metrics".into(),
+            delivery_timeout: Duration::from_secs(10),
+            max_body_bytes: 8 << 20,
+            max_metrics_per_request: 50_000,
+            buffer_messages: 500_000,
+            partition_by: PartitionBy::Series,
+            producer_properties: Vec::new(),
+        }
+    }
+}
+
+struct Gateway {
+    producer: FutureProducer,
+    config: GatewayConfig,
+    stats: Arc<GatewayStats>,
+    /// Shown on `/metrics` too when the sink runs in this process.
+    sink_stats: Option<Arc<SinkStats>>,
+    database: Mutex<Option<tokio_postgres::Client>>,
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct GatewayHandle {
+    pub local_addr: SocketAddr,
+    pub stats: Arc<GatewayStats>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl GatewayHandle {
+    /// Waits until the gateway has stopped (after `shutdown` turned true): in-flight
+    /// requests answered, the producer flushed.
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.task.await.context("gateway task")?
+    }
+}
+
+/// Creates the topic if needed, binds `config.listen` and serves until `shutdown` is true.
+pub async fn start(
+    config: GatewayConfig,
+    sink_stats: Option<Arc<SinkStats>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<GatewayHandle> {
+    kafka::ensure_topics(
+        &config.bootstrap,
+        &config.producer_properties,
+        &[(config.topic.as_str(), config.partitions)],
+    )
+    .await?;
+    let producer = producer(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local_addr = listener.local_addr()?;
+    let stats = Arc::new(GatewayStats::default());
+    let max_body = config.max_body_bytes;
+    let gateway = Arc::new(Gateway {
+        producer,
+        config,
+        stats: stats.clone(),
+        sink_stats,
+        database: Mutex::new(None),
+    });
+    let app = Router::new()
+        .route("/api/v1/metrics", get(query_metrics).post(post_metrics))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(gateway.clone());
+    tracing::info!(listen = %local_addr, topic = %gateway.config.topic, "ingest gateway listening");
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+            .context("HTTP server")?;
+        // Every 202 already waited for its acknowledgement; what is left belongs to
+        // requests that got a 503 and may still land.
+        let flushing = gateway.clone();
+        tokio::task::spawn_blocking(move || flushing.producer.flush(Duration::from_secs(5)))
+            .await?
+            .ok();
+        tracing::info!("ingest gateway stopped");
+        Ok(())
+    });
+    Ok(GatewayHandle {
+        local_addr,
+        stats,
+        task,
+    })
+}
+
+fn producer(config: &GatewayConfig) -> anyhow::Result<FutureProducer> {
+    let mut client = kafka::client_config(&config.bootstrap, "sluice-ingest", &[]);
+    client
+        // acks=all + idempotence: a 202 means every replica in sync has it and no retry
+        // of librdkafka's duplicated it.
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set(
+            "message.timeout.ms",
+            config.delivery_timeout.as_millis().to_string(),
+        )
+        // A few milliseconds of batching turn thousands of small requests into a few
+        // produce requests, which is where the throughput comes from.
+        .set("linger.ms", "2")
+        .set("batch.num.messages", "10000")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set(
+            "queue.buffering.max.messages",
+            config.buffer_messages.to_string(),
+        )
+        .set("queue.buffering.max.kbytes", "1048576")
+        // The Java client's partitioner: a series lands in the same partition whichever
+        // client wrote it.
+        .set("partitioner", "murmur2_random");
+    for (key, value) in &config.producer_properties {
+        client.set(key, value);
+    }
+    client.create().context("cannot create the Kafka producer")
+}
+
+fn error_response(status: StatusCode, error: &str, field: Option<&str>, message: &str) -> Response {
+    let mut body = json!({ "error": error, "message": message });
+    if let Some(field) = field {
+        body["field"] = json!(field);
+    }
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+async fn post_metrics(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    gateway.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    let response = gateway.ingest(&headers, body).await;
+    gateway.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    gateway.stats.latency.observe(started.elapsed());
+    let counter = match response.status() {
+        StatusCode::ACCEPTED => &gateway.stats.accepted_requests,
+        StatusCode::PAYLOAD_TOO_LARGE => &gateway.stats.rejected_too_large,
+        StatusCode::SERVICE_UNAVAILABLE => &gateway.stats.rejected_unavailable,
+        _ => &gateway.stats.rejected_invalid,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    response
+}
+
+impl Gateway {
+    async fn ingest(&self, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+        let body = match body {
+            Ok(body) => body,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too large",
+                    None,
+                    &format!("the body exceeds {} bytes", self.config.max_body_bytes),
+                );
+            }
+            Err(rejection) => {
+                return error_response(
+                    rejection.status(),
+                    "bad request",
+                    None,
+                    &rejection.body_text(),
+                );
+            }
+        };
+        let now = now_micros();
+        let metrics = match metric::parse_body(
+            &body,
+            TimePolicy::gateway(now),
+            self.config.max_metrics_per_request,
+        ) {
+            Ok(metrics) => metrics,
+            Err(err @ BodyError::TooMany { .. }) => {
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too large",
+                    None,
+                    &err.to_string(),
+                );
+            }
+            Err(BodyError::Invalid(invalid)) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid metric",
+                    Some(&invalid.field),
+                    &invalid.message,
+                );
+            }
+            Err(err @ BodyError::Json(_)) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid JSON",
+                    None,
+                    &err.to_string(),
+                );
+            }
+        };
+        // Refuse the whole request up front rather than half of it when the buffer is full.
+        let buffered = self.producer.in_flight_count().max(0) as usize;
+        if buffered + metrics.len() > self.config.buffer_messages {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                None,
+                "the producer buffer is full; retry later",
+            );
+        }
+        let client_key = match self.config.partition_by {
+            PartitionBy::Client => headers.get(CLIENT_ID_HEADER).map(|v| v.as_bytes().to_vec()),
+            PartitionBy::Series => None,
+        };
+        let timestamp_ms = now / 1000;
+        let mut deliveries = Vec::with_capacity(metrics.len());
+        for metric in &metrics {
+            let payload = metric.to_json();
+            let key = client_key.clone().unwrap_or_else(|| metric.series_key());
+            let record = FutureRecord::to(&self.config.topic)
+                .key(&key)
+                .payload(&payload)
+                .timestamp(timestamp_ms);
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((err, _)) => return unavailable(&err),
+            }
+        }
+        let deadline = self.config.delivery_timeout + Duration::from_secs(5);
+        let Ok(results) =
+            tokio::time::timeout(deadline, futures_util::future::join_all(deliveries)).await
+        else {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                None,
+                "the cluster did not acknowledge in time",
+            );
+        };
+        for result in results {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err((err, _))) => return unavailable(&err),
+                Err(_canceled) => {
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        None,
+                        "the producer is shutting down",
+                    );
+                }
+            }
+        }
+        self.stats
+            .accepted_metrics
+            .fetch_add(metrics.len() as u64, Ordering::Relaxed);
+        (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "accepted": metrics.len() })),
+        )
+            .into_response()
+    }
+}
+
+fn unavailable(err: &KafkaError) -> Response {
+    let message = match err.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::QueueFull) => "the producer buffer is full; retry later".to_string(),
+        Some(RDKafkaErrorCode::MessageTimedOut) => {
+            "the cluster did not acknowledge in time (is the broker up?)".to_string()
+        }
+        _ => format!("the topic did not take the metrics: {err}"),
+    };
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        None,
+        &message,
+    )
+}
+
+async fn query_metrics(
+    State(gateway): State<Arc<Gateway>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    gateway.stats.queries.fetch_add(1, Ordering::Relaxed);
+    for key in params.keys() {
+        if !matches!(key.as_str(), "name" | "since" | "limit") {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad query",
+                Some(key),
+                "unknown parameter; use name, since, limit",
+            );
+        }
+    }
+    let since = match params.get("since").map(|s| rfc3339::parse_micros(s)) {
+        None => None,
+        Some(Ok(micros)) => Some(micros),
+        Some(Err(why)) => {
+            return error_response(StatusCode::BAD_REQUEST, "bad query", Some("since"), why);
+        }
+    };
+    let limit = match params.get("limit").map(|s| s.parse::<i64>()) {
+        None => 100,
+        Some(Ok(n)) if n >= 1 => n.min(MAX_QUERY_LIMIT),
+        Some(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad query",
+                Some("limit"),
+                "must be a positive integer",
+            );
+        }
+    };
+    let name = params.get("name").map(String::as_str);
+    match gateway.query(name, since, limit).await {
+        Ok(metrics) => {
+            axum::Json(json!({ "count": metrics.len(), "metrics": metrics })).into_response()
+        }
+        Err(message) => {
+            gateway.stats.query_errors.fetch_add(1, Ordering::Relaxed);
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                None,
+                &message,
+            )
+        }
+    }
+}
+
+impl Gateway {
+    async fn query(
+        &self,
+        name: Option<&str>,
+        since: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<store::StoredMetric>, String> {
+        let Some(url) = &self.config.database_url else {
+            return Err("no database configured (--database-url)".into());
+        };
+        let mut database = self.database.lock().await;
+        if database
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            *database = Some(
+                store::connect(url)
+                    .await
+                    .map_err(|e| format!("cannot reach the database: {}", store::describe(&e)))?,
+            );
+        }
+        let client = database.as_ref().expect("connected above");
+        store::query(client, &self.config.table, name, since, limit)
+            .await
+            .map_err(|e| format!("query failed: {}", store::describe(&e)))
+    }
+}
+
+async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
+    axum::Json(json!({
+        "status": "ok",
+        "topic": gateway.config.topic,
+        "buffered": gateway.producer.in_flight_count(),
+    }))
+    .into_response()
+}
+
+async fn prometheus(State(gateway): State<Arc<Gateway>>) -> Response {
+    let mut out = String::with_capacity(4096);
+    gateway.stats.render(&mut out);
+    if let Some(sink) = &gateway.sink_stats {
+        sink.render(&mut out);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

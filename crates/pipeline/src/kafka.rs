@@ -1,0 +1,73 @@
+//! What the gateway and the sink share about the cluster: client settings and topic creation.
+//! Only the Kafka protocol through librdkafka, so any Kafka-compatible cluster works.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// A client configuration for `bootstrap`, with `overrides` (librdkafka property names)
+/// applied last.
+pub fn client_config(
+    bootstrap: &str,
+    client_id: &str,
+    overrides: &[(String, String)],
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", client_id)
+        .set("socket.connection.setup.timeout.ms", "5000");
+    for (key, value) in overrides {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Creates the topics that do not exist yet (replication factor: the cluster's default).
+/// Existing topics are left as they are, whatever their partition count.
+pub async fn ensure_topics(
+    bootstrap: &str,
+    overrides: &[(String, String)],
+    topics: &[(&str, i32)],
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(bootstrap, "sluice-pipeline-admin", overrides)
+            .create()
+            .context("cannot create a Kafka admin client")?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(-1)))
+        .collect();
+    let options = AdminOptions::new()
+        .request_timeout(Some(Duration::from_secs(15)))
+        .operation_timeout(Some(Duration::from_secs(15)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .with_context(|| format!("cannot reach the cluster at {bootstrap}"))?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// `KEY=VALUE` pairs from the command line.
+pub fn parse_properties(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            let (key, value) = pair
+                .split_once('=')
+                .with_context(|| format!("{pair:?}: expected KEY=VALUE"))?;
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        })
+        .collect()
+}

@@ -1,0 +1,575 @@
+//! The sink: a consumer-group member that writes the topic's metrics into PostgreSQL.
+//!
+//! Per batch, in this order: invalid messages go to the dead-letter topic (acknowledged),
+//! valid ones are inserted in one transaction, and only then are the batch's offsets
+//! committed. A crash anywhere before the commit replays the batch; the primary key
+//! (topic, partition, offset) turns the replay into no new rows. So delivery into the table
+//! is at-least-once and duplicates are never visible. Database and dead-letter failures are
+//! retried with backoff without reading further or committing anything.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::kafka;
+use crate::metric::{self, TimePolicy};
+use crate::stats::SinkStats;
+use crate::store::{self, Row, Writer};
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub bootstrap: String,
+    pub topic: String,
+    /// Partitions of the topic and its dead-letter topic if the sink creates them.
+    pub partitions: i32,
+    pub group: String,
+    /// Static membership (`group.instance.id`): a restarted sink gets its partitions back
+    /// at once instead of after the session timeout.
+    pub instance_id: Option<String>,
+    pub database_url: String,
+    pub table: String,
+    /// `<topic>.dlq` unless set.
+    pub dead_letter_topic: String,
+    /// Most messages per database transaction.
+    pub batch_max: usize,
+    /// How long a batch waits to fill once it has its first message.
+    pub batch_linger: Duration,
+    /// How often the stats line is logged and the lag measured.
+    pub stats_interval: Duration,
+    /// librdkafka properties applied over the consumer's and the dead-letter producer's
+    /// defaults.
+    pub client_properties: Vec<(String, String)>,
+}
+
+impl SinkConfig {
+    pub fn new(bootstrap: &str, database_url: &str) -> SinkConfig {
+        SinkConfig {
+            bootstrap: bootstrap.to_string(),
+            topic: "metrics".into(),
+            partitions: 8,
+            group: "sluice-sink".into(),
+            instance_id: None,
+            database_url: database_url.to_string(),
+            table: "metrics".into(),
+            dead_letter_topic: "metrics.dlq".into(),
+            batch_max: 10_000,
+            batch_linger: Duration::from_millis(50),
+            stats_interval: Duration::from_secs(10),
+            client_properties: Vec::new(),
+        }
+    }
+}
+
+/// A message that failed validation, on its way to the dead-letter topic.
+struct DeadLetter {
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+}
+
+/// What one poll loop gathered.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Row>,
+    /// The Kafka timestamp of each row's message (the gateway's receipt time).
+    received_micros: Vec<i64>,
+    dead_letters: Vec<DeadLetter>,
+    /// Per partition, the offset after the last message read.
+    next_offsets: HashMap<i32, i64>,
+    messages: u64,
+}
+
+/// Runs until `shutdown` turns true, then finishes the batch in hand, commits it and leaves
+/// the group.
+pub async fn run(
+    config: SinkConfig,
+    stats: Arc<SinkStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    store::check_table_name(&config.table).map_err(anyhow::Error::msg)?;
+    kafka::ensure_topics(
+        &config.bootstrap,
+        &config.client_properties,
+        &[
+            (config.topic.as_str(), config.partitions),
+            (config.dead_letter_topic.as_str(), config.partitions),
+        ],
+    )
+    .await?;
+    let Some(mut writer) = connect_with_retry(&config, &stats, &mut shutdown).await else {
+        return Ok(());
+    };
+    let consumer = Arc::new(consumer(&config)?);
+    consumer
+        .subscribe(&[&config.topic])
+        .context("cannot subscribe")?;
+    let dead_letters = dead_letter_producer(&config)?;
+    tracing::info!(topic = %config.topic, group = %config.group, table = %config.table, "sink started");
+    let reporter = tokio::spawn(report(
+        consumer.clone(),
+        stats.clone(),
+        config.stats_interval,
+    ));
+
+    let mut errors = ConsumerErrors::default();
+    while !stopping(&shutdown) {
+        let Some(batch) = next_batch(&consumer, &config, &stats, &mut errors, &mut shutdown).await
+        else {
+            break;
+        };
+        let started = Instant::now();
+        if !write_batch(
+            &config,
+            &stats,
+            &mut writer,
+            &dead_letters,
+            &batch,
+            &mut shutdown,
+        )
+        .await
+        {
+            tracing::warn!(
+                messages = batch.messages,
+                "stopping with a batch not written; it will be read again"
+            );
+            break;
+        }
+        commit(&consumer, &config.topic, &batch, &stats);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.batch_latency.observe(started.elapsed());
+        let now = now_micros();
+        for received in &batch.received_micros {
+            stats
+                .end_to_end
+                .observe(Duration::from_micros((now - received).max(0) as u64));
+        }
+    }
+
+    reporter.abort();
+    let _ = reporter.await;
+    consumer.unsubscribe();
+    // Dropping the consumer closes it: it leaves the group, which hands its partitions to
+    // the other sinks at once. Closing polls, so it runs off the async threads.
+    tokio::task::spawn_blocking(move || drop(consumer)).await?;
+    tracing::info!("sink stopped");
+    Ok(())
+}
+
+fn consumer(config: &SinkConfig) -> anyhow::Result<StreamConsumer> {
+    let mut client = kafka::client_config(&config.bootstrap, "sluice-sink", &[]);
+    client
+        .set("group.id", &config.group)
+        // Offsets are committed by hand, after the database commit.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // A crashed sink's partitions move to the others after 10 s, not librdkafka's 45 s.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        // A database outage stops polling; leave room for it before the group evicts us.
+        .set("max.poll.interval.ms", "600000")
+        .set("fetch.wait.max.ms", "100");
+    if let Some(id) = &config.instance_id {
+        client.set("group.instance.id", id);
+    }
+    for (key, value) in &config.client_properties {
+        client.set(key, value);
+    }
+    client.create().context("cannot create the Kafka consumer")
+}
+
+fn dead_letter_producer(config: &SinkConfig) -> anyhow::Result<FutureProducer> {
+    let mut client = kafka::client_config(&config.bootstrap, "sluice-sink-dlq", &[]);
+    client
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000");
+    for (key, value) in &config.client_properties {
+        client.set(key, value);
+    }
+    client
+        .create()
+        .context("cannot create the dead-letter producer")
+}
+
+/// Waits for the first message (or shutdown), then gathers more until the batch is full or
+/// its linger time is over.
+async fn next_batch(
+    consumer: &StreamConsumer,
+    config: &SinkConfig,
+    stats: &SinkStats,
+    errors: &mut ConsumerErrors,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Batch> {
+    let mut batch = Batch::default();
+    loop {
+        tokio::select! {
+            biased;
+            () = stopped(shutdown) => return None,
+            message = consumer.recv() => match message {
+                Ok(message) => {
+                    add(&mut batch, &message, config, stats);
+                    break;
+                }
+                Err(err) => {
+                    errors.report(&err);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + config.batch_linger;
+    while batch.messages < config.batch_max as u64 && !stopping(shutdown) {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => add(&mut batch, &message, config, stats),
+            Ok(Err(err)) => errors.report(&err),
+            Err(_elapsed) => break,
+        }
+    }
+    Some(batch)
+}
+
+fn add(batch: &mut Batch, message: &BorrowedMessage<'_>, config: &SinkConfig, stats: &SinkStats) {
+    batch.messages += 1;
+    stats.consumed.fetch_add(1, Ordering::Relaxed);
+    let partition = message.partition();
+    let offset = message.offset();
+    let next = batch.next_offsets.entry(partition).or_insert(offset + 1);
+    *next = (*next).max(offset + 1);
+    let received_micros = message.timestamp().to_millis().unwrap_or(0) * 1000;
+    let parsed = match message.payload() {
+        None => Err("empty message (no value)".to_string()),
+        Some(payload) => metric::parse_one(
+            payload,
+            TimePolicy {
+                default_micros: received_micros,
+                range: None,
+            },
+        )
+        .map_err(|e| e.to_string()),
+    };
+    match parsed {
+        Ok(metric) => {
+            batch.rows.push(Row {
+                metric,
+                partition,
+                offset,
+            });
+            batch.received_micros.push(received_micros);
+        }
+        Err(error) => {
+            stats.invalid.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(partition, offset, %error, "invalid message to the dead-letter topic");
+            batch
+                .dead_letters
+                .push(dead_letter(message, &config.topic, &error));
+        }
+    }
+}
+
+/// The original key, value and headers, plus headers saying what was wrong and where the
+/// message came from.
+fn dead_letter(message: &BorrowedMessage<'_>, topic: &str, error: &str) -> DeadLetter {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = message.headers() {
+        for header in original.iter() {
+            headers = headers.insert(header);
+        }
+    }
+    let partition = message.partition().to_string();
+    let offset = message.offset().to_string();
+    let timestamp = message.timestamp().to_millis().unwrap_or(-1).to_string();
+    let failed_at = (now_micros() / 1000).to_string();
+    for (key, value) in [
+        ("dlq.error", error),
+        ("dlq.source.topic", topic),
+        ("dlq.source.partition", partition.as_str()),
+        ("dlq.source.offset", offset.as_str()),
+        ("dlq.source.timestamp", timestamp.as_str()),
+        ("dlq.failed.at", failed_at.as_str()),
+    ] {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    DeadLetter {
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+/// Dead letters first (acknowledged), then the rows; each step retried with backoff until it
+/// succeeds. Returns false if shutdown came while a step was still failing.
+async fn write_batch(
+    config: &SinkConfig,
+    stats: &SinkStats,
+    writer: &mut Writer,
+    producer: &FutureProducer,
+    batch: &Batch,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut backoff = Backoff::new();
+    while let Err(err) = send_dead_letters(producer, &config.dead_letter_topic, batch).await {
+        stats.dead_letter_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %err, topic = %config.dead_letter_topic, "dead-letter write failed; retrying");
+        if !backoff.wait(shutdown).await {
+            return false;
+        }
+    }
+    stats
+        .dead_lettered
+        .fetch_add(batch.dead_letters.len() as u64, Ordering::Relaxed);
+    let mut backoff = Backoff::new();
+    loop {
+        if writer.is_closed() {
+            match Writer::connect(&config.database_url, &config.table).await {
+                Ok(fresh) => {
+                    tracing::info!("reconnected to the database");
+                    *writer = fresh;
+                }
+                Err(err) => {
+                    stats.database_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %store::describe(&err), "database unreachable; retrying");
+                    if !backoff.wait(shutdown).await {
+                        return false;
+                    }
+                    continue;
+                }
+            }
+        }
+        match writer.insert(&config.topic, &batch.rows).await {
+            Ok(inserted) => {
+                stats.inserted.fetch_add(inserted, Ordering::Relaxed);
+                stats
+                    .duplicates
+                    .fetch_add(batch.rows.len() as u64 - inserted, Ordering::Relaxed);
+                return true;
+            }
+            Err(err) => {
+                stats.database_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %store::describe(&err), rows = batch.rows.len(), "insert failed; retrying");
+                if !backoff.wait(shutdown).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+async fn send_dead_letters(
+    producer: &FutureProducer,
+    topic: &str,
+    batch: &Batch,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let mut deliveries = Vec::with_capacity(batch.dead_letters.len());
+    for letter in &batch.dead_letters {
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).headers(letter.headers.clone());
+        if let Some(key) = &letter.key {
+            record = record.key(key);
+        }
+        if let Some(payload) = &letter.payload {
+            record = record.payload(payload);
+        }
+        deliveries.push(producer.send_result(record).map_err(|(err, _)| err)?);
+    }
+    for delivery in futures_util::future::join_all(deliveries).await {
+        match delivery {
+            Ok(Ok(_)) => {}
+            Ok(Err((err, _))) => return Err(err),
+            Err(_canceled) => return Err(rdkafka::error::KafkaError::Canceled),
+        }
+    }
+    Ok(())
+}
+
+/// Commits the batch's offsets for the partitions still assigned to us (a partition that
+/// moved away meanwhile is its new owner's to commit). A refused commit only means the
+/// batch is read again, which the primary key makes harmless.
+fn commit(consumer: &StreamConsumer, topic: &str, batch: &Batch, stats: &SinkStats) {
+    let assigned = consumer.assignment().unwrap_or_default();
+    let mut offsets = TopicPartitionList::new();
+    for (&partition, &next) in &batch.next_offsets {
+        if assigned.find_partition(topic, partition).is_some()
+            && let Err(err) = offsets.add_partition_offset(topic, partition, Offset::Offset(next))
+        {
+            tracing::warn!(error = %err, "cannot build the offset commit");
+        }
+    }
+    if offsets.count() == 0 {
+        return;
+    }
+    // Synchronous: the stats and the shutdown path must know the commit happened.
+    let result = tokio::task::block_in_place(|| consumer.commit(&offsets, CommitMode::Sync));
+    if let Err(err) = result {
+        stats.commit_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %err, "offset commit failed; the batch will be read again");
+    }
+}
+
+async fn connect_with_retry(
+    config: &SinkConfig,
+    stats: &SinkStats,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Writer> {
+    let mut backoff = Backoff::new();
+    loop {
+        match Writer::connect(&config.database_url, &config.table).await {
+            Ok(writer) => return Some(writer),
+            Err(err) => {
+                stats.database_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %store::describe(&err), "cannot reach the database; retrying");
+                if !backoff.wait(shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Consumer errors (mostly a broker going away, which librdkafka retries by itself) are
+/// logged when they change or every 30 s, not five times a second.
+#[derive(Default)]
+struct ConsumerErrors {
+    last: Option<(String, Instant)>,
+    repeated: u64,
+}
+
+impl ConsumerErrors {
+    fn report(&mut self, err: &rdkafka::error::KafkaError) {
+        let text = err.to_string();
+        match &self.last {
+            Some((last, at)) if *last == text && at.elapsed() < Duration::from_secs(30) => {
+                self.repeated += 1;
+            }
+            _ => {
+                tracing::warn!(error = %text, repeated = self.repeated, "consumer error");
+                self.last = Some((text, Instant::now()));
+                self.repeated = 0;
+            }
+        }
+    }
+}
+
+/// 100 ms doubling to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_millis(100))
+    }
+
+    /// Sleeps; false if shutdown came first.
+    async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let delay = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            () = stopped(shutdown) => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+/// Every `interval`: measures the lag of the assigned partitions and logs one stats line.
+async fn report(consumer: Arc<StreamConsumer>, stats: Arc<SinkStats>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    let mut last = (Instant::now(), stats.inserted.load(Ordering::Relaxed));
+    loop {
+        ticker.tick().await;
+        let measuring = consumer.clone();
+        if let Ok(Some(lag)) = tokio::task::spawn_blocking(move || lag(&measuring)).await {
+            stats.lag.store(lag, Ordering::Relaxed);
+        }
+        let inserted = stats.inserted.load(Ordering::Relaxed);
+        let rate = (inserted - last.1) as f64 / last.0.elapsed().as_secs_f64();
+        last = (Instant::now(), inserted);
+        tracing::info!(
+            consumed = stats.consumed.load(Ordering::Relaxed),
+            inserted,
+            duplicates = stats.duplicates.load(Ordering::Relaxed),
+            failed = stats.invalid.load(Ordering::Relaxed),
+            dlq = stats.dead_lettered.load(Ordering::Relaxed),
+            db_errors = stats.database_errors.load(Ordering::Relaxed),
+            rate = format!("{rate:.0} rows/s"),
+            lag = stats.lag.load(Ordering::Relaxed),
+            "sink stats"
+        );
+    }
+}
+
+/// Messages not yet read in the assigned partitions: high watermark − position.
+fn lag(consumer: &StreamConsumer) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    let mut total = 0;
+    for element in positions.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(2))
+            .ok()?;
+        let position = match element.offset() {
+            Offset::Offset(n) => n,
+            _ => low,
+        };
+        total += (high - position).max(0);
+    }
+    Some(total)
+}
+
+/// Resolves once shutdown is asked for.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // The value is a lock guard: drop it here, never hold it in a select.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Whether shutdown was asked for (the guard is dropped before any await).
+fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
+    *shutdown.borrow()
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Serves `/metrics` (Prometheus) and `/healthz` for a sink running on its own.
+pub async fn serve_metrics(
+    listen: std::net::SocketAddr,
+    stats: Arc<SinkStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local_addr = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || async move {
+                let mut out = String::with_capacity(2048);
+                stats.render(&mut out);
+                out
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped(&mut shutdown).await })
+            .await;
+        if let Err(err) = served {
+            tracing::warn!(error = %err, "sink metrics endpoint failed");
+        }
+    });
+    Ok(local_addr)
+}
