@@ -80,6 +80,9 @@ pub struct SinkArgs {
     /// Most messages per database transaction.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch_size: u32,
+    /// PostgreSQL connections per sink; a large batch is split over them.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    database_connections: u16,
     /// How long a batch waits to fill once it has a message.
     #[arg(long, default_value_t = 50)]
     batch_linger_ms: u64,
@@ -189,6 +192,7 @@ fn sink_config(
         .clone()
         .unwrap_or_else(|| format!("{}.dlq", shared.topic));
     config.batch_max = args.batch_size as usize;
+    config.database_connections = usize::from(args.database_connections);
     config.batch_linger = Duration::from_millis(args.batch_linger_ms);
     config.stats_interval = Duration::from_millis(args.stats_interval_ms);
     config.client_properties = parse_properties(&args.consumer_properties)?;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -18,10 +18,11 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde_json::json;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, watch};
 
 use crate::metric::{self, BodyError, TimePolicy};
 use crate::stats::{GatewayStats, SinkStats};
@@ -82,8 +83,39 @@ impl GatewayConfig {
     }
 }
 
+/// One request's metrics on their way to the cluster: counts the delivery reports down and
+/// wakes the request when the last one arrives. One allocation per request, not a future per
+/// metric.
+struct PendingRequest {
+    remaining: AtomicUsize,
+    /// The first delivery error, if any.
+    failure: std::sync::OnceLock<KafkaError>,
+    done: Notify,
+}
+
+/// Routes librdkafka's delivery reports to their [`PendingRequest`].
+struct DeliveryReports;
+
+impl ClientContext for DeliveryReports {}
+
+impl ProducerContext for DeliveryReports {
+    type DeliveryOpaque = Arc<PendingRequest>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Arc<PendingRequest>) {
+        if let Err((err, _)) = result {
+            let _ = pending.failure.set(err.clone());
+        }
+        if pending.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // A stored permit if the request is not waiting yet: it cannot miss the wake-up.
+            pending.done.notify_one();
+        }
+    }
+}
+
+type MetricsProducer = ThreadedProducer<DeliveryReports>;
+
 struct Gateway {
-    producer: FutureProducer,
+    producer: MetricsProducer,
     config: GatewayConfig,
     stats: Arc<GatewayStats>,
     /// Shown on `/metrics` too when the sink runs in this process.
@@ -163,7 +195,7 @@ pub async fn start(
     })
 }
 
-fn producer(config: &GatewayConfig) -> anyhow::Result<FutureProducer> {
+fn producer(config: &GatewayConfig) -> anyhow::Result<MetricsProducer> {
     let mut client = kafka::client_config(&config.bootstrap, "sluice-ingest", &[]);
     client
         // acks=all + idempotence: a 202 means every replica in sync has it and no retry
@@ -191,7 +223,9 @@ fn producer(config: &GatewayConfig) -> anyhow::Result<FutureProducer> {
     for (key, value) in &config.producer_properties {
         client.set(key, value);
     }
-    client.create().context("cannot create the Kafka producer")
+    client
+        .create_with_context(DeliveryReports)
+        .context("cannot create the Kafka producer")
 }
 
 fn error_response(status: StatusCode, error: &str, field: Option<&str>, message: &str) -> Response {
@@ -302,43 +336,48 @@ impl Gateway {
             PartitionBy::Series => None,
         };
         let timestamp_ms = now / 1000;
-        let mut deliveries = Vec::with_capacity(metrics.len());
+        // Payloads and keys of the whole request in two buffers (librdkafka copies them).
+        let mut payloads = Vec::with_capacity(body.len() + 64 * metrics.len());
+        let mut keys = Vec::with_capacity(32 * metrics.len());
+        let mut spans = Vec::with_capacity(metrics.len());
         for metric in &metrics {
-            let payload = metric.to_json();
-            let key = client_key.clone().unwrap_or_else(|| metric.series_key());
-            let record = FutureRecord::to(&self.config.topic)
-                .key(&key)
-                .payload(&payload)
+            let (payload_start, key_start) = (payloads.len(), keys.len());
+            metric.write_json(&mut payloads);
+            match &client_key {
+                Some(key) => keys.extend_from_slice(key),
+                None => metric.write_series_key(&mut keys),
+            }
+            spans.push((payload_start..payloads.len(), key_start..keys.len()));
+        }
+        let pending = Arc::new(PendingRequest {
+            remaining: AtomicUsize::new(metrics.len()),
+            failure: std::sync::OnceLock::new(),
+            done: Notify::new(),
+        });
+        for (payload, key) in spans {
+            let record = BaseRecord::with_opaque_to(&self.config.topic, pending.clone())
+                .key(&keys[key])
+                .payload(&payloads[payload])
                 .timestamp(timestamp_ms);
-            match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((err, _)) => return unavailable(&err),
+            if let Err((err, _)) = self.producer.send(record) {
+                // What was enqueued goes on; the client is told to retry the whole request.
+                return unavailable(&err);
             }
         }
         let deadline = self.config.delivery_timeout + Duration::from_secs(5);
-        let Ok(results) =
-            tokio::time::timeout(deadline, futures_util::future::join_all(deliveries)).await
-        else {
+        if tokio::time::timeout(deadline, pending.done.notified())
+            .await
+            .is_err()
+        {
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 None,
                 "the cluster did not acknowledge in time",
             );
-        };
-        for result in results {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err((err, _))) => return unavailable(&err),
-                Err(_canceled) => {
-                    return error_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        None,
-                        "the producer is shutting down",
-                    );
-                }
-            }
+        }
+        if let Some(err) = pending.failure.get() {
+            return unavailable(err);
         }
         self.stats
             .accepted_metrics

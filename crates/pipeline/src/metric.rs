@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::rfc3339;
@@ -68,15 +68,6 @@ struct RawMetric {
     timestamp: Value,
     #[serde(default)]
     labels: Value,
-}
-
-/// How the topic's JSON is written.
-#[derive(Serialize)]
-struct WireMetric<'a> {
-    name: &'a str,
-    value: f64,
-    timestamp: &'a str,
-    labels: &'a BTreeMap<String, String>,
 }
 
 /// What to do with a missing timestamp and where the valid range lies.
@@ -263,20 +254,35 @@ fn check_labels(map: serde_json::Map<String, Value>) -> Result<BTreeMap<String, 
 impl Metric {
     /// The topic's JSON for this metric; the timestamp is always written.
     pub fn to_json(&self) -> Vec<u8> {
-        let timestamp = rfc3339::format_micros(self.timestamp_micros);
-        serde_json::to_vec(&WireMetric {
-            name: &self.name,
-            value: self.value,
-            timestamp: &timestamp,
-            labels: &self.labels,
-        })
-        .expect("a map of strings always serializes")
+        let mut out = Vec::with_capacity(128);
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends the topic's JSON for this metric to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        const INFALLIBLE: &str = "strings, a finite f64 and a map of strings always serialize";
+        out.extend_from_slice(b"{\"name\":");
+        serde_json::to_writer(&mut *out, &self.name).expect(INFALLIBLE);
+        out.extend_from_slice(b",\"value\":");
+        serde_json::to_writer(&mut *out, &self.value).expect(INFALLIBLE);
+        out.extend_from_slice(b",\"timestamp\":\"");
+        rfc3339::write_micros(out, self.timestamp_micros);
+        out.extend_from_slice(b"\",\"labels\":");
+        serde_json::to_writer(&mut *out, &self.labels).expect(INFALLIBLE);
+        out.push(b'}');
     }
 
     /// The series key, `name{k=v,...}` with labels in name order: every sample of one
     /// series lands in one partition, so a series stays in order.
     pub fn series_key(&self) -> Vec<u8> {
         let mut key = Vec::with_capacity(self.name.len() + 16 * self.labels.len() + 2);
+        self.write_series_key(&mut key);
+        key
+    }
+
+    /// Appends the series key to `key`.
+    pub fn write_series_key(&self, key: &mut Vec<u8>) {
         key.extend_from_slice(self.name.as_bytes());
         key.push(b'{');
         for (i, (k, v)) in self.labels.iter().enumerate() {
@@ -288,7 +294,6 @@ impl Metric {
             key.extend_from_slice(v.as_bytes());
         }
         key.push(b'}');
-        key
     }
 
     /// The labels as a JSON object, for the database's JSONB column.

@@ -66,17 +66,26 @@ pub fn parse_micros(text: &str) -> Result<i64, &'static str> {
 
 /// Formats as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC).
 pub fn format_micros(micros: i64) -> String {
+    let mut out = Vec::with_capacity(27);
+    write_micros(&mut out, micros);
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// Appends `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC) to `out`, without allocating.
+pub fn write_micros(out: &mut Vec<u8>, micros: i64) {
+    use std::io::Write;
     let seconds = micros.div_euclid(1_000_000);
     let fraction = micros.rem_euclid(1_000_000);
     let days = seconds.div_euclid(86_400);
     let of_day = seconds.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    format!(
+    let _ = write!(
+        out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:06}Z",
         of_day / 3600,
         of_day % 3600 / 60,
         of_day % 60
-    )
+    );
 }
 
 fn digits(b: &[u8], start: usize, len: usize) -> Result<u32, &'static str> {

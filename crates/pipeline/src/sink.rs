@@ -38,8 +38,10 @@ pub struct SinkConfig {
     pub table: String,
     /// `<topic>.dlq` unless set.
     pub dead_letter_topic: String,
-    /// Most messages per database transaction.
+    /// Most messages per batch (one offset commit).
     pub batch_max: usize,
+    /// PostgreSQL connections; a batch is split over them, one transaction each.
+    pub database_connections: usize,
     /// How long a batch waits to fill once it has its first message.
     pub batch_linger: Duration,
     /// How often the stats line is logged and the lag measured.
@@ -61,6 +63,7 @@ impl SinkConfig {
             table: "metrics".into(),
             dead_letter_topic: "metrics.dlq".into(),
             batch_max: 10_000,
+            database_connections: 2,
             batch_linger: Duration::from_millis(50),
             stats_interval: Duration::from_secs(10),
             client_properties: Vec::new(),
@@ -76,8 +79,9 @@ struct DeadLetter {
 }
 
 /// What one poll loop gathered.
-#[derive(Default)]
 struct Batch {
+    /// When its first message arrived.
+    started: Instant,
     rows: Vec<Row>,
     /// The Kafka timestamp of each row's message (the gateway's receipt time).
     received_micros: Vec<i64>,
@@ -104,9 +108,13 @@ pub async fn run(
         ],
     )
     .await?;
-    let Some(mut writer) = connect_with_retry(&config, &stats, &mut shutdown).await else {
-        return Ok(());
-    };
+    let mut writers = Vec::with_capacity(config.database_connections);
+    while writers.len() < config.database_connections {
+        let Some(writer) = connect_with_retry(&config, &stats, &mut shutdown).await else {
+            return Ok(());
+        };
+        writers.push(writer);
+    }
     let consumer = Arc::new(consumer(&config)?);
     consumer
         .subscribe(&[&config.topic])
@@ -120,37 +128,43 @@ pub async fn run(
     ));
 
     let mut errors = ConsumerErrors::default();
-    while !stopping(&shutdown) {
-        let Some(batch) = next_batch(&consumer, &config, &stats, &mut errors, &mut shutdown).await
-        else {
-            break;
+    // Two batches at a time: while one is written (PostgreSQL busy), the next is read and
+    // parsed (this process busy). Writes and commits stay in batch order.
+    let mut collecting = shutdown.clone();
+    let mut in_hand = next_batch(&consumer, &config, &stats, &mut errors, &mut collecting).await;
+    while let Some(batch) = in_hand {
+        let write = async {
+            let written = write_batch(
+                &config,
+                &stats,
+                &mut writers,
+                &dead_letters,
+                &batch,
+                &mut shutdown,
+            )
+            .await;
+            if written {
+                commit(&consumer, &config.topic, &batch, &stats);
+                record_batch(&stats, &batch);
+            }
+            written
         };
-        let started = Instant::now();
-        if !write_batch(
-            &config,
-            &stats,
-            &mut writer,
-            &dead_letters,
-            &batch,
-            &mut shutdown,
-        )
-        .await
-        {
+        let read = async {
+            if stopping(&collecting) {
+                None
+            } else {
+                next_batch(&consumer, &config, &stats, &mut errors, &mut collecting).await
+            }
+        };
+        let (written, next) = tokio::join!(write, read);
+        if !written {
             tracing::warn!(
                 messages = batch.messages,
                 "stopping with a batch not written; it will be read again"
             );
             break;
         }
-        commit(&consumer, &config.topic, &batch, &stats);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.batch_latency.observe(started.elapsed());
-        let now = now_micros();
-        for received in &batch.received_micros {
-            stats
-                .end_to_end
-                .observe(Duration::from_micros((now - received).max(0) as u64));
-        }
+        in_hand = next;
     }
 
     reporter.abort();
@@ -209,13 +223,21 @@ async fn next_batch(
     errors: &mut ConsumerErrors,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Batch> {
-    let mut batch = Batch::default();
+    let mut batch = Batch {
+        started: Instant::now(),
+        rows: Vec::new(),
+        received_micros: Vec::new(),
+        dead_letters: Vec::new(),
+        next_offsets: HashMap::new(),
+        messages: 0,
+    };
     loop {
         tokio::select! {
             biased;
             () = stopped(shutdown) => return None,
             message = consumer.recv() => match message {
                 Ok(message) => {
+                    batch.started = Instant::now();
                     add(&mut batch, &message, config, stats);
                     break;
                 }
@@ -308,12 +330,23 @@ fn dead_letter(message: &BorrowedMessage<'_>, topic: &str, error: &str) -> DeadL
     }
 }
 
+fn record_batch(stats: &SinkStats, batch: &Batch) {
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats.batch_latency.observe(batch.started.elapsed());
+    let now = now_micros();
+    for received in &batch.received_micros {
+        stats
+            .end_to_end
+            .observe(Duration::from_micros((now - received).max(0) as u64));
+    }
+}
+
 /// Dead letters first (acknowledged), then the rows; each step retried with backoff until it
 /// succeeds. Returns false if shutdown came while a step was still failing.
 async fn write_batch(
     config: &SinkConfig,
     stats: &SinkStats,
-    writer: &mut Writer,
+    writers: &mut [Writer],
     producer: &FutureProducer,
     batch: &Batch,
     shutdown: &mut watch::Receiver<bool>,
@@ -329,33 +362,45 @@ async fn write_batch(
     stats
         .dead_lettered
         .fetch_add(batch.dead_letters.len() as u64, Ordering::Relaxed);
+    // Split over the connections: concurrent transactions on disjoint keys, so PostgreSQL
+    // uses more than one core. The batch counts as written only when every part is.
+    let parts = writers
+        .len()
+        .min(batch.rows.len().div_ceil(MIN_ROWS_PER_CONNECTION))
+        .max(1);
+    let chunk = batch.rows.len().div_ceil(parts).max(1);
     let mut backoff = Backoff::new();
     loop {
-        if writer.is_closed() {
-            match Writer::connect(&config.database_url, &config.table).await {
-                Ok(fresh) => {
-                    tracing::info!("reconnected to the database");
-                    *writer = fresh;
-                }
-                Err(err) => {
-                    stats.database_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %store::describe(&err), "database unreachable; retrying");
-                    if !backoff.wait(shutdown).await {
-                        return false;
-                    }
-                    continue;
-                }
+        if let Err(err) = reconnect(config, &mut writers[..parts]).await {
+            stats.database_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %store::describe(&err), "database unreachable; retrying");
+            if !backoff.wait(shutdown).await {
+                return false;
+            }
+            continue;
+        }
+        let inserts = writers
+            .iter()
+            .zip(batch.rows.chunks(chunk))
+            .map(|(writer, rows)| writer.insert(&config.topic, rows));
+        let mut inserted = 0;
+        let mut failure = None;
+        for result in futures_util::future::join_all(inserts).await {
+            match result {
+                Ok(n) => inserted += n,
+                Err(err) => failure = Some(err),
             }
         }
-        match writer.insert(&config.topic, &batch.rows).await {
-            Ok(inserted) => {
+        match failure {
+            None => {
                 stats.inserted.fetch_add(inserted, Ordering::Relaxed);
                 stats
                     .duplicates
                     .fetch_add(batch.rows.len() as u64 - inserted, Ordering::Relaxed);
                 return true;
             }
-            Err(err) => {
+            // Parts that did commit are skipped by the primary key on the retry.
+            Some(err) => {
                 stats.database_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %store::describe(&err), rows = batch.rows.len(), "insert failed; retrying");
                 if !backoff.wait(shutdown).await {
@@ -364,6 +409,23 @@ async fn write_batch(
             }
         }
     }
+}
+
+/// Below this many rows per connection a batch is not split.
+const MIN_ROWS_PER_CONNECTION: usize = 1000;
+
+/// Replaces closed connections.
+async fn reconnect(
+    config: &SinkConfig,
+    writers: &mut [Writer],
+) -> Result<(), tokio_postgres::Error> {
+    for writer in writers {
+        if writer.is_closed() {
+            *writer = Writer::connect(&config.database_url, &config.table).await?;
+            tracing::info!("reconnected to the database");
+        }
+    }
+    Ok(())
 }
 
 async fn send_dead_letters(
