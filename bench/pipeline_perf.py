@@ -75,7 +75,7 @@ class Postgres:
             shutil.chown(self.dir, "postgres", "postgres")
         self.port = free_port()
         self.run("initdb", "--auth=trust", "--username=postgres", "--no-sync", "-D", self.data)
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300"
         self.run("pg_ctl", "-D", self.data, "-o", opts, "-l", f"{self.dir}/log", "-w", "start")
 
     @property
@@ -175,6 +175,22 @@ def delta_quantiles(before, after):
             "count": count}
 
 
+def wait_stable(pg, table, polls=3, interval=0.5, timeout=900):
+    """Waits until the row count of `table` stops changing (a sink has caught up)."""
+    last, stable, deadline = -1, 0, time.time() + timeout
+    while time.time() < deadline:
+        try:
+            n = int(pg.query(f"SELECT count(*) FROM {table}"))
+        except subprocess.CalledProcessError:
+            n = 0
+        stable = stable + 1 if n == last else 0
+        if stable >= polls:
+            return n
+        last = n
+        time.sleep(interval)
+    raise RuntimeError(f"{table} never stopped growing")
+
+
 def run_mode(mode, sluice, pg, seconds, clients_list, batch, partitions):
     work = tempfile.mkdtemp(prefix=f"sluice-pipeline-{mode}-")
     listen = f"127.0.0.1:{free_port()}"
@@ -201,6 +217,7 @@ def run_mode(mode, sluice, pg, seconds, clients_list, batch, partitions):
     url = f"http://{listen}/api/v1/metrics"
     results = {"mode": mode, "single": [], "batch": None}
     wrk(url, 20, 3, SINGLE_LUA)  # warm-up: connections, topic metadata, table
+    wait_stable(pg, "metrics")
     for clients in clients_list:
         before = histogram(prometheus(metrics_addr), "sluice_sink_end_to_end_seconds")
         r = wrk(url, clients, seconds, SINGLE_LUA)
@@ -210,17 +227,31 @@ def run_mode(mode, sluice, pg, seconds, clients_list, batch, partitions):
         r["end_to_end"] = delta_quantiles(before, after)
         results["single"].append(r)
         print(json.dumps({"mode": mode, **r}), flush=True)
+        wait_stable(pg, "metrics")
     r = wrk(url, 8, seconds, BATCH_LUA_TEMPLATE % batch)
     r["clients"] = 8
     r["metrics_per_request"] = batch
     r["metrics_per_s"] = r["rps"] * batch
+    r["sink_running"] = True
     results["batch"] = r
     print(json.dumps({"mode": mode, "batch": r}), flush=True)
+    if mode == "broker":
+        # The gateway on its own: the sink stopped, the broker and the gateway keep the cores.
+        stop(procs.pop())
+        r = wrk(url, 8, seconds, BATCH_LUA_TEMPLATE % batch)
+        r["clients"] = 8
+        r["metrics_per_request"] = batch
+        r["metrics_per_s"] = r["rps"] * batch
+        r["sink_running"] = False
+        results["batch_gateway_only"] = r
+        print(json.dumps({"mode": mode, "batch_gateway_only": r}), flush=True)
+        stop(procs.pop())
+    else:
+        # The embedded sink catches up first, so that it does not compete with the next one.
+        wait_stable(pg, "metrics", polls=6)
 
     # The sink alone: a fresh group and table read everything in the topic. In broker mode
     # the gateway and the first sink are stopped; in embedded mode they stay up, idle.
-    for proc in procs[1:] if mode == "broker" else []:
-        stop(proc)
     table = f"sink_bench_{mode}"
     sink, _ = start([sluice, "sink", "-b", bootstrap, "--database-url", pg.url(), "--table", table,
                      "--group", f"bench-{mode}-{time.time_ns()}", "--partitions", str(partitions)])
@@ -255,6 +286,44 @@ def run_mode(mode, sluice, pg, seconds, clients_list, batch, partitions):
     return results
 
 
+PGBENCH_SQL = r"""
+\set host random(0, 999)
+INSERT INTO direct_metrics (time, name, value, labels, source_topic, source_partition, source_offset)
+VALUES (now(), 'bench_cpu', :client_id, jsonb_build_object('host', 'h' || :host), 'direct', :client_id, nextval('direct_offsets'));
+"""
+
+
+def run_pgbench(pg, seconds, clients_list):
+    """The peer: each request a durable single-row INSERT straight into PostgreSQL (what a
+    service without the log would do), same table layout and indexes, same durability
+    (synchronous commit)."""
+    pg.query("""CREATE TABLE IF NOT EXISTS direct_metrics (
+        time timestamptz NOT NULL, name text NOT NULL, value double precision NOT NULL,
+        labels jsonb NOT NULL DEFAULT '{}', source_topic text NOT NULL,
+        source_partition integer NOT NULL, source_offset bigint NOT NULL,
+        PRIMARY KEY (source_topic, source_partition, source_offset));
+        CREATE INDEX IF NOT EXISTS direct_name_time ON direct_metrics (name, time DESC);
+        CREATE INDEX IF NOT EXISTS direct_time ON direct_metrics (time DESC);
+        CREATE SEQUENCE IF NOT EXISTS direct_offsets;""")
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(PGBENCH_SQL)
+    os.chmod(f.name, 0o644)
+    results = []
+    for clients in clients_list:
+        out = subprocess.run(
+            [f"{pg.bin}/pgbench", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-n",
+             "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", f.name, "postgres"],
+            capture_output=True, text=True, check=True).stdout
+        tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+        latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+        failed = int(m.group(1)) if (m := re.search(r"number of failed transactions: (\d+)", out)) else 0
+        r = {"clients": clients, "tps": tps, "latency_avg_ms": latency, "failed": failed}
+        results.append(r)
+        print(json.dumps({"mode": "pgbench", **r}), flush=True)
+    os.unlink(f.name)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sluice", default="target/release/sluice")
@@ -262,21 +331,22 @@ def main():
     parser.add_argument("--clients", default="20,50,100,200")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--modes", default="embedded,broker")
+    parser.add_argument("--modes", default="embedded,broker,pgbench")
     parser.add_argument("--json", help="write all results here")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
     pg = Postgres()
     try:
-        results = [run_mode(mode, args.sluice, pg, args.seconds,
-                            [int(c) for c in args.clients.split(",")], args.batch, args.partitions)
-                   for mode in args.modes.split(",")]
+        clients = [int(c) for c in args.clients.split(",")]
+        results = [run_mode(mode, args.sluice, pg, args.seconds, clients, args.batch, args.partitions)
+                   for mode in args.modes.split(",") if mode != "pgbench"]
+        peer = run_pgbench(pg, args.seconds, clients) if "pgbench" in args.modes else []
     finally:
         pg.stop()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump({"pipeline": results, "pgbench": peer}, f, indent=1)
     for r in results:
         print(f"\n{r['mode']}: single-metric requests")
         print("clients  req/s     p50 ms  p99 ms  success   e2e mean/p50/p99 ms")
@@ -284,10 +354,16 @@ def main():
             e = s["end_to_end"] or {}
             print(f"{s['clients']:>7}  {s['rps']:>8.0f}  {s['p50_ms']:>6.2f}  {s['p99_ms']:>6.2f}  "
                   f"{s['success'] * 100:>6.2f}%   {e.get('mean_ms', 0):.1f}/≤{e.get('p50_le_ms', 0):g}/≤{e.get('p99_le_ms', 0):g}")
-        b = r["batch"]
-        print(f"batch ({b['metrics_per_request']}/request, {b['clients']} clients): "
-              f"{b['metrics_per_s']:.0f} metrics/s, p99 {b['p99_ms']:.1f} ms, success {b['success'] * 100:.2f}%")
+        for key, what in (("batch", "sink running"), ("batch_gateway_only", "sink stopped")):
+            if b := r.get(key):
+                print(f"batch ({b['metrics_per_request']}/request, {b['clients']} clients, {what}): "
+                      f"{b['metrics_per_s']:.0f} metrics/s, p99 {b['p99_ms']:.1f} ms, success {b['success'] * 100:.2f}%")
         print(f"sink alone: {r['sink']['rows_per_s']:.0f} rows/s ({r['sink']['rows']} rows)")
+    if peer:
+        print("\npeer: one durable INSERT per request straight into PostgreSQL (pgbench)")
+        print("clients  tps       latency avg ms  failed")
+        for p in peer:
+            print(f"{p['clients']:>7}  {p['tps']:>8.0f}  {p['latency_avg_ms']:>14.2f}  {p['failed']}")
 
 
 if __name__ == "__main__":
