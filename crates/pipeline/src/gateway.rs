@@ -12,9 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::body::Body;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -157,7 +156,6 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
     let stats = Arc::new(GatewayStats::default());
-    let max_body = config.max_body_bytes;
     let gateway = Arc::new(Gateway {
         producer,
         config,
@@ -169,7 +167,6 @@ pub async fn start(
         .route("/api/v1/metrics", get(query_metrics).post(post_metrics))
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
-        .layer(DefaultBodyLimit::max(max_body))
         .with_state(gateway.clone());
     tracing::info!(listen = %local_addr, topic = %gateway.config.topic, "ingest gateway listening");
     let task = tokio::spawn(async move {
@@ -195,7 +192,18 @@ pub async fn start(
     })
 }
 
+/// Producer properties the gateway owns: a 202 means acks=all, no duplicates from
+/// librdkafka's retries, and an answer within the delivery timeout.
+pub const RESERVED_PRODUCER_PROPERTIES: &[&str] = &[
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+];
+
 fn producer(config: &GatewayConfig) -> anyhow::Result<MetricsProducer> {
+    kafka::check_not_reserved(&config.producer_properties, RESERVED_PRODUCER_PROPERTIES)?;
     let mut client = kafka::client_config(&config.bootstrap, "sluice-ingest", &[]);
     client
         // acks=all + idempotence: a 202 means every replica in sync has it and no retry
@@ -251,12 +259,11 @@ fn now_micros() -> i64 {
 async fn post_metrics(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
-    gateway.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = InFlight::enter(&gateway.stats);
     let response = gateway.ingest(&headers, body).await;
-    gateway.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     gateway.stats.latency.observe(started.elapsed());
     let counter = match response.status() {
         StatusCode::ACCEPTED => &gateway.stats.accepted_requests,
@@ -268,26 +275,46 @@ async fn post_metrics(
     response
 }
 
+/// Counts a request in flight until dropped — also when the client hangs up and the
+/// request's future is dropped before it answers.
+struct InFlight<'a>(&'a GatewayStats);
+
+impl<'a> InFlight<'a> {
+    fn enter(stats: &'a GatewayStats) -> InFlight<'a> {
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Gateway {
-    async fn ingest(&self, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-        let body = match body {
-            Ok(body) => body,
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too large",
-                    None,
-                    &format!("the body exceeds {} bytes", self.config.max_body_bytes),
-                );
-            }
-            Err(rejection) => {
-                return error_response(
-                    rejection.status(),
-                    "bad request",
-                    None,
-                    &rejection.body_text(),
-                );
-            }
+    async fn ingest(&self, headers: &HeaderMap, body: Body) -> Response {
+        let limit = self.config.max_body_bytes;
+        let too_large = || {
+            error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too large",
+                None,
+                &format!("the body exceeds {limit} bytes"),
+            )
+        };
+        // A declared length over the limit is refused before reading any of the body.
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return too_large();
+        }
+        // Fails when a chunked body passes the limit, or when the client goes away (then
+        // nobody reads the answer).
+        let Ok(body) = axum::body::to_bytes(body, limit).await else {
+            return too_large();
         };
         let now = now_micros();
         let metrics = match metric::parse_body(

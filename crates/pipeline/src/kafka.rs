@@ -59,6 +59,23 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// Refuses user properties that would break a guarantee the pipeline gives (`reserved`
+/// are set by the pipeline itself).
+pub fn check_not_reserved(
+    properties: &[(String, String)],
+    reserved: &[&str],
+) -> anyhow::Result<()> {
+    for (key, _) in properties {
+        if reserved.contains(&key.as_str()) {
+            anyhow::bail!(
+                "{key} cannot be overridden: the pipeline's guarantees depend on it (reserved: {})",
+                reserved.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `KEY=VALUE` pairs from the command line.
 pub fn parse_properties(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     pairs

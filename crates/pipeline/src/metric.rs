@@ -70,12 +70,17 @@ struct RawMetric {
     labels: Value,
 }
 
+/// 0001-01-01T00:00:00Z: the earliest time stored (PostgreSQL and RFC 3339 text agree).
+pub const MIN_MICROS: i64 = -62_135_596_800_000_000;
+/// 9999-12-31T23:59:59.999999Z: the latest.
+pub const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
 /// What to do with a missing timestamp and where the valid range lies.
 #[derive(Debug, Clone, Copy)]
 pub struct TimePolicy {
     /// Used when the JSON has no timestamp.
     pub default_micros: i64,
-    /// Accepted range, inclusive; `None` accepts any representable time.
+    /// Accepted range, inclusive; `None` accepts years 0001 to 9999.
     pub range: Option<(i64, i64)>,
 }
 
@@ -170,13 +175,18 @@ fn validate(raw: RawMetric, time: TimePolicy) -> Result<Metric, Invalid> {
             ));
         }
     };
-    if let Some((oldest, newest)) = time.range
-        && !(oldest..=newest).contains(&timestamp_micros)
-    {
+    let (oldest, newest) = time.range.unwrap_or((MIN_MICROS, MAX_MICROS));
+    if !(oldest..=newest).contains(&timestamp_micros) {
         let why = if timestamp_micros < oldest {
-            "older than one year"
+            format!(
+                "before {}, the oldest accepted",
+                rfc3339::format_micros(oldest)
+            )
         } else {
-            "more than five minutes in the future"
+            format!(
+                "after {}, the newest accepted",
+                rfc3339::format_micros(newest)
+            )
         };
         return Err(Invalid::new("timestamp", why));
     }
@@ -240,6 +250,10 @@ fn check_labels(map: serde_json::Map<String, Value>) -> Result<BTreeMap<String, 
         let Value::String(value) = value else {
             return Err(Invalid::new(field(), "label values must be strings"));
         };
+        // PostgreSQL's JSONB cannot hold U+0000: refused here rather than by the database.
+        if value.contains('\0') {
+            return Err(Invalid::new(field(), "must not contain U+0000"));
+        }
         if value.len() > MAX_LABEL_VALUE_BYTES {
             return Err(Invalid::new(
                 field(),
@@ -428,6 +442,19 @@ mod tests {
             range: None,
         };
         assert_eq!(&parse_one(&stored, any_time).unwrap(), metric);
+        // Whatever the producer's timestamp, nothing outside years 0001-9999 gets through.
+        let far = TimePolicy {
+            default_micros: i64::MAX,
+            range: None,
+        };
+        assert!(parse_one(br#"{"name":"a","value":1}"#, far).is_err());
+        assert!(
+            parse_one(
+                br#"{"name":"a","value":1,"timestamp":"0000-01-01T00:00:00Z"}"#,
+                any_time
+            )
+            .is_err()
+        );
         assert_eq!(metric.series_key(), b"cpu{a=2,z=1}");
         assert_eq!(metric.labels_json(), r#"{"a":"2","z":"1"}"#);
     }

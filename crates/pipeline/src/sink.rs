@@ -5,7 +5,8 @@
 //! committed. A crash anywhere before the commit replays the batch; the primary key
 //! (topic, partition, offset) turns the replay into no new rows. So delivery into the table
 //! is at-least-once and duplicates are never visible. Database and dead-letter failures are
-//! retried with backoff without reading further or committing anything.
+//! retried with backoff without committing anything (at most one further batch is read
+//! meanwhile, and held).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -99,6 +100,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     store::check_table_name(&config.table).map_err(anyhow::Error::msg)?;
+    kafka::check_not_reserved(&config.client_properties, RESERVED_CLIENT_PROPERTIES)?;
     kafka::ensure_topics(
         &config.bootstrap,
         &config.client_properties,
@@ -177,7 +179,19 @@ pub async fn run(
     Ok(())
 }
 
+/// Client properties the sink owns: offsets are committed by hand, after the database.
+pub const RESERVED_CLIENT_PROPERTIES: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+];
+
 fn consumer(config: &SinkConfig) -> anyhow::Result<StreamConsumer> {
+    kafka::check_not_reserved(&config.client_properties, RESERVED_CLIENT_PROPERTIES)?;
     let mut client = kafka::client_config(&config.bootstrap, "sluice-sink", &[]);
     client
         .set("group.id", &config.group)
@@ -266,7 +280,11 @@ fn add(batch: &mut Batch, message: &BorrowedMessage<'_>, config: &SinkConfig, st
     let offset = message.offset();
     let next = batch.next_offsets.entry(partition).or_insert(offset + 1);
     *next = (*next).max(offset + 1);
-    let received_micros = message.timestamp().to_millis().unwrap_or(0) * 1000;
+    let received_micros = message
+        .timestamp()
+        .to_millis()
+        .unwrap_or(0)
+        .saturating_mul(1000);
     let parsed = match message.payload() {
         None => Err("empty message (no value)".to_string()),
         Some(payload) => metric::parse_one(
@@ -297,14 +315,40 @@ fn add(batch: &mut Batch, message: &BorrowedMessage<'_>, config: &SinkConfig, st
     }
 }
 
+/// Largest value copied to the dead-letter topic: with the added headers it must stay under
+/// the default `max.message.bytes` (1 MiB), or the write could never succeed.
+const MAX_DEAD_LETTER_PAYLOAD: usize = 900 * 1024;
+
 /// The original key, value and headers, plus headers saying what was wrong and where the
 /// message came from.
 fn dead_letter(message: &BorrowedMessage<'_>, topic: &str, error: &str) -> DeadLetter {
-    let mut headers = OwnedHeaders::new();
-    if let Some(original) = message.headers() {
-        for header in original.iter() {
-            headers = headers.insert(header);
+    // rdkafka panics on a header name that is not UTF-8; such a message still goes to the
+    // dead-letter topic, with a header saying its headers were dropped.
+    let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for header in original.iter() {
+                headers = headers.insert(header);
+            }
         }
+        headers
+    }));
+    let mut headers = match copied {
+        Ok(headers) => headers,
+        Err(_) => OwnedHeaders::new().insert(Header {
+            key: "dlq.headers.dropped",
+            value: Some("a header name is not UTF-8"),
+        }),
+    };
+    let mut payload = message.payload().map(<[u8]>::to_vec);
+    if let Some(bytes) = &mut payload
+        && bytes.len() > MAX_DEAD_LETTER_PAYLOAD
+    {
+        headers = headers.insert(Header {
+            key: "dlq.truncated.from",
+            value: Some(bytes.len().to_string().as_str()),
+        });
+        bytes.truncate(MAX_DEAD_LETTER_PAYLOAD);
     }
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();
@@ -325,7 +369,7 @@ fn dead_letter(message: &BorrowedMessage<'_>, topic: &str, error: &str) -> DeadL
     }
     DeadLetter {
         key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().map(<[u8]>::to_vec),
+        payload,
         headers,
     }
 }
@@ -335,9 +379,9 @@ fn record_batch(stats: &SinkStats, batch: &Batch) {
     stats.batch_latency.observe(batch.started.elapsed());
     let now = now_micros();
     for received in &batch.received_micros {
-        stats
-            .end_to_end
-            .observe(Duration::from_micros((now - received).max(0) as u64));
+        stats.end_to_end.observe(Duration::from_micros(
+            now.saturating_sub(*received).max(0) as u64
+        ));
     }
 }
 
@@ -366,7 +410,7 @@ async fn write_batch(
     // uses more than one core. The batch counts as written only when every part is.
     let parts = writers
         .len()
-        .min(batch.rows.len().div_ceil(MIN_ROWS_PER_CONNECTION))
+        .min(batch.rows.len() / MIN_ROWS_PER_CONNECTION)
         .max(1);
     let chunk = batch.rows.len().div_ceil(parts).max(1);
     let mut backoff = Backoff::new();
@@ -402,7 +446,7 @@ async fn write_batch(
             // Parts that did commit are skipped by the primary key on the retry.
             Some(err) => {
                 stats.database_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %store::describe(&err), rows = batch.rows.len(), "insert failed; retrying");
+                tracing::warn!(error = %err, rows = batch.rows.len(), "insert failed; retrying");
                 if !backoff.wait(shutdown).await {
                     return false;
                 }
@@ -411,7 +455,7 @@ async fn write_batch(
     }
 }
 
-/// Below this many rows per connection a batch is not split.
+/// Each connection gets at least this many rows of a batch (smaller batches use one).
 const MIN_ROWS_PER_CONNECTION: usize = 1000;
 
 /// Replaces closed connections.

@@ -46,9 +46,21 @@ pub fn check_table_name(table: &str) -> Result<(), String> {
     }
 }
 
+/// How long an insert or a query may take before its connection is given up.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Opens a connection; its driver task runs on the current runtime until the connection ends.
+/// Unless the URL says otherwise, connecting gives up after 10 s and idle connections are
+/// probed (TCP keepalive), so a dead server is noticed rather than waited for.
 pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30));
+    let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::warn!(error = %describe(&err), "PostgreSQL connection ended");
@@ -89,6 +101,8 @@ async fn ensure_schema(client: &mut Client, table: &str) -> Result<(), tokio_pos
 pub struct Writer {
     client: Client,
     insert: tokio_postgres::Statement,
+    /// An insert timed out: its outcome is unknown and the connection may be stuck.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl Writer {
@@ -107,16 +121,33 @@ impl Writer {
                  ON CONFLICT DO NOTHING"
             ))
             .await?;
-        Ok(Writer { client, insert })
+        Ok(Writer {
+            client,
+            insert,
+            abandoned: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
+    /// Closed, or abandoned after a timeout: needs a new connection.
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client.is_closed() || self.abandoned.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Inserts `rows` atomically; rows already present (same topic, partition and offset)
-    /// are skipped. Returns how many were new.
-    pub async fn insert(&self, topic: &str, rows: &[Row]) -> Result<u64, tokio_postgres::Error> {
+    /// are skipped. Returns how many were new, or what went wrong (after
+    /// [`STATEMENT_TIMEOUT`], a timeout; the connection is then abandoned).
+    pub async fn insert(&self, topic: &str, rows: &[Row]) -> Result<u64, String> {
+        match tokio::time::timeout(STATEMENT_TIMEOUT, self.insert_rows(topic, rows)).await {
+            Ok(result) => result.map_err(|e| describe(&e)),
+            Err(_) => {
+                self.abandoned
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(format!("no answer within {STATEMENT_TIMEOUT:?}"))
+            }
+        }
+    }
+
+    async fn insert_rows(&self, topic: &str, rows: &[Row]) -> Result<u64, tokio_postgres::Error> {
         if rows.is_empty() {
             return Ok(0);
         }
