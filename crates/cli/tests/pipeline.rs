@@ -796,10 +796,42 @@ fn broker_mode_end_to_end() {
     let accepted_total: u64 = accepted_line.split(' ').nth(1).unwrap().parse().unwrap();
     assert!(accepted_total >= 11_001, "{accepted_line}");
 
-    // Graceful stops: every process exits 0 on SIGTERM.
+    // Graceful stops: every process exits 0 on SIGTERM, and the sinks have committed every
+    // message of the topic once its row (or dead letter) is stored. (A 503'd attempt may
+    // still have landed: HTTP retries are at-least-once, hence ">= 1".)
+    wait_until(
+        "the metric sent after the broker restart",
+        Duration::from_secs(60),
+        || {
+            pg.count("name = 'load_test' AND labels->>'client' = 'c99' AND labels->>'seq' = '1'")
+                >= 1
+        },
+    );
     sink.terminate();
     second_sink.terminate();
     gateway.terminate();
+    let group: BaseConsumer = kafka_config(&bootstrap)
+        .set("group.id", "sluice-sink")
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..4 {
+        partitions.add_partition("metrics", partition);
+    }
+    let committed = group
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    for element in committed.elements() {
+        let (_, high) = group
+            .fetch_watermarks("metrics", element.partition(), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            element.offset(),
+            Offset::Offset(high),
+            "partition {} not committed to its end",
+            element.partition()
+        );
+    }
 }
 
 /// Embedded mode: one `sluice pipeline --embedded` process with the broker inside.
