@@ -129,7 +129,8 @@ pub struct SinkCommandArgs {
 )]
 pub struct PipelineArgs {
     /// Run the broker inside this process (no cluster needed); its log goes to --data-dir.
-    #[arg(long, conflicts_with = "bootstrap")]
+    /// --bootstrap-server (and SLUICE_BOOTSTRAP) are then ignored.
+    #[arg(long)]
     embedded: bool,
     /// The embedded broker's data directory.
     #[arg(long, requires = "embedded", default_value = "./pipeline-data")]

@@ -144,6 +144,7 @@ pub async fn start(
     sink_stats: Option<Arc<SinkStats>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<GatewayHandle> {
+    kafka::check_not_reserved(&config.producer_properties, RESERVED_PRODUCER_PROPERTIES)?;
     kafka::ensure_topics(
         &config.bootstrap,
         &config.producer_properties,
@@ -203,7 +204,6 @@ pub const RESERVED_PRODUCER_PROPERTIES: &[&str] = &[
 ];
 
 fn producer(config: &GatewayConfig) -> anyhow::Result<MetricsProducer> {
-    kafka::check_not_reserved(&config.producer_properties, RESERVED_PRODUCER_PROPERTIES)?;
     let mut client = kafka::client_config(&config.bootstrap, "sluice-ingest", &[]);
     client
         // acks=all + idempotence: a 202 means every replica in sync has it and no retry
