@@ -783,11 +783,13 @@ fn broker_mode_end_to_end() {
         .unwrap()
         .request("GET", "/metrics", "")
         .unwrap();
-    assert!(
-        reply
-            .body
-            .contains("sluice_ingest_requests_total{status=\"503\"} ")
-    );
+    let count = |prefix: &str| -> u64 {
+        let line = reply.body.lines().find(|l| l.starts_with(prefix)).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(count("sluice_ingest_requests_total{status=\"503\"} ") >= 1);
+    assert_eq!(count("sluice_ingest_requests_total{status=\"400\"} "), 7);
+    assert_eq!(count("sluice_ingest_requests_total{status=\"413\"} "), 2);
     let accepted_line = reply
         .body
         .lines()
