@@ -385,6 +385,10 @@ mod tests {
             "labels"
         );
         assert_eq!(
+            invalid_field(r#"{"name":"a","value":1,"labels":{"h":"a\u0000b"}}"#),
+            "labels.h"
+        );
+        assert_eq!(
             invalid_field(r#"[{"name":"a","value":1},{"name":"b"}]"#),
             "[1].value"
         );
