@@ -57,10 +57,34 @@ pub async fn start(
         None => None,
     };
     let bootstrap = config.gateway.bootstrap.clone();
+    // Our own stop signal: the caller's, or the sink ending on its own (an error, a panic).
+    // A gateway answering 202 while nothing reaches the database would hide the failure.
+    let (stop, stopping) = watch::channel(false);
+    let stop = Arc::new(stop);
+    let mut outside = shutdown;
+    let relay = stop.clone();
+    tokio::spawn(async move {
+        let _ = outside.wait_for(|stop| *stop).await;
+        let _ = relay.send(true);
+    });
     let sink_stats = Arc::new(SinkStats::default());
     let gateway =
-        gateway::start(config.gateway, Some(sink_stats.clone()), shutdown.clone()).await?;
-    let sink = tokio::spawn(sink::run(config.sink, sink_stats, shutdown));
+        gateway::start(config.gateway, Some(sink_stats.clone()), stopping.clone()).await?;
+    let sink_task = tokio::spawn(sink::run(config.sink, sink_stats, stopping));
+    let sink = tokio::spawn(async move {
+        let result = match sink_task.await {
+            Ok(result) => result,
+            Err(panic) => Err(anyhow::anyhow!("the sink failed: {panic}")),
+        };
+        if !*stop.borrow() {
+            tracing::error!(
+                error = ?result.as_ref().err(),
+                "the sink stopped on its own; stopping the pipeline"
+            );
+            let _ = stop.send(true);
+        }
+        result
+    });
     Ok(PipelineHandle {
         http_addr: gateway.local_addr,
         bootstrap,
