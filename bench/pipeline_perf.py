@@ -228,23 +228,18 @@ def run_mode(mode, sluice, pg, seconds, clients_list, batch, partitions):
         results["single"].append(r)
         print(json.dumps({"mode": mode, **r}), flush=True)
         wait_stable(pg, "metrics")
-    r = wrk(url, 8, seconds, BATCH_LUA_TEMPLATE % batch)
-    r["clients"] = 8
-    r["metrics_per_request"] = batch
-    r["metrics_per_s"] = r["rps"] * batch
-    r["sink_running"] = True
-    results["batch"] = r
-    print(json.dumps({"mode": mode, "batch": r}), flush=True)
+    def batch_run(key, sink_running):
+        r = wrk(url, 8, seconds, BATCH_LUA_TEMPLATE % batch)
+        r.update(clients=8, metrics_per_request=batch, metrics_per_s=r["rps"] * batch,
+                 sink_running=sink_running)
+        results[key] = r
+        print(json.dumps({"mode": mode, key: r}), flush=True)
+
+    batch_run("batch", True)
     if mode == "broker":
         # The gateway on its own: the sink stopped, the broker and the gateway keep the cores.
         stop(procs.pop())
-        r = wrk(url, 8, seconds, BATCH_LUA_TEMPLATE % batch)
-        r["clients"] = 8
-        r["metrics_per_request"] = batch
-        r["metrics_per_s"] = r["rps"] * batch
-        r["sink_running"] = False
-        results["batch_gateway_only"] = r
-        print(json.dumps({"mode": mode, "batch_gateway_only": r}), flush=True)
+        batch_run("batch_gateway_only", False)
         stop(procs.pop())
     else:
         # The embedded sink catches up first, so that it does not compete with the next one.

@@ -85,19 +85,9 @@ pub fn run(args: &BrokerArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        // Installed before the listener opens, so that a signal never meets the default action.
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("installing the SIGTERM handler")?;
-        let mut interrupt =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .context("installing the SIGINT handler")?;
+        let mut signals = crate::signals::ShutdownSignals::install()?;
         let handle = sluice_broker::start(config).await?;
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        tracing::info!("shutting down");
+        signals.recv().await;
         handle.shutdown().await?;
         Ok(())
     })

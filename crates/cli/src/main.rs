@@ -22,6 +22,7 @@ mod bench;
 mod broker;
 mod client;
 mod pipeline;
+mod signals;
 mod size;
 
 use clap::{CommandFactory, Parser, Subcommand};

@@ -16,6 +16,7 @@ use sluice_pipeline::stats::SinkStats;
 use tokio::sync::watch;
 
 use crate::client::Connection;
+use crate::signals::ShutdownSignals;
 use crate::size::parse_size;
 
 /// What the gateway and the sink agree on.
@@ -212,19 +213,10 @@ where
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("installing the SIGTERM handler")?;
-        let mut interrupt =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .context("installing the SIGINT handler")?;
+        let mut signals = ShutdownSignals::install()?;
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(async move {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = interrupt.recv() => {}
-            }
-            tracing::info!("shutting down");
+            signals.recv().await;
             let _ = stop.send(true);
             // Keep the sender alive: receivers treat a dropped sender as an error.
             std::future::pending::<()>().await;

@@ -427,6 +427,39 @@ fn post_load(
         .collect()
 }
 
+/// Sends the 10,000-metric load from 20 clients and runs `crash` a third of the way through;
+/// returns what got a 202 and what `crash` returned.
+fn load_with_a_crash<T>(addr: &str, crash: impl FnOnce() -> T) -> (HashSet<(usize, usize)>, T) {
+    let progress = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let addr = addr.to_string();
+        let progress = progress.clone();
+        std::thread::spawn(move || post_load(&addr, 20, 500, 0, &progress))
+    };
+    wait_until("a third of the load", Duration::from_secs(120), || {
+        progress.load(Ordering::Relaxed) >= 3_300
+    });
+    let crashed = crash();
+    (load.join().unwrap(), crashed)
+}
+
+/// PostgreSQL stopped while 1,000 more metrics are posted (all must get a 202: the log holds
+/// them), started again 3 s later; the sinks must catch up with every metric once.
+fn database_outage(pg: &Postgres, addr: &str, accepted_before: &HashSet<(usize, usize)>) {
+    pg.stop();
+    let during = post_load(addr, 4, 250, 1_000, &Arc::new(AtomicUsize::new(0)));
+    assert_eq!(during.len(), 1_000);
+    std::thread::sleep(Duration::from_secs(3));
+    pg.pg_ctl_start();
+    let all: HashSet<_> = accepted_before.union(&during).copied().collect();
+    wait_until(
+        "the rows written during the outage",
+        Duration::from_secs(120),
+        || stored_pairs(pg).is_superset(&all),
+    );
+    assert_rows_match(pg, &all, 11_000);
+}
+
 /// Every accepted load metric is in the table exactly once, and nothing else of the load
 /// is (every row is a metric that was sent).
 fn assert_rows_match(pg: &Postgres, accepted: &HashSet<(usize, usize)>, sent: usize) {
@@ -695,17 +728,7 @@ fn broker_mode_end_to_end() {
 
     // 10,000 metrics from 20 concurrent clients; the first sink is SIGKILLed a third of the
     // way through and restarted once the load is sent.
-    let progress = Arc::new(AtomicUsize::new(0));
-    let load = {
-        let addr = addr.clone();
-        let progress = progress.clone();
-        std::thread::spawn(move || post_load(&addr, 20, 500, 0, &progress))
-    };
-    wait_until("a third of the load", Duration::from_secs(120), || {
-        progress.load(Ordering::Relaxed) >= 3_300
-    });
-    sink.kill();
-    let accepted = load.join().unwrap();
+    let (accepted, ()) = load_with_a_crash(&addr, || sink.kill());
     assert_eq!(
         accepted.len(),
         10_000,
@@ -746,18 +769,7 @@ fn broker_mode_end_to_end() {
 
     // PostgreSQL down for a while: the gateway still accepts (the log holds the metrics),
     // the sinks retry, and catch up once it is back.
-    pg.stop();
-    let accepted_during_outage = post_load(&addr, 4, 250, 1_000, &Arc::new(AtomicUsize::new(0)));
-    assert_eq!(accepted_during_outage.len(), 1_000);
-    std::thread::sleep(Duration::from_secs(3));
-    pg.pg_ctl_start();
-    wait_until(
-        "the rows written during the outage",
-        Duration::from_secs(120),
-        || pg.count("name = 'load_test'") >= 11_000,
-    );
-    let all: HashSet<_> = accepted.union(&accepted_during_outage).copied().collect();
-    assert_rows_match(&pg, &all, 11_000);
+    database_outage(&pg, &addr, &accepted);
     assert_eq!(pg.count("name = 'load_test'"), 11_000);
 
     // Broker down: 503 with Retry-After, never 202.
@@ -867,26 +879,16 @@ fn embedded_mode_end_to_end() {
 
     // 10,000 metrics from 20 clients; the whole process is SIGKILLed part way and
     // restarted; clients whose requests failed meanwhile go on once it is back.
-    let progress = Arc::new(AtomicUsize::new(0));
-    let load = {
-        let addr = addr.clone();
-        let progress = progress.clone();
-        std::thread::spawn(move || post_load(&addr, 20, 500, 0, &progress))
-    };
-    wait_until("a third of the load", Duration::from_secs(120), || {
-        progress.load(Ordering::Relaxed) >= 3_300
+    let (accepted, pipeline) = load_with_a_crash(&addr, || {
+        pipeline.kill();
+        Process::start(&args)
     });
-    pipeline.kill();
-    let pipeline = Process::start(&args);
-    let accepted = load.join().unwrap();
     assert!(accepted.len() >= 5_000, "only {} accepted", accepted.len());
     wait_until(
         "every accepted metric stored",
         Duration::from_secs(120),
-        || pg.count("name = 'load_test'") >= accepted.len() as i64,
+        || stored_pairs(&pg).is_superset(&accepted),
     );
-    // Settle: metrics written but unanswered when the process died may still arrive.
-    std::thread::sleep(Duration::from_secs(2));
     assert_rows_match(&pg, &accepted, 10_000);
     assert_eq!(pg.count("name = 'invalid_probe'"), 0);
 
@@ -900,18 +902,7 @@ fn embedded_mode_end_to_end() {
     produce_raw(&bootstrap, "metrics", &POISON);
     assert_poison_dead_lettered(&bootstrap, &pg);
 
-    pg.stop();
-    let accepted_during_outage = post_load(&addr, 4, 250, 1_000, &Arc::new(AtomicUsize::new(0)));
-    assert_eq!(accepted_during_outage.len(), 1_000);
-    std::thread::sleep(Duration::from_secs(3));
-    pg.pg_ctl_start();
-    let all: HashSet<_> = accepted.union(&accepted_during_outage).copied().collect();
-    wait_until(
-        "the rows written during the outage",
-        Duration::from_secs(120),
-        || stored_pairs(&pg).is_superset(&all),
-    );
-    assert_rows_match(&pg, &all, 11_000);
+    database_outage(&pg, &addr, &accepted);
 
     pipeline.terminate();
     // The embedded broker shut down cleanly.
