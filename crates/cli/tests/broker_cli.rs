@@ -1,13 +1,11 @@
 //! The `sluice broker` command as a user runs it: flags, config errors, serving, SIGTERM.
 
-use std::io::Read;
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
+use std::io::Read;
+use std::process::Stdio;
+
+use common::{free_port, sluice, wait_listening};
 
 #[test]
 fn bad_configuration_is_one_clear_line_and_a_failure_exit() {
@@ -40,10 +38,7 @@ fn bad_configuration_is_one_clear_line_and_a_failure_exit() {
 #[test]
 fn serves_and_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let config = dir.path().join("sluice.toml");
     std::fs::write(
         &config,
@@ -59,11 +54,7 @@ fn serves_and_shuts_down_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&mut child, port);
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let status = child.wait().unwrap();

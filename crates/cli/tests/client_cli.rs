@@ -1,14 +1,12 @@
 //! The client commands (`sluice topic|produce|consume|group`) end to end: the `sluice`
 //! binary against a live `sluice broker` process, including the error paths a user hits.
 
-use std::io::Write;
-use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
+use std::io::Write;
+use std::process::{Child, Output, Stdio};
+
+use common::{free_port, sluice, spawn_broker};
 
 struct Broker {
     child: Child,
@@ -25,27 +23,8 @@ impl Drop for Broker {
 
 fn start_broker() -> Broker {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let child = sluice()
-        .args([
-            "broker",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env("SLUICE_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let port = free_port();
+    let child = spawn_broker(&dir.path().join("data"), port);
     Broker {
         child,
         bootstrap: format!("127.0.0.1:{port}"),

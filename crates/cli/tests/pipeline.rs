@@ -3,6 +3,8 @@
 //! an ephemeral port, so a test can stop and start it), HTTP over TCP, and librdkafka for
 //! the poison messages and the dead-letter topic.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,14 +19,7 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
-
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
+use common::{free_port, sluice, spawn_broker};
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     eprintln!("waiting for {what}");
@@ -266,25 +261,7 @@ impl Drop for Process {
 }
 
 fn start_broker(data: &Path, port: u16) -> Process {
-    let mut child = sluice()
-        .args([
-            "broker",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start listening");
-        assert!(child.try_wait().unwrap().is_none(), "broker exited");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = spawn_broker(data, port);
     Process {
         child,
         first_line: String::new(),
