@@ -200,17 +200,19 @@ pub async fn query(
          LIMIT $3"
     );
     let rows = client.query(&sql, &[&name, &since, &limit]).await?;
-    Ok(rows
-        .iter()
-        .map(|row| StoredMetric {
-            name: row.get(0),
-            value: row.get(1),
-            timestamp: row.get(2),
-            labels: serde_json::from_str(row.get::<_, &str>(3)).unwrap_or_default(),
-            partition: row.get(4),
-            offset: row.get(5),
+    // try_get: a table of that name with other column types is an error, not a panic.
+    rows.iter()
+        .map(|row| {
+            Ok(StoredMetric {
+                name: row.try_get(0)?,
+                value: row.try_get(1)?,
+                timestamp: row.try_get(2)?,
+                labels: serde_json::from_str(row.try_get::<_, &str>(3)?).unwrap_or_default(),
+                partition: row.try_get(4)?,
+                offset: row.try_get(5)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The error with its causes: tokio-postgres puts the server's message in the source.
