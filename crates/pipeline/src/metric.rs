@@ -266,14 +266,7 @@ fn check_labels(map: serde_json::Map<String, Value>) -> Result<BTreeMap<String, 
 }
 
 impl Metric {
-    /// The topic's JSON for this metric; the timestamp is always written.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
-        self.write_json(&mut out);
-        out
-    }
-
-    /// Appends the topic's JSON for this metric to `out`.
+    /// Appends the topic's JSON for this metric to `out`; the timestamp is always written.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         const INFALLIBLE: &str = "strings, a finite f64 and a map of strings always serialize";
         out.extend_from_slice(b"{\"name\":");
@@ -287,15 +280,8 @@ impl Metric {
         out.push(b'}');
     }
 
-    /// The series key, `name{k=v,...}` with labels in name order: every sample of one
-    /// series lands in one partition, so a series stays in order.
-    pub fn series_key(&self) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.name.len() + 16 * self.labels.len() + 2);
-        self.write_series_key(&mut key);
-        key
-    }
-
-    /// Appends the series key to `key`.
+    /// Appends the series key, `name{k=v,...}` with labels in name order: every sample of
+    /// one series lands in one partition, so a series stays in order.
     pub fn write_series_key(&self, key: &mut Vec<u8>) {
         key.extend_from_slice(self.name.as_bytes());
         key.push(b'{');
@@ -440,7 +426,8 @@ mod tests {
     #[test]
     fn topic_json_round_trips_and_keys_are_per_series() {
         let metric = &parse(r#"{"name":"cpu","value":0.1,"labels":{"z":"1","a":"2"}}"#).unwrap()[0];
-        let stored = metric.to_json();
+        let mut stored = Vec::new();
+        metric.write_json(&mut stored);
         let any_time = TimePolicy {
             default_micros: 0,
             range: None,
@@ -459,7 +446,9 @@ mod tests {
             )
             .is_err()
         );
-        assert_eq!(metric.series_key(), b"cpu{a=2,z=1}");
+        let mut key = Vec::new();
+        metric.write_series_key(&mut key);
+        assert_eq!(key, b"cpu{a=2,z=1}");
         assert_eq!(metric.labels_json(), r#"{"a":"2","z":"1"}"#);
     }
 }
