@@ -693,6 +693,8 @@ impl Log {
                 active: None,
             },
         );
+        #[cfg(debug_assertions)]
+        inner.assert_all(self);
         drop(inner);
         for path in doomed {
             let _ = std::fs::remove_file(path);

@@ -1,12 +1,18 @@
-//! Time as the log sees it: wall-clock milliseconds, injectable so that tests can drive
-//! segment rolling and retention deterministically.
+//! Time as Sluice sees it, injectable so that tests drive everything that waits or expires
+//! (segment rolling, retention, producer expiry, group sessions and rebalances, offset
+//! retention, metric timestamps) on a clock they move by hand.
+//!
+//! Two readings: wall-clock milliseconds (what is stored in records and compared with their
+//! timestamps) and a monotonic instant (deadlines, which must not jump with the wall clock).
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
+    /// A monotonic instant, for deadlines.
+    fn now(&self) -> Instant;
 }
 
 /// The real clock.
@@ -20,32 +26,48 @@ impl Clock for SystemClock {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }
 
-/// A clock that only moves when told to.
+/// A clock that only moves when told to. [`ManualClock::advance`] moves both readings;
+/// [`ManualClock::set`] moves the wall clock only (as an NTP step would), never the monotonic
+/// one.
 #[derive(Debug)]
 pub struct ManualClock {
-    now: AtomicI64,
+    wall_ms: AtomicI64,
+    origin: Instant,
+    elapsed_ms: AtomicI64,
 }
 
 impl ManualClock {
     pub fn new(start_ms: i64) -> Self {
         ManualClock {
-            now: AtomicI64::new(start_ms),
+            wall_ms: AtomicI64::new(start_ms),
+            origin: Instant::now(),
+            elapsed_ms: AtomicI64::new(0),
         }
     }
 
     pub fn advance(&self, ms: i64) {
-        self.now.fetch_add(ms, Ordering::SeqCst);
+        assert!(ms >= 0, "a clock does not run backwards: advance({ms})");
+        self.wall_ms.fetch_add(ms, Ordering::SeqCst);
+        self.elapsed_ms.fetch_add(ms, Ordering::SeqCst);
     }
 
     pub fn set(&self, ms: i64) {
-        self.now.store(ms, Ordering::SeqCst);
+        self.wall_ms.store(ms, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
-        self.now.load(Ordering::SeqCst)
+        self.wall_ms.load(Ordering::SeqCst)
+    }
+
+    fn now(&self) -> Instant {
+        self.origin + Duration::from_millis(self.elapsed_ms.load(Ordering::SeqCst) as u64)
     }
 }

@@ -25,6 +25,7 @@ mod index;
 mod log;
 mod manager;
 mod producer_state;
+mod record_set;
 mod recovery;
 mod scan;
 mod segment;
@@ -39,8 +40,10 @@ pub use config::{CleanupPolicy, DEFAULT_MAX_MESSAGE_BYTES, FlushPolicy, LogConfi
 pub use error::{LogError, Result};
 pub use flush::{DurableWait, FlushStatsSnapshot};
 pub use log::{
-    AppendInfo, FileRegion, Log, LogOffsets, ReadResult, RetentionReport, TimestampOffset,
+    AppendInfo, FileRegion, Log, LogOffsets, ReadResult, RecordsFrom, RetentionReport, StoredBatch,
+    TimestampOffset,
 };
 pub use manager::{CLEAN_SHUTDOWN_FILE, LogManager};
 pub use producer_state::{ProducerBatch, ProducerEntry, ProducerStates, SequenceError};
+pub use record_set::{BatchSummary, ValidatedRecords};
 pub use topic_partition::TopicPartition;

@@ -12,25 +12,28 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use sluice_record::{
-    Batches, RecordBatch, TimestampType, set_base_offset, set_log_append_time,
-    set_partition_leader_epoch,
+    TimestampType, set_base_offset, set_log_append_time, set_partition_leader_epoch,
 };
 
-use crate::cleaner::{CleanerState, CleaningReport, SegmentRef, Snapshot, TombstoneHorizon};
+mod compaction;
+mod invariants;
+mod read;
+
+pub use read::{FileRegion, ReadResult, RecordsFrom, StoredBatch, TimestampOffset};
+
+use crate::cleaner::CleanerState;
 use crate::clock::Clock;
 use crate::file_cache::FileCache;
 use crate::flush::{Durability, DurableWait, Flusher};
-use crate::index::{batch_start_at_or_before, offset_for_timestamp, position_for_offset};
 use crate::producer_state::{Check, ProducerBatch, ProducerStates, write_snapshot};
+use crate::record_set::{BatchSummary, ValidatedRecords};
 use crate::recovery::{self, LoadedLog, producers};
-use crate::scan::{ScanStep, SegmentScanner};
-use crate::segment::{SCAN_WINDOW, Segment, SegmentFiles};
+use crate::segment::{Segment, SegmentFiles};
 use crate::{FlushPolicy, LogConfig, LogError, Result, TopicPartition};
 
 /// What an append did.
@@ -48,68 +51,6 @@ pub struct AppendInfo {
     /// The record set was a retry of batches already in the log (idempotent producer):
     /// nothing was written, and the offsets are those of the original.
     pub duplicate: bool,
-}
-
-/// A byte range of a segment file holding whole batches: ready for `sendfile`, or to be
-/// copied with [`FileRegion::read_to_vec`]. Holding it keeps the file open even if retention
-/// deletes the segment meanwhile.
-#[derive(Debug, Clone)]
-pub struct FileRegion {
-    file: Arc<File>,
-    position: u64,
-    len: u64,
-}
-
-impl FileRegion {
-    /// A region of `file`; the caller vouches that it holds whole batches.
-    pub fn new(file: Arc<File>, position: u64, len: u64) -> Self {
-        FileRegion {
-            file,
-            position,
-            len,
-        }
-    }
-
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The copying path: reads the region into memory.
-    pub fn read_to_vec(&self) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; self.len as usize];
-        self.file.read_exact_at(&mut buf, self.position)?;
-        Ok(buf)
-    }
-}
-
-/// The answer to a read, with the offsets a fetch response reports.
-#[derive(Debug, Clone)]
-pub struct ReadResult {
-    /// Whole batches starting with the one that holds the requested offset; `None` when the
-    /// requested offset is the log end.
-    pub region: Option<FileRegion>,
-    pub log_start_offset: i64,
-    pub high_watermark: i64,
-    pub log_end_offset: i64,
-}
-
-/// The first record at or after a timestamp.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimestampOffset {
-    pub offset: i64,
-    pub timestamp: i64,
 }
 
 /// Offsets and size of a log at one instant.
@@ -352,90 +293,89 @@ impl Log {
         }
     }
 
-    /// Appends a record set (one or more v2 batches, as a producer sends it). Batches are
-    /// validated (structure, CRC, one offset per record, `max.message.bytes`) before anything
-    /// is written; then offsets are assigned, `leader_epoch` stamped and the bytes written in
-    /// one call. On any error nothing of the record set is in the log.
+    /// Appends a record set (one or more v2 batches, as a producer sends it): validates it
+    /// ([`ValidatedRecords::validate`]), then [`Log::append_validated`].
     pub fn append(&self, records: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
-        let mut batch_count = 0usize;
-        let mut offset_count = 0i64;
-        let mut largest = 0usize;
-        for batch in Batches::new(records) {
-            let batch = batch?;
-            batch.validate_from_producer()?;
-            batch_count += 1;
-            offset_count += i64::from(batch.last_offset_delta()) + 1;
-            largest = largest.max(batch.size());
-        }
-        if batch_count == 0 {
-            return Err(LogError::EmptyRecordSet);
-        }
-        if self.compacted.load(Ordering::SeqCst) {
-            require_keys(records)?;
-        }
+        self.append_validated(ValidatedRecords::validate(records)?, leader_epoch)
+    }
 
+    /// Appends a validated record set. Checks what depends on the log's state first (keys on
+    /// a compacted topic, `max.message.bytes`, idempotent producers' sequences); then assigns
+    /// offsets, stamps `leader_epoch` and writes the bytes in one call. On any error nothing
+    /// of the record set is in the log. Every step reads the batch summaries the validation
+    /// made; the bytes are walked once, there.
+    pub fn append_validated(
+        &self,
+        mut records: ValidatedRecords<'_>,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        if self.compacted.load(Ordering::SeqCst) {
+            require_keys(&records)?;
+        }
         let mut inner = self.lock()?;
         let max = inner.config.max_message_bytes;
-        if largest > max as usize {
-            return Err(LogError::BatchTooLarge { size: largest, max });
+        if records.largest_batch() > max as usize {
+            return Err(LogError::BatchTooLarge {
+                size: records.largest_batch(),
+                max,
+            });
         }
-        if let Some(original) = check_producers(&inner.producers, records)? {
+        if let Some(original) = check_producers(&inner.producers, records.batches())? {
             return Ok(AppendInfo {
                 first_offset: original.first_offset,
                 last_offset: original.last_offset,
                 log_append_time: -1,
                 log_start_offset: inner.log_start_offset,
-                batches: batch_count,
+                batches: records.batches().len(),
                 bytes: 0,
                 duplicate: true,
             });
         }
         let now = self.clock.now_ms();
         let first_offset = inner.next_offset;
-        self.maybe_roll(
-            &mut inner,
-            records.len(),
-            first_offset + offset_count - 1,
-            now,
-        )?;
+        let next = first_offset + records.offset_count();
+        self.maybe_roll(&mut inner, records.len(), next - 1, now)?;
 
         let log_append_time = inner.config.timestamp_type == TimestampType::LogAppendTime;
-        let mut position = 0usize;
-        let mut next = first_offset;
-        while position < records.len() {
-            let batch = RecordBatch::parse(&records[position..])?;
-            let (size, count) = (batch.size(), i64::from(batch.last_offset_delta()) + 1);
-            let bytes = &mut records[position..position + size];
-            set_base_offset(bytes, next);
-            set_partition_leader_epoch(bytes, leader_epoch);
+        let (bytes, batches) = records.parts_mut();
+        for summary in batches.iter_mut() {
+            let batch = &mut bytes[summary.range()];
+            set_base_offset(batch, first_offset + summary.relative_base);
+            set_partition_leader_epoch(batch, leader_epoch);
             if log_append_time {
-                set_log_append_time(bytes, now);
+                set_log_append_time(batch, now);
+                summary.max_timestamp = now;
             }
-            next += count;
-            position += size;
         }
 
         let active = inner.active();
         if active.size == 0 {
             active.roll_start_ms = now;
         }
-        if let Err(failure) = active.append(records) {
+        if let Err(failure) = active.append(
+            records.bytes(),
+            records.batches(),
+            first_offset,
+            leader_epoch,
+        ) {
             if !failure.rolled_back {
                 self.go_offline(failure.error.to_string());
             }
             return Err(LogError::Io(failure.error));
         }
         inner.next_offset = next;
-        for batch in Batches::new(records).flatten() {
-            inner.producers.record(&batch.header(), now);
+        for summary in records.batches() {
+            let base = first_offset + summary.relative_base;
+            inner.producers.record(summary, base, now);
         }
         self.log_end_offset.store(next, Ordering::SeqCst);
+        inner.assert_invariants_after_append(self);
         Ok(AppendInfo {
             first_offset,
             last_offset: next - 1,
             log_append_time: if log_append_time { now } else { -1 },
             log_start_offset: inner.log_start_offset,
-            batches: batch_count,
+            batches: records.batches().len(),
             bytes: records.len(),
             duplicate: false,
         })
@@ -496,167 +436,9 @@ impl Log {
         }
         // Older snapshots are never read while a newer one is intact; keep one spare.
         producers::keep_newest_snapshots(&self.dir, 2);
+        #[cfg(debug_assertions)]
+        inner.assert_all(self);
         Ok(())
-    }
-
-    /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
-    /// but always at least one batch, and never past the high watermark.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
-        let mut segment_key = offset;
-        loop {
-            let (plan, mut result) = {
-                let inner = self.lock()?;
-                let result = ReadResult {
-                    region: None,
-                    log_start_offset: inner.log_start_offset,
-                    high_watermark: inner.next_offset,
-                    log_end_offset: inner.next_offset,
-                };
-                if offset < inner.log_start_offset || offset > inner.next_offset {
-                    return Err(LogError::OffsetOutOfRange {
-                        requested: offset,
-                        log_start_offset: inner.log_start_offset,
-                        log_end_offset: inner.next_offset,
-                    });
-                }
-                if offset == inner.next_offset {
-                    return Ok(result);
-                }
-                let Some((&base, segment)) = inner
-                    .segments
-                    .range(..=segment_key)
-                    .next_back()
-                    .or_else(|| inner.segments.iter().next())
-                else {
-                    return Ok(result);
-                };
-                let view = segment
-                    .open_for_read(inner.config.index_interval_bytes)
-                    .map_err(LogError::Io)?;
-                let relative = (offset - base).clamp(0, i64::from(u32::MAX)) as u32;
-                let start_hint = u64::from(position_for_offset(view.offsets(), relative));
-                let end_hint =
-                    batch_start_at_or_before(view.offsets(), start_hint + max_bytes as u64);
-                let next_segment = inner.segments.range(base + 1..).next().map(|(k, _)| *k);
-                let plan = ReadPlan {
-                    file: view.file().clone(),
-                    size: segment.size,
-                    start_hint,
-                    end_hint: end_hint.map(u64::from),
-                    next_segment,
-                };
-                (plan, result)
-            };
-            match plan.scan(offset, max_bytes).map_err(LogError::Io)? {
-                Some(region) => {
-                    result.region = Some(region);
-                    return Ok(result);
-                }
-                // The offset lies in a gap left by compaction: continue in the next segment.
-                None => match plan.next_segment {
-                    Some(next) => segment_key = next,
-                    None => return Ok(result),
-                },
-            }
-        }
-    }
-
-    /// The first record whose timestamp is at or after `timestamp` (Kafka's ListOffsets by
-    /// time), at or after the log start offset.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
-        let mut after_base: Option<i64> = None;
-        loop {
-            let (file, start, size, log_start, limit) = {
-                let inner = self.lock()?;
-                let log_start = inner.log_start_offset;
-                let first_key = inner
-                    .segments
-                    .range(..=log_start)
-                    .next_back()
-                    .map(|(k, _)| *k)
-                    .unwrap_or(log_start);
-                let from = after_base.map_or(first_key, |b| b + 1);
-                let Some((&base, segment)) = inner
-                    .segments
-                    .range(from..)
-                    .find(|(_, s)| s.max_timestamp >= timestamp)
-                else {
-                    return Ok(None);
-                };
-                after_base = Some(base);
-                let view = segment
-                    .open_for_read(inner.config.index_interval_bytes)
-                    .map_err(LogError::Io)?;
-                let start = offset_for_timestamp(view.times(), timestamp)
-                    .map_or(0, |relative| position_for_offset(view.offsets(), relative));
-                let limit = decompression_limit(&inner.config);
-                (
-                    view.file().clone(),
-                    u64::from(start),
-                    segment.size,
-                    log_start,
-                    limit,
-                )
-            };
-            let mut scanner = SegmentScanner::new(&file, start, size, SCAN_WINDOW);
-            loop {
-                match scanner.next_batch()? {
-                    ScanStep::Batch(info, bytes) => {
-                        if info.max_timestamp < timestamp || info.last_offset < log_start {
-                            continue;
-                        }
-                        let batch = RecordBatch::parse(bytes)?;
-                        let records = batch.records(limit)?;
-                        let found = records
-                            .iter()
-                            .find(|r| r.timestamp >= timestamp && r.offset >= log_start);
-                        if let Some(record) = found {
-                            return Ok(Some(TimestampOffset {
-                                offset: record.offset,
-                                timestamp: record.timestamp,
-                            }));
-                        }
-                    }
-                    ScanStep::End => break,
-                    ScanStep::Invalid { position, reason } => {
-                        return Err(corrupt(&self.tp, position, &reason));
-                    }
-                }
-            }
-        }
-    }
-
-    /// The batch holding the largest timestamp (Kafka's ListOffsets MAX_TIMESTAMP): its max
-    /// timestamp and last offset; the earliest such batch on ties.
-    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>> {
-        let inner = self.lock()?;
-        let mut best: Option<(&i64, &Segment)> = None;
-        for (base, segment) in &inner.segments {
-            if segment.max_timestamp >= 0
-                && best.is_none_or(|(_, b)| segment.max_timestamp > b.max_timestamp)
-            {
-                best = Some((base, segment));
-            }
-        }
-        let Some((&base, segment)) = best else {
-            return Ok(None);
-        };
-        let offset = match &segment.active {
-            Some(active) => active.index.offset_of_max_timestamp,
-            None => {
-                let view = segment
-                    .open_for_read(inner.config.index_interval_bytes)
-                    .map_err(LogError::Io)?;
-                match view.times().last() {
-                    Some(entry) => base + i64::from(entry.relative_offset),
-                    None => return Ok(None),
-                }
-            }
-        };
-        Ok(Some(TimestampOffset {
-            offset: offset.max(inner.log_start_offset),
-            timestamp: segment.max_timestamp,
-        }))
     }
 
     /// Applies `retention.ms` and `retention.bytes` (for `cleanup.policy` including delete),
@@ -716,6 +498,8 @@ impl Log {
         if expired_producers > 0 {
             tracing::debug!(partition = %self.tp, producers = expired_producers, "producer state expired");
         }
+        #[cfg(debug_assertions)]
+        inner.assert_all(self);
         Ok(report)
     }
 
@@ -766,6 +550,8 @@ impl Log {
             self.delete_segment(&mut inner, pair[0])?;
         }
         inner.producers.evict(offset, i64::MIN);
+        #[cfg(debug_assertions)]
+        inner.assert_all(self);
         Ok(inner.log_start_offset)
     }
 
@@ -863,149 +649,24 @@ impl Log {
     }
 }
 
-/// The log cleaner's access to a log ([`crate::cleaner`]).
-impl Log {
-    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
-    pub(crate) fn file_cache(&self) -> &Arc<FileCache> {
-        &self.cache
-    }
-
-    pub(crate) fn lock_for_cleaner(&self) -> Result<MutexGuard<'_, LogInner>> {
-        self.lock()
-    }
-
-    /// What a cleaning pass needs; `None` unless `cleanup.policy` includes compact.
-    pub(crate) fn cleaner_snapshot(&self) -> Result<Option<Snapshot>> {
-        let inner = self.lock()?;
-        if !inner.config.cleanup_policy.compact {
-            return Ok(None);
-        }
-        let active_base = *inner
-            .segments
-            .keys()
-            .next_back()
-            .expect("a log always has an active segment");
-        let first_base = *inner.segments.keys().next().expect("active segment");
-        let inactive = inner
-            .segments
-            .values()
-            .filter(|s| s.active.is_none() && s.base_offset() < active_base)
-            .map(|s| SegmentRef {
-                files: s.files.clone(),
-                size: s.size,
-                max_timestamp: s.max_timestamp,
-            })
-            .collect();
-        Ok(Some(Snapshot {
-            config: inner.config.clone(),
-            inactive,
-            active_base,
-            first_dirty: inner
-                .cleaner
-                .first_dirty
-                .unwrap_or(first_base)
-                .max(inner.log_start_offset),
-            producer_last_offsets: inner.producers.last_offsets(),
-            horizon: inner.cleaner.horizon,
-        }))
-    }
-
-    /// The open file of a segment the cleaner reads; fails with `NotFound` if retention or a
-    /// swap removed it since the snapshot.
-    pub(crate) fn open_cleaner_file(&self, segment: &SegmentRef) -> Result<Arc<File>> {
-        let inner = self.lock()?;
-        match inner.segments.get(&segment.files.base_offset) {
-            Some(live) if Arc::ptr_eq(&live.files, &segment.files) && live.active.is_none() => {
-                let open = live
-                    .files
-                    .open_inactive(live.size, inner.config.index_interval_bytes)?;
-                Ok(open.file.clone())
-            }
-            _ => Err(LogError::Io(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "{}: segment {} was removed during cleaning",
-                    self.tp, segment.files.base_offset
-                ),
-            ))),
-        }
-    }
-
-    pub(crate) fn set_tombstone_horizon(&self, horizon: TombstoneHorizon) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.cleaner.horizon == TombstoneHorizon::Unknown {
-            inner.cleaner.horizon = horizon;
-        }
-    }
-
-    pub(crate) fn finish_cleaning(
-        &self,
-        end: i64,
-        horizon: TombstoneHorizon,
-        report: CleaningReport,
-    ) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let first_dirty = inner.cleaner.first_dirty.map_or(end, |d| d.max(end));
-        inner.cleaner.first_dirty = Some(first_dirty);
-        inner.cleaner.horizon = horizon;
-        inner.cleaner.last_report = Some(report);
-    }
-
-    pub(crate) fn fail_cleaner_swap(&self, err: &io::Error) {
-        self.go_offline(format!(
-            "cleaner swap failed past its commit point ({err}); a restart finishes it"
-        ));
-    }
-
-    /// Offsets below this were compacted (`None`: never cleaned).
-    pub fn cleaner_first_dirty_offset(&self) -> Option<i64> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cleaner
-            .first_dirty
-    }
-
-    /// The last cleaning pass over this log since it was opened.
-    pub fn last_cleaning(&self) -> Option<CleaningReport> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cleaner
-            .last_report
-            .clone()
-    }
-}
-
 /// Checks every batch of a record set against the producers' state. `Some` when the set is a
 /// retry of batches already in the log.
-fn check_producers(producers: &ProducerStates, records: &[u8]) -> Result<Option<ProducerBatch>> {
+fn check_producers(
+    producers: &ProducerStates,
+    batches: &[BatchSummary],
+) -> Result<Option<ProducerBatch>> {
     let mut pending: Vec<(i64, i16, ProducerBatch)> = Vec::new();
-    for batch in Batches::new(records).flatten() {
-        let header = batch.header();
+    for batch in batches {
         match producers
-            .check(&header, &pending)
+            .check(batch, &pending)
             .map_err(LogError::Sequence)?
         {
             Check::Duplicate(original) => return Ok(Some(original)),
-            Check::Append if header.producer_id() >= 0 => {
-                let count = header.last_offset_delta().saturating_add(1).max(1);
-                let first = header.base_sequence();
+            Check::Append if batch.is_idempotent() => {
                 pending.push((
-                    header.producer_id(),
-                    header.producer_epoch(),
-                    ProducerBatch {
-                        first_sequence: first,
-                        last_sequence: ((i64::from(first) + i64::from(count) - 1)
-                            % (i64::from(i32::MAX) + 1))
-                            as i32,
-                        first_offset: -1,
-                        last_offset: -1,
-                        timestamp: header.max_timestamp(),
-                    },
+                    batch.producer_id,
+                    batch.producer_epoch,
+                    ProducerBatch::pending(batch),
                 ));
             }
             Check::Append => {}
@@ -1016,78 +677,16 @@ fn check_producers(producers: &ProducerStates, records: &[u8]) -> Result<Option<
 
 /// A compacted log keeps the latest record per key, so every record needs one (Kafka refuses
 /// keyless records on compacted topics with INVALID_RECORD). Control batches are exempt.
-fn require_keys(records: &[u8]) -> Result<()> {
-    for batch in Batches::new(records).flatten() {
-        let header = batch.header();
-        if header.is_control() {
-            continue;
-        }
+fn require_keys(records: &ValidatedRecords<'_>) -> Result<()> {
+    for summary in records.batches().iter().filter(|b| !b.control) {
+        let batch = records.batch(summary)?;
         let decoded = batch.records(64 << 20)?;
         if let Some(record) = decoded.iter().find(|r| r.key.is_none()) {
-            let delta = record.offset - header.base_offset();
+            let delta = record.offset - batch.base_offset();
             return Err(LogError::MissingKey {
                 offset_delta: delta,
             });
         }
     }
     Ok(())
-}
-
-fn corrupt(tp: &TopicPartition, position: u64, reason: &str) -> LogError {
-    LogError::Io(io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("{tp}: corrupt batch at position {position}: {reason}"),
-    ))
-}
-
-/// What a read decided under the lock, to be carried out without it.
-struct ReadPlan {
-    file: Arc<File>,
-    size: u64,
-    start_hint: u64,
-    end_hint: Option<u64>,
-    next_segment: Option<i64>,
-}
-
-impl ReadPlan {
-    /// Finds the first batch ending at or after `offset`, then extends the region with
-    /// whole batches while it stays within `max_bytes` (the first batch always counts).
-    fn scan(&self, offset: i64, max_bytes: usize) -> io::Result<Option<FileRegion>> {
-        let mut scanner = SegmentScanner::new(&self.file, self.start_hint, self.size, SCAN_WINDOW);
-        let first = loop {
-            match scanner.next_header()? {
-                ScanStep::Batch(info, _) if info.last_offset >= offset => break info,
-                ScanStep::Batch(..) => {}
-                ScanStep::End => return Ok(None),
-                ScanStep::Invalid { position, reason } => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("corrupt batch at position {position}: {reason}"),
-                    ));
-                }
-            }
-        };
-        let limit = first.position + (max_bytes as u64).max(u64::from(first.size));
-        let mut end = first.end();
-        // Batches that end before an indexed batch start inside the limit all fit: skip
-        // scanning them.
-        if let Some(hint) = self.end_hint
-            && hint > end
-            && hint <= limit
-        {
-            end = hint;
-        }
-        let mut scanner = SegmentScanner::new(&self.file, end, self.size, SCAN_WINDOW);
-        while let ScanStep::Batch(info, _) = scanner.next_header()? {
-            if info.end() > limit {
-                break;
-            }
-            end = info.end();
-        }
-        Ok(Some(FileRegion {
-            file: self.file.clone(),
-            position: first.position,
-            len: end - first.position,
-        }))
-    }
 }

@@ -33,7 +33,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use sluice_record::{BatchHeader, NO_PRODUCER_ID};
+use sluice_record::NO_PRODUCER_ID;
+
+use crate::record_set::BatchSummary;
 
 /// How many recent batches per producer are kept for duplicate detection.
 pub const RECENT_BATCHES: usize = 5;
@@ -56,6 +58,20 @@ pub struct ProducerEntry {
     pub epoch: i16,
     /// Oldest first; at most [`RECENT_BATCHES`].
     pub batches: VecDeque<ProducerBatch>,
+}
+
+impl ProducerBatch {
+    /// The sequences of `batch`, before offsets are assigned (offsets -1, timestamp its max).
+    pub(crate) fn pending(batch: &BatchSummary) -> Self {
+        let count = batch.last_offset_delta.saturating_add(1).max(1);
+        ProducerBatch {
+            first_sequence: batch.base_sequence,
+            last_sequence: sequence_after(batch.base_sequence, count),
+            first_offset: -1,
+            last_offset: -1,
+            timestamp: batch.max_timestamp,
+        }
+    }
 }
 
 impl ProducerEntry {
@@ -129,20 +145,20 @@ impl ProducerStates {
         self.producers.get(&producer_id)
     }
 
-    /// Checks the batch `header` (offsets not yet assigned) against the state, as it would
-    /// be after the `pending` batches of the same record set.
+    /// Checks a batch (offsets not yet assigned) against the state, as it would be after the
+    /// `pending` batches of the same record set.
     pub fn check(
         &self,
-        header: &BatchHeader<'_>,
+        batch: &BatchSummary,
         pending: &[(i64, i16, ProducerBatch)],
     ) -> Result<Check, SequenceError> {
-        let producer_id = header.producer_id();
+        let producer_id = batch.producer_id;
         if producer_id == NO_PRODUCER_ID {
             return Ok(Check::Append);
         }
-        let epoch = header.producer_epoch();
-        let first = header.base_sequence();
-        let last = sequence_after(first, header.last_offset_delta().saturating_add(1).max(1));
+        let epoch = batch.producer_epoch;
+        let first = batch.base_sequence;
+        let last = sequence_after(first, batch.last_offset_delta.saturating_add(1).max(1));
         // What this request already added for the producer comes after the stored state.
         let earlier = pending.iter().rev().find(|(id, _, _)| *id == producer_id);
         let (current_epoch, last_batch, recent) = match (earlier, self.producers.get(&producer_id))
@@ -191,24 +207,17 @@ impl ProducerStates {
         Ok(Check::Append)
     }
 
-    /// Records an appended (or recovered) batch, written at `now_ms` by the broker's clock.
-    /// Offsets must be assigned.
-    pub fn record(&mut self, header: &BatchHeader<'_>, now_ms: i64) {
-        let producer_id = header.producer_id();
-        if producer_id == NO_PRODUCER_ID {
+    /// Records an appended (or recovered) batch whose first offset is `base_offset`, written
+    /// at `now_ms` by the broker's clock.
+    pub fn record(&mut self, batch: &BatchSummary, base_offset: i64, now_ms: i64) {
+        if !batch.is_idempotent() {
             return;
         }
-        let batch = ProducerBatch {
-            first_sequence: header.base_sequence(),
-            last_sequence: sequence_after(
-                header.base_sequence(),
-                header.last_offset_delta().saturating_add(1).max(1),
-            ),
-            first_offset: header.base_offset(),
-            last_offset: header.last_offset(),
-            timestamp: now_ms,
-        };
-        self.record_batch(producer_id, header.producer_epoch(), batch);
+        let mut recorded = ProducerBatch::pending(batch);
+        recorded.first_offset = base_offset;
+        recorded.last_offset = base_offset + i64::from(batch.last_offset_delta);
+        recorded.timestamp = now_ms;
+        self.record_batch(batch.producer_id, batch.producer_epoch, recorded);
     }
 
     pub fn record_batch(&mut self, producer_id: i64, epoch: i16, batch: ProducerBatch) {
@@ -351,7 +360,7 @@ pub(crate) fn write_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_record::{BatchBuilder, Compression, OwnedRecord, set_base_offset};
+    use sluice_record::{BatchBuilder, BatchHeader, Compression, OwnedRecord, set_base_offset};
 
     const TIME: i64 = 1_000;
 
@@ -372,8 +381,13 @@ mod tests {
         bytes
     }
 
-    fn header(bytes: &[u8]) -> BatchHeader<'_> {
-        BatchHeader::parse(bytes).unwrap()
+    fn header(bytes: &[u8]) -> BatchSummary {
+        BatchSummary::from_header(0, 0, &BatchHeader::parse(bytes).unwrap())
+    }
+
+    fn record(states: &mut ProducerStates, bytes: &[u8], now_ms: i64) {
+        let base = BatchHeader::parse(bytes).unwrap().base_offset();
+        states.record(&header(bytes), base, now_ms);
     }
 
     #[test]
@@ -381,7 +395,7 @@ mod tests {
         let mut states = ProducerStates::default();
         let first = batch(7, 0, 0, 3, 0);
         assert_eq!(states.check(&header(&first), &[]), Ok(Check::Append));
-        states.record(&header(&first), TIME);
+        record(&mut states, &first, TIME);
         // The same batch again is a duplicate carrying its original offsets.
         match states.check(&header(&batch(7, 0, 0, 3, 99)), &[]) {
             Ok(Check::Duplicate(b)) => assert_eq!((b.first_offset, b.last_offset), (0, 2)),
@@ -399,7 +413,7 @@ mod tests {
         // The next batch.
         let next = batch(7, 0, 3, 2, 3);
         assert_eq!(states.check(&header(&next), &[]), Ok(Check::Append));
-        states.record(&header(&next), TIME);
+        record(&mut states, &next, TIME);
         // An older epoch is fenced; a newer one must start at 0.
         assert!(matches!(
             states.check(&header(&batch(7, -1, 5, 1, 5)), &[]),
@@ -429,7 +443,7 @@ mod tests {
     fn only_the_last_five_batches_are_remembered() {
         let mut states = ProducerStates::default();
         for i in 0..7 {
-            states.record(&header(&batch(1, 0, i, 1, i64::from(i))), TIME);
+            record(&mut states, &batch(1, 0, i, 1, i64::from(i)), TIME);
         }
         assert_eq!(states.get(1).unwrap().batches.len(), RECENT_BATCHES);
         assert!(matches!(
@@ -465,9 +479,9 @@ mod tests {
     #[test]
     fn snapshots_roundtrip_and_reject_damage() {
         let mut states = ProducerStates::default();
-        states.record(&header(&batch(1, 2, 10, 4, 100)), TIME);
-        states.record(&header(&batch(9, 0, 0, 1, 104)), TIME);
-        states.record(&header(&batch(1, 2, 14, 2, 105)), TIME);
+        record(&mut states, &batch(1, 2, 10, 4, 100), TIME);
+        record(&mut states, &batch(9, 0, 0, 1, 104), TIME);
+        record(&mut states, &batch(1, 2, 14, 2, 105), TIME);
         let bytes = states.encode_snapshot();
         let decoded = ProducerStates::decode_snapshot(&bytes).unwrap();
         assert_eq!(decoded, states);
@@ -481,8 +495,8 @@ mod tests {
     #[test]
     fn eviction_by_log_start_and_age() {
         let mut states = ProducerStates::default();
-        states.record(&header(&batch(1, 0, 0, 1, 5)), TIME);
-        states.record(&header(&batch(2, 0, 0, 1, 50)), TIME + 2000);
+        record(&mut states, &batch(1, 0, 0, 1, 5), TIME);
+        record(&mut states, &batch(2, 0, 0, 1, 50), TIME + 2000);
         assert_eq!(states.evict(10, 0), 1);
         assert!(states.get(1).is_none() && states.get(2).is_some());
         assert_eq!(

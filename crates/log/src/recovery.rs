@@ -345,6 +345,7 @@ pub(crate) mod producers {
     use sluice_record::BatchHeader;
 
     use crate::producer_state::{ProducerStates, list_snapshots, snapshot_path};
+    use crate::record_set::BatchSummary;
     use crate::scan::{ScanStep, SegmentScanner};
     use crate::segment::{LOG_SUFFIX, SCAN_WINDOW, Segment};
     use crate::{Result, TopicPartition};
@@ -395,7 +396,8 @@ pub(crate) mod producers {
                 if info.base_offset >= from
                     && let Ok(header) = BatchHeader::parse(header)
                 {
-                    states.record(&header, now_ms);
+                    let summary = BatchSummary::from_header(0, 0, &header);
+                    states.record(&summary, header.base_offset(), now_ms);
                     scanned += 1;
                 }
             }

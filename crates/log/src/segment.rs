@@ -18,12 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sluice_record::Batches;
-
 use crate::file_cache::FileCache;
 use crate::index::{
     self, OffsetEntry, TIME_ENTRY_SIZE, TimeEntry, decode_offset_index, decode_time_index,
 };
+use crate::record_set::BatchSummary;
 use crate::scan::{BatchInfo, ScanStep, SegmentScanner};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -401,9 +400,16 @@ impl Segment {
         })
     }
 
-    /// Appends `bytes`, whole batches already validated. On failure the file is cut back so
-    /// that nothing of the append remains, unless the failure says otherwise.
-    pub fn append(&mut self, bytes: &[u8]) -> Result<(), AppendFailure> {
+    /// Appends `bytes`, whole batches already validated and summarised in `batches` (their
+    /// offsets patched, starting at `first_offset`, and stamped with `leader_epoch`). On failure the file is cut back so that
+    /// nothing of the append remains, unless the failure says otherwise.
+    pub fn append(
+        &mut self,
+        bytes: &[u8],
+        batches: &[BatchSummary],
+        first_offset: i64,
+        leader_epoch: i32,
+    ) -> Result<(), AppendFailure> {
         let active = self
             .active
             .as_mut()
@@ -418,11 +424,16 @@ impl Segment {
             };
             return Err(AppendFailure { error, rolled_back });
         }
-        let mut position = self.size;
-        for batch in Batches::new(bytes) {
-            let header = batch.expect("appended batches were validated").header();
-            active.index.add(&BatchInfo::from_header(position, &header));
-            position += header.size() as u64;
+        for batch in batches {
+            let base_offset = first_offset + batch.relative_base;
+            active.index.add(&BatchInfo {
+                position: self.size + u64::from(batch.position),
+                size: batch.size,
+                base_offset,
+                last_offset: base_offset + i64::from(batch.last_offset_delta),
+                max_timestamp: batch.max_timestamp,
+                leader_epoch,
+            });
         }
         self.size += bytes.len() as u64;
         self.max_timestamp = self.max_timestamp.max(active.index.max_timestamp);

@@ -257,6 +257,9 @@ proptest! {
         let mut harness = Harness::new();
         for op in &ops {
             harness.apply(op)?;
+            if let Err(violation) = harness.log().check_invariants() {
+                return Err(TestCaseError::fail(format!("after {op:?}: {violation}")));
+            }
         }
         let final_state = read_all(&harness.log());
         let expected: Vec<_> = harness.live().map(|b| b.bytes.clone()).collect();

@@ -1,0 +1,419 @@
+//! The read side of a log: whole batches as file regions (Fetch), lookups by timestamp
+//! (ListOffsets), and [`Log::records_from`], the one way to scan a log's records from an
+//! offset (metadata replay, `__consumer_offsets` replay, the console's message browser).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use sluice_record::{RecordBatch, Records};
+
+use super::{Log, decompression_limit};
+use crate::index::{batch_start_at_or_before, offset_for_timestamp, position_for_offset};
+use crate::scan::{ScanStep, SegmentScanner};
+use crate::segment::{SCAN_WINDOW, Segment};
+use crate::{LogError, Result, TopicPartition};
+
+/// How much [`RecordsFrom`] reads at a time.
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// A byte range of a segment file holding whole batches: ready for `sendfile`, or to be
+/// copied with [`FileRegion::read_to_vec`]. Holding it keeps the file open even if retention
+/// deletes the segment meanwhile.
+#[derive(Debug, Clone)]
+pub struct FileRegion {
+    file: Arc<File>,
+    position: u64,
+    len: u64,
+}
+
+impl FileRegion {
+    /// A region of `file`; the caller vouches that it holds whole batches.
+    pub fn new(file: Arc<File>, position: u64, len: u64) -> Self {
+        FileRegion {
+            file,
+            position,
+            len,
+        }
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The open file, shared (a region handed to another layer keeps it open).
+    pub fn shared_file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The copying path: reads the region into memory.
+    pub fn read_to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.len as usize];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(buf)
+    }
+}
+
+/// The answer to a read, with the offsets a fetch response reports.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole batches starting with the one that holds the requested offset; `None` when the
+    /// requested offset is the log end.
+    pub region: Option<FileRegion>,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+}
+
+/// The first record at or after a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+impl Log {
+    /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
+    /// but always at least one batch, and never past the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        let mut segment_key = offset;
+        loop {
+            let (plan, mut result) = {
+                let inner = self.lock()?;
+                let result = ReadResult {
+                    region: None,
+                    log_start_offset: inner.log_start_offset,
+                    high_watermark: inner.next_offset,
+                    log_end_offset: inner.next_offset,
+                };
+                if offset < inner.log_start_offset || offset > inner.next_offset {
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: offset,
+                        log_start_offset: inner.log_start_offset,
+                        log_end_offset: inner.next_offset,
+                    });
+                }
+                if offset == inner.next_offset {
+                    return Ok(result);
+                }
+                let Some((&base, segment)) = inner
+                    .segments
+                    .range(..=segment_key)
+                    .next_back()
+                    .or_else(|| inner.segments.iter().next())
+                else {
+                    return Ok(result);
+                };
+                let view = segment
+                    .open_for_read(inner.config.index_interval_bytes)
+                    .map_err(LogError::Io)?;
+                let relative = (offset - base).clamp(0, i64::from(u32::MAX)) as u32;
+                let start_hint = u64::from(position_for_offset(view.offsets(), relative));
+                let end_hint =
+                    batch_start_at_or_before(view.offsets(), start_hint + max_bytes as u64);
+                let next_segment = inner.segments.range(base + 1..).next().map(|(k, _)| *k);
+                let plan = ReadPlan {
+                    file: view.file().clone(),
+                    size: segment.size,
+                    start_hint,
+                    end_hint: end_hint.map(u64::from),
+                    next_segment,
+                };
+                (plan, result)
+            };
+            match plan.scan(offset, max_bytes).map_err(LogError::Io)? {
+                Some(region) => {
+                    result.region = Some(region);
+                    return Ok(result);
+                }
+                // The offset lies in a gap left by compaction: continue in the next segment.
+                None => match plan.next_segment {
+                    Some(next) => segment_key = next,
+                    None => return Ok(result),
+                },
+            }
+        }
+    }
+
+    /// The first record whose timestamp is at or after `timestamp` (Kafka's ListOffsets by
+    /// time), at or after the log start offset.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
+        let mut after_base: Option<i64> = None;
+        loop {
+            let (file, start, size, log_start, limit) = {
+                let inner = self.lock()?;
+                let log_start = inner.log_start_offset;
+                let first_key = inner
+                    .segments
+                    .range(..=log_start)
+                    .next_back()
+                    .map(|(k, _)| *k)
+                    .unwrap_or(log_start);
+                let from = after_base.map_or(first_key, |b| b + 1);
+                let Some((&base, segment)) = inner
+                    .segments
+                    .range(from..)
+                    .find(|(_, s)| s.max_timestamp >= timestamp)
+                else {
+                    return Ok(None);
+                };
+                after_base = Some(base);
+                let view = segment
+                    .open_for_read(inner.config.index_interval_bytes)
+                    .map_err(LogError::Io)?;
+                let start = offset_for_timestamp(view.times(), timestamp)
+                    .map_or(0, |relative| position_for_offset(view.offsets(), relative));
+                let limit = decompression_limit(&inner.config);
+                (
+                    view.file().clone(),
+                    u64::from(start),
+                    segment.size,
+                    log_start,
+                    limit,
+                )
+            };
+            let mut scanner = SegmentScanner::new(&file, start, size, SCAN_WINDOW);
+            loop {
+                match scanner.next_batch()? {
+                    ScanStep::Batch(info, bytes) => {
+                        if info.max_timestamp < timestamp || info.last_offset < log_start {
+                            continue;
+                        }
+                        let batch = RecordBatch::parse(bytes)?;
+                        let records = batch.records(limit)?;
+                        let found = records
+                            .iter()
+                            .find(|r| r.timestamp >= timestamp && r.offset >= log_start);
+                        if let Some(record) = found {
+                            return Ok(Some(TimestampOffset {
+                                offset: record.offset,
+                                timestamp: record.timestamp,
+                            }));
+                        }
+                    }
+                    ScanStep::End => break,
+                    ScanStep::Invalid { position, reason } => {
+                        return Err(corrupt(&self.tp, position, &reason));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The batch holding the largest timestamp (Kafka's ListOffsets MAX_TIMESTAMP): its max
+    /// timestamp and last offset; the earliest such batch on ties.
+    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>> {
+        let inner = self.lock()?;
+        let mut best: Option<(&i64, &Segment)> = None;
+        for (base, segment) in &inner.segments {
+            if segment.max_timestamp >= 0
+                && best.is_none_or(|(_, b)| segment.max_timestamp > b.max_timestamp)
+            {
+                best = Some((base, segment));
+            }
+        }
+        let Some((&base, segment)) = best else {
+            return Ok(None);
+        };
+        let offset = match &segment.active {
+            Some(active) => active.index.offset_of_max_timestamp,
+            None => {
+                let view = segment
+                    .open_for_read(inner.config.index_interval_bytes)
+                    .map_err(LogError::Io)?;
+                match view.times().last() {
+                    Some(entry) => base + i64::from(entry.relative_offset),
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(TimestampOffset {
+            offset: offset.max(inner.log_start_offset),
+            timestamp: segment.max_timestamp,
+        }))
+    }
+}
+
+fn corrupt(tp: &TopicPartition, position: u64, reason: &str) -> LogError {
+    LogError::Io(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{tp}: corrupt batch at position {position}: {reason}"),
+    ))
+}
+
+/// What a read decided under the lock, to be carried out without it.
+struct ReadPlan {
+    file: Arc<File>,
+    size: u64,
+    start_hint: u64,
+    end_hint: Option<u64>,
+    next_segment: Option<i64>,
+}
+
+impl ReadPlan {
+    /// Finds the first batch ending at or after `offset`, then extends the region with
+    /// whole batches while it stays within `max_bytes` (the first batch always counts).
+    fn scan(&self, offset: i64, max_bytes: usize) -> io::Result<Option<FileRegion>> {
+        let mut scanner = SegmentScanner::new(&self.file, self.start_hint, self.size, SCAN_WINDOW);
+        let first = loop {
+            match scanner.next_header()? {
+                ScanStep::Batch(info, _) if info.last_offset >= offset => break info,
+                ScanStep::Batch(..) => {}
+                ScanStep::End => return Ok(None),
+                ScanStep::Invalid { position, reason } => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("corrupt batch at position {position}: {reason}"),
+                    ));
+                }
+            }
+        };
+        let limit = first.position + (max_bytes as u64).max(u64::from(first.size));
+        let mut end = first.end();
+        // Batches that end before an indexed batch start inside the limit all fit: skip
+        // scanning them.
+        if let Some(hint) = self.end_hint
+            && hint > end
+            && hint <= limit
+        {
+            end = hint;
+        }
+        let mut scanner = SegmentScanner::new(&self.file, end, self.size, SCAN_WINDOW);
+        while let ScanStep::Batch(info, _) = scanner.next_header()? {
+            if info.end() > limit {
+                break;
+            }
+            end = info.end();
+        }
+        Ok(Some(FileRegion {
+            file: self.file.clone(),
+            position: first.position,
+            len: end - first.position,
+        }))
+    }
+}
+
+/// One batch read back by [`Log::records_from`]; owns (a share of) its bytes, so its records
+/// can be decoded after the read, with the log's bound on decompressed size.
+#[derive(Debug, Clone)]
+pub struct StoredBatch {
+    chunk: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+    decompression_limit: usize,
+}
+
+impl StoredBatch {
+    /// The batch's header view (its structure was checked when it was read).
+    pub fn batch(&self) -> RecordBatch<'_> {
+        RecordBatch::parse(&self.chunk[self.start..self.end])
+            .expect("a stored batch was parsed when it was read")
+    }
+
+    /// Decodes the records, decompressing within the log's limit.
+    pub fn records(&self) -> Result<Records<'_>> {
+        Ok(self.batch().records(self.decompression_limit)?)
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.batch().base_offset()
+    }
+
+    /// The offset after the batch's last.
+    pub fn next_offset(&self) -> i64 {
+        self.batch().next_offset()
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.batch().is_control()
+    }
+}
+
+/// The batches of a log from an offset to its end, in order (see [`Log::records_from`]).
+#[derive(Debug)]
+pub struct RecordsFrom<'a> {
+    log: &'a Log,
+    next: i64,
+    chunk: Arc<Vec<u8>>,
+    position: usize,
+    decompression_limit: usize,
+    done: bool,
+}
+
+impl Iterator for RecordsFrom<'_> {
+    type Item = Result<StoredBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.position < self.chunk.len() {
+                let start = self.position;
+                return Some(match RecordBatch::parse(&self.chunk[start..]) {
+                    Ok(batch) => {
+                        self.position += batch.size();
+                        self.next = self.next.max(batch.next_offset());
+                        Ok(StoredBatch {
+                            chunk: self.chunk.clone(),
+                            start,
+                            end: self.position,
+                            decompression_limit: self.decompression_limit,
+                        })
+                    }
+                    Err(err) => {
+                        self.done = true;
+                        Err(LogError::InvalidBatch(err))
+                    }
+                });
+            }
+            let read = self.log.read(self.next, SCAN_CHUNK).and_then(|r| {
+                r.region
+                    .map(|r| r.read_to_vec())
+                    .transpose()
+                    .map_err(Into::into)
+            });
+            match read {
+                Ok(Some(bytes)) if !bytes.is_empty() => {
+                    self.chunk = Arc::new(bytes);
+                    self.position = 0;
+                }
+                Ok(_) => self.done = true,
+                Err(err) => {
+                    self.done = true;
+                    return Some(Err(err));
+                }
+            }
+        }
+    }
+}
+
+impl Log {
+    /// Every batch from the one holding `offset` to the log end (as it is when the scan gets
+    /// there), read a chunk at a time. The first batch may start before `offset`; callers
+    /// skip the records they do not want. Stops after the first error.
+    pub fn records_from(&self, offset: i64) -> RecordsFrom<'_> {
+        let decompression_limit = decompression_limit(&self.config());
+        RecordsFrom {
+            log: self,
+            next: offset,
+            chunk: Arc::new(Vec::new()),
+            position: 0,
+            decompression_limit,
+            done: false,
+        }
+    }
+}
