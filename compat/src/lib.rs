@@ -6,7 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use sluice_broker::{BrokerConfig, BrokerHandle};
+use sluice_broker::{BrokerConfig, BrokerHandle, GuardedAllocator};
+
+// The suites run brokers in-process: install the allocator the `sluice` binary installs.
+#[global_allocator]
+static ALLOCATOR: GuardedAllocator = GuardedAllocator;
 
 /// Starts a broker on an ephemeral loopback port with its data in `dir`.
 pub async fn start_broker(dir: &Path, extra: &[(&str, &str)]) -> BrokerHandle {

@@ -95,7 +95,7 @@ async fn console_shows_topics_messages_and_lag_in_a_browser() {
     let overview = rendered(&format!("http://{http}/"));
     assert!(overview.contains("#/topic/shop-orders"), "{overview}");
     assert!(overview.contains("#/group/fulfilment"), "{overview}");
-    assert!(overview.contains(&broker.broker.cluster_id), "{overview}");
+    assert!(overview.contains(broker.broker.cluster_id()), "{overview}");
 
     let topic = rendered(&format!(
         "http://{http}/#/topic/shop-orders?partition=0&offset=10&format=json"

@@ -10,11 +10,13 @@ use bytes::Bytes;
 use kafka_protocol::messages::RequestKind;
 use libfuzzer_sys::fuzz_target;
 use sluice_protocol::header::parse_request;
-use sluice_protocol::versions::servable;
 use sluice_record::Batches;
 
-// Linking the broker installs its allocator, which makes codec capacity bombs harmless.
-use sluice_broker as _;
+// What the `sluice` binary installs; it makes codec capacity bombs harmless.
+use sluice_broker::{GuardedAllocator, servable};
+
+#[global_allocator]
+static ALLOCATOR: GuardedAllocator = GuardedAllocator;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = parse_request(Bytes::copy_from_slice(data)) else { return };

@@ -5,13 +5,17 @@
 //! (`num.partitions = 3`, which TOML reads as a table); both mean `num.partitions`. Unknown
 //! properties are an error, so a typo never silently falls back to a default.
 //! Environment: `log.retention.ms` is read from `SLUICE_LOG_RETENTION_MS`.
+//!
+//! Every component's settings are defined here, and this module depends on no other module
+//! of the broker, so that any of them may read its settings without an import cycle.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_log::{CleanupPolicy, FlushPolicy, LogConfig, ManagerConfig};
+use sluice_log::{CleanupPolicy, Clock, FlushPolicy, LogConfig, ManagerConfig, SystemClock};
 use sluice_record::TimestampType;
 
 /// A configuration problem, worded for the operator.
@@ -79,6 +83,25 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("producer.id.expiration.ms", "86400000"),
 ];
 
+/// Settings that bound what group members may ask for (`group.*`).
+#[derive(Debug, Clone)]
+pub struct GroupLimits {
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+    pub initial_rebalance_delay: Duration,
+}
+
+/// Group coordinator settings (Kafka's `group.*` and `offsets.*` properties).
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub limits: GroupLimits,
+    pub offsets_partitions: i32,
+    pub offsets_segment_bytes: u32,
+    pub offsets_retention: Duration,
+    pub offsets_retention_check: Duration,
+    pub metadata_max_bytes: usize,
+}
+
 /// The broker's settings, parsed and validated.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -109,11 +132,13 @@ pub struct BrokerConfig {
     /// `log.cleaner.io.max.bytes.per.second`.
     pub cleaner_io_max_bytes_per_second: f64,
     /// Group coordinator settings (`group.*`, `offsets.*`).
-    pub coordinator: crate::groups::CoordinatorConfig,
+    pub coordinator: CoordinatorConfig,
     /// The effective value of every property, for DescribeConfigs.
     pub properties: BTreeMap<String, String>,
     /// Properties set explicitly (file, environment or flag) rather than by default.
     pub overridden: BTreeMap<String, String>,
+    /// Where the broker reads time: the system clock, or a test's.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for BrokerConfig {
@@ -325,8 +350,8 @@ impl BrokerConfig {
             return Err(p.invalid("offsets.topic.num.partitions", "must be at least 1"));
         }
         let retention_minutes: u64 = p.parse("offsets.retention.minutes")?;
-        let coordinator = crate::groups::CoordinatorConfig {
-            limits: crate::groups::group::GroupLimits {
+        let coordinator = CoordinatorConfig {
+            limits: GroupLimits {
                 min_session_timeout: Duration::from_millis(
                     p.parse("group.min.session.timeout.ms")?,
                 ),
@@ -368,6 +393,7 @@ impl BrokerConfig {
             cleaner_io_max_bytes_per_second,
             properties: values.clone(),
             overridden,
+            clock: Arc::new(SystemClock),
         })
     }
 

@@ -1,31 +1,48 @@
 //! The Sluice broker: a single node that speaks the Kafka protocol.
 //!
-//! Owns the network server ([`server`]), one handler per Kafka API (`handlers/`), the broker
-//! configuration ([`config`]), topic configuration ([`topic_config`]), the cluster metadata
-//! log and image ([`metadata`]) and the partitions it serves ([`broker`]). Error codes are
-//! mapped from typed errors in one place ([`errors`]). Counters live in [`metrics`]; the
-//! admin HTTP endpoint (health, Prometheus, JSON API) in [`admin_http`].
+//! Layers, from the socket down (see docs/ARCHITECTURE.md for the drawing):
+//! - [`server`]: connections, frames, the per-connection reader and writer;
+//! - `handlers/`: one file per Kafka API and the table that serves them;
+//! - [`broker`]: the wiring of the components below, and publishing metadata changes;
+//! - [`controller`]: every metadata change (topics, configs, producer ids), made durable by
+//!   the [`metadata`] store;
+//! - [`partition`]: the data path of each partition (append, read, durability), the only
+//!   user of `sluice-log`'s logs;
+//! - [`groups`]: the group coordinator and its storage in `__consumer_offsets`.
 //!
-//! Storage is `sluice-log`'s, framing and encoding `sluice-protocol`'s. Must not depend on the
-//! CLI; the binary (`sluice broker`) only builds a [`config::BrokerConfig`] and calls
-//! [`server::start`].
+//! Beside them: [`config`] and [`topic_config`] (Kafka property names), [`errors`] (the one
+//! place where errors become Kafka codes), [`metrics`] and [`prometheus`] (counters and the
+//! text format, shared with the pipeline), [`admin_http`] (health, metrics, JSON API,
+//! console), and the allocator guard the binaries install ([`GuardedAllocator`]).
+//!
+//! Storage is `sluice-log`'s, framing and encoding `sluice-protocol`'s. Must not depend on
+//! the CLI; the binary (`sluice broker`) only builds a [`config::BrokerConfig`] and calls
+//! [`server::start`]. Modules form no import cycle (checked by `tests/module_graph.rs`).
 
 pub mod admin_http;
 mod alloc_guard;
 pub mod broker;
 pub mod config;
+pub mod controller;
 pub mod errors;
 pub mod groups;
 mod handlers;
+pub mod internal_topics;
 pub mod metadata;
 pub mod metrics;
+pub mod partition;
+pub mod prometheus;
 pub mod server;
 pub mod topic_config;
 
 pub use alloc_guard::GuardedAllocator;
 pub use broker::Broker;
-
-#[global_allocator]
-static ALLOCATOR: GuardedAllocator = GuardedAllocator;
 pub use config::BrokerConfig;
+pub use handlers::{advertised_apis, servable};
 pub use server::{BrokerHandle, start};
+
+// The binaries install the allocator guard (see `GuardedAllocator`); the library's own unit
+// tests run with it too.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: GuardedAllocator = GuardedAllocator;

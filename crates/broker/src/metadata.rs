@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use sluice_log::{Log, LogConfig, LogManager, ManagerConfig, TopicPartition};
-use sluice_record::{BatchBuilder, Batches, Compression, OwnedRecord, RecordBatch};
+use sluice_log::{Clock, Log, LogConfig, LogManager, ManagerConfig, TopicPartition};
+use sluice_record::{BatchBuilder, Compression, OwnedRecord};
 use uuid::Uuid;
 
 const FORMAT_VERSION: u8 = 0;
@@ -289,11 +289,20 @@ pub enum MetadataError {
     Corrupt { offset: i64, reason: String },
 }
 
+/// A change made durable and applied: the image after it, and its records.
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub image: Arc<MetadataImage>,
+    pub records: Vec<MetadataRecord>,
+    pub value: T,
+}
+
 /// The metadata log and the image it produces.
 #[derive(Debug)]
 pub struct MetadataStore {
     manager: LogManager,
     log: Arc<Log>,
+    clock: Arc<dyn Clock>,
     image: RwLock<Arc<MetadataImage>>,
     /// Serialises changes: each is validated against the image it will apply to.
     writer: tokio::sync::Mutex<()>,
@@ -301,7 +310,11 @@ pub struct MetadataStore {
 
 impl MetadataStore {
     /// Opens (or creates) the metadata log under `dir` and replays it.
-    pub fn open(dir: &Path, sync_threads: usize) -> Result<Self, MetadataError> {
+    pub fn open(
+        dir: &Path,
+        sync_threads: usize,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, MetadataError> {
         let mut config = ManagerConfig::new(dir);
         config.default_log_config = LogConfig {
             retention_ms: -1,
@@ -310,7 +323,7 @@ impl MetadataStore {
         };
         config.sync_threads = sync_threads.min(4);
         config.cleaner_enabled = false;
-        let manager = LogManager::open(config)?;
+        let manager = LogManager::open_with_clock(config, clock.clone())?;
         let log = manager.get_or_create(&TopicPartition::new(METADATA_TOPIC, 0))?;
         let image = replay(&log)?;
         tracing::info!(
@@ -321,6 +334,7 @@ impl MetadataStore {
         Ok(MetadataStore {
             manager,
             log,
+            clock,
             image: RwLock::new(Arc::new(image)),
             writer: tokio::sync::Mutex::new(()),
         })
@@ -333,10 +347,11 @@ impl MetadataStore {
 
     /// Computes records from the current image with `change`, makes them durable and applies
     /// them. `change` runs with writes serialised, so its checks hold when the records land.
+    /// Returns what was committed, for the broker to publish to the partitions and groups.
     pub async fn update<E, T>(
         &self,
         change: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), E>,
-    ) -> Result<Result<(Arc<MetadataImage>, T), E>, MetadataError> {
+    ) -> Result<Result<Committed<T>, E>, MetadataError> {
         let _serial = self.writer.lock().await;
         let current = self.image();
         let (records, value) = match change(&current) {
@@ -344,14 +359,18 @@ impl MetadataStore {
             Err(err) => return Ok(Err(err)),
         };
         if records.is_empty() {
-            return Ok(Ok((current, value)));
+            return Ok(Ok(Committed {
+                image: current,
+                records,
+                value,
+            }));
         }
         let mut next = (*current).clone();
         for record in &records {
             next.apply(record)?;
         }
         let mut builder = BatchBuilder::new(Compression::None);
-        let now = sluice_log::Clock::now_ms(&sluice_log::SystemClock);
+        let now = self.clock.now_ms();
         for record in &records {
             builder.push(OwnedRecord::new(None, Some(record.encode()), now));
         }
@@ -363,7 +382,11 @@ impl MetadataStore {
         self.log.wait_durable(info.last_offset + 1).await?;
         let next = Arc::new(next);
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
-        Ok(Ok((next, value)))
+        Ok(Ok(Committed {
+            image: next,
+            records,
+            value,
+        }))
     }
 
     pub fn shutdown(&self) -> Result<(), sluice_log::LogError> {
@@ -373,32 +396,18 @@ impl MetadataStore {
 
 fn replay(log: &Log) -> Result<MetadataImage, MetadataError> {
     let mut image = MetadataImage::default();
-    let mut offset = log.offsets().log_start_offset;
-    loop {
-        let result = log.read(offset, 1 << 20)?;
-        let Some(region) = result.region else { break };
-        let bytes = region.read_to_vec().map_err(sluice_log::LogError::Io)?;
-        for batch in Batches::new(&bytes) {
-            let batch: RecordBatch<'_> = batch.map_err(|e| MetadataError::Corrupt {
-                offset,
-                reason: e.to_string(),
-            })?;
-            let records = batch
-                .records(64 << 20)
-                .map_err(|e| MetadataError::Corrupt {
-                    offset,
-                    reason: e.to_string(),
-                })?;
-            for record in records.iter() {
-                let value = record.value.unwrap_or_default();
-                let decoded =
-                    MetadataRecord::decode(value).map_err(|reason| MetadataError::Corrupt {
-                        offset: record.offset,
-                        reason,
-                    })?;
-                image.apply(&decoded)?;
-            }
-            offset = batch.next_offset();
+    let corrupt = |offset: i64, reason: String| MetadataError::Corrupt { offset, reason };
+    let start = log.offsets().log_start_offset;
+    for stored in log.records_from(start) {
+        let stored = stored.map_err(|e| corrupt(start, e.to_string()))?;
+        let records = stored
+            .records()
+            .map_err(|e| corrupt(stored.base_offset(), e.to_string()))?;
+        for record in records.iter() {
+            let value = record.value.unwrap_or_default();
+            let decoded =
+                MetadataRecord::decode(value).map_err(|reason| corrupt(record.offset, reason))?;
+            image.apply(&decoded)?;
         }
     }
     Ok(image)
@@ -449,7 +458,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = Uuid::new_v4();
         {
-            let store = MetadataStore::open(dir.path(), 1).unwrap();
+            let store =
+                MetadataStore::open(dir.path(), 1, Arc::new(sluice_log::SystemClock)).unwrap();
             let created = store
                 .update(|_| {
                     Ok::<_, ()>((
@@ -480,7 +490,7 @@ mod tests {
                 .unwrap();
             // No clean shutdown: the records were durable when update returned.
         }
-        let store = MetadataStore::open(dir.path(), 1).unwrap();
+        let store = MetadataStore::open(dir.path(), 1, Arc::new(sluice_log::SystemClock)).unwrap();
         let topic = store.image().topic("a").cloned().unwrap();
         assert_eq!((topic.id, topic.partitions), (id, 4));
     }

@@ -1,63 +1,20 @@
 //! The broker's own counters: requests and their latency per Kafka API, bytes and messages
 //! in and out per topic, produce and fetch errors, connections. Lock-free on the hot path
-//! (atomics; a topic's counters are created once under a write lock). Rendered in the
-//! Prometheus text format by `admin_http`, together with what the log manager and the group
-//! coordinator already know (sizes, offsets, fsyncs, cleaner, lag).
+//! (atomics; a topic's counters are created once under a write lock, when its partitions
+//! are opened, and held by each partition). Rendered in the Prometheus text format by
+//! `admin_http`, together with what the partitions and the group coordinator already know.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 
-/// Upper bounds (seconds) of the request latency histogram buckets.
-pub const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+use crate::prometheus::{Histogram, Kind, TextWriter};
 
-/// A cumulative latency histogram (Prometheus semantics: `le` buckets, sum, count).
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| seconds <= *le) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Writes the `_bucket`, `_sum` and `_count` lines; `labels` is `key="value",...` or empty.
-    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (le, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let count = self.count();
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
-    }
-}
+/// One latency histogram per possible API key (the protocol's keys are below this).
+const API_SLOTS: usize = 128;
 
 /// Counters of one topic.
 #[derive(Debug, Default)]
@@ -69,15 +26,11 @@ pub struct TopicCounters {
     pub fetch_errors: AtomicU64,
 }
 
-#[derive(Debug, Default)]
-struct ApiCounters {
-    latency: Histogram,
-}
-
 /// Everything the broker counts about itself.
 #[derive(Debug)]
 pub struct BrokerMetrics {
-    apis: HashMap<i16, ApiCounters>,
+    /// Indexed by API key.
+    latency: Box<[Histogram]>,
     topics: RwLock<HashMap<String, Arc<TopicCounters>>>,
     pub connections: AtomicI64,
     pub connections_total: AtomicU64,
@@ -85,12 +38,8 @@ pub struct BrokerMetrics {
 
 impl Default for BrokerMetrics {
     fn default() -> Self {
-        let apis = sluice_protocol::versions::SUPPORTED
-            .iter()
-            .map(|range| (range.key as i16, ApiCounters::default()))
-            .collect();
         BrokerMetrics {
-            apis,
+            latency: (0..API_SLOTS).map(|_| Histogram::default()).collect(),
             topics: RwLock::new(HashMap::new()),
             connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
@@ -99,11 +48,22 @@ impl Default for BrokerMetrics {
 }
 
 impl BrokerMetrics {
+    fn latency_of(&self, api: ApiKey) -> Option<&Histogram> {
+        usize::try_from(api as i16)
+            .ok()
+            .and_then(|slot| self.latency.get(slot))
+    }
+
     /// Records a request of `api` that took `elapsed` from its arrival to its response.
     pub fn observe_request(&self, api: ApiKey, elapsed: Duration) {
-        if let Some(counters) = self.apis.get(&(api as i16)) {
-            counters.latency.observe(elapsed);
+        if let Some(histogram) = self.latency_of(api) {
+            histogram.observe(elapsed);
         }
+    }
+
+    /// Requests answered for `api` so far.
+    pub fn requests(&self, api: ApiKey) -> u64 {
+        self.latency_of(api).map_or(0, Histogram::count)
     }
 
     /// The counters of `topic`, created on first use.
@@ -144,27 +104,21 @@ impl BrokerMetrics {
         })
     }
 
-    /// Requests answered for `api` so far.
-    pub fn requests(&self, api: ApiKey) -> u64 {
-        self.apis
-            .get(&(api as i16))
-            .map_or(0, |c| c.latency.count())
-    }
-
-    /// Appends the broker's own metrics in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        out.push_str("# HELP sluice_request_duration_seconds Time from a request's arrival to its response, per Kafka API.\n");
-        out.push_str("# TYPE sluice_request_duration_seconds histogram\n");
-        let mut apis: Vec<_> = self.apis.iter().collect();
-        apis.sort_by_key(|(key, _)| **key);
-        for (key, counters) in apis {
-            let name =
-                ApiKey::try_from(*key).map_or_else(|_| key.to_string(), |k| format!("{k:?}"));
-            counters.latency.render(
-                out,
-                "sluice_request_duration_seconds",
-                &format!("api=\"{name}\""),
-            );
+    /// Writes the broker's own metrics; `served` lists the APIs that get a latency series
+    /// (zero until their first request).
+    pub fn render(&self, out: &mut TextWriter, served: impl Iterator<Item = ApiKey>) {
+        let name = "sluice_request_duration_seconds";
+        out.family(
+            name,
+            Kind::Histogram,
+            "Time from a request's arrival to its response, per Kafka API.",
+        );
+        let mut served: Vec<ApiKey> = served.collect();
+        served.sort_by_key(|key| *key as i16);
+        for api in served {
+            if let Some(histogram) = self.latency_of(api) {
+                out.histogram(name, &[("api", &format!("{api:?}"))], histogram);
+            }
         }
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
         let mut names: Vec<&String> = topics.keys().collect();
@@ -198,66 +152,23 @@ impl BrokerMetrics {
             ),
         ];
         for (name, help, field) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            out.family(name, Kind::Counter, help);
             for topic in &names {
                 let value = field(&topics[*topic]).load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}{{topic=\"{}\"}} {value}", escape(topic));
+                out.sample(name, &[("topic", topic)], value);
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP sluice_connections Open client connections.\n# TYPE sluice_connections gauge\nsluice_connections {}",
-            self.connections.load(Ordering::Relaxed)
+        out.single(
+            "sluice_connections",
+            Kind::Gauge,
+            "Open client connections.",
+            self.connections.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP sluice_connections_total Client connections accepted.\n# TYPE sluice_connections_total counter\nsluice_connections_total {}",
-            self.connections_total.load(Ordering::Relaxed)
+        out.single(
+            "sluice_connections_total",
+            Kind::Counter,
+            "Client connections accepted.",
+            self.connections_total.load(Ordering::Relaxed),
         );
-    }
-}
-
-/// Escapes a label value (Prometheus text format: backslash, quote, newline).
-pub fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let h = Histogram::default();
-        h.observe(Duration::from_micros(300));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(60));
-        let mut out = String::new();
-        h.render(&mut out, "x", "api=\"Produce\"");
-        assert!(
-            out.contains("x_bucket{api=\"Produce\",le=\"0.0005\"} 1\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{api=\"Produce\",le=\"0.005\"} 2\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{api=\"Produce\",le=\"10\"} 2\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{api=\"Produce\",le=\"+Inf\"} 3\n"),
-            "{out}"
-        );
-        assert!(out.contains("x_count{api=\"Produce\"} 3\n"), "{out}");
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

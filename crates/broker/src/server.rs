@@ -78,17 +78,15 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
         })??;
     tracing::info!(
         listen = %local_addr,
-        advertised = %format!("{}:{}", broker.config.advertised.0, broker.config.advertised.1),
-        data_dir = %broker.config.data_dir.display(),
-        cluster_id = %broker.cluster_id,
-        node_id = broker.config.node_id,
+        advertised = %format!("{}:{}", broker.config().advertised.0, broker.config().advertised.1),
+        data_dir = %broker.config().data_dir.display(),
+        cluster_id = %broker.cluster_id(),
+        node_id = broker.config().node_id,
         "broker started"
     );
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(crate::groups::GroupCoordinator::run(
-        broker.clone(),
-        stopped.clone(),
-    ));
+    let (coordinator, stop_coordinator) = (broker.clone(), stopped.clone());
+    tokio::spawn(async move { coordinator.groups().run(stop_coordinator).await });
     let mut http_addr = None;
     if let Some(http) = http_listener {
         http_addr = http.local_addr().ok();
@@ -185,7 +183,7 @@ struct ConnectionGauge(Arc<Broker>);
 
 impl Drop for ConnectionGauge {
     fn drop(&mut self) {
-        self.0.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics().connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -196,19 +194,18 @@ async fn serve_connection(
     mut stopped: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    broker.metrics.connections.fetch_add(1, Ordering::Relaxed);
-    broker
-        .metrics
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
+    let metrics = broker.metrics();
+    metrics.connections.fetch_add(1, Ordering::Relaxed);
+    metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let _open = ConnectionGauge(broker.clone());
     let (mut reader, mut writer) = stream.into_split();
-    let max_frame = broker.config.max_request_bytes;
-    let budget = broker.config.max_inflight_bytes.min(u64::from(u32::MAX)) as u32;
+    let max_frame = broker.config().max_request_bytes;
+    let budget = broker.config().max_inflight_bytes.min(u64::from(u32::MAX)) as u32;
     let inflight = Arc::new(Semaphore::new(budget as usize));
     let (queue, mut pending) =
         mpsc::channel::<(ResponseFuture, tokio::sync::OwnedSemaphorePermit)>(MAX_PIPELINED);
-    let transfer = if broker.config.zero_copy_fetch {
+    // The one place that decides how file chunks reach the socket.
+    let transfer = if broker.config().zero_copy_fetch {
         FileTransfer::Sendfile
     } else {
         FileTransfer::Copy
@@ -283,7 +280,7 @@ async fn serve_connection(
                 let (api, arrived, timed) = (request.api_key, Instant::now(), broker.clone());
                 let future: ResponseFuture = Box::pin(async move {
                     let response = future.await;
-                    timed.metrics.observe_request(api, arrived.elapsed());
+                    timed.metrics().observe_request(api, arrived.elapsed());
                     response
                 });
                 if queue.send((future, permit)).await.is_err() {

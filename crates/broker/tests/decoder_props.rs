@@ -8,11 +8,13 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
 use sluice_protocol::header::parse_request;
-use sluice_protocol::versions::servable;
 use sluice_record::{BatchBuilder, Batches, Compression, OwnedRecord};
 
-// Linking the broker installs its allocator, which defuses codec capacity bombs.
-use sluice_broker as _;
+// What the `sluice` binary installs; it defuses codec capacity bombs.
+use sluice_broker::{GuardedAllocator, servable};
+
+#[global_allocator]
+static ALLOCATOR: GuardedAllocator = GuardedAllocator;
 
 fn frame<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Vec<u8> {
     let header = RequestHeader::default()

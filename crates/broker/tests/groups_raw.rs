@@ -20,7 +20,6 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use sluice_protocol::versions::SUPPORTED;
 
 const FAST_GROUPS: &[(&str, &str)] = &[
     ("group.initial.rebalance.delay.ms", "0"),
@@ -33,8 +32,10 @@ fn s(text: &str) -> StrBytes {
 }
 
 fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
-    let range = SUPPORTED.iter().find(|r| r.key == key).expect("advertised");
-    range.min.max(key.valid_versions().min)..=range.max
+    let (_, min, max) = sluice_broker::advertised_apis()
+        .find(|(k, _, _)| *k == key)
+        .expect("advertised");
+    min.max(key.valid_versions().min)..=max
 }
 
 fn create_topic(c: &mut RawClient, topic: &str, partitions: i32) {
@@ -652,11 +653,7 @@ async fn lag_is_committed_offset_against_the_log_end() {
         assert_eq!(commit(&mut c, -1, "", "t", 0, 4), 0);
     })
     .await;
-    let lag = broker
-        .broker
-        .groups
-        .lag(&broker.broker, "g")
-        .expect("group exists");
+    let lag = broker.broker.groups().lag("g").expect("group exists");
     assert_eq!(
         lag,
         vec![sluice_broker::groups::PartitionLag {
@@ -667,6 +664,6 @@ async fn lag_is_committed_offset_against_the_log_end() {
             lag: 6
         }]
     );
-    assert!(broker.broker.groups.lag(&broker.broker, "nobody").is_none());
+    assert!(broker.broker.groups().lag("nobody").is_none());
     broker.shutdown().await.unwrap();
 }

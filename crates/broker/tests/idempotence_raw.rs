@@ -12,7 +12,6 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use sluice_protocol::versions::SUPPORTED;
 use sluice_record::{BatchBuilder, Batches, Compression, OwnedRecord};
 
 fn s(text: &str) -> StrBytes {
@@ -123,19 +122,18 @@ async fn producer_ids_are_unique_at_every_version_and_across_restarts() {
         let addr: SocketAddr = broker.local_addr;
         let ids = on_thread(move || {
             let mut c = RawClient::connect(addr);
-            let range = SUPPORTED
-                .iter()
-                .find(|r| r.key == ApiKey::InitProducerId)
+            let (_, min, max) = sluice_broker::advertised_apis()
+                .find(|(k, _, _)| *k == ApiKey::InitProducerId)
                 .expect("advertised");
             let mut ids = Vec::new();
-            for version in range.min..=range.max {
+            for version in min..=max {
                 let response = init_producer_id(&mut c, version, None);
                 assert_eq!(response.error_code, 0, "v{version}");
                 assert_eq!(response.producer_epoch, 0, "v{version}");
                 ids.push(response.producer_id.0);
             }
             // Transactions are not supported: a transactional id gets a clear refusal.
-            let refused = init_producer_id(&mut c, range.max, Some("tx"));
+            let refused = init_producer_id(&mut c, max, Some("tx"));
             assert_eq!(refused.error_code, ResponseError::InvalidRequest.code());
             assert_eq!(refused.producer_id.0, -1);
             ids

@@ -13,7 +13,6 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use sluice_protocol::versions::SUPPORTED;
 use sluice_record::{BatchBuilder, Compression, OwnedRecord};
 
 fn name(s: &str) -> TopicName {
@@ -31,9 +30,10 @@ fn batch(value: &str, timestamp: i64) -> Bytes {
 }
 
 fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
-    let range = SUPPORTED.iter().find(|r| r.key == key).expect("advertised");
-    let min = range.min.max(key.valid_versions().min);
-    min..=range.max
+    let (_, min, max) = sluice_broker::advertised_apis()
+        .find(|(k, _, _)| *k == key)
+        .expect("advertised");
+    min.max(key.valid_versions().min)..=max
 }
 
 fn create_topic(client: &mut RawClient, topic: &str, partitions: i32) {
@@ -71,6 +71,15 @@ async fn every_api_at_every_advertised_version() {
                 .find(|k| k.api_key == ApiKey::Produce as i16)
                 .unwrap();
             assert_eq!(produce.min_version, 0, "Produce must be advertised from v0");
+            let listed: Vec<(i16, i16, i16)> = response
+                .api_keys
+                .iter()
+                .map(|k| (k.api_key, k.min_version, k.max_version))
+                .collect();
+            let table: Vec<(i16, i16, i16)> = sluice_broker::advertised_apis()
+                .map(|(key, min, max)| (key as i16, min, max))
+                .collect();
+            assert_eq!(listed, table, "v{v}: ApiVersions lists the handler table");
         }
 
         create_topic(&mut c, "versions", 2);

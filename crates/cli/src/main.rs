@@ -27,6 +27,11 @@ mod size;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+// The broker (also in the embedded pipeline) runs in this process: its guard against
+// capacity bombs in the protocol codec must be the global allocator.
+#[global_allocator]
+static ALLOCATOR: sluice_broker::GuardedAllocator = sluice_broker::GuardedAllocator;
+
 /// Sluice: a Kafka-compatible streaming platform.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, long_about = None)]

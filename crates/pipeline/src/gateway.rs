@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sluice_broker::prometheus::TextWriter;
+
 use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
@@ -522,10 +524,11 @@ async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
 }
 
 async fn prometheus(State(gateway): State<Arc<Gateway>>) -> Response {
-    let mut out = String::with_capacity(4096);
+    let mut out = TextWriter::new();
     gateway.stats.render(&mut out);
     if let Some(sink) = &gateway.sink_stats {
         sink.render(&mut out);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let text = out.finish();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -663,9 +663,9 @@ pub async fn serve_metrics(
         .route(
             "/metrics",
             get(move || async move {
-                let mut out = String::with_capacity(2048);
+                let mut out = sluice_broker::prometheus::TextWriter::new();
                 stats.render(&mut out);
-                out
+                out.finish()
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }));

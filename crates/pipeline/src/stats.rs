@@ -1,10 +1,9 @@
 //! Counters of the gateway and the sink, rendered in the Prometheus text format. Atomics
 //! only: they are bumped per request and per batch on the hot paths.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use sluice_broker::metrics::Histogram;
+use sluice_broker::prometheus::{Histogram, Kind, TextWriter};
 
 /// The gateway's counters.
 #[derive(Debug, Default)]
@@ -49,56 +48,36 @@ pub struct SinkStats {
     pub end_to_end: Histogram,
 }
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-    );
-}
-
-fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-    );
-}
-
-fn histogram(out: &mut String, name: &str, help: &str, histogram: &Histogram) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    histogram.render(out, name, "");
-}
-
 fn get(value: &AtomicU64) -> u64 {
     value.load(Ordering::Relaxed)
 }
 
+fn histogram(out: &mut TextWriter, name: &str, help: &str, histogram: &Histogram) {
+    out.family(name, Kind::Histogram, help);
+    out.histogram(name, &[], histogram);
+}
+
 impl GatewayStats {
-    pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP sluice_ingest_requests_total POST requests answered, by status.\n# TYPE sluice_ingest_requests_total counter"
-        );
+    pub fn render(&self, out: &mut TextWriter) {
+        let name = "sluice_ingest_requests_total";
+        out.family(name, Kind::Counter, "POST requests answered, by status.");
         for (status, value) in [
             ("202", &self.accepted_requests),
             ("400", &self.rejected_invalid),
             ("413", &self.rejected_too_large),
             ("503", &self.rejected_unavailable),
         ] {
-            let _ = writeln!(
-                out,
-                "sluice_ingest_requests_total{{status=\"{status}\"}} {}",
-                get(value)
-            );
+            out.sample(name, &[("status", status)], get(value));
         }
-        counter(
-            out,
+        out.single(
             "sluice_ingest_metrics_accepted_total",
+            Kind::Counter,
             "Metrics durably written to the topic.",
             get(&self.accepted_metrics),
         );
-        gauge(
-            out,
+        out.single(
             "sluice_ingest_requests_in_flight",
+            Kind::Gauge,
             "POST requests being handled.",
             self.in_flight.load(Ordering::Relaxed),
         );
@@ -108,15 +87,15 @@ impl GatewayStats {
             "POST latency.",
             &self.latency,
         );
-        counter(
-            out,
+        out.single(
             "sluice_ingest_queries_total",
+            Kind::Counter,
             "GET /api/v1/metrics requests.",
             get(&self.queries),
         );
-        counter(
-            out,
+        out.single(
             "sluice_ingest_query_errors_total",
+            Kind::Counter,
             "GET /api/v1/metrics requests the database failed.",
             get(&self.query_errors),
         );
@@ -124,7 +103,7 @@ impl GatewayStats {
 }
 
 impl SinkStats {
-    pub fn render(&self, out: &mut String) {
+    pub fn render(&self, out: &mut TextWriter) {
         for (name, help, value) in [
             (
                 "sluice_sink_consumed_total",
@@ -172,11 +151,11 @@ impl SinkStats {
                 &self.commit_errors,
             ),
         ] {
-            counter(out, name, help, get(value));
+            out.single(name, Kind::Counter, help, get(value));
         }
-        gauge(
-            out,
+        out.single(
             "sluice_sink_lag",
+            Kind::Gauge,
             "Messages in assigned partitions not yet read.",
             self.lag.load(Ordering::Relaxed),
         );

@@ -11,11 +11,9 @@
 //!     preferred_read_replica i32 (v11+), records nullable bytes ] ]
 //! ```
 
+use crate::response::{Chunk, FileChunk, Response, put_header};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
-use sluice_log::FileRegion;
-
-use crate::response::{Chunk, Response, put_header};
 
 /// Record data of one partition in a fetch response.
 #[derive(Debug, Clone)]
@@ -23,7 +21,7 @@ pub enum RecordData {
     /// No data: encoded as an empty record set.
     None,
     Bytes(Bytes),
-    File(FileRegion),
+    File(FileChunk),
 }
 
 impl RecordData {
@@ -298,7 +296,7 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, b"0123456789").unwrap();
         let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
-        let region = FileRegion::new(file, 2, 5);
+        let region = FileChunk::new(file, 2, 5);
         let response = encode_fetch_response(12, 1, &sample(RecordData::File(region)));
         assert!(
             response

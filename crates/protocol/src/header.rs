@@ -44,7 +44,19 @@ pub struct BodyError {
 }
 
 impl Request {
-    /// Decodes the body with the codec. The caller has checked the version is servable.
+    /// Decodes the body as `T`, the request type of this API. The caller has checked that the
+    /// version is servable.
+    pub fn decode<T: Decodable>(&self) -> Result<T, BodyError> {
+        let mut body = self.body.clone();
+        T::decode(&mut body, self.api_version).map_err(|err| BodyError {
+            api_key: self.api_key,
+            api_version: self.api_version,
+            reason: format!("{err:#}"),
+        })
+    }
+
+    /// Decodes the body with the codec, whatever the API. The caller has checked the version
+    /// is servable.
     pub fn decode_body(&self) -> Result<RequestKind, BodyError> {
         let mut body = self.body.clone();
         RequestKind::decode(self.api_key, &mut body, self.api_version).map_err(|err| BodyError {

@@ -1,15 +1,61 @@
 //! Responses as a list of chunks: encoded bytes, and file regions that stay in the log's
 //! files until they are written to the socket.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::Encodable;
-use sluice_log::FileRegion;
+
+/// A byte range of an open file that goes to the socket as it is (record data of a fetch).
+/// Whoever makes one vouches that the range is within the file; holding it keeps the file
+/// open.
+#[derive(Debug, Clone)]
+pub struct FileChunk {
+    file: Arc<File>,
+    position: u64,
+    len: u64,
+}
+
+impl FileChunk {
+    pub fn new(file: Arc<File>, position: u64, len: u64) -> Self {
+        FileChunk {
+            file,
+            position,
+            len,
+        }
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the range into memory.
+    pub fn read_to_vec(&self) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.len as usize];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(buf)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum Chunk {
     Bytes(Bytes),
-    File(FileRegion),
+    File(FileChunk),
 }
 
 impl Chunk {

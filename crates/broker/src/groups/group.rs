@@ -14,9 +14,14 @@
 //! (session, rebalance, initial delay) are checked by [`Group::tick`], which the coordinator
 //! calls periodically.
 //!
-//! Invariants: a member has at most one pending join and one pending sync; `generation` only
-//! grows; the leader, when set, is a member; `static_members` maps each group.instance.id to
-//! the member id that currently owns it.
+//! Invariants (checked after every public operation in debug builds, see `invariants.rs`):
+//! a member has at most one pending join and one pending sync, and waits only in the state
+//! that answers it; `generation` only grows; from CompletingRebalance on the leader is a
+//! member; `static_members` maps each group.instance.id to the member id that owns it.
+
+mod invariants;
+mod outcome;
+mod persist;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -25,7 +30,8 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
-use super::records::{GroupValue, MemberValue};
+pub use crate::config::GroupLimits;
+pub use outcome::{JoinOutcome, JoinRequest, Reply, SyncOutcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -49,68 +55,22 @@ impl GroupState {
     }
 }
 
-/// Settings that bound what members may ask for.
-#[derive(Debug, Clone)]
-pub struct GroupLimits {
-    pub min_session_timeout: Duration,
-    pub max_session_timeout: Duration,
-    pub initial_rebalance_delay: Duration,
+/// The time a group operation runs at: a monotonic instant for deadlines, and wall-clock
+/// milliseconds for what is recorded (when the group became empty, for offset retention).
+/// Both come from the coordinator's injected clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub instant: Instant,
+    pub ms: i64,
 }
 
-/// What a JoinGroup gets back.
-#[derive(Debug, Clone)]
-pub struct JoinOutcome {
-    /// `None` on success.
-    pub error: Option<ResponseError>,
-    pub generation: i32,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    pub leader: String,
-    pub member_id: String,
-    /// For the leader only: every member with its metadata for the chosen protocol.
-    pub members: Vec<(String, Option<String>, Bytes)>,
-}
-
-impl JoinOutcome {
-    pub fn error(error: ResponseError, member_id: &str) -> Self {
-        JoinOutcome {
-            error: Some(error),
-            generation: -1,
-            protocol_type: None,
-            protocol_name: None,
-            leader: String::new(),
-            member_id: member_id.to_string(),
-            members: Vec::new(),
+impl Now {
+    pub fn from_clock(clock: &dyn sluice_log::Clock) -> Self {
+        Now {
+            instant: clock.now(),
+            ms: clock.now_ms(),
         }
     }
-}
-
-/// What a SyncGroup gets back.
-#[derive(Debug, Clone)]
-pub struct SyncOutcome {
-    /// `None` on success.
-    pub error: Option<ResponseError>,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    pub assignment: Bytes,
-}
-
-impl SyncOutcome {
-    pub fn error(error: ResponseError) -> Self {
-        SyncOutcome {
-            error: Some(error),
-            protocol_type: None,
-            protocol_name: None,
-            assignment: Bytes::new(),
-        }
-    }
-}
-
-/// Either an answer now, or one to wait for.
-#[derive(Debug)]
-pub enum Reply<T> {
-    Now(T),
-    Later(oneshot::Receiver<T>),
 }
 
 #[derive(Debug)]
@@ -156,21 +116,6 @@ pub struct Committed {
     pub metadata: String,
     pub commit_timestamp: i64,
     pub record_offset: i64,
-}
-
-/// Everything a JoinGroup carries.
-#[derive(Debug, Clone)]
-pub struct JoinRequest {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout: Duration,
-    pub rebalance_timeout: Duration,
-    pub protocol_type: String,
-    pub protocols: Vec<(String, Bytes)>,
-    /// JoinGroup v4+: a new dynamic member first gets MEMBER_ID_REQUIRED (KIP-394).
-    pub require_known_member_id: bool,
 }
 
 #[derive(Debug)]
@@ -286,11 +231,18 @@ impl Group {
     }
 
     /// Handles a JoinGroup.
-    pub fn join(
+    pub fn join(&mut self, req: JoinRequest, limits: &GroupLimits, now: Now) -> Reply<JoinOutcome> {
+        let generation_before = self.generation;
+        let outcome = self.join_unchecked(req, limits, now);
+        self.assert_invariants(generation_before);
+        outcome
+    }
+
+    fn join_unchecked(
         &mut self,
         req: JoinRequest,
         limits: &GroupLimits,
-        now: Instant,
+        now: Now,
     ) -> Reply<JoinOutcome> {
         let fail = |error| Reply::Now(JoinOutcome::error(error, &req.member_id));
         if self.state == GroupState::Dead {
@@ -322,7 +274,7 @@ impl Group {
                 None if req.require_known_member_id => {
                     let member_id = new_member_id(&req.client_id);
                     self.pending
-                        .insert(member_id.clone(), now + req.session_timeout);
+                        .insert(member_id.clone(), now.instant + req.session_timeout);
                     Reply::Now(JoinOutcome::error(
                         ResponseError::MemberIdRequired,
                         &member_id,
@@ -375,7 +327,7 @@ impl Group {
         req: JoinRequest,
         instance: &str,
         limits: &GroupLimits,
-        now: Instant,
+        now: Now,
     ) -> Reply<JoinOutcome> {
         let member_id = new_member_id(instance);
         let Some(old_id) = self.static_members.get(instance).cloned() else {
@@ -401,7 +353,7 @@ impl Group {
         member.client_host = req.client_host.clone();
         member.session_timeout = req.session_timeout;
         member.rebalance_timeout = req.rebalance_timeout;
-        member.deadline = now + req.session_timeout;
+        member.deadline = now.instant + req.session_timeout;
         self.static_members
             .insert(instance.to_string(), member_id.clone());
         let was_leader = self.leader.as_deref() == Some(old_id.as_str());
@@ -421,7 +373,7 @@ impl Group {
         member_id: String,
         req: JoinRequest,
         limits: &GroupLimits,
-        now: Instant,
+        now: Now,
     ) -> Reply<JoinOutcome> {
         if let Some(instance) = &req.group_instance_id {
             self.static_members
@@ -444,7 +396,7 @@ impl Group {
                 assignment: Bytes::new(),
                 join_waiter: None,
                 sync_waiter: None,
-                deadline: now + req.session_timeout,
+                deadline: now.instant + req.session_timeout,
                 joined_seq: seq,
             },
         );
@@ -456,7 +408,7 @@ impl Group {
         member_id: &str,
         req: JoinRequest,
         limits: &GroupLimits,
-        now: Instant,
+        now: Now,
     ) -> Reply<JoinOutcome> {
         let (tx, rx) = oneshot::channel();
         let member = self.members.get_mut(member_id).expect("member present");
@@ -478,7 +430,7 @@ impl Group {
     }
 
     /// Starts a rebalance: members must rejoin within the rebalance timeout.
-    fn prepare_rebalance(&mut self, limits: &GroupLimits, now: Instant) {
+    fn prepare_rebalance(&mut self, limits: &GroupLimits, now: Now) {
         if self.state == GroupState::CompletingRebalance {
             for member in self.members.values_mut() {
                 if let Some(waiter) = member.sync_waiter.take() {
@@ -494,10 +446,11 @@ impl Group {
             .unwrap_or_default();
         if self.state == GroupState::Empty && !limits.initial_rebalance_delay.is_zero() {
             // Let the members of a starting fleet arrive together (group.initial.rebalance.delay.ms).
-            self.initial_delay_until = Some(now + limits.initial_rebalance_delay.min(longest));
+            self.initial_delay_until =
+                Some(now.instant + limits.initial_rebalance_delay.min(longest));
         }
         self.state = GroupState::PreparingRebalance;
-        self.rebalance_deadline = Some(now + longest);
+        self.rebalance_deadline = Some(now.instant + longest);
         self.sync_deadline = None;
         self.empty_since_ms = None;
     }
@@ -506,8 +459,10 @@ impl Group {
         self.pending.is_empty() && self.members.values().all(|m| m.join_waiter.is_some())
     }
 
-    fn try_complete_join(&mut self, now: Instant) {
-        let delayed = self.initial_delay_until.is_some_and(|until| now < until);
+    fn try_complete_join(&mut self, now: Now) {
+        let delayed = self
+            .initial_delay_until
+            .is_some_and(|until| now.instant < until);
         if self.state == GroupState::PreparingRebalance && self.all_joined() && !delayed {
             self.complete_join(now);
         }
@@ -515,7 +470,7 @@ impl Group {
 
     /// Ends the join phase: members that did not rejoin are dropped, a new generation starts
     /// and every joined member gets its answer.
-    fn complete_join(&mut self, now: Instant) {
+    fn complete_join(&mut self, now: Now) {
         let missing: Vec<String> = self
             .members
             .values()
@@ -530,7 +485,7 @@ impl Group {
         self.rebalance_deadline = None;
         self.generation += 1;
         if self.members.is_empty() {
-            self.become_empty();
+            self.become_empty(now);
             return;
         }
         self.protocol_type = self
@@ -557,26 +512,26 @@ impl Group {
             .map(|m| m.rebalance_timeout)
             .max()
             .unwrap_or_default();
-        self.sync_deadline = Some(now + longest);
+        self.sync_deadline = Some(now.instant + longest);
         let leader = self.leader.clone().unwrap_or_default();
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for member_id in ids {
             let outcome = self.current_join_outcome(&member_id, member_id == leader);
             let member = self.members.get_mut(&member_id).expect("listed");
-            member.deadline = now + member.session_timeout;
+            member.deadline = now.instant + member.session_timeout;
             if let Some(waiter) = member.join_waiter.take() {
                 let _ = waiter.send(outcome);
             }
         }
     }
 
-    fn become_empty(&mut self) {
+    fn become_empty(&mut self, now: Now) {
         self.state = GroupState::Empty;
         self.leader = None;
         self.protocol = None;
         self.sync_deadline = None;
         self.rebalance_deadline = None;
-        self.empty_since_ms = Some(now_ms());
+        self.empty_since_ms = Some(now.ms);
     }
 
     fn remove_member(&mut self, member_id: &str) {
@@ -602,12 +557,12 @@ impl Group {
     }
 
     /// After members left or died: the group rebalances, or becomes empty.
-    fn after_departure(&mut self, limits: &GroupLimits, now: Instant) {
+    fn after_departure(&mut self, limits: &GroupLimits, now: Now) {
         match self.state {
             _ if self.members.is_empty() && self.pending.is_empty() => {
                 if self.state != GroupState::Empty {
                     self.generation += 1;
-                    self.become_empty();
+                    self.become_empty(now);
                 }
             }
             GroupState::Stable | GroupState::CompletingRebalance => {
@@ -653,7 +608,32 @@ impl Group {
         protocol_type: Option<&str>,
         protocol_name: Option<&str>,
         assignments: Vec<(String, Bytes)>,
-        now: Instant,
+        now: Now,
+    ) -> Reply<SyncOutcome> {
+        let generation_before = self.generation;
+        let outcome = self.sync_unchecked(
+            member_id,
+            instance,
+            generation,
+            protocol_type,
+            protocol_name,
+            assignments,
+            now,
+        );
+        self.assert_invariants(generation_before);
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sync_unchecked(
+        &mut self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+        now: Now,
     ) -> Reply<SyncOutcome> {
         let fail = |error| Reply::Now(SyncOutcome::error(error));
         if self.state == GroupState::Dead {
@@ -668,7 +648,7 @@ impl Group {
             return fail(ResponseError::InconsistentGroupProtocol);
         }
         let member = self.members.get_mut(member_id).expect("checked");
-        member.deadline = now + member.session_timeout;
+        member.deadline = now.instant + member.session_timeout;
         match self.state {
             GroupState::PreparingRebalance => fail(ResponseError::RebalanceInProgress),
             GroupState::Stable => Reply::Now(self.sync_outcome(member_id)),
@@ -717,7 +697,20 @@ impl Group {
         member_id: &str,
         instance: Option<&str>,
         generation: i32,
-        now: Instant,
+        now: Now,
+    ) -> Option<ResponseError> {
+        let generation_before = self.generation;
+        let outcome = self.heartbeat_unchecked(member_id, instance, generation, now);
+        self.assert_invariants(generation_before);
+        outcome
+    }
+
+    fn heartbeat_unchecked(
+        &mut self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+        now: Now,
     ) -> Option<ResponseError> {
         if self.state == GroupState::Dead {
             return Some(ResponseError::CoordinatorNotAvailable);
@@ -729,7 +722,7 @@ impl Group {
             return Some(error);
         }
         let member = self.members.get_mut(member_id).expect("checked");
-        member.deadline = now + member.session_timeout;
+        member.deadline = now.instant + member.session_timeout;
         (self.state == GroupState::PreparingRebalance).then_some(ResponseError::RebalanceInProgress)
     }
 
@@ -738,7 +731,19 @@ impl Group {
         &mut self,
         leaving: &[(String, Option<String>)],
         limits: &GroupLimits,
-        now: Instant,
+        now: Now,
+    ) -> Vec<Option<ResponseError>> {
+        let generation_before = self.generation;
+        let outcome = self.leave_unchecked(leaving, limits, now);
+        self.assert_invariants(generation_before);
+        outcome
+    }
+
+    fn leave_unchecked(
+        &mut self,
+        leaving: &[(String, Option<String>)],
+        limits: &GroupLimits,
+        now: Now,
     ) -> Vec<Option<ResponseError>> {
         let mut results = Vec::with_capacity(leaving.len());
         for (member_id, instance) in leaving {
@@ -770,15 +775,24 @@ impl Group {
 
     /// Applies deadlines: expired sessions and pending ids, the rebalance timeout, the
     /// initial delay and the sync timeout. Returns whether anything changed.
-    pub fn tick(&mut self, limits: &GroupLimits, now: Instant) -> bool {
+    pub fn tick(&mut self, limits: &GroupLimits, now: Now) -> bool {
+        let generation_before = self.generation;
+        let outcome = self.tick_unchecked(limits, now);
+        self.assert_invariants(generation_before);
+        outcome
+    }
+
+    fn tick_unchecked(&mut self, limits: &GroupLimits, now: Now) -> bool {
         let mut changed = false;
         let before = self.pending.len();
-        self.pending.retain(|_, expiry| *expiry > now);
+        self.pending.retain(|_, expiry| *expiry > now.instant);
         changed |= self.pending.len() != before;
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.join_waiter.is_none() && m.sync_waiter.is_none() && m.deadline <= now)
+            .filter(|m| {
+                m.join_waiter.is_none() && m.sync_waiter.is_none() && m.deadline <= now.instant
+            })
             .map(|m| m.member_id.clone())
             .collect();
         for member_id in &expired {
@@ -791,16 +805,18 @@ impl Group {
         }
         match self.state {
             GroupState::PreparingRebalance => {
-                if self.rebalance_deadline.is_some_and(|d| d <= now) {
+                if self.rebalance_deadline.is_some_and(|d| d <= now.instant) {
                     self.complete_join(now);
                     changed = true;
-                } else if self.initial_delay_until.is_some_and(|d| d <= now) {
+                } else if self.initial_delay_until.is_some_and(|d| d <= now.instant) {
                     self.initial_delay_until = None;
                     self.try_complete_join(now);
                     changed = true;
                 }
             }
-            GroupState::CompletingRebalance if self.sync_deadline.is_some_and(|d| d <= now) => {
+            GroupState::CompletingRebalance
+                if self.sync_deadline.is_some_and(|d| d <= now.instant) =>
+            {
                 // The leader never sent the assignment: members who did not sync are dropped.
                 let silent: Vec<String> = self
                     .members
@@ -843,113 +859,18 @@ impl Group {
         }
     }
 
-    /// The record that describes the group in `__consumer_offsets`.
-    pub fn to_record(&self, now_ms: i64) -> GroupValue {
-        let protocol = self.protocol.clone().unwrap_or_default();
-        GroupValue {
-            protocol_type: self.protocol_type.clone().unwrap_or_default(),
-            generation: self.generation,
-            protocol: self.protocol.clone(),
-            leader: self.leader.clone(),
-            state_timestamp: now_ms,
-            members: self
-                .members
-                .values()
-                .map(|m| MemberValue {
-                    member_id: m.member_id.clone(),
-                    group_instance_id: m.group_instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as i32,
-                    session_timeout_ms: m.session_timeout.as_millis() as i32,
-                    subscription: m.metadata_for(&protocol),
-                    assignment: m.assignment.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    /// Restores a group from its record (at startup). Members get a full session to show up.
-    pub fn restore(&mut self, value: GroupValue, now: Instant) {
-        self.generation = value.generation;
-        self.protocol_type = (!value.protocol_type.is_empty()).then_some(value.protocol_type);
-        self.protocol = value.protocol.clone();
-        self.leader = value.leader;
-        self.members.clear();
-        self.static_members.clear();
-        let protocol = value.protocol.unwrap_or_default();
-        for (seq, m) in value.members.into_iter().enumerate() {
-            let session_timeout = Duration::from_millis(m.session_timeout_ms.max(0) as u64);
-            if let Some(instance) = &m.group_instance_id {
-                self.static_members
-                    .insert(instance.clone(), m.member_id.clone());
-            }
-            self.members.insert(
-                m.member_id.clone(),
-                Member {
-                    member_id: m.member_id,
-                    group_instance_id: m.group_instance_id,
-                    client_id: m.client_id,
-                    client_host: m.client_host,
-                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64),
-                    session_timeout,
-                    protocol_type: self.protocol_type.clone().unwrap_or_default(),
-                    protocols: vec![(protocol.clone(), m.subscription)],
-                    assignment: m.assignment,
-                    join_waiter: None,
-                    sync_waiter: None,
-                    deadline: now + session_timeout,
-                    joined_seq: seq as u64,
-                },
-            );
-        }
-        self.next_seq = self.members.len() as u64;
-        if self.members.is_empty() {
-            self.become_empty();
-        } else {
-            self.state = GroupState::Stable;
-            self.empty_since_ms = None;
-        }
-    }
-
     /// Marks the group deleted: waiters are told, nothing joins it again.
     pub fn mark_dead(&mut self) {
+        let generation = self.generation;
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             self.remove_member(&id);
         }
+        self.pending.clear();
+        self.rebalance_deadline = None;
+        self.initial_delay_until = None;
+        self.sync_deadline = None;
         self.state = GroupState::Dead;
+        self.assert_invariants(generation);
     }
-
-    /// Member subscriptions of a consumer-protocol group: the topics any member consumes.
-    pub fn subscribed_topics(&self) -> HashSet<String> {
-        use kafka_protocol::messages::ConsumerProtocolSubscription;
-        use kafka_protocol::protocol::Decodable;
-        let mut topics = HashSet::new();
-        if self.protocol_type.as_deref() != Some("consumer") {
-            return topics;
-        }
-        let protocol = self.protocol.clone().unwrap_or_default();
-        for member in self.members.values() {
-            let mut metadata = member.metadata_for(&protocol);
-            if metadata.len() < 2 {
-                continue;
-            }
-            let version = i16::from_be_bytes([metadata[0], metadata[1]]);
-            bytes::Buf::advance(&mut metadata, 2);
-            if let Ok(subscription) =
-                ConsumerProtocolSubscription::decode(&mut metadata, version.clamp(0, 3))
-            {
-                topics.extend(subscription.topics.iter().map(|t| t.to_string()));
-            }
-        }
-        topics
-    }
-}
-
-/// Wall-clock milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -4,16 +4,30 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use sluice_protocol::response::Response;
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
-use super::{RequestContext, message};
+use super::{Handler, Reply, RequestContext, later, message};
 use crate::broker::Broker;
 use crate::errors::ApiError;
 
-pub async fn handle(
+pub(super) struct AlterConfigs;
+
+impl Handler for AlterConfigs {
+    const API: ApiKey = ApiKey::AlterConfigs;
+    const VERSIONS: (i16, i16) = (0, 2);
+    type Request = AlterConfigsRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: AlterConfigsRequest) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
+
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: AlterConfigsRequest,

@@ -3,15 +3,33 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, message};
+use super::{Handler, Reply, RequestContext, later, message};
 use crate::broker::Broker;
 use crate::errors::ApiError;
 
-pub async fn handle(
+pub(super) struct CreatePartitions;
+
+impl Handler for CreatePartitions {
+    const API: ApiKey = ApiKey::CreatePartitions;
+    const VERSIONS: (i16, i16) = (0, 3);
+    type Request = CreatePartitionsRequest;
+
+    fn handle(
+        broker: &Arc<Broker>,
+        ctx: RequestContext,
+        request: CreatePartitionsRequest,
+    ) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
+
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: CreatePartitionsRequest,
@@ -23,7 +41,7 @@ pub async fn handle(
             .assignments
             .iter()
             .flatten()
-            .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id));
+            .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config().node_id));
         let outcome = if foreign {
             Err(ApiError::new(
                 ResponseError::InvalidReplicaAssignment,

@@ -5,18 +5,33 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, message, str_bytes};
-use crate::broker::{Broker, NewTopic};
+use super::{Handler, Reply, RequestContext, later, message, str_bytes};
+use crate::broker::Broker;
+use crate::controller::NewTopic;
 use crate::errors::ApiError;
 use crate::topic_config;
 
-pub async fn handle(
+pub(super) struct CreateTopics;
+
+impl Handler for CreateTopics {
+    const API: ApiKey = ApiKey::CreateTopics;
+    const VERSIONS: (i16, i16) = (2, 7);
+    type Request = CreateTopicsRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: CreateTopicsRequest) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
+
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: CreateTopicsRequest,
@@ -40,7 +55,7 @@ pub async fn handle(
         } else if topic
             .assignments
             .iter()
-            .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id))
+            .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config().node_id))
         {
             Err(ApiError::new(
                 ResponseError::InvalidReplicaAssignment,
@@ -81,7 +96,7 @@ pub async fn handle(
         };
         results.push(match outcome {
             Ok(created) => {
-                let configs = topic_config::describe(&broker.config, &created.configs)
+                let configs = topic_config::describe(broker.config(), &created.configs)
                     .into_iter()
                     .map(|(key, value, source)| {
                         CreatableTopicConfigs::default()

@@ -3,14 +3,28 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use sluice_protocol::response::Response;
 
-use super::RequestContext;
+use super::{Handler, Reply, RequestContext, later};
 use crate::broker::Broker;
 
-pub async fn handle(
+pub(super) struct DeleteGroups;
+
+impl Handler for DeleteGroups {
+    const API: ApiKey = ApiKey::DeleteGroups;
+    const VERSIONS: (i16, i16) = (0, 2);
+    type Request = DeleteGroupsRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: DeleteGroupsRequest) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
+
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: DeleteGroupsRequest,
@@ -20,7 +34,7 @@ pub async fn handle(
         let error = if id.0.is_empty() {
             Some(ResponseError::InvalidGroupId)
         } else {
-            broker.groups.delete_group(broker, &id.0).await
+            broker.groups().delete_group(&id.0).await
         };
         results.push(
             DeletableGroupResult::default()

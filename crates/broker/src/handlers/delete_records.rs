@@ -3,20 +3,32 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
-use sluice_log::TopicPartition;
 use sluice_protocol::response::Response;
 
-use super::RequestContext;
+use super::{Handler, Reply, RequestContext, ready};
 use crate::broker::Broker;
 use crate::errors::log_error_code;
 
+pub(super) struct DeleteRecords;
+
+impl Handler for DeleteRecords {
+    const API: ApiKey = ApiKey::DeleteRecords;
+    const VERSIONS: (i16, i16) = (0, 2);
+    type Request = DeleteRecordsRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: DeleteRecordsRequest) -> Reply {
+        ready(respond(broker, &ctx, &request))
+    }
+}
+
 const HIGH_WATERMARK: i64 = -1;
 
-pub fn handle(
+fn respond(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: &DeleteRecordsRequest,
@@ -38,14 +50,11 @@ pub fn handle(
                             .with_low_watermark(-1);
                     };
                     let offset = if p.offset == HIGH_WATERMARK {
-                        partition.log.offsets().high_watermark
+                        partition.high_watermark()
                     } else {
                         p.offset
                     };
-                    match broker.logs.delete_records(
-                        &TopicPartition::new(name.clone(), p.partition_index),
-                        offset,
-                    ) {
+                    match broker.partitions().delete_records(&partition, offset) {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
                         Err(err) => result
                             .with_error_code(log_error_code(&err).code())

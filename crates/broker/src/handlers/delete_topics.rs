@@ -3,15 +3,29 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use sluice_protocol::response::Response;
 use uuid::Uuid;
 
-use super::{RequestContext, message, topic_name};
+use super::{Handler, Reply, RequestContext, later, message, topic_name};
 use crate::broker::Broker;
 
-pub async fn handle(
+pub(super) struct DeleteTopics;
+
+impl Handler for DeleteTopics {
+    const API: ApiKey = ApiKey::DeleteTopics;
+    const VERSIONS: (i16, i16) = (1, 6);
+    type Request = DeleteTopicsRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: DeleteTopicsRequest) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
+
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: DeleteTopicsRequest,

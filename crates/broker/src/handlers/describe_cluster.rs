@@ -2,22 +2,35 @@
 
 use std::sync::Arc;
 
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, str_bytes};
+use super::{Handler, Reply, RequestContext, ready, str_bytes};
 use crate::broker::Broker;
 
-pub fn handle(
+pub(super) struct DescribeCluster;
+
+impl Handler for DescribeCluster {
+    const API: ApiKey = ApiKey::DescribeCluster;
+    const VERSIONS: (i16, i16) = (0, 1);
+    type Request = DescribeClusterRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: DescribeClusterRequest) -> Reply {
+        ready(respond(broker, &ctx, &request))
+    }
+}
+
+fn respond(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: &DescribeClusterRequest,
 ) -> Option<Response> {
-    let node = BrokerId(broker.config.node_id);
-    let (host, port) = &broker.config.advertised;
+    let node = BrokerId(broker.config().node_id);
+    let (host, port) = &broker.config().advertised;
     let response = DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(&broker.cluster_id))
+        .with_cluster_id(str_bytes(broker.cluster_id()))
         .with_controller_id(node)
         .with_endpoint_type(request.endpoint_type)
         .with_brokers(vec![

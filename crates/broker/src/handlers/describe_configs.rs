@@ -4,16 +4,29 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, message, str_bytes};
+use super::{Handler, Reply, RequestContext, message, ready, str_bytes};
 use crate::broker::Broker;
 use crate::config::PROPERTIES;
 use crate::topic_config::{self, ConfigSource, TOPIC_PROPERTIES};
+
+pub(super) struct DescribeConfigs;
+
+impl Handler for DescribeConfigs {
+    const API: ApiKey = ApiKey::DescribeConfigs;
+    const VERSIONS: (i16, i16) = (1, 4);
+    type Request = DescribeConfigsRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: DescribeConfigsRequest) -> Reply {
+        ready(respond(broker, &ctx, &request))
+    }
+}
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -53,7 +66,7 @@ fn wanted(keys: &Option<Vec<kafka_protocol::protocol::StrBytes>>, key: &str) -> 
         .is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == key))
 }
 
-pub fn handle(
+fn respond(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: &DescribeConfigsRequest,
@@ -74,7 +87,7 @@ pub fn handle(
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                             .with_error_message(message(format!("no topic {name}")));
                     };
-                    let configs = topic_config::describe(&broker.config, &topic.configs)
+                    let configs = topic_config::describe(broker.config(), &topic.configs)
                         .into_iter()
                         .filter(|(key, _, _)| wanted(&resource.configuration_keys, key))
                         .map(|(key, value, source)| {
@@ -91,19 +104,21 @@ pub fn handle(
                         .collect();
                     result.with_configs(configs)
                 }
-                RESOURCE_BROKER if name.is_empty() || name == broker.config.node_id.to_string() => {
+                RESOURCE_BROKER
+                    if name.is_empty() || name == broker.config().node_id.to_string() =>
+                {
                     let configs = PROPERTIES
                         .iter()
                         .filter(|(key, _)| wanted(&resource.configuration_keys, key))
                         .map(|(key, _)| {
-                            let source = if broker.config.overridden.contains_key(*key) {
+                            let source = if broker.config().overridden.contains_key(*key) {
                                 ConfigSource::StaticBroker
                             } else {
                                 ConfigSource::Default
                             };
                             entry(
                                 key,
-                                &broker.config.properties[*key],
+                                &broker.config().properties[*key],
                                 source,
                                 true,
                                 ctx.version,
@@ -116,7 +131,7 @@ pub fn handle(
                     .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(message(format!(
                         "this is broker {}, not {name}",
-                        broker.config.node_id
+                        broker.config().node_id
                     ))),
                 other => result
                     .with_error_code(ResponseError::InvalidRequest.code())
@@ -162,7 +177,7 @@ fn topic_synonyms(
         .map(|(_, b)| *b)
         .unwrap_or("");
     if !broker_key.is_empty() {
-        if let Some(value) = broker.config.overridden.get(broker_key) {
+        if let Some(value) = broker.config().overridden.get(broker_key) {
             synonyms.push(synonym(broker_key, value, ConfigSource::StaticBroker));
         }
         if let Some((_, default)) = PROPERTIES.iter().find(|(k, _)| *k == broker_key) {

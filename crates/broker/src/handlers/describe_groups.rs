@@ -4,14 +4,27 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, str_bytes};
+use super::{Handler, Reply, RequestContext, ready, str_bytes};
 use crate::broker::Broker;
 
-pub fn handle(
+pub(super) struct DescribeGroups;
+
+impl Handler for DescribeGroups {
+    const API: ApiKey = ApiKey::DescribeGroups;
+    const VERSIONS: (i16, i16) = (0, 5);
+    type Request = DescribeGroupsRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: DescribeGroupsRequest) -> Reply {
+        ready(respond(broker, &ctx, &request))
+    }
+}
+
+fn respond(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: &DescribeGroupsRequest,
@@ -26,7 +39,7 @@ pub fn handle(
             if id.0.is_empty() {
                 return group.with_error_code(ResponseError::InvalidGroupId.code());
             }
-            let Some(described) = broker.groups.describe(&id.0) else {
+            let Some(described) = broker.groups().describe(&id.0) else {
                 return group.with_group_state(str_bytes("Dead"));
             };
             let members = described

@@ -3,16 +3,29 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, str_bytes, topic_name};
+use super::{Handler, Reply, RequestContext, ready, str_bytes, topic_name};
 use crate::broker::Broker;
 
-pub fn handle(
+pub(super) struct DescribeLogDirs;
+
+impl Handler for DescribeLogDirs {
+    const API: ApiKey = ApiKey::DescribeLogDirs;
+    const VERSIONS: (i16, i16) = (1, 4);
+    type Request = DescribeLogDirsRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: DescribeLogDirsRequest) -> Reply {
+        ready(respond(broker, &ctx, &request))
+    }
+}
+
+fn respond(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: &DescribeLogDirsRequest,
@@ -31,7 +44,7 @@ pub fn handle(
                 continue;
             }
             if let Some(partition) = broker.partition(&topic.name, index) {
-                let size = partition.log.offsets().size_bytes;
+                let size = partition.offsets().size_bytes;
                 by_topic.entry(topic.name.clone()).or_default().push(
                     DescribeLogDirsPartition::default()
                         .with_partition_index(index)
@@ -40,8 +53,8 @@ pub fn handle(
             }
         }
     }
-    let dir = std::fs::canonicalize(&broker.config.data_dir)
-        .unwrap_or_else(|_| broker.config.data_dir.clone());
+    let dir = std::fs::canonicalize(&broker.config().data_dir)
+        .unwrap_or_else(|_| broker.config().data_dir.clone());
     let (total, usable) = match rustix::fs::statvfs(&dir) {
         Ok(stat) => (
             (stat.f_blocks * stat.f_frsize) as i64,

@@ -1,6 +1,7 @@
-//! Fetch: whole batches from each requested partition, as file regions written with
-//! `sendfile`. When less than `min_bytes` is available the request waits, woken by appends
-//! to any of its partitions (never by polling), until `max_wait_ms`.
+//! Fetch: whole batches from each requested partition (through the partition layer), as
+//! file chunks that the connection's writer sends with `sendfile` or copies, as configured.
+//! When less than `min_bytes` is available the request waits, woken by appends to any of
+//! its partitions (never by polling), until `max_wait_ms`.
 //!
 //! Fetch sessions (KIP-227) are not kept: every request is served as a full fetch and the
 //! response carries session id 0, which tells clients to keep sending full requests.
@@ -10,17 +11,30 @@ use std::time::Duration;
 
 use futures_util::future::select_all;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::messages::{ApiKey, FetchRequest};
 use sluice_log::LogError;
 use sluice_protocol::fetch::{
-    FetchResponseData, FetchedPartition, FetchedTopic, RecordData, encode_fetch_response,
+    self, FetchResponseData, FetchedPartition, FetchedTopic, RecordData, encode_fetch_response,
 };
-use sluice_protocol::response::Response;
+use sluice_protocol::response::{FileChunk, Response};
 use tokio::time::Instant;
 
-use super::RequestContext;
-use crate::broker::{Broker, Partition};
+use super::{Handler, Reply, RequestContext, later};
+use crate::broker::Broker;
 use crate::errors::log_error_code;
+use crate::partition::Partition;
+
+pub(super) struct Fetch;
+
+impl Handler for Fetch {
+    const API: ApiKey = ApiKey::Fetch;
+    const VERSIONS: (i16, i16) = (fetch::MIN_VERSION, fetch::MAX_VERSION);
+    type Request = FetchRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: FetchRequest) -> Reply {
+        later(run(broker.clone(), ctx, request))
+    }
+}
 
 const READ_COMMITTED: i8 = 1;
 
@@ -32,11 +46,7 @@ struct Wanted {
     max_bytes: usize,
 }
 
-pub async fn handle(
-    broker: Arc<Broker>,
-    ctx: RequestContext,
-    request: FetchRequest,
-) -> Option<Response> {
+async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) -> Option<Response> {
     if request.session_id != 0 {
         let data = FetchResponseData {
             error_code: ResponseError::FetchSessionIdNotFound.code(),
@@ -70,19 +80,18 @@ pub async fn handle(
     } else {
         request.max_bytes as usize
     };
-    let zero_copy = broker.config.zero_copy_fetch;
     let read_committed = request.isolation_level == READ_COMMITTED;
     loop {
         // Listen before reading, so that an append between the read and the wait wakes us.
         let mut listeners: Vec<_> = wanted
             .iter()
             .filter_map(|w| w.target.as_ref())
-            .map(|p| Box::pin(p.appended.notified()))
+            .map(|p| Box::pin(p.next_append()))
             .collect();
         for listener in &mut listeners {
             listener.as_mut().enable();
         }
-        let (data, bytes, failed) = read_all(&wanted, max_bytes, zero_copy, read_committed);
+        let (data, bytes, failed) = read_all(&wanted, max_bytes, read_committed);
         let now = Instant::now();
         if bytes >= min_bytes || failed || now >= deadline || listeners.is_empty() {
             count_fetched(&wanted, &data);
@@ -103,17 +112,10 @@ pub async fn handle(
 /// partitions in the order they were wanted; unknown partitions have no counters, so clients
 /// cannot create series by asking for made-up names.
 fn count_fetched(wanted: &[Wanted], data: &FetchResponseData) {
-    use std::sync::atomic::Ordering::Relaxed;
     let fetched = data.topics.iter().flat_map(|t| t.partitions.iter());
     for (w, p) in wanted.iter().zip(fetched) {
         if let Some(target) = &w.target {
-            let counters = &target.counters;
-            counters
-                .bytes_out
-                .fetch_add(p.records.len() as u64, Relaxed);
-            if p.error_code != 0 {
-                counters.fetch_errors.fetch_add(1, Relaxed);
-            }
+            target.count_fetched(p.records.len() as u64, p.error_code != 0);
         }
     }
 }
@@ -123,7 +125,6 @@ fn count_fetched(wanted: &[Wanted], data: &FetchResponseData) {
 fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
-    zero_copy: bool,
     read_committed: bool,
 ) -> (FetchResponseData, usize, bool) {
     let mut topics: Vec<FetchedTopic> = Vec::new();
@@ -153,12 +154,12 @@ fn read_all(
                     w.max_bytes.min(max_bytes.saturating_sub(total))
                 };
                 let result = if budget == 0 && total > 0 {
-                    partition.log.read(w.offset, 0).map(|mut r| {
+                    partition.read(w.offset, 0).map(|mut r| {
                         r.region = None;
                         r
                     })
                 } else {
-                    partition.log.read(w.offset, budget.max(1))
+                    partition.read(w.offset, budget.max(1))
                 };
                 match result {
                     Ok(read) => {
@@ -167,20 +168,11 @@ fn read_all(
                         fetched.log_start_offset = read.log_start_offset;
                         if let Some(region) = read.region {
                             total += region.len() as usize;
-                            fetched.records = if zero_copy {
-                                RecordData::File(region)
-                            } else {
-                                match region.read_to_vec() {
-                                    Ok(bytes) => RecordData::Bytes(bytes.into()),
-                                    Err(err) => {
-                                        fetched.error_code =
-                                            ResponseError::KafkaStorageError.code();
-                                        tracing::warn!(partition = %partition.tp, error = %err, "fetch read failed");
-                                        failed = true;
-                                        RecordData::None
-                                    }
-                                }
-                            };
+                            fetched.records = RecordData::File(FileChunk::new(
+                                region.shared_file().clone(),
+                                region.position(),
+                                region.len(),
+                            ));
                         }
                     }
                     Err(err) => {

@@ -4,17 +4,31 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, message, str_bytes};
+use super::{Handler, Reply, RequestContext, later, message, str_bytes};
 use crate::broker::Broker;
+
+pub(super) struct FindCoordinator;
+
+impl Handler for FindCoordinator {
+    const API: ApiKey = ApiKey::FindCoordinator;
+    const VERSIONS: (i16, i16) = (0, 4);
+    type Request = FindCoordinatorRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: FindCoordinatorRequest) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
 
 const GROUP: i8 = 0;
 
-pub async fn handle(
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: FindCoordinatorRequest,
@@ -24,7 +38,7 @@ pub async fn handle(
     } else {
         vec![request.key.clone()]
     };
-    let (host, port) = &broker.config.advertised;
+    let (host, port) = &broker.config().advertised;
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
         let outcome = if request.key_type != GROUP {
@@ -36,15 +50,14 @@ pub async fn handle(
             Err((ResponseError::InvalidGroupId, "empty group id".to_string()))
         } else {
             broker
-                .groups
-                .ensure_offsets_topic(broker)
+                .ensure_offsets_topic()
                 .await
                 .map_err(|e| (ResponseError::CoordinatorNotAvailable, e.message))
         };
         let coordinator = Coordinator::default().with_key(key);
         coordinators.push(match outcome {
             Ok(()) => coordinator
-                .with_node_id(BrokerId(broker.config.node_id))
+                .with_node_id(BrokerId(broker.config().node_id))
                 .with_host(str_bytes(host))
                 .with_port(i32::from(*port)),
             Err((code, text)) => coordinator

@@ -3,13 +3,26 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 use sluice_protocol::response::Response;
 
-use super::RequestContext;
+use super::{Handler, Reply, RequestContext, ready};
 use crate::broker::Broker;
 
-pub fn handle(
+pub(super) struct Heartbeat;
+
+impl Handler for Heartbeat {
+    const API: ApiKey = ApiKey::Heartbeat;
+    const VERSIONS: (i16, i16) = (0, 4);
+    type Request = HeartbeatRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: HeartbeatRequest) -> Reply {
+        ready(respond(broker, &ctx, &request))
+    }
+}
+
+fn respond(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: &HeartbeatRequest,
@@ -17,7 +30,7 @@ pub fn handle(
     let error = if request.group_id.0.is_empty() {
         Some(ResponseError::InvalidGroupId)
     } else {
-        broker.groups.heartbeat(
+        broker.groups().heartbeat(
             &request.group_id.0,
             &request.member_id,
             request.group_instance_id.as_deref(),

@@ -3,22 +3,40 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use sluice_protocol::response::Response;
 
 use super::alter_configs::static_broker_config;
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
-use super::{RequestContext, message};
+use super::{Handler, Reply, RequestContext, later, message};
 use crate::broker::Broker;
 use crate::errors::ApiError;
+
+pub(super) struct IncrementalAlterConfigs;
+
+impl Handler for IncrementalAlterConfigs {
+    const API: ApiKey = ApiKey::IncrementalAlterConfigs;
+    const VERSIONS: (i16, i16) = (0, 1);
+    type Request = IncrementalAlterConfigsRequest;
+
+    fn handle(
+        broker: &Arc<Broker>,
+        ctx: RequestContext,
+        request: IncrementalAlterConfigsRequest,
+    ) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
 
 const SET: i8 = 0;
 const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
 
-pub async fn handle(
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: IncrementalAlterConfigsRequest,
@@ -73,7 +91,7 @@ fn changes(
         let key = op.name.to_string();
         let value = op.value.as_ref().map(|v| v.to_string());
         let list = |key: &str| -> Vec<String> {
-            let effective = crate::topic_config::describe(&broker.config, &current)
+            let effective = crate::topic_config::describe(broker.config(), &current)
                 .into_iter()
                 .find(|(k, _, _)| k == key)
                 .map(|(_, v, _)| v)

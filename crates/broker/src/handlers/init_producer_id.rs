@@ -4,13 +4,27 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use sluice_protocol::response::Response;
 
-use super::RequestContext;
+use super::{Handler, Reply, RequestContext, later};
 use crate::broker::Broker;
 
-pub async fn handle(
+pub(super) struct InitProducerId;
+
+impl Handler for InitProducerId {
+    const API: ApiKey = ApiKey::InitProducerId;
+    const VERSIONS: (i16, i16) = (0, 4);
+    type Request = InitProducerIdRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: InitProducerIdRequest) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
+
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: InitProducerIdRequest,
@@ -26,7 +40,7 @@ pub async fn handle(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     } else {
-        match broker.allocate_producer_id().await {
+        match broker.controller().allocate_producer_id().await {
             Ok(id) => InitProducerIdResponse::default()
                 .with_producer_id(ProducerId(id))
                 .with_producer_epoch(0),

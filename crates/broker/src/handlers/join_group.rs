@@ -5,15 +5,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, str_bytes};
+use super::{Handler, Reply, RequestContext, later, str_bytes};
 use crate::broker::Broker;
 use crate::groups::group::{JoinOutcome, JoinRequest};
 
-pub async fn handle(
+pub(super) struct JoinGroup;
+
+impl Handler for JoinGroup {
+    const API: ApiKey = ApiKey::JoinGroup;
+    const VERSIONS: (i16, i16) = (0, 9);
+    type Request = JoinGroupRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: JoinGroupRequest) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
+
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: JoinGroupRequest,
@@ -43,7 +57,7 @@ pub async fn handle(
                 .collect(),
             require_known_member_id: ctx.version >= 4,
         };
-        broker.groups.join(broker, &group_id, join).await
+        broker.groups().join(&group_id, join).await
     };
     let members = outcome
         .members

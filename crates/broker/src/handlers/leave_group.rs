@@ -3,14 +3,27 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, str_bytes};
+use super::{Handler, Reply, RequestContext, ready, str_bytes};
 use crate::broker::Broker;
 
-pub fn handle(
+pub(super) struct LeaveGroup;
+
+impl Handler for LeaveGroup {
+    const API: ApiKey = ApiKey::LeaveGroup;
+    const VERSIONS: (i16, i16) = (0, 5);
+    type Request = LeaveGroupRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: LeaveGroupRequest) -> Reply {
+        ready(respond(broker, &ctx, &request))
+    }
+}
+
+fn respond(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: &LeaveGroupRequest,
@@ -32,7 +45,7 @@ pub fn handle(
     let outcome = if request.group_id.0.is_empty() {
         Err(ResponseError::InvalidGroupId)
     } else {
-        broker.groups.leave(broker, &request.group_id.0, &leaving)
+        broker.groups().leave(&request.group_id.0, &leaving)
     };
     let response = match outcome {
         Err(error) => LeaveGroupResponse::default().with_error_code(error.code()),

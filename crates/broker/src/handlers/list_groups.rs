@@ -2,14 +2,27 @@
 
 use std::sync::Arc;
 
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, str_bytes};
+use super::{Handler, Reply, RequestContext, ready, str_bytes};
 use crate::broker::Broker;
 
-pub fn handle(
+pub(super) struct ListGroups;
+
+impl Handler for ListGroups {
+    const API: ApiKey = ApiKey::ListGroups;
+    const VERSIONS: (i16, i16) = (0, 4);
+    type Request = ListGroupsRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: ListGroupsRequest) -> Reply {
+        ready(respond(broker, &ctx, &request))
+    }
+}
+
+fn respond(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: &ListGroupsRequest,
@@ -20,7 +33,7 @@ pub fn handle(
         .map(|s| s.to_ascii_lowercase())
         .collect();
     let groups = broker
-        .groups
+        .groups()
         .list()
         .into_iter()
         .filter(|(_, _, state)| {

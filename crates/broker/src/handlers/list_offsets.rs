@@ -4,21 +4,34 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use sluice_protocol::response::Response;
 
-use super::RequestContext;
-use crate::broker::{Broker, LEADER_EPOCH};
+use super::{Handler, Reply, RequestContext, ready};
+use crate::broker::Broker;
 use crate::errors::log_error_code;
+
+pub(super) struct ListOffsets;
+
+impl Handler for ListOffsets {
+    const API: ApiKey = ApiKey::ListOffsets;
+    const VERSIONS: (i16, i16) = (1, 7);
+    type Request = ListOffsetsRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: ListOffsetsRequest) -> Reply {
+        ready(respond(broker, &ctx, &request))
+    }
+}
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub fn handle(
+fn respond(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: &ListOffsetsRequest,
@@ -38,7 +51,7 @@ pub fn handle(
                         return response
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
-                    let log = &partition.log;
+                    let log = &partition;
                     let found = match p.timestamp {
                         LATEST => Ok(Some((log.offsets().high_watermark, -1))),
                         EARLIEST => Ok(Some((log.offsets().log_start_offset, -1))),
@@ -56,7 +69,7 @@ pub fn handle(
                         Ok(Some((offset, timestamp))) => {
                             let response = response.with_offset(offset).with_timestamp(timestamp);
                             if ctx.version >= 4 {
-                                response.with_leader_epoch(LEADER_EPOCH)
+                                response.with_leader_epoch(partition.leader_epoch())
                             } else {
                                 response
                             }

@@ -4,26 +4,43 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, str_bytes, topic_name};
-use crate::broker::{Broker, LEADER_EPOCH, NewTopic};
+use super::{Handler, Reply, RequestContext, later, str_bytes, topic_name};
+use crate::broker::Broker;
+use crate::controller::NewTopic;
+use crate::internal_topics;
 use crate::metadata::TopicImage;
+use crate::partition::INITIAL_LEADER_EPOCH;
 use crate::topic_config::validate_topic_name;
+
+pub(super) struct Metadata;
+
+impl Handler for Metadata {
+    const API: ApiKey = ApiKey::Metadata;
+    const VERSIONS: (i16, i16) = (0, 12);
+    type Request = MetadataRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: MetadataRequest) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
 
 /// "Authorized operations not requested" (Kafka's INT32_MIN sentinel).
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
-pub async fn handle(
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: MetadataRequest,
 ) -> Option<Response> {
-    let node = BrokerId(broker.config.node_id);
+    let node = BrokerId(broker.config().node_id);
     let mut topics = Vec::new();
     // v0 sends an empty list for "all topics"; later versions send null.
     let all = match &request.topics {
@@ -59,7 +76,7 @@ pub async fn handle(
             }
             let error = if validate_topic_name(&name).is_err() {
                 ResponseError::InvalidTopicException
-            } else if allow_create && broker.config.auto_create_topics {
+            } else if allow_create && broker.config().auto_create_topics {
                 let spec = NewTopic {
                     name: name.clone(),
                     partitions: -1,
@@ -94,7 +111,7 @@ pub async fn handle(
             );
         }
     }
-    let (host, port) = &broker.config.advertised;
+    let (host, port) = &broker.config().advertised;
     let mut response = MetadataResponse::default()
         .with_brokers(vec![
             MetadataResponseBroker::default()
@@ -108,7 +125,7 @@ pub async fn handle(
         response = response.with_controller_id(node);
     }
     if ctx.version >= 2 {
-        response = response.with_cluster_id(Some(str_bytes(&broker.cluster_id)));
+        response = response.with_cluster_id(Some(str_bytes(broker.cluster_id())));
     }
     ctx.respond(&response)
 }
@@ -122,7 +139,7 @@ fn describe(topic: &TopicImage, node: BrokerId, version: i16) -> MetadataRespons
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node]);
             if version >= 7 {
-                partition.with_leader_epoch(LEADER_EPOCH)
+                partition.with_leader_epoch(INITIAL_LEADER_EPOCH)
             } else {
                 partition
             }
@@ -130,7 +147,7 @@ fn describe(topic: &TopicImage, node: BrokerId, version: i16) -> MetadataRespons
         .collect();
     let described = MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
-        .with_is_internal(version >= 1 && Broker::is_internal(&topic.name))
+        .with_is_internal(version >= 1 && internal_topics::is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED);
     if version >= 10 {

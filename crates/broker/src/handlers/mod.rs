@@ -1,7 +1,12 @@
-//! One module per Kafka API. Each decodes nothing itself: [`dispatch`] decodes the body
-//! with the codec and hands the typed request to the handler, which returns a future of the
-//! response. Work that must happen in request order (appends) is done before the future is
-//! returned; waiting (durability, long polls) happens inside it.
+//! One module per Kafka API, and the table that serves them.
+//!
+//! Each handler file declares what it serves with one [`Handler`] implementation: the API
+//! key, the advertised version range, the request type, and one `handle` function with the
+//! same signature everywhere. [`APIS`] lists the handlers; ApiVersions and [`dispatch`] are
+//! derived from it, so an API is served exactly when it is advertised.
+//!
+//! A handler does the work that must happen in request order (appends) before it returns;
+//! waiting (durability, long polls, rebalances) happens in the future it returns.
 
 mod alter_configs;
 mod api_versions;
@@ -34,17 +39,29 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use kafka_protocol::messages::{ApiKey, RequestKind};
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_protocol::header::Request;
 use sluice_protocol::response::{self, Response};
-use sluice_protocol::versions;
 
 use crate::broker::Broker;
 
 /// The eventual response to a request; `None` when the request gets no response
 /// (Produce with acks=0).
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Response>> + Send>>;
+
+/// What a handler answers: a response ready now, or one to wait for.
+pub type Reply = ResponseFuture;
+
+/// A response that is ready.
+pub fn ready(response: Option<Response>) -> Reply {
+    Box::pin(std::future::ready(response))
+}
+
+/// A response that takes waiting.
+pub fn later(future: impl Future<Output = Option<Response>> + Send + 'static) -> Reply {
+    Box::pin(future)
+}
 
 /// What the connection does with a request.
 pub enum Dispatch {
@@ -79,12 +96,94 @@ impl RequestContext {
     }
 }
 
-fn ready(response: Option<Response>) -> Dispatch {
-    Dispatch::Respond(Box::pin(std::future::ready(response)))
+/// One Kafka API, as its handler file declares it.
+pub(crate) trait Handler {
+    const API: ApiKey;
+    /// The advertised range, lowest and highest. Served are the advertised versions the
+    /// codec can also decode (Produce v0-v2 are advertised, not served: see `produce.rs`).
+    const VERSIONS: (i16, i16);
+    type Request: Decodable + Send + 'static;
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: Self::Request) -> Reply;
 }
 
-fn later(future: impl Future<Output = Option<Response>> + Send + 'static) -> Dispatch {
-    Dispatch::Respond(Box::pin(future))
+/// A row of the table: an API and how to serve it.
+#[derive(Debug, Clone, Copy)]
+pub struct Api {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+    serve: fn(&Arc<Broker>, RequestContext, &Request) -> Dispatch,
+}
+
+impl Api {
+    /// Whether this version is served: advertised, and decodable by the codec.
+    pub fn serves(&self, version: i16) -> bool {
+        let codec = self.key.valid_versions();
+        (self.min_version..=self.max_version).contains(&version)
+            && (codec.min..=codec.max).contains(&version)
+    }
+}
+
+fn serve<H: Handler>(broker: &Arc<Broker>, ctx: RequestContext, request: &Request) -> Dispatch {
+    match request.decode::<H::Request>() {
+        Ok(decoded) => Dispatch::Respond(H::handle(broker, ctx, decoded)),
+        Err(err) => Dispatch::Close(format!("{err} (client {:?})", ctx.client_id)),
+    }
+}
+
+const fn api<H: Handler>() -> Api {
+    Api {
+        key: H::API,
+        min_version: H::VERSIONS.0,
+        max_version: H::VERSIONS.1,
+        serve: serve::<H>,
+    }
+}
+
+/// Every API the broker serves. ApiVersions advertises exactly these.
+pub const APIS: &[Api] = &[
+    api::<produce::Produce>(),
+    api::<fetch::Fetch>(),
+    api::<list_offsets::ListOffsets>(),
+    api::<metadata::Metadata>(),
+    api::<api_versions::ApiVersions>(),
+    api::<create_topics::CreateTopics>(),
+    api::<delete_topics::DeleteTopics>(),
+    api::<delete_records::DeleteRecords>(),
+    api::<describe_configs::DescribeConfigs>(),
+    api::<alter_configs::AlterConfigs>(),
+    api::<describe_log_dirs::DescribeLogDirs>(),
+    api::<create_partitions::CreatePartitions>(),
+    api::<incremental_alter_configs::IncrementalAlterConfigs>(),
+    api::<describe_cluster::DescribeCluster>(),
+    api::<find_coordinator::FindCoordinator>(),
+    api::<join_group::JoinGroup>(),
+    api::<sync_group::SyncGroup>(),
+    api::<heartbeat::Heartbeat>(),
+    api::<leave_group::LeaveGroup>(),
+    api::<offset_commit::OffsetCommit>(),
+    api::<offset_fetch::OffsetFetch>(),
+    api::<list_groups::ListGroups>(),
+    api::<describe_groups::DescribeGroups>(),
+    api::<delete_groups::DeleteGroups>(),
+    api::<offset_delete::OffsetDelete>(),
+    api::<init_producer_id::InitProducerId>(),
+];
+
+/// The table row of `key`, if the broker serves that API at all.
+pub fn find(key: ApiKey) -> Option<&'static Api> {
+    APIS.iter().find(|api| api.key == key)
+}
+
+/// Every API with its advertised (lowest, highest) version, as ApiVersions answers.
+pub fn advertised_apis() -> impl Iterator<Item = (ApiKey, i16, i16)> {
+    APIS.iter()
+        .map(|api| (api.key, api.min_version, api.max_version))
+}
+
+/// Whether a request of this key and version is served.
+pub fn servable(key: ApiKey, version: i16) -> bool {
+    find(key).is_some_and(|api| api.serves(version))
 }
 
 /// Routes a request to its handler.
@@ -96,77 +195,15 @@ pub fn dispatch(broker: &Arc<Broker>, request: &Request, peer: std::net::SocketA
         client_id: request.client_id.clone(),
         client_host: format!("/{}", peer.ip()),
     };
-    if !versions::servable(ctx.api_key, ctx.version) {
-        if ctx.api_key == ApiKey::ApiVersions {
-            // KIP-511: answer with the supported range so the client can retry lower.
-            return ready(api_versions::unsupported_version(&ctx));
+    match find(ctx.api_key) {
+        Some(api) if api.serves(ctx.version) => (api.serve)(broker, ctx, request),
+        // KIP-511: answer with the supported range so the client can retry lower.
+        _ if ctx.api_key == ApiKey::ApiVersions => {
+            Dispatch::Respond(ready(api_versions::unsupported_version(&ctx)))
         }
-        return Dispatch::Close(format!(
+        _ => Dispatch::Close(format!(
             "{:?} v{} is not supported (client {:?})",
             ctx.api_key, ctx.version, ctx.client_id
-        ));
-    }
-    let kind = match request.decode_body() {
-        Ok(kind) => kind,
-        Err(err) => return Dispatch::Close(format!("{err} (client {:?})", ctx.client_id)),
-    };
-    let broker = broker.clone();
-    match kind {
-        RequestKind::ApiVersions(req) => ready(api_versions::handle(&ctx, &req)),
-        RequestKind::Metadata(req) => {
-            later(async move { metadata::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::Produce(req) => produce::handle(&broker, ctx, req),
-        RequestKind::Fetch(req) => later(fetch::handle(broker, ctx, req)),
-        RequestKind::ListOffsets(req) => ready(list_offsets::handle(&broker, &ctx, &req)),
-        RequestKind::CreateTopics(req) => {
-            later(async move { create_topics::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::DeleteTopics(req) => {
-            later(async move { delete_topics::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::CreatePartitions(req) => {
-            later(async move { create_partitions::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::DescribeConfigs(req) => ready(describe_configs::handle(&broker, &ctx, &req)),
-        RequestKind::AlterConfigs(req) => {
-            later(async move { alter_configs::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::IncrementalAlterConfigs(req) => {
-            later(async move { incremental_alter_configs::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::DeleteRecords(req) => ready(delete_records::handle(&broker, &ctx, &req)),
-        RequestKind::DescribeCluster(req) => ready(describe_cluster::handle(&broker, &ctx, &req)),
-        RequestKind::DescribeLogDirs(req) => ready(describe_log_dirs::handle(&broker, &ctx, &req)),
-        RequestKind::InitProducerId(req) => {
-            later(async move { init_producer_id::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::FindCoordinator(req) => {
-            later(async move { find_coordinator::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::JoinGroup(req) => {
-            later(async move { join_group::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::SyncGroup(req) => {
-            later(async move { sync_group::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::Heartbeat(req) => ready(heartbeat::handle(&broker, &ctx, &req)),
-        RequestKind::LeaveGroup(req) => ready(leave_group::handle(&broker, &ctx, &req)),
-        RequestKind::OffsetCommit(req) => {
-            later(async move { offset_commit::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::OffsetFetch(req) => ready(offset_fetch::handle(&broker, &ctx, &req)),
-        RequestKind::ListGroups(req) => ready(list_groups::handle(&broker, &ctx, &req)),
-        RequestKind::DescribeGroups(req) => ready(describe_groups::handle(&broker, &ctx, &req)),
-        RequestKind::DeleteGroups(req) => {
-            later(async move { delete_groups::handle(&broker, &ctx, req).await })
-        }
-        RequestKind::OffsetDelete(req) => {
-            later(async move { offset_delete::handle(&broker, &ctx, req).await })
-        }
-        other => Dispatch::Close(format!(
-            "{:?} is advertised but has no handler: {other:?}",
-            ctx.api_key
         )),
     }
 }
@@ -182,4 +219,42 @@ pub(crate) fn str_bytes(text: &str) -> kafka_protocol::protocol::StrBytes {
 
 pub(crate) fn topic_name(text: &str) -> kafka_protocol::messages::TopicName {
     kafka_protocol::messages::TopicName(str_bytes(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_consistent_with_the_codec() {
+        for (i, api) in APIS.iter().enumerate() {
+            assert!(
+                APIS[..i].iter().all(|other| other.key != api.key),
+                "{:?} listed twice",
+                api.key
+            );
+            let codec = api.key.valid_versions();
+            assert!(api.min_version <= api.max_version, "{:?}", api.key);
+            assert!(
+                api.max_version <= codec.max,
+                "{:?} advertises v{} beyond the codec",
+                api.key,
+                api.max_version
+            );
+            if api.key != ApiKey::Produce {
+                assert!(
+                    api.min_version >= codec.min,
+                    "{:?} advertises v{} below the codec",
+                    api.key,
+                    api.min_version
+                );
+            }
+        }
+        assert!(servable(ApiKey::Produce, 3));
+        assert!(!servable(ApiKey::Produce, 2));
+        assert!(!servable(ApiKey::Fetch, 13));
+        assert!(servable(ApiKey::JoinGroup, 5));
+        assert!(servable(ApiKey::InitProducerId, 0));
+        assert!(!servable(ApiKey::AddPartitionsToTxn, 0));
+    }
 }

@@ -3,17 +3,31 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, topic_name};
+use super::{Handler, Reply, RequestContext, later, topic_name};
 use crate::broker::Broker;
 use crate::groups::OffsetToCommit;
 
-pub async fn handle(
+pub(super) struct OffsetCommit;
+
+impl Handler for OffsetCommit {
+    const API: ApiKey = ApiKey::OffsetCommit;
+    const VERSIONS: (i16, i16) = (2, 8);
+    type Request = OffsetCommitRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: OffsetCommitRequest) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
+
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: OffsetCommitRequest,
@@ -52,9 +66,8 @@ pub async fn handle(
             .collect()
     } else {
         broker
-            .groups
+            .groups()
             .commit(
-                broker,
                 &request.group_id.0,
                 &request.member_id,
                 request.group_instance_id.as_deref(),

@@ -2,16 +2,30 @@
 
 use std::sync::Arc;
 
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, topic_name};
+use super::{Handler, Reply, RequestContext, later, topic_name};
 use crate::broker::Broker;
 
-pub async fn handle(
+pub(super) struct OffsetDelete;
+
+impl Handler for OffsetDelete {
+    const API: ApiKey = ApiKey::OffsetDelete;
+    const VERSIONS: (i16, i16) = (0, 0);
+    type Request = OffsetDeleteRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: OffsetDeleteRequest) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
+
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: OffsetDeleteRequest,
@@ -26,8 +40,8 @@ pub async fn handle(
         })
         .collect();
     let response = match broker
-        .groups
-        .delete_offsets(broker, &request.group_id.0, partitions)
+        .groups()
+        .delete_offsets(&request.group_id.0, partitions)
         .await
     {
         Err(error) => OffsetDeleteResponse::default().with_error_code(error.code()),

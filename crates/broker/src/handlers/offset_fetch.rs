@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -11,9 +12,21 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, str_bytes, topic_name};
+use super::{Handler, Reply, RequestContext, ready, str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::groups::group::Committed;
+
+pub(super) struct OffsetFetch;
+
+impl Handler for OffsetFetch {
+    const API: ApiKey = ApiKey::OffsetFetch;
+    const VERSIONS: (i16, i16) = (1, 8);
+    type Request = OffsetFetchRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: OffsetFetchRequest) -> Reply {
+        ready(respond(broker, &ctx, &request))
+    }
+}
 
 type Fetched = Vec<(String, i32, Option<Committed>)>;
 
@@ -25,10 +38,10 @@ fn fetch(
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
-    Ok(broker.groups.fetch_offsets(group, wanted))
+    Ok(broker.groups().fetch_offsets(group, wanted))
 }
 
-pub fn handle(
+fn respond(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: &OffsetFetchRequest,

@@ -3,14 +3,28 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use sluice_protocol::response::Response;
 
-use super::{RequestContext, str_bytes};
+use super::{Handler, Reply, RequestContext, later, str_bytes};
 use crate::broker::Broker;
 use crate::groups::group::SyncOutcome;
 
-pub async fn handle(
+pub(super) struct SyncGroup;
+
+impl Handler for SyncGroup {
+    const API: ApiKey = ApiKey::SyncGroup;
+    const VERSIONS: (i16, i16) = (0, 5);
+    type Request = SyncGroupRequest;
+
+    fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: SyncGroupRequest) -> Reply {
+        let broker = broker.clone();
+        later(async move { run(&broker, &ctx, request).await })
+    }
+}
+
+async fn run(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: SyncGroupRequest,
@@ -25,9 +39,8 @@ pub async fn handle(
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect();
         broker
-            .groups
+            .groups()
             .sync(
-                broker,
                 &group_id,
                 &request.member_id,
                 request.group_instance_id.as_deref(),

@@ -10,7 +10,12 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use sluice_broker::{BrokerConfig, BrokerHandle};
+use sluice_broker::{BrokerConfig, BrokerHandle, GuardedAllocator};
+
+// What the `sluice` binary installs: the codec's capacity bombs must not abort the tests'
+// in-process brokers either.
+#[global_allocator]
+static ALLOCATOR: GuardedAllocator = GuardedAllocator;
 
 /// A broker on an ephemeral loopback port with its data in `dir`.
 pub async fn start_broker(dir: &Path, extra: &[(&str, &str)]) -> BrokerHandle {

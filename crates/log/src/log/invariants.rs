@@ -234,7 +234,10 @@ mod tests {
 
         let active = inner.active();
         let index = &mut active.active.as_mut().unwrap().index;
-        assert!(index.offsets.len() >= 2, "the active segment has index entries");
+        assert!(
+            index.offsets.len() >= 2,
+            "the active segment has index entries"
+        );
         index.offsets.swap(0, 1);
         let err = inner.check_invariants(log.log_end_offset(), 0).unwrap_err();
         assert!(err.contains("offset index not increasing"), "{err}");

@@ -1,0 +1,166 @@
+//! The partitions this broker serves, and the log manager behind them. Opens the logs the
+//! metadata names at startup, then keeps the set in step with the metadata image as changes
+//! are published ([`PartitionManager::reconcile_topic`], [`PartitionManager::remove_topic`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use sluice_log::{
+    CleaningReport, FlushStatsSnapshot, LogError, LogManager, ManagerConfig, TopicPartition,
+};
+
+use super::Partition;
+use crate::config::BrokerConfig;
+use crate::internal_topics;
+use crate::metadata::{MetadataImage, TopicImage};
+use crate::metrics::BrokerMetrics;
+use crate::topic_config;
+
+#[derive(Debug)]
+pub struct PartitionManager {
+    config: BrokerConfig,
+    logs: LogManager,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    metrics: Arc<BrokerMetrics>,
+}
+
+impl PartitionManager {
+    /// Opens (recovering) every log of the data directory and serves the partitions `image`
+    /// names. Logs of partitions the image does not name are deleted.
+    pub fn open(
+        config: &BrokerConfig,
+        mut manager_config: ManagerConfig,
+        image: &Arc<MetadataImage>,
+        metrics: Arc<BrokerMetrics>,
+    ) -> Result<Self, LogError> {
+        let for_topics = image.clone();
+        let broker_config = config.clone();
+        manager_config.topic_config =
+            Some(Arc::new(move |topic: &str| match for_topics.topic(topic) {
+                Some(t) => topic_config::log_config(&broker_config, &t.configs),
+                None => broker_config.log_defaults.clone(),
+            }));
+        let logs = LogManager::open_with_clock(manager_config, config.clock.clone())?;
+        let manager = PartitionManager {
+            config: config.clone(),
+            logs,
+            partitions: RwLock::new(HashMap::new()),
+            metrics,
+        };
+        for tp in manager.logs.partitions() {
+            let known = image
+                .topic(&tp.topic)
+                .is_some_and(|t| tp.partition < t.partitions);
+            if !known {
+                tracing::info!(partition = %tp, "deleting log of a topic the metadata does not have");
+                manager.logs.delete(&tp)?;
+            }
+        }
+        for topic in image.topics.values() {
+            manager.reconcile_topic(topic)?;
+        }
+        Ok(manager)
+    }
+
+    /// The partition, if this broker serves it.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        let tp = TopicPartition::new(topic, partition);
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tp)
+            .cloned()
+    }
+
+    /// Every partition served, in topic-partition order.
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        let mut all: Vec<Arc<Partition>> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.tp.cmp(&b.tp));
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Brings the partitions of `topic` in step with its image: opens (creating if needed)
+    /// every partition not served yet and applies the topic's configuration to all.
+    pub fn reconcile_topic(&self, topic: &TopicImage) -> Result<(), LogError> {
+        let config = topic_config::log_config(&self.config, &topic.configs);
+        let internal = internal_topics::is_internal(&topic.name);
+        let mut opened = Vec::new();
+        for index in 0..topic.partitions {
+            match self.get(&topic.name, index) {
+                Some(partition) => partition.log().set_config(config.clone())?,
+                None => {
+                    let tp = TopicPartition::new(topic.name.clone(), index);
+                    let log = self.logs.create(&tp, config.clone())?;
+                    log.set_config(config.clone())?;
+                    let counters = self.metrics.topic(&topic.name);
+                    opened.push(Arc::new(Partition::new(tp, internal, log, counters)));
+                }
+            }
+        }
+        let mut partitions = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+        for partition in opened {
+            partitions.insert(partition.tp.clone(), partition);
+        }
+        Ok(())
+    }
+
+    /// Stops serving every partition of a deleted topic and removes its logs (in the
+    /// background; a removal that fails is retried at the next start).
+    pub fn remove_topic(&self, topic: &str) {
+        let removed: Vec<Arc<Partition>> = {
+            let mut partitions = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+            let doomed: Vec<TopicPartition> = partitions
+                .keys()
+                .filter(|tp| tp.topic == topic)
+                .cloned()
+                .collect();
+            doomed
+                .iter()
+                .filter_map(|tp| partitions.remove(tp))
+                .collect()
+        };
+        for partition in removed {
+            if let Err(err) = self.logs.delete(&partition.tp) {
+                tracing::warn!(partition = %partition.tp, error = %err, "log removal failed; it is retried at startup");
+            }
+        }
+        self.metrics.forget_topic(topic);
+    }
+
+    /// Kafka's DeleteRecords: moves the partition's log start offset to `offset` (at most the
+    /// high watermark) and makes the new start durable (checkpoint) before returning.
+    /// Blocking: file deletions and fsyncs.
+    pub fn delete_records(&self, partition: &Partition, offset: i64) -> Result<i64, LogError> {
+        self.logs.delete_records(&partition.tp, offset)
+    }
+
+    pub fn flush_stats(&self) -> FlushStatsSnapshot {
+        self.logs.flush_stats()
+    }
+
+    pub fn cleaner_reports(&self) -> Vec<CleaningReport> {
+        self.logs.cleaner_reports()
+    }
+
+    /// Clean shutdown of every log (synced, indexes and checkpoints written, marker left).
+    pub fn shutdown(&self) -> Result<(), LogError> {
+        self.logs.shutdown()
+    }
+}

@@ -1,0 +1,229 @@
+//! The partition layer: the one owner of each partition's data path (Kafka's `Partition`
+//! and `ReplicaManager` roles). Every write to a partition's log goes through
+//! [`Partition::append`], which validates the record set for its [`AppendOrigin`], appends
+//! it, wakes the fetches waiting on the partition, counts it and hands back the durability
+//! wait; every read for a fetch goes through [`Partition::read`]. Handlers and the group
+//! coordinator use this layer; nothing else touches a `Log` or the `LogManager`.
+//!
+//! This is where replication will live: the leader epoch is already the partition's (today
+//! the initial one, this node being every partition's leader), the high watermark is what
+//! [`Partition::read`] reports, and the ISR will be kept beside them.
+//!
+//! Depends on the log crate, the metrics counters and the error mapping; must not depend on
+//! handlers, the group coordinator or the broker wiring.
+
+mod manager;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use kafka_protocol::ResponseError;
+use sluice_log::{
+    AppendInfo, DurableWait, Log, LogError, LogOffsets, ReadResult, TimestampOffset,
+    TopicPartition, ValidatedRecords,
+};
+use sluice_record::RecordError;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
+pub use manager::PartitionManager;
+
+use crate::errors::ApiError;
+use crate::metrics::TopicCounters;
+
+/// The leader epoch of a partition that never changed leader (a single node leads all).
+pub const INITIAL_LEADER_EPOCH: i32 = 0;
+
+/// Who appends, which decides what a record set may contain and where it may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer's Produce request: no control batches, no internal topics.
+    Client,
+    /// The broker's own coordinators writing their internal topics.
+    Coordinator,
+}
+
+/// A record set in the log. For acks=all, [`Appended::durable`] waits until it is on stable
+/// storage.
+#[derive(Debug)]
+pub struct Appended {
+    pub info: AppendInfo,
+    wait: Option<DurableWait>,
+}
+
+impl Appended {
+    /// Resolves once the appended batches are durable (at once if no durability wait was
+    /// asked for). A failed wait is KAFKA_STORAGE_ERROR: nothing that may be lost is
+    /// acknowledged.
+    pub async fn durable(self) -> Result<AppendInfo, ApiError> {
+        if let Some(wait) = self.wait {
+            wait.await.map_err(|e| ApiError::from(&e))?;
+        }
+        Ok(self.info)
+    }
+}
+
+/// One partition this broker serves.
+#[derive(Debug)]
+pub struct Partition {
+    tp: TopicPartition,
+    /// A topic of the broker's own (`__consumer_offsets`): clients may not write to it.
+    internal: bool,
+    leader_epoch: i32,
+    log: Arc<Log>,
+    /// Woken after every append, for fetches waiting for data.
+    appended: Notify,
+    /// The topic's traffic counters, resolved once so that Produce and Fetch do not look
+    /// them up per request.
+    counters: Arc<TopicCounters>,
+}
+
+impl Partition {
+    pub(crate) fn new(
+        tp: TopicPartition,
+        internal: bool,
+        log: Arc<Log>,
+        counters: Arc<TopicCounters>,
+    ) -> Self {
+        Partition {
+            tp,
+            internal,
+            leader_epoch: INITIAL_LEADER_EPOCH,
+            log,
+            appended: Notify::new(),
+            counters,
+        }
+    }
+
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    /// Validates `records` for `origin`, appends them in one write, wakes waiting fetches and
+    /// counts them. With `durable`, the returned [`Appended`] waits for group commit. On any
+    /// error nothing of the record set is in the log.
+    pub fn append(
+        &self,
+        records: &mut [u8],
+        origin: AppendOrigin,
+        durable: bool,
+    ) -> Result<Appended, ApiError> {
+        let appended = self.try_append(records, origin, durable);
+        if origin == AppendOrigin::Client {
+            match &appended {
+                Ok(appended) if !appended.info.duplicate => {
+                    let info = &appended.info;
+                    self.counters
+                        .bytes_in
+                        .fetch_add(info.bytes as u64, Ordering::Relaxed);
+                    self.counters.messages_in.fetch_add(
+                        (info.last_offset - info.first_offset + 1) as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    self.counters.produce_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        appended
+    }
+
+    fn try_append(
+        &self,
+        records: &mut [u8],
+        origin: AppendOrigin,
+        durable: bool,
+    ) -> Result<Appended, ApiError> {
+        if origin == AppendOrigin::Client && self.internal {
+            return Err(ApiError::new(
+                ResponseError::InvalidTopicException,
+                format!("cannot write to internal topic {}", self.tp.topic),
+            ));
+        }
+        let validated = ValidatedRecords::validate(records).map_err(|e| self.refused(&e))?;
+        // Control batches are written by the transaction coordinator, never by clients.
+        if origin == AppendOrigin::Client && validated.has_control_batch() {
+            return Err(ApiError::new(
+                ResponseError::InvalidRecord,
+                "clients may not write control batches",
+            ));
+        }
+        let info = self
+            .log
+            .append_validated(validated, self.leader_epoch)
+            .map_err(|e| self.refused(&e))?;
+        if !info.duplicate {
+            self.appended.notify_waiters();
+        }
+        let wait = durable.then(|| self.log.wait_durable(info.last_offset + 1));
+        Ok(Appended { info, wait })
+    }
+
+    fn refused(&self, err: &LogError) -> ApiError {
+        if !matches!(err, LogError::InvalidBatch(RecordError::CrcMismatch { .. })) {
+            tracing::debug!(partition = %self.tp, error = %err, "append refused");
+        }
+        ApiError::from(err)
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` but at least one batch,
+    /// never above the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        self.log.read(offset, max_bytes)
+    }
+
+    /// Completes at the next append. Enable it before reading, so that an append between the
+    /// read and the wait is not missed.
+    pub fn next_append(&self) -> Notified<'_> {
+        self.appended.notified()
+    }
+
+    /// Counts what a fetch response actually carried from this partition.
+    pub fn count_fetched(&self, bytes: u64, failed: bool) {
+        self.counters.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        if failed {
+            self.counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        self.log.offsets()
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.log.offsets().high_watermark
+    }
+
+    /// The first record at or after `timestamp` (ListOffsets by time).
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<TimestampOffset>, LogError> {
+        self.log.offset_for_timestamp(timestamp)
+    }
+
+    /// The batch with the largest timestamp (ListOffsets MAX_TIMESTAMP).
+    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, LogError> {
+        self.log.max_timestamp_offset()
+    }
+
+    /// Every batch from `offset` to the log end, for the broker's own scanners (replay of
+    /// `__consumer_offsets`, the console's message browser).
+    pub fn records_from(&self, offset: i64) -> sluice_log::RecordsFrom<'_> {
+        self.log.records_from(offset)
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.log.is_offline()
+    }
+
+    pub(crate) fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+}
