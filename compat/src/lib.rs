@@ -145,7 +145,7 @@ fn java_jars() -> std::path::PathBuf {
         });
     assert!(
         dir.join("kafka-clients-4.3.0.jar").exists(),
-        "no Java client jars in {}: run compat/java/fetch-jars.sh (.ci/run does)",
+        "no Java client jars in {}: run compat/java/fetch-jars.sh (scripts/test does)",
         dir.display()
     );
     dir

@@ -1,5 +1,5 @@
 //! The web console in a real browser: headless Chromium (Debian's `chromium`, installed by
-//! `.ci/run`) loads the console from a live broker, runs its script, and the rendered page
+//! `scripts/test`) loads the console from a live broker, runs its script, and the rendered page
 //! must show a topic created by the test, its messages (as pretty-printed JSON and as hex),
 //! and a group's lag.
 
@@ -28,7 +28,7 @@ fn rendered(url: &str) -> String {
             url,
         ])
         .output()
-        .expect("chromium is installed (.ci/run installs it)");
+        .expect("chromium is installed (scripts/test installs it)");
     assert!(
         out.status.success(),
         "chromium failed: {}",

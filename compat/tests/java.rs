@@ -1,5 +1,5 @@
 //! The official Java client (kafka-clients 4.3.0, with its lz4, snappy and zstd jars) against
-//! a real broker. `compat/java/fetch-jars.sh` (run by `.ci/run`) provides the jars; each test
+//! a real broker. `compat/java/fetch-jars.sh` (run by `scripts/test`) provides the jars; each test
 //! compiles `compat/java/JavaClientCheck.java` with the machine's JDK and runs one scenario.
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,5 +1,5 @@
 //! Python clients (confluent-kafka, kafka-python) against a real broker: each scenario of
-//! `compat/python/clients.py` runs as its own test. The packages are installed by `.ci/run`.
+//! `compat/python/clients.py` runs as its own test. The packages are installed by `scripts/test`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +19,8 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+use common::http::{Http, post_once};
+use common::postgres::Postgres;
 use common::{free_port, sluice, spawn_broker};
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -27,172 +29,6 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// PostgreSQL
-
-/// A private PostgreSQL server: its own data directory and port. As root it runs as the
-/// `postgres` user, since the server refuses to run as root.
-struct Postgres {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-fn postgres_bin_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("SLUICE_PG_BINDIR") {
-        return PathBuf::from(dir);
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed (Debian package postgresql; .ci/run installs it)")
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|bin| bin.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .expect("no /usr/lib/postgresql/*/bin/initdb: install the Debian package postgresql")
-}
-
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
-}
-
-impl Postgres {
-    fn start() -> Postgres {
-        let bin = postgres_bin_dir();
-        let dir = tempfile::tempdir().unwrap();
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        let pg = Postgres {
-            bin,
-            dir,
-            port: free_port(),
-        };
-        let out = pg
-            .command("initdb")
-            .args(["--auth=trust", "--username=postgres", "--no-sync", "-D"])
-            .arg(pg.data())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        pg.pg_ctl_start();
-        pg
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// A PostgreSQL program, as the `postgres` user when we are root.
-    fn command(&self, program: &str) -> Command {
-        let path = self.bin.join(program);
-        if is_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(path);
-            command
-        } else {
-            Command::new(path)
-        }
-    }
-
-    fn pg_ctl_start(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=50",
-            self.port,
-            self.dir.path().display()
-        );
-        let out = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-o", &options, "-l"])
-            .arg(self.dir.path().join("server.log"))
-            .args(["-w", "start"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn stop(&self) {
-        let out = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "fast", "-w", "stop"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl stop: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    /// One value from a query, through psql over TCP.
-    fn query(&self, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-d", "postgres", "-X", "-A", "-t", "-c", sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn count(&self, sql_where: &str) -> i64 {
-        let exists = self.query("SELECT count(*) FROM pg_tables WHERE tablename = 'metrics'");
-        if exists != "1" {
-            return 0;
-        }
-        self.query(&format!("SELECT count(*) FROM metrics WHERE {sql_where}"))
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 
@@ -266,78 +102,6 @@ fn start_broker(data: &Path, port: u16) -> Process {
         child,
         first_line: String::new(),
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// HTTP
-
-/// A keep-alive HTTP/1.1 connection: just enough client for these tests.
-struct Http {
-    stream: BufReader<TcpStream>,
-}
-
-struct Reply {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-impl Http {
-    fn connect(addr: &str) -> std::io::Result<Http> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        Ok(Http {
-            stream: BufReader::new(stream),
-        })
-    }
-
-    fn request(&mut self, method: &str, path: &str, body: &str) -> std::io::Result<Reply> {
-        write!(
-            self.stream.get_mut(),
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut status_line = String::new();
-        if self.stream.read_line(&mut status_line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let status: u16 = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-        let mut headers = BTreeMap::new();
-        loop {
-            let mut line = String::new();
-            self.stream.read_line(&mut line)?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
-        let length: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        self.stream.read_exact(&mut body)?;
-        Ok(Reply {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
-    }
-
-    fn post(&mut self, body: &str) -> std::io::Result<Reply> {
-        self.request("POST", "/api/v1/metrics", body)
-    }
-}
-
-fn post_once(addr: &str, body: &str) -> Reply {
-    Http::connect(addr).unwrap().post(body).unwrap()
 }
 
 /// One metric of the load: `load_test{client=C,seq=S}` with value S.

@@ -2,6 +2,9 @@
 //! waiting for a process to listen. (Each test file uses a part of it.)
 #![allow(dead_code)]
 
+pub mod http;
+pub mod postgres;
+
 use std::net::TcpStream;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
