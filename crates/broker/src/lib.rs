@@ -35,6 +35,11 @@ pub mod prometheus;
 pub mod server;
 pub mod topic_config;
 
+/// Time as the broker and the tools around it read it (see `sluice_log::Clock`).
+pub mod clock {
+    pub use sluice_log::{Clock, ManualClock, SystemClock};
+}
+
 pub use alloc_guard::GuardedAllocator;
 pub use broker::Broker;
 pub use config::BrokerConfig;

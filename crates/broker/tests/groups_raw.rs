@@ -5,10 +5,11 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{RawClient, start_broker};
+use common::{RawClient, start_broker, start_broker_with_clock};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
@@ -20,6 +21,7 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use sluice_log::{Clock, ManualClock, SystemClock};
 
 const FAST_GROUPS: &[(&str, &str)] = &[
     ("group.initial.rebalance.delay.ms", "0"),
@@ -464,9 +466,20 @@ async fn rebalance_completes_when_every_member_has_rejoined() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_member_is_removed_after_its_session_timeout() {
+    // Sessions expire on the broker's injected clock: real time passing changes nothing,
+    // moving the clock past the session expires the member.
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path(), FAST_GROUPS).await;
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let broker = start_broker_with_clock(dir.path(), FAST_GROUPS, clock.clone()).await;
     let addr = broker.local_addr;
+    let state = move |c: &mut RawClient| {
+        let described: DescribeGroupsResponse = c.call(
+            ApiKey::DescribeGroups,
+            5,
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+        );
+        described.groups[0].group_state.to_string()
+    };
     on_thread(move || {
         let mut a = RawClient::connect(addr);
         create_topic(&mut a, "t", 2);
@@ -481,27 +494,17 @@ async fn a_silent_member_is_removed_after_its_session_timeout() {
             &join_request("", None, 100, 1000, b"m"),
         );
         assert_eq!(bad.error_code, 26, "INVALID_SESSION_TIMEOUT");
-        // A stops heartbeating: after its 800 ms session it is gone and the group is empty.
-        let started = Instant::now();
-        loop {
-            let described: DescribeGroupsResponse = a.call(
-                ApiKey::DescribeGroups,
-                5,
-                &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
-            );
-            if described.groups[0].group_state.as_str() == "Empty" {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "member never expired"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        // A stops heartbeating. Real time passes (the coordinator checks deadlines every
+        // 100 ms), the clock does not: A stays.
+        std::thread::sleep(Duration::from_millis(1_500));
+        assert_eq!(state(&mut a), "Stable", "expired without the clock moving");
+        // The clock passes A's 800 ms session: the next deadline check removes A.
+        clock.advance(801);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while state(&mut a) != "Empty" {
+            assert!(Instant::now() < deadline, "member never expired");
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(
-            started.elapsed() >= Duration::from_millis(500),
-            "expired before its session timeout"
-        );
         assert_eq!(heartbeat(&mut a, ja.generation_id, &member_a), 25);
     })
     .await;

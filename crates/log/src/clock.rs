@@ -11,6 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
+    /// Microseconds since the Unix epoch (a clock without them counts whole milliseconds).
+    fn now_micros(&self) -> i64 {
+        self.now_ms().saturating_mul(1000)
+    }
     /// A monotonic instant, for deadlines.
     fn now(&self) -> Instant;
 }
@@ -24,6 +28,13 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+
+    fn now_micros(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
             .unwrap_or(0)
     }
 

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use sluice_broker::clock::{Clock, SystemClock};
 use sluice_broker::prometheus::TextWriter;
 
 use anyhow::Context;
@@ -63,6 +64,8 @@ pub struct GatewayConfig {
     pub partition_by: PartitionBy,
     /// librdkafka producer properties applied over the defaults.
     pub producer_properties: Vec<(String, String)>,
+    /// Where the gateway reads time: receipt times and the accepted timestamp range.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl GatewayConfig {
@@ -80,6 +83,7 @@ impl GatewayConfig {
             buffer_messages: 500_000,
             partition_by: PartitionBy::Series,
             producer_properties: Vec::new(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -252,12 +256,6 @@ fn error_response(status: StatusCode, error: &str, field: Option<&str>, message:
     response
 }
 
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 async fn post_metrics(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
@@ -318,7 +316,7 @@ impl Gateway {
         let Ok(body) = axum::body::to_bytes(body, limit).await else {
             return too_large();
         };
-        let now = now_micros();
+        let now = self.config.clock.now_micros();
         let metrics = match metric::parse_body(
             &body,
             TimePolicy::gateway(now),

@@ -11,7 +11,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use sluice_broker::clock::{Clock, SystemClock};
 
 use anyhow::Context;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -50,6 +52,8 @@ pub struct SinkConfig {
     /// librdkafka properties applied over the consumer's and the dead-letter producer's
     /// defaults.
     pub client_properties: Vec<(String, String)>,
+    /// Where the sink reads time (dead letters' `dlq.failed.at`, the end-to-end delay).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl SinkConfig {
@@ -68,6 +72,7 @@ impl SinkConfig {
             batch_linger: Duration::from_millis(50),
             stats_interval: Duration::from_secs(10),
             client_properties: Vec::new(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -147,7 +152,7 @@ pub async fn run(
             .await;
             if written {
                 commit(&consumer, &config.topic, &batch, &stats);
-                record_batch(&stats, &batch);
+                record_batch(&stats, &batch, config.clock.as_ref());
             }
             written
         };
@@ -308,9 +313,12 @@ fn add(batch: &mut Batch, message: &BorrowedMessage<'_>, config: &SinkConfig, st
         Err(error) => {
             stats.invalid.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(partition, offset, %error, "invalid message to the dead-letter topic");
-            batch
-                .dead_letters
-                .push(dead_letter(message, &config.topic, &error));
+            batch.dead_letters.push(dead_letter(
+                message,
+                &config.topic,
+                &error,
+                config.clock.as_ref(),
+            ));
         }
     }
 }
@@ -321,7 +329,12 @@ const MAX_DEAD_LETTER_PAYLOAD: usize = 900 * 1024;
 
 /// The original key, value and headers, plus headers saying what was wrong and where the
 /// message came from.
-fn dead_letter(message: &BorrowedMessage<'_>, topic: &str, error: &str) -> DeadLetter {
+fn dead_letter(
+    message: &BorrowedMessage<'_>,
+    topic: &str,
+    error: &str,
+    clock: &dyn Clock,
+) -> DeadLetter {
     // rdkafka panics on a header name that is not UTF-8; such a message still goes to the
     // dead-letter topic, with a header saying its headers were dropped.
     let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -353,7 +366,7 @@ fn dead_letter(message: &BorrowedMessage<'_>, topic: &str, error: &str) -> DeadL
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();
     let timestamp = message.timestamp().to_millis().unwrap_or(-1).to_string();
-    let failed_at = (now_micros() / 1000).to_string();
+    let failed_at = clock.now_ms().to_string();
     for (key, value) in [
         ("dlq.error", error),
         ("dlq.source.topic", topic),
@@ -374,10 +387,10 @@ fn dead_letter(message: &BorrowedMessage<'_>, topic: &str, error: &str) -> DeadL
     }
 }
 
-fn record_batch(stats: &SinkStats, batch: &Batch) {
+fn record_batch(stats: &SinkStats, batch: &Batch, clock: &dyn Clock) {
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.batch_latency.observe(batch.started.elapsed());
-    let now = now_micros();
+    let now = clock.now_micros();
     for received in &batch.received_micros {
         stats.end_to_end.observe(Duration::from_micros(
             now.saturating_sub(*received).max(0) as u64
@@ -640,12 +653,6 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// Whether shutdown was asked for (the guard is dropped before any await).
 fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
     *shutdown.borrow()
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Serves `/metrics` (Prometheus) and `/healthz` for a sink running on its own.

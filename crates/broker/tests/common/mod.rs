@@ -19,13 +19,23 @@ static ALLOCATOR: GuardedAllocator = GuardedAllocator;
 
 /// A broker on an ephemeral loopback port with its data in `dir`.
 pub async fn start_broker(dir: &Path, extra: &[(&str, &str)]) -> BrokerHandle {
+    start_broker_with_clock(dir, extra, std::sync::Arc::new(sluice_log::SystemClock)).await
+}
+
+/// The same, reading time from `clock` (a test's `ManualClock`).
+pub async fn start_broker_with_clock(
+    dir: &Path,
+    extra: &[(&str, &str)],
+    clock: std::sync::Arc<dyn sluice_log::Clock>,
+) -> BrokerHandle {
     let mut props: BTreeMap<String, String> = BTreeMap::new();
     props.insert("listeners".into(), "127.0.0.1:0".into());
     props.insert("log.dirs".into(), dir.display().to_string());
     for (k, v) in extra {
         props.insert(k.to_string(), v.to_string());
     }
-    let config = BrokerConfig::from_overrides(props).expect("valid test config");
+    let mut config = BrokerConfig::from_overrides(props).expect("valid test config");
+    config.clock = clock;
     sluice_broker::start(config).await.expect("broker starts")
 }
 
