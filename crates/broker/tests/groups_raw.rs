@@ -404,8 +404,11 @@ fn send_join(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebalance_completes_when_every_member_has_rejoined() {
+    // On a clock that never moves, no rebalance timeout can fire: a join that completes did
+    // so because every member rejoined, however slow the machine.
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path(), FAST_GROUPS).await;
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let broker = start_broker_with_clock(dir.path(), FAST_GROUPS, clock).await;
     let addr = broker.local_addr;
     on_thread(move || {
         let mut a = RawClient::connect(addr);
@@ -429,7 +432,7 @@ async fn rebalance_completes_when_every_member_has_rejoined() {
         let started = Instant::now();
         while heartbeat(&mut a, gen1, &member_a) != 27 {
             assert!(
-                started.elapsed() < Duration::from_secs(10),
+                started.elapsed() < Duration::from_secs(60),
                 "A never told to rebalance"
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -437,10 +440,6 @@ async fn rebalance_completes_when_every_member_has_rejoined() {
         let a_join = send_join(addr, member_a.clone(), None);
         let (ra, _a2) = a_join.join().unwrap();
         let (rb, mut b2) = b_join.join().unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "join waited for the rebalance timeout"
-        );
         assert_eq!((ra.error_code, rb.error_code), (0, 0));
         assert_eq!(ra.generation_id, gen1 + 1);
         assert_eq!(ra.leader.as_str(), member_a, "the leader stays the leader");

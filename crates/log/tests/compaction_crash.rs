@@ -236,7 +236,9 @@ fn sigkill_during_cleaning_keeps_the_log_consistent() {
         let kill_after = if point == 0 {
             Duration::from_millis(30 + rng.below(400))
         } else {
-            Duration::from_secs(4)
+            // Ample time to reach the crash point on a loaded machine (it is usually reached
+            // well within a second of the child being ready).
+            Duration::from_secs(10)
         };
         // Crash at a random swap of the child's passes, not always the first (later swaps
         // merge several small cleaned segments into one).
