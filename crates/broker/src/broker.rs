@@ -138,7 +138,7 @@ impl Broker {
             metadata.clone(),
         );
         groups.load()?;
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             config,
             cluster_id,
             metadata,
@@ -146,7 +146,15 @@ impl Broker {
             partitions,
             groups,
             metrics,
-        }))
+        });
+        let publisher = Arc::downgrade(&broker);
+        broker
+            .metadata
+            .set_listener(Box::new(move |records, image| match publisher.upgrade() {
+                Some(broker) => broker.publish(records, image),
+                None => Ok(()), // stopping: the next start applies the image
+            }));
+        Ok(broker)
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -187,10 +195,12 @@ impl Broker {
     }
 
     /// Applies a committed metadata change to this broker's partitions and groups (KRaft's
-    /// metadata publisher). Failing to open a partition's log is a storage error for the
-    /// request; the change itself is durable and is applied again at the next start.
-    fn publish<T>(&self, change: &Committed<T>) -> Result<(), ApiError> {
-        for record in &change.records {
+    /// metadata publisher). The metadata store calls it for every change, in order, from the
+    /// change's own commit task (so a requester that goes away cannot skip it). Failing to
+    /// open a partition's log is reported to the requester as a storage error; the change
+    /// itself is durable and carried out again at the next start.
+    fn publish(&self, records: &[MetadataRecord], image: &MetadataImage) -> Result<(), String> {
+        for record in records {
             match record {
                 MetadataRecord::DeleteTopic { name } => {
                     self.partitions.remove_topic(name);
@@ -200,16 +210,26 @@ impl Broker {
                 MetadataRecord::CreateTopic { name, .. }
                 | MetadataRecord::SetPartitionCount { name, .. }
                 | MetadataRecord::SetTopicConfig { name, .. } => {
-                    if let Some(topic) = change.image.topic(name) {
+                    if let Some(topic) = image.topic(name) {
                         self.partitions
                             .reconcile_topic(topic)
-                            .map_err(|e| ApiError::from(&e))?;
+                            .map_err(|e| e.to_string())?;
                     }
                 }
                 MetadataRecord::ProducerIdBlock { .. } => {}
             }
         }
         Ok(())
+    }
+
+    /// The publisher's verdict on a committed change, as the requester's error.
+    fn published<T>(change: &Committed<T>) -> Result<(), ApiError> {
+        change.published.clone().map_err(|reason| {
+            ApiError::new(
+                ResponseError::KafkaStorageError,
+                format!("the change is recorded but could not be carried out: {reason}"),
+            )
+        })
     }
 
     /// Creates a topic (or only validates it). Returns the created topic.
@@ -219,7 +239,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<TopicImage, ApiError> {
         let change = self.controller.create_topic(spec, validate_only).await?;
-        self.publish(&change)?;
+        Self::published(&change)?;
         if !validate_only {
             let topic = &change.value;
             tracing::info!(topic = %topic.name, partitions = topic.partitions, "created topic");
@@ -257,7 +277,7 @@ impl Broker {
     /// Deletes a topic, its logs, and groups' offsets of it. Returns its id.
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid, ApiError> {
         let change = self.controller.delete_topic(name).await?;
-        self.publish(&change)?;
+        Self::published(&change)?;
         Ok(change.value.id)
     }
 
@@ -272,7 +292,7 @@ impl Broker {
             .controller
             .create_partitions(name, count, validate_only)
             .await?;
-        self.publish(&change)?;
+        Self::published(&change)?;
         if !validate_only {
             tracing::info!(
                 topic = name,
@@ -296,7 +316,7 @@ impl Broker {
             .controller
             .alter_topic_configs(name, changes, replace_all, validate_only)
             .await?;
-        if let Err(err) = self.publish(&change) {
+        if let Err(err) = Self::published(&change) {
             // The configuration is durable; a log that cannot take it now gets it at restart.
             tracing::warn!(topic = name, error = %err.message, "could not apply configuration");
         }

@@ -85,14 +85,22 @@ impl Controller {
         &self,
         change: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError>,
     ) -> Result<Committed<T>, ApiError> {
-        self.metadata
-            .update(change)
-            .await
-            .map_err(|e| metadata_failure(&e))?
+        self.metadata.update(change).await.map_err(|e| match e {
+            // A record that cannot be written is the request's fault, and nothing was
+            // written.
+            MetadataError::Encode(err) => {
+                ApiError::new(ResponseError::InvalidRequest, err.to_string())
+            }
+            other => metadata_failure(&other),
+        })?
     }
 
-    /// Validates a topic creation without making it: (partitions, replication factor).
-    pub fn check_new_topic(&self, spec: &NewTopic) -> Result<(i32, i16), ApiError> {
+    /// Validates a topic creation without making it: (partitions, replication factor, the
+    /// configuration overrides in the form they are stored).
+    pub fn check_new_topic(
+        &self,
+        spec: &NewTopic,
+    ) -> Result<(i32, i16, BTreeMap<String, String>), ApiError> {
         validate_topic_name(&spec.name)
             .map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))?;
         let partitions = if spec.partitions == -1 {
@@ -117,11 +125,16 @@ impl Controller {
                 format!("replication factor {replication}: this cluster has 1 broker"),
             ));
         }
-        for (key, value) in &spec.configs {
-            topic_config::validate(key, value)
-                .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
-        }
-        Ok((partitions, replication))
+        let configs = spec
+            .configs
+            .iter()
+            .map(|(key, value)| {
+                topic_config::validate(key, value)
+                    .map(|value| (key.clone(), value))
+                    .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((partitions, replication, configs))
     }
 
     /// Creates a topic (or only validates it); the value is the topic as created.
@@ -130,12 +143,12 @@ impl Controller {
         spec: NewTopic,
         validate_only: bool,
     ) -> Result<Committed<TopicImage>, ApiError> {
-        let (partitions, _) = self.check_new_topic(&spec)?;
+        let (partitions, _, configs) = self.check_new_topic(&spec)?;
         let candidate = TopicImage {
             name: spec.name,
             id: Uuid::new_v4(),
             partitions,
-            configs: spec.configs,
+            configs,
         };
         self.commit(|image| {
             if image.topic(&candidate.name).is_some() {
@@ -217,14 +230,24 @@ impl Controller {
         replace_all: bool,
         validate_only: bool,
     ) -> Result<Committed<()>, ApiError> {
-        for (key, value) in &changes {
-            let checked = match value {
-                Some(value) => topic_config::validate(key, value),
-                None if topic_config::TOPIC_PROPERTIES.iter().any(|(k, _)| k == key) => Ok(()),
-                None => Err(format!("unknown topic configuration {key:?}")),
-            };
-            checked.map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
-        }
+        let changes = changes
+            .into_iter()
+            .map(|(key, value)| {
+                let checked = match value {
+                    Some(value) => topic_config::validate(&key, &value).map(Some),
+                    None if topic_config::TOPIC_PROPERTIES
+                        .iter()
+                        .any(|(k, _)| *k == key) =>
+                    {
+                        Ok(None)
+                    }
+                    None => Err(format!("unknown topic configuration {key:?}")),
+                };
+                checked
+                    .map(|value| (key, value))
+                    .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.commit(|image| {
             let topic = image.topic(name).ok_or_else(|| no_topic(name))?;
             let mut target = if replace_all {

@@ -37,21 +37,28 @@ pub enum ConfigSource {
     Default = 5,
 }
 
-/// Checks one topic property. The message names the problem for the client.
-pub fn validate(key: &str, value: &str) -> Result<(), String> {
-    let int = |min: i64, max: i64| -> Result<(), String> {
+/// Checks one topic property and returns it in the canonical form it is stored in (numbers
+/// without whitespace or leading zeros, policies in Kafka's spelling), so that what is
+/// stored is short and reads back as it was validated. The message names the problem for
+/// the client.
+pub fn validate(key: &str, value: &str) -> Result<String, String> {
+    let int = |min: i64, max: i64| -> Result<String, String> {
         match value.trim().parse::<i64>() {
-            Ok(v) if (min..=max).contains(&v) => Ok(()),
+            Ok(v) if (min..=max).contains(&v) => Ok(v.to_string()),
             Ok(v) => Err(format!("{key} must be in [{min}, {max}], got {v}")),
-            Err(_) => Err(format!("{key} must be an integer, got {value:?}")),
+            Err(_) => Err(format!("{key} must be an integer, got {}", shown(value))),
         }
     };
     match key {
         "cleanup.policy" => CleanupPolicy::parse(value)
-            .map(|_| ())
+            .map(|p| match (p.compact, p.delete) {
+                (true, true) => "compact,delete".to_string(),
+                (true, false) => "compact".to_string(),
+                _ => "delete".to_string(),
+            })
             .map_err(|e| e.to_string()),
-        "compression.type" => match value {
-            "producer" => Ok(()),
+        "compression.type" => match value.trim() {
+            "producer" => Ok("producer".to_string()),
             _ => Err(
                 "compression.type: only \"producer\" is supported (batches are stored as sent)"
                     .into(),
@@ -60,19 +67,35 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
         "delete.retention.ms" | "min.compaction.lag.ms" => int(0, i64::MAX),
         "max.compaction.lag.ms" => int(1, i64::MAX),
         "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
-            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
-            _ => Err(format!("{key} must be a number in [0, 1], got {value:?}")),
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(v.to_string()),
+            _ => Err(format!(
+                "{key} must be a number in [0, 1], got {}",
+                shown(value)
+            )),
         },
         "index.interval.bytes" => int(0, i64::from(i32::MAX)),
         "max.message.bytes" => int(1, i64::from(i32::MAX)),
         "message.timestamp.type" => parse_timestamp_type(value)
-            .map(|_| ())
+            .map(|t| match t {
+                TimestampType::CreateTime => "CreateTime".to_string(),
+                TimestampType::LogAppendTime => "LogAppendTime".to_string(),
+            })
             .ok_or_else(|| format!("{key}: expected CreateTime or LogAppendTime")),
         "retention.bytes" | "retention.ms" => int(-1, i64::MAX),
         "segment.bytes" => int(14, i64::from(i32::MAX)),
         "segment.index.bytes" => int(24, i64::from(i32::MAX)),
         "segment.ms" => int(1, i64::MAX),
-        _ => Err(format!("unknown topic configuration {key:?}")),
+        _ => Err(format!("unknown topic configuration {}", shown(key))),
+    }
+}
+
+/// A client's value quoted in an error message, cut short: a message must not echo
+/// megabytes back.
+fn shown(value: &str) -> String {
+    const SHOWN: usize = 64;
+    match value.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+        None => format!("{value:?}"),
     }
 }
 
@@ -215,6 +238,16 @@ mod tests {
             .unwrap();
         assert_eq!(segment.2, ConfigSource::Default);
         assert!(validate("retention.ms", "soon").is_err());
+        // Stored canonical: a value that validates after trimming is stored trimmed.
+        let padded = format!("1000{}", " ".repeat(70_000));
+        assert_eq!(validate("retention.ms", &padded).unwrap(), "1000");
+        assert_eq!(validate("retention.ms", " 007").unwrap(), "7");
+        assert_eq!(
+            validate("cleanup.policy", " delete , compact").unwrap(),
+            "compact,delete"
+        );
+        let err = validate("retention.ms", &"9".repeat(100_000)).unwrap_err();
+        assert!(err.len() < 200, "the error quotes the value short: {err}");
         assert!(validate("segment.bytes", "10").is_err());
         assert!(validate("compression.type", "zstd").is_err());
         assert!(validate("flux.capacitor", "1").is_err());

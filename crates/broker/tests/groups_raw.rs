@@ -598,6 +598,30 @@ async fn groups_and_offsets_survive_restarts() {
             3,
             "UNKNOWN_TOPIC_OR_PARTITION"
         );
+        // Clients may not truncate the offsets topic: every partition refuses.
+        let wipe = DeleteRecordsRequest::default()
+            .with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(TopicName(s("__consumer_offsets")))
+                    .with_partitions(
+                        (0..5)
+                            .map(|p| {
+                                delete_records_request::DeleteRecordsPartition::default()
+                                    .with_partition_index(p)
+                                    .with_offset(-1)
+                            })
+                            .collect(),
+                    ),
+            ])
+            .with_timeout_ms(10_000);
+        let refused: DeleteRecordsResponse = a.call(ApiKey::DeleteRecords, 2, &wipe);
+        for p in &refused.topics[0].partitions {
+            assert_eq!(
+                p.error_code, 17,
+                "INVALID_TOPIC_EXCEPTION for partition {}",
+                p.partition_index
+            );
+        }
         (ja.generation_id, member)
     })
     .await;

@@ -24,6 +24,7 @@ mod client;
 mod pipeline;
 mod signals;
 mod size;
+mod stray;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -63,6 +64,8 @@ enum Command {
     Sink(pipeline::SinkCommandArgs),
     /// Gateway and sink in one process; with --embedded also the broker.
     Pipeline(pipeline::PipelineArgs),
+    /// List or remove partition directories a broker set aside (not named by its metadata).
+    StrayDirs(stray::StrayArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  sluice completions bash > /etc/bash_completion.d/sluice\n  sluice completions zsh > \"${fpath[1]}/_sluice\"\n  sluice completions fish > ~/.config/fish/completions/sluice.fish"
@@ -86,6 +89,7 @@ fn main() {
         Command::Ingest(args) => pipeline::run_ingest(&args),
         Command::Sink(args) => pipeline::run_sink(&args),
         Command::Pipeline(args) => pipeline::run_pipeline(&args),
+        Command::StrayDirs(args) => stray::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
             Ok(())

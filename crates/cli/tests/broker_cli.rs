@@ -73,3 +73,47 @@ fn serves_and_shuts_down_cleanly_on_sigterm() {
     assert!(dir.path().join("data/.kafka_cleanshutdown").exists());
     assert!(dir.path().join("data/meta.properties").exists());
 }
+
+#[test]
+fn stray_partition_directories_are_listed_then_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let stray = dir.path().join("orders-3.0123abcd-stray");
+    std::fs::create_dir(&stray).unwrap();
+    std::fs::write(stray.join("00000000000000000000.log"), [7u8; 100]).unwrap();
+    std::fs::create_dir(dir.path().join("orders-4")).unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+
+    let listed = sluice()
+        .args(["stray-dirs", "--data-dir", data_dir])
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        stdout.contains("orders-3.0123abcd-stray\t100 bytes"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("orders-4"),
+        "only stray directories: {stdout}"
+    );
+    assert!(stray.exists(), "listing removes nothing");
+
+    let removed = sluice()
+        .args(["stray-dirs", "--data-dir", data_dir, "--remove"])
+        .output()
+        .unwrap();
+    assert!(removed.status.success());
+    assert!(!stray.exists());
+    assert!(
+        dir.path().join("orders-4").exists(),
+        "live partitions are untouched"
+    );
+
+    let missing = sluice()
+        .args(["stray-dirs", "--data-dir", "/nonexistent/sluice-data"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("is not a directory"));
+}

@@ -43,7 +43,7 @@ pub use log::{
     AppendInfo, FileRegion, Log, LogOffsets, ReadResult, RecordsFrom, RetentionReport, StoredBatch,
     TimestampOffset,
 };
-pub use manager::{CLEAN_SHUTDOWN_FILE, LogManager};
+pub use manager::{CLEAN_SHUTDOWN_FILE, LogManager, STRAY_SUFFIX, stray_dirs};
 pub use producer_state::{ProducerBatch, ProducerEntry, ProducerStates, SequenceError};
 pub use record_set::{BatchSummary, ValidatedRecords};
 pub use topic_partition::TopicPartition;

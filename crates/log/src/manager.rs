@@ -43,6 +43,8 @@ const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 const CLEANER_FILE: &str = "cleaner-offset-checkpoint";
 const DELETE_SUFFIX: &str = "-delete";
+/// Suffix of a partition directory set aside: kept on disk, never opened again.
+pub const STRAY_SUFFIX: &str = "-stray";
 /// Sync workers only call into the kernel; a small stack keeps many of them cheap.
 const SYNC_WORKER_STACK: usize = 256 * 1024;
 
@@ -245,6 +247,32 @@ impl LogManager {
             .spawn(move || remove_dir_logged(&doomed))?;
         tracing::info!(partition = %tp, "deleted log");
         Ok(true)
+    }
+
+    /// Sets the log of `tp` aside instead of deleting it (Kafka's stray partitions): it stops
+    /// serving at once, and its directory is renamed `<topic>-<partition>.<id>-stray` and
+    /// kept, for an operator to inspect or remove. Returns the new path, if it existed.
+    pub fn set_aside(&self, tp: &TopicPartition) -> Result<Option<PathBuf>> {
+        let Some(log) = self
+            .shared
+            .logs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(tp)
+        else {
+            return Ok(None);
+        };
+        log.mark_deleted();
+        let data_dir = &self.shared.config.data_dir;
+        let aside = data_dir.join(format!("{}.{}{STRAY_SUFFIX}", tp.dir_name(), unique_id()));
+        std::fs::rename(log.dir(), &aside)?;
+        File::open(data_dir)?.sync_all()?;
+        Ok(Some(aside))
+    }
+
+    /// The directories set aside in the data directory ([`LogManager::set_aside`]).
+    pub fn stray_dirs(&self) -> Vec<PathBuf> {
+        stray_dirs(&self.shared.config.data_dir)
     }
 
     pub fn partitions(&self) -> Vec<TopicPartition> {
@@ -561,6 +589,25 @@ fn discover_partitions(dir: &Path) -> Result<Vec<TopicPartition>> {
     }
     partitions.sort();
     Ok(partitions)
+}
+
+/// The stray partition directories of a data directory (`*-stray`), sorted.
+pub fn stray_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(STRAY_SUFFIX))
+        })
+        .map(|entry| entry.path())
+        .collect();
+    found.sort();
+    found
 }
 
 /// Opens logs on as many threads as there are cores: recovery is CPU (CRC) and I/O bound.

@@ -27,6 +27,12 @@ pub fn render_metrics(broker: &Broker) -> String {
         .metrics()
         .render(&mut out, APIS.iter().map(|api| api.key));
     partitions(broker, &mut out);
+    out.single(
+        "sluice_stray_partition_dirs",
+        Kind::Gauge,
+        "Partition directories the metadata does not name, set aside at startup and kept.",
+        broker.partitions().stray_dirs().len(),
+    );
     group_commit(broker, &mut out);
     cleaner(&broker.partitions().cleaner_reports(), &mut out);
     group_lag(broker, &mut out);

@@ -19,7 +19,7 @@ use super::registry::{GroupRegistry, lock};
 use crate::errors::ApiError;
 use crate::internal_topics::OFFSETS_TOPIC;
 use crate::metadata::MetadataStore;
-use crate::partition::{AppendOrigin, Appended, PartitionManager};
+use crate::partition::{Appended, Origin, PartitionManager};
 
 /// A key and its value (`None`: a tombstone).
 pub(super) type KeyValue = (Vec<u8>, Option<Vec<u8>>);
@@ -91,7 +91,7 @@ impl OffsetsStorage {
             .build()
             .map_err(|e| ApiError::new(ResponseError::UnknownServerError, e.to_string()))?;
         target
-            .append(&mut batch, AppendOrigin::Coordinator, true)
+            .append(&mut batch, Origin::Coordinator, true)
             .map_err(|e| unavailable(&e))
     }
 

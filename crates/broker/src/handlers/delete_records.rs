@@ -1,4 +1,6 @@
-//! DeleteRecords: move a partition's log start offset (-1 means the high watermark).
+//! DeleteRecords: move a partition's log start offset (-1 means the high watermark). The
+//! work (segment deletions, the checkpoint's fsync) runs on a blocking thread, never on the
+//! connection's task. Internal topics refuse it (INVALID_TOPIC_EXCEPTION), as in Kafka.
 
 use std::sync::Arc;
 
@@ -10,9 +12,9 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use sluice_protocol::response::Response;
 
-use super::{Handler, Reply, RequestContext, ready};
+use super::{Handler, Reply, RequestContext, later};
 use crate::broker::Broker;
-use crate::errors::log_error_code;
+use crate::partition::Origin;
 
 pub(super) struct DeleteRecords;
 
@@ -22,7 +24,15 @@ impl Handler for DeleteRecords {
     type Request = DeleteRecordsRequest;
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: DeleteRecordsRequest) -> Reply {
-        ready(respond(broker, &ctx, &request))
+        let broker = broker.clone();
+        later(async move {
+            tokio::task::spawn_blocking(move || respond(&broker, &ctx, &request))
+                .await
+                .unwrap_or_else(|err| {
+                    tracing::error!(error = %err, "DeleteRecords failed");
+                    None
+                })
+        })
     }
 }
 
@@ -54,11 +64,13 @@ fn respond(
                     } else {
                         p.offset
                     };
-                    match broker.partitions().delete_records(&partition, offset) {
+                    let deleted =
+                        broker
+                            .partitions()
+                            .delete_records(&partition, offset, Origin::Client);
+                    match deleted {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
-                        Err(err) => result
-                            .with_error_code(log_error_code(&err).code())
-                            .with_low_watermark(-1),
+                        Err(err) => result.with_error_code(err.code()).with_low_watermark(-1),
                     }
                 })
                 .collect();

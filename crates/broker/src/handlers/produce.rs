@@ -18,7 +18,7 @@ use sluice_protocol::response::Response;
 use super::{Handler, Reply, RequestContext, later, message, ready};
 use crate::broker::Broker;
 use crate::errors::ApiError;
-use crate::partition::{AppendOrigin, Appended};
+use crate::partition::{Appended, Origin};
 
 /// Each partition's append, by partition index, per topic.
 type TopicOutcome = (TopicName, Vec<(i32, Result<Appended, ApiError>)>);
@@ -85,7 +85,7 @@ fn append(
     // The log patches offsets into the batches, so it needs its own copy of the bytes (the
     // request buffer is shared by every partition of the request).
     let mut bytes = BytesMut::from(records);
-    target.append(&mut bytes, AppendOrigin::Client, durable)
+    target.append(&mut bytes, Origin::Client, durable)
 }
 
 fn failed(

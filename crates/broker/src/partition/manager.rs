@@ -9,8 +9,11 @@ use sluice_log::{
     CleaningReport, FlushStatsSnapshot, LogError, LogManager, ManagerConfig, TopicPartition,
 };
 
-use super::Partition;
+use kafka_protocol::ResponseError;
+
+use super::{Origin, Partition};
 use crate::config::BrokerConfig;
+use crate::errors::ApiError;
 use crate::internal_topics;
 use crate::metadata::{MetadataImage, TopicImage};
 use crate::metrics::BrokerMetrics;
@@ -26,7 +29,9 @@ pub struct PartitionManager {
 
 impl PartitionManager {
     /// Opens (recovering) every log of the data directory and serves the partitions `image`
-    /// names. Logs of partitions the image does not name are deleted.
+    /// names. The directory of a partition the image does not name is set aside
+    /// (`<topic>-<partition>.<id>-stray`), never deleted: a damaged or missing metadata log
+    /// must not cost the data.
     pub fn open(
         config: &BrokerConfig,
         mut manager_config: ManagerConfig,
@@ -51,9 +56,13 @@ impl PartitionManager {
             let known = image
                 .topic(&tp.topic)
                 .is_some_and(|t| tp.partition < t.partitions);
-            if !known {
-                tracing::info!(partition = %tp, "deleting log of a topic the metadata does not have");
-                manager.logs.delete(&tp)?;
+            if !known && let Some(aside) = manager.logs.set_aside(&tp)? {
+                tracing::warn!(
+                    partition = %tp,
+                    kept_as = %aside.display(),
+                    "partition directory the metadata does not name: set aside, not deleted \
+                     (inspect it, then remove it with `sluice stray-dirs --remove`)"
+                );
             }
         }
         for topic in image.topics.values() {
@@ -145,10 +154,32 @@ impl PartitionManager {
     }
 
     /// Kafka's DeleteRecords: moves the partition's log start offset to `offset` (at most the
-    /// high watermark) and makes the new start durable (checkpoint) before returning.
+    /// high watermark) and makes the new start durable (checkpoint) before returning. A
+    /// client may not truncate an internal topic (committed offsets would be lost).
     /// Blocking: file deletions and fsyncs.
-    pub fn delete_records(&self, partition: &Partition, offset: i64) -> Result<i64, LogError> {
-        self.logs.delete_records(&partition.tp, offset)
+    pub fn delete_records(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        origin: Origin,
+    ) -> Result<i64, ApiError> {
+        if origin == Origin::Client && partition.internal {
+            return Err(ApiError::new(
+                ResponseError::InvalidTopicException,
+                format!(
+                    "cannot delete records of internal topic {}",
+                    partition.tp.topic
+                ),
+            ));
+        }
+        self.logs
+            .delete_records(&partition.tp, offset)
+            .map_err(|e| ApiError::from(&e))
+    }
+
+    /// Partition directories set aside at startup, still on disk.
+    pub fn stray_dirs(&self) -> Vec<std::path::PathBuf> {
+        self.logs.stray_dirs()
     }
 
     pub fn flush_stats(&self) -> FlushStatsSnapshot {

@@ -1,6 +1,6 @@
 //! The partition layer: the one owner of each partition's data path (Kafka's `Partition`
 //! and `ReplicaManager` roles). Every write to a partition's log goes through
-//! [`Partition::append`], which validates the record set for its [`AppendOrigin`], appends
+//! [`Partition::append`], which validates the record set for its [`Origin`], appends
 //! it, wakes the fetches waiting on the partition, counts it and hands back the durability
 //! wait; every read for a fetch goes through [`Partition::read`]. Handlers and the group
 //! coordinator use this layer; nothing else touches a `Log` or the `LogManager`.
@@ -36,7 +36,7 @@ pub const INITIAL_LEADER_EPOCH: i32 = 0;
 
 /// Who appends, which decides what a record set may contain and where it may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppendOrigin {
+pub enum Origin {
     /// A producer's Produce request: no control batches, no internal topics.
     Client,
     /// The broker's own coordinators writing their internal topics.
@@ -109,11 +109,11 @@ impl Partition {
     pub fn append(
         &self,
         records: &mut [u8],
-        origin: AppendOrigin,
+        origin: Origin,
         durable: bool,
     ) -> Result<Appended, ApiError> {
         let appended = self.try_append(records, origin, durable);
-        if origin == AppendOrigin::Client {
+        if origin == Origin::Client {
             match &appended {
                 Ok(appended) if !appended.info.duplicate => {
                     let info = &appended.info;
@@ -137,10 +137,10 @@ impl Partition {
     fn try_append(
         &self,
         records: &mut [u8],
-        origin: AppendOrigin,
+        origin: Origin,
         durable: bool,
     ) -> Result<Appended, ApiError> {
-        if origin == AppendOrigin::Client && self.internal {
+        if origin == Origin::Client && self.internal {
             return Err(ApiError::new(
                 ResponseError::InvalidTopicException,
                 format!("cannot write to internal topic {}", self.tp.topic),
@@ -148,7 +148,7 @@ impl Partition {
         }
         let validated = ValidatedRecords::validate(records).map_err(|e| self.refused(&e))?;
         // Control batches are written by the transaction coordinator, never by clients.
-        if origin == AppendOrigin::Client && validated.has_control_batch() {
+        if origin == Origin::Client && validated.has_control_batch() {
             return Err(ApiError::new(
                 ResponseError::InvalidRecord,
                 "clients may not write control batches",

@@ -1,0 +1,200 @@
+//! Metadata records and their encoding (the value of each record of the metadata log): a
+//! format version byte (0), a type byte, then the fields: strings as u16 length + UTF-8,
+//! UUIDs as 16 bytes, counts as i32 / u16. Every field is checked against its length prefix
+//! when encoded; decoding refuses anything malformed or trailing.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+const FORMAT_VERSION: u8 = 0;
+
+/// One change to the cluster metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataRecord {
+    CreateTopic {
+        name: String,
+        id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    },
+    SetPartitionCount {
+        name: String,
+        partitions: i32,
+    },
+    SetTopicConfig {
+        name: String,
+        key: String,
+        value: Option<String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Producer ids below `end` have been handed out; a restarted broker starts above.
+    ProducerIdBlock {
+        end: i64,
+    },
+}
+
+/// A record that cannot be written: a field longer than its length prefix can say. Checked
+/// before anything is written, so an oversize value is refused instead of being written in a
+/// form that replay would not read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} of {len} bytes does not fit a metadata record (at most {max})")]
+pub struct EncodeError {
+    pub what: &'static str,
+    pub len: usize,
+    pub max: usize,
+}
+
+fn put_str(out: &mut Vec<u8>, what: &'static str, s: &str) -> Result<(), EncodeError> {
+    let len = u16::try_from(s.len()).map_err(|_| EncodeError {
+        what,
+        len: s.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+impl MetadataRecord {
+    /// The record's bytes; fails, writing nothing, if a field does not fit its length prefix.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = vec![FORMAT_VERSION];
+        match self {
+            MetadataRecord::CreateTopic {
+                name,
+                id,
+                partitions,
+                configs,
+            } => {
+                out.push(1);
+                put_str(&mut out, "topic name", name)?;
+                out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(&partitions.to_be_bytes());
+                let count = u16::try_from(configs.len()).map_err(|_| EncodeError {
+                    what: "configuration count",
+                    len: configs.len(),
+                    max: usize::from(u16::MAX),
+                })?;
+                out.extend_from_slice(&count.to_be_bytes());
+                for (key, value) in configs {
+                    put_str(&mut out, "configuration key", key)?;
+                    put_str(&mut out, "configuration value", value)?;
+                }
+            }
+            MetadataRecord::SetPartitionCount { name, partitions } => {
+                out.push(2);
+                put_str(&mut out, "topic name", name)?;
+                out.extend_from_slice(&partitions.to_be_bytes());
+            }
+            MetadataRecord::SetTopicConfig { name, key, value } => {
+                out.push(3);
+                put_str(&mut out, "topic name", name)?;
+                put_str(&mut out, "configuration key", key)?;
+                match value {
+                    Some(value) => {
+                        out.push(1);
+                        put_str(&mut out, "configuration value", value)?;
+                    }
+                    None => out.push(0),
+                }
+            }
+            MetadataRecord::DeleteTopic { name } => {
+                out.push(4);
+                put_str(&mut out, "topic name", name)?;
+            }
+            MetadataRecord::ProducerIdBlock { end } => {
+                out.push(5);
+                out.extend_from_slice(&end.to_be_bytes());
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut r = Reader { bytes, at: 0 };
+        let version = r.u8()?;
+        if version != FORMAT_VERSION {
+            return Err(format!("unknown metadata record format {version}"));
+        }
+        let record = match r.u8()? {
+            1 => {
+                let name = r.string()?;
+                let id = Uuid::from_bytes(r.take(16)?.try_into().expect("16 bytes"));
+                let partitions = r.i32()?;
+                let count = r.u16()?;
+                let mut configs = BTreeMap::new();
+                for _ in 0..count {
+                    let key = r.string()?;
+                    configs.insert(key, r.string()?);
+                }
+                MetadataRecord::CreateTopic {
+                    name,
+                    id,
+                    partitions,
+                    configs,
+                }
+            }
+            2 => MetadataRecord::SetPartitionCount {
+                name: r.string()?,
+                partitions: r.i32()?,
+            },
+            3 => {
+                let name = r.string()?;
+                let key = r.string()?;
+                let value = match r.u8()? {
+                    0 => None,
+                    _ => Some(r.string()?),
+                };
+                MetadataRecord::SetTopicConfig { name, key, value }
+            }
+            4 => MetadataRecord::DeleteTopic { name: r.string()? },
+            5 => MetadataRecord::ProducerIdBlock {
+                end: i64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes")),
+            },
+            other => return Err(format!("unknown metadata record type {other}")),
+        };
+        if r.at != bytes.len() {
+            return Err("trailing bytes after metadata record".into());
+        }
+        Ok(record)
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or("truncated metadata record")?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn i32(&mut self) -> Result<i32, String> {
+        Ok(i32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn string(&mut self) -> Result<String, String> {
+        let len = self.u16()? as usize;
+        String::from_utf8(self.take(len)?.to_vec())
+            .map_err(|_| "metadata string is not UTF-8".to_string())
+    }
+}
