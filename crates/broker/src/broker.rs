@@ -129,6 +129,7 @@ impl Broker {
             TopicDefaults {
                 partitions: config.num_partitions,
                 replication_factor: config.default_replication_factor,
+                max_partitions: config.max_partitions,
             },
         );
         let groups = GroupCoordinator::new(

@@ -42,11 +42,17 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("admin.http.listener", ""),
     ("log.dirs", "./data"),
     ("num.partitions", "1"),
+    ("max.broker.partitions", "10000"),
     ("default.replication.factor", "1"),
     ("auto.create.topics.enable", "true"),
     ("message.max.bytes", "1048588"),
     ("socket.request.max.bytes", "104857600"),
     ("socket.max.inflight.bytes", "134217728"),
+    ("max.connections", "4096"),
+    ("max.connections.per.ip", "4096"),
+    ("connections.max.idle.ms", "600000"),
+    ("queued.max.requests", "500"),
+    ("fetch.max.bytes", "57671680"),
     ("fetch.zero.copy.enable", "true"),
     ("log.retention.ms", "604800000"),
     ("log.retention.bytes", "-1"),
@@ -67,6 +73,8 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
     ("log.cleaner.delete.retention.ms", "86400000"),
     ("log.message.timestamp.type", "CreateTime"),
+    ("log.message.timestamp.before.max.ms", "9223372036854775807"),
+    ("log.message.timestamp.after.max.ms", "3600000"),
     ("log.retention.check.interval.ms", "300000"),
     ("log.flush.policy", "group-commit"),
     ("log.flush.interval.ms", "1000"),
@@ -80,6 +88,8 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("offsets.retention.minutes", "10080"),
     ("offsets.retention.check.interval.ms", "600000"),
     ("offset.metadata.max.bytes", "4096"),
+    ("group.id.max.bytes", "1024"),
+    ("group.max.count", "100000"),
     ("producer.id.expiration.ms", "86400000"),
 ];
 
@@ -100,6 +110,11 @@ pub struct CoordinatorConfig {
     pub offsets_retention: Duration,
     pub offsets_retention_check: Duration,
     pub metadata_max_bytes: usize,
+    /// `group.id.max.bytes`: longer group ids are INVALID_GROUP_ID.
+    pub group_id_max_bytes: usize,
+    /// `group.max.count`: groups the coordinator keeps; a new one beyond is refused
+    /// (COORDINATOR_NOT_AVAILABLE, which clients retry) until empty groups expire.
+    pub max_groups: usize,
 }
 
 /// The broker's settings, parsed and validated.
@@ -113,10 +128,23 @@ pub struct BrokerConfig {
     pub advertised: (String, u16),
     pub data_dir: PathBuf,
     pub num_partitions: i32,
+    /// `max.broker.partitions` (KIP-578's name): partitions this broker may hold; a topic
+    /// creation or partition increase beyond is refused before anything is written.
+    pub max_partitions: i32,
     pub default_replication_factor: i16,
     pub auto_create_topics: bool,
     pub max_request_bytes: u32,
     pub max_inflight_bytes: u64,
+    /// `max.connections` and `max.connections.per.ip`: connections beyond are closed at once.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// `connections.max.idle.ms`: a connection with nothing in flight this long is closed.
+    pub connections_max_idle: Duration,
+    /// `queued.max.requests`: requests read but not answered, per connection.
+    pub queued_max_requests: usize,
+    /// `fetch.max.bytes`: the most record bytes one Fetch response carries (a request asking
+    /// for more gets this).
+    pub fetch_max_bytes: usize,
     pub zero_copy_fetch: bool,
     /// Defaults for every topic (the `log.*` properties and `message.max.bytes`).
     pub log_defaults: LogConfig,
@@ -313,6 +341,8 @@ impl BrokerConfig {
             min_compaction_lag_ms: p.parse("log.cleaner.min.compaction.lag.ms")?,
             max_compaction_lag_ms: p.parse("log.cleaner.max.compaction.lag.ms")?,
             delete_retention_ms: p.parse("log.cleaner.delete.retention.ms")?,
+            timestamp_before_max_ms: p.parse("log.message.timestamp.before.max.ms")?,
+            timestamp_after_max_ms: p.parse("log.message.timestamp.after.max.ms")?,
         };
         log_defaults.validate().map_err(|e| ConfigError::Invalid {
             key: "log.*".into(),
@@ -336,6 +366,17 @@ impl BrokerConfig {
                 "must be at least socket.request.max.bytes",
             ));
         }
+        let at_least_one = |key: &str| -> Result<usize, ConfigError> {
+            let value: usize = p.parse(key)?;
+            if value == 0 {
+                return Err(p.invalid(key, "must be at least 1"));
+            }
+            Ok(value)
+        };
+        let max_connections = at_least_one("max.connections")?;
+        let max_connections_per_ip = at_least_one("max.connections.per.ip")?;
+        let queued_max_requests = at_least_one("queued.max.requests")?;
+        let fetch_max_bytes = at_least_one("fetch.max.bytes")?;
         let sync_threads: usize = p.parse("log.flush.sync.threads")?;
         if sync_threads == 0 {
             return Err(p.invalid("log.flush.sync.threads", "must be at least 1"));
@@ -367,6 +408,8 @@ impl BrokerConfig {
             offsets_retention: Duration::from_secs(retention_minutes * 60),
             offsets_retention_check: p.millis("offsets.retention.check.interval.ms")?,
             metadata_max_bytes: p.parse("offset.metadata.max.bytes")?,
+            group_id_max_bytes: at_least_one("group.id.max.bytes")?,
+            max_groups: at_least_one("group.max.count")?,
         };
         Ok(BrokerConfig {
             coordinator,
@@ -376,10 +419,16 @@ impl BrokerConfig {
             advertised,
             data_dir: PathBuf::from(p.raw("log.dirs")),
             num_partitions,
+            max_partitions: at_least_one("max.broker.partitions")?.min(i32::MAX as usize) as i32,
             default_replication_factor: p.parse("default.replication.factor")?,
             auto_create_topics: p.parse("auto.create.topics.enable")?,
             max_request_bytes,
             max_inflight_bytes,
+            max_connections,
+            max_connections_per_ip,
+            connections_max_idle: p.millis("connections.max.idle.ms")?,
+            queued_max_requests,
+            fetch_max_bytes,
             zero_copy_fetch: p.parse("fetch.zero.copy.enable")?,
             log_defaults,
             flush_policy,

@@ -35,11 +35,28 @@ pub struct NewTopic {
     pub configs: BTreeMap<String, String>,
 }
 
-/// The defaults a topic creation falls back to.
+/// The defaults a topic creation falls back to, and the broker's partition cap.
 #[derive(Debug, Clone, Copy)]
 pub struct TopicDefaults {
     pub partitions: i32,
     pub replication_factor: i16,
+    /// `max.broker.partitions`.
+    pub max_partitions: i32,
+}
+
+/// Refuses a change that would take the cluster past `max.broker.partitions`.
+fn check_partition_cap(image: &MetadataImage, adding: i64, cap: i32) -> Result<(), ApiError> {
+    let held: i64 = image.topics.values().map(|t| i64::from(t.partitions)).sum();
+    if held + adding > i64::from(cap) {
+        return Err(ApiError::new(
+            ResponseError::PolicyViolation,
+            format!(
+                "{adding} more partitions would make {} on this broker; max.broker.partitions is {cap}",
+                held + adding
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -150,6 +167,7 @@ impl Controller {
             partitions,
             configs,
         };
+        let cap = self.defaults.max_partitions;
         self.commit(|image| {
             if image.topic(&candidate.name).is_some() {
                 return Err(ApiError::new(
@@ -157,6 +175,7 @@ impl Controller {
                     format!("topic {} already exists", candidate.name),
                 ));
             }
+            check_partition_cap(image, i64::from(candidate.partitions), cap)?;
             let records = if validate_only {
                 Vec::new()
             } else {
@@ -197,8 +216,10 @@ impl Controller {
         count: i32,
         validate_only: bool,
     ) -> Result<Committed<i32>, ApiError> {
+        let cap = self.defaults.max_partitions;
         self.commit(|image| {
             let topic = image.topic(name).ok_or_else(|| no_topic(name))?;
+            check_partition_cap(image, i64::from(count) - i64::from(topic.partitions), cap)?;
             if count <= topic.partitions {
                 return Err(ApiError::new(
                     ResponseError::InvalidPartitions,

@@ -13,13 +13,22 @@ pub fn log_error_code(err: &LogError) -> ResponseError {
         LogError::InvalidBatch(RecordError::UnknownCompression(_)) => {
             ResponseError::UnsupportedCompressionType
         }
+        LogError::InvalidBatch(RecordError::TimestampOutOfRange { .. }) => {
+            ResponseError::InvalidTimestamp
+        }
+        // A record breaks the format or the topic's rules (Kafka's InvalidRecordException).
+        LogError::InvalidBatch(
+            RecordError::MalformedRecord { .. }
+            | RecordError::RecordCountMismatch { .. }
+            | RecordError::OffsetDeltaMismatch { .. }
+            | RecordError::MissingKey { .. },
+        ) => ResponseError::InvalidRecord,
         LogError::InvalidBatch(_) | LogError::EmptyRecordSet => ResponseError::CorruptMessage,
         LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io(_) | LogError::Offline(_) => ResponseError::KafkaStorageError,
         LogError::Deleted => ResponseError::UnknownTopicOrPartition,
         LogError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        LogError::MissingKey { .. } => ResponseError::InvalidRecord,
         LogError::Sequence(SequenceError::OutOfOrder { .. }) => {
             ResponseError::OutOfOrderSequenceNumber
         }
@@ -34,6 +43,9 @@ pub fn log_error_code(err: &LogError) -> ResponseError {
 pub struct ApiError {
     pub code: ResponseError,
     pub message: String,
+    /// The record at fault, by its index within its batch, when one is (Produce v8+
+    /// `record_errors`, KIP-467).
+    pub record: Option<i32>,
 }
 
 impl ApiError {
@@ -41,6 +53,7 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            record: None,
         }
     }
 
@@ -51,7 +64,14 @@ impl ApiError {
 
 impl From<&LogError> for ApiError {
     fn from(err: &LogError) -> Self {
-        ApiError::new(log_error_code(err), err.to_string())
+        let record = match err {
+            LogError::InvalidBatch(invalid) => invalid.record_index(),
+            _ => None,
+        };
+        ApiError {
+            record: record.and_then(|i| i32::try_from(i).ok()),
+            ..ApiError::new(log_error_code(err), err.to_string())
+        }
     }
 }
 

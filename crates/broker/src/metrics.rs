@@ -34,6 +34,8 @@ pub struct BrokerMetrics {
     topics: RwLock<HashMap<String, Arc<TopicCounters>>>,
     pub connections: AtomicI64,
     pub connections_total: AtomicU64,
+    /// Connections closed at once for being over `max.connections[.per.ip]`.
+    pub connections_refused: AtomicU64,
 }
 
 impl Default for BrokerMetrics {
@@ -43,6 +45,7 @@ impl Default for BrokerMetrics {
             topics: RwLock::new(HashMap::new()),
             connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
         }
     }
 }
@@ -169,6 +172,12 @@ impl BrokerMetrics {
             Kind::Counter,
             "Client connections accepted.",
             self.connections_total.load(Ordering::Relaxed),
+        );
+        out.single(
+            "sluice_connections_refused_total",
+            Kind::Counter,
+            "Connections closed at once: over max.connections or max.connections.per.ip.",
+            self.connections_refused.load(Ordering::Relaxed),
         );
     }
 }

@@ -18,6 +18,14 @@ pub const TOPIC_PROPERTIES: &[(&str, &str)] = &[
     ("max.message.bytes", "message.max.bytes"),
     ("message.timestamp.type", "log.message.timestamp.type"),
     (
+        "message.timestamp.before.max.ms",
+        "log.message.timestamp.before.max.ms",
+    ),
+    (
+        "message.timestamp.after.max.ms",
+        "log.message.timestamp.after.max.ms",
+    ),
+    (
         "min.cleanable.dirty.ratio",
         "log.cleaner.min.cleanable.ratio",
     ),
@@ -81,6 +89,7 @@ pub fn validate(key: &str, value: &str) -> Result<String, String> {
                 TimestampType::LogAppendTime => "LogAppendTime".to_string(),
             })
             .ok_or_else(|| format!("{key}: expected CreateTime or LogAppendTime")),
+        "message.timestamp.before.max.ms" | "message.timestamp.after.max.ms" => int(0, i64::MAX),
         "retention.bytes" | "retention.ms" => int(-1, i64::MAX),
         "segment.bytes" => int(14, i64::from(i32::MAX)),
         "segment.index.bytes" => int(24, i64::from(i32::MAX)),
@@ -122,6 +131,8 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
             "min.compaction.lag.ms" => set(&mut config.min_compaction_lag_ms, value),
             "index.interval.bytes" => set(&mut config.index_interval_bytes, value),
             "max.message.bytes" => set(&mut config.max_message_bytes, value),
+            "message.timestamp.before.max.ms" => set(&mut config.timestamp_before_max_ms, value),
+            "message.timestamp.after.max.ms" => set(&mut config.timestamp_after_max_ms, value),
             "message.timestamp.type" => {
                 config.timestamp_type =
                     parse_timestamp_type(value).unwrap_or(TimestampType::CreateTime);

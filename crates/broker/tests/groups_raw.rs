@@ -693,3 +693,69 @@ async fn lag_is_committed_offset_against_the_log_end() {
     assert!(broker.broker.groups().lag("nobody").is_none());
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_ids_and_counts_are_bounded_and_empty_groups_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let settings: Vec<(&str, &str)> = [
+        FAST_GROUPS,
+        &[
+            ("group.id.max.bytes", "10"),
+            ("group.max.count", "2"),
+            ("offsets.retention.check.interval.ms", "1000"),
+        ],
+    ]
+    .concat();
+    let broker = start_broker_with_clock(dir.path(), &settings, clock.clone()).await;
+    let addr = broker.local_addr;
+    on_thread(move || {
+        let mut c = RawClient::connect(addr);
+        find_coordinator(&mut c, "a");
+        let first_join = |c: &mut RawClient, group: &str| -> i16 {
+            let request =
+                join_request("", None, 10_000, 10_000, b"m").with_group_id(GroupId(s(group)));
+            let response: JoinGroupResponse = c.call(ApiKey::JoinGroup, 9, &request);
+            response.error_code
+        };
+        let listed = |c: &mut RawClient| -> Vec<String> {
+            let response: ListGroupsResponse =
+                c.call(ApiKey::ListGroups, 4, &ListGroupsRequest::default());
+            let mut ids: Vec<String> = response
+                .groups
+                .iter()
+                .map(|g| g.group_id.to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            first_join(&mut c, "a"),
+            79,
+            "MEMBER_ID_REQUIRED: group a exists"
+        );
+        assert_eq!(first_join(&mut c, "b"), 79);
+        assert_eq!(
+            first_join(&mut c, &"x".repeat(11)),
+            24,
+            "INVALID_GROUP_ID: id too long"
+        );
+        assert_eq!(
+            first_join(&mut c, "c"),
+            15,
+            "COORDINATOR_NOT_AVAILABLE: group.max.count"
+        );
+        assert_eq!(listed(&mut c), ["a", "b"]);
+        // a and b stay empty and never commit: once the clock passes the check interval
+        // they are forgotten, and c finds room.
+        clock.advance(1_001);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !listed(&mut c).is_empty() {
+            assert!(Instant::now() < deadline, "empty groups never expired");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(first_join(&mut c, "c"), 79);
+    })
+    .await;
+    broker.shutdown().await.unwrap();
+}

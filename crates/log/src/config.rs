@@ -75,6 +75,12 @@ pub struct LogConfig {
     pub max_compaction_lag_ms: i64,
     /// `delete.retention.ms`: how long a tombstone survives after its first cleaning.
     pub delete_retention_ms: i64,
+    /// `message.timestamp.before.max.ms`: how far before the broker's clock a CreateTime
+    /// record's timestamp may be (`i64::MAX`: any).
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far after the broker's clock it may be
+    /// (`i64::MAX`: any; the broker's default is Kafka's, one hour).
+    pub timestamp_after_max_ms: i64,
 }
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1_048_588;
@@ -96,6 +102,8 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             delete_retention_ms: 24 * 3600 * 1000,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
         }
     }
 }

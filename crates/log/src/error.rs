@@ -6,7 +6,9 @@ use sluice_record::RecordError;
 /// Kafka error code (see the broker's error mapping), so variants are distinct per code.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    /// The batch is malformed or fails its CRC (Kafka: CORRUPT_MESSAGE). Nothing was written.
+    /// The batch is malformed, fails its CRC, or a record breaks a rule of the topic (a key on
+    /// a compacted topic, a timestamp within bounds; see `sluice_record::RecordRules`).
+    /// Nothing was written.
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] RecordError),
     /// A batch is larger than `max.message.bytes` (Kafka: MESSAGE_TOO_LARGE). Nothing was
@@ -38,12 +40,6 @@ pub enum LogError {
     /// producer whose state is gone. Nothing was written.
     #[error(transparent)]
     Sequence(#[from] crate::SequenceError),
-    /// A record without a key was sent to a compacted log (Kafka: INVALID_RECORD). Nothing
-    /// was written.
-    #[error(
-        "compacted topic cannot accept a record without a key (record {offset_delta} of a batch)"
-    )]
-    MissingKey { offset_delta: i64 },
     /// An invalid configuration value.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use sluice_record::{
-    TimestampType, set_base_offset, set_log_append_time, set_partition_leader_epoch,
+    RecordRules, TimestampType, set_base_offset, set_log_append_time, set_partition_leader_epoch,
 };
 
 mod compaction;
@@ -134,8 +134,9 @@ pub struct Log {
     offline: OnceLock<String>,
     deleted: AtomicBool,
     log_end_offset: AtomicI64,
-    /// `cleanup.policy` includes compact: appends must carry keys. Read without the lock.
-    compacted: AtomicBool,
+    /// What every record of an append must satisfy, read without the lock (the records are
+    /// checked before it is taken). Updated with the configuration.
+    rules: RecordRulesCell,
 }
 
 /// Upper bound on memory used to decompress one batch when searching by timestamp.
@@ -194,7 +195,7 @@ impl Log {
         } else {
             recovery_point.unwrap_or(0).min(next_offset)
         };
-        let compacted = config.cleanup_policy.compact;
+        let rules = RecordRulesCell::new(&config);
         let mut producers =
             producers::rebuild(&tp, &dir, &segments, log_start_offset, next_offset, now)?;
         producers.evict(
@@ -221,7 +222,7 @@ impl Log {
             offline: OnceLock::new(),
             deleted: AtomicBool::new(false),
             log_end_offset: AtomicI64::new(next_offset),
-            compacted: AtomicBool::new(compacted),
+            rules,
         })
     }
 
@@ -270,8 +271,7 @@ impl Log {
     pub fn set_config(&self, config: LogConfig) -> Result<()> {
         config.validate()?;
         let mut inner = self.lock()?;
-        self.compacted
-            .store(config.cleanup_policy.compact, Ordering::SeqCst);
+        self.rules.set(&config);
         inner.config = config;
         Ok(())
     }
@@ -309,8 +309,12 @@ impl Log {
         mut records: ValidatedRecords<'_>,
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
-        if self.compacted.load(Ordering::SeqCst) {
-            require_keys(&records)?;
+        // The records themselves, before the lock: this is the expensive part of validation
+        // (every record is walked, compressed batches decompressed).
+        let now = self.clock.now_ms();
+        let rules = self.rules.at(now);
+        for summary in records.batches() {
+            records.batch(summary)?.check_records(&rules)?;
         }
         let mut inner = self.lock()?;
         let max = inner.config.max_message_bytes;
@@ -331,7 +335,6 @@ impl Log {
                 duplicate: true,
             });
         }
-        let now = self.clock.now_ms();
         let first_offset = inner.next_offset;
         let next = first_offset + records.offset_count();
         self.maybe_roll(&mut inner, records.len(), next - 1, now)?;
@@ -675,18 +678,49 @@ fn check_producers(
     Ok(None)
 }
 
-/// A compacted log keeps the latest record per key, so every record needs one (Kafka refuses
-/// keyless records on compacted topics with INVALID_RECORD). Control batches are exempt.
-fn require_keys(records: &ValidatedRecords<'_>) -> Result<()> {
-    for summary in records.batches().iter().filter(|b| !b.control) {
-        let batch = records.batch(summary)?;
-        let decoded = batch.records(64 << 20)?;
-        if let Some(record) = decoded.iter().find(|r| r.key.is_none()) {
-            let delta = record.offset - batch.base_offset();
-            return Err(LogError::MissingKey {
-                offset_delta: delta,
-            });
+/// The record rules of a log's configuration, kept in atomics so that appends read them
+/// without the partition lock.
+#[derive(Debug)]
+struct RecordRulesCell {
+    compacted: AtomicBool,
+    before_max_ms: AtomicI64,
+    after_max_ms: AtomicI64,
+    decompression_limit: std::sync::atomic::AtomicUsize,
+}
+
+impl RecordRulesCell {
+    fn new(config: &LogConfig) -> Self {
+        let cell = RecordRulesCell {
+            compacted: AtomicBool::new(false),
+            before_max_ms: AtomicI64::new(i64::MAX),
+            after_max_ms: AtomicI64::new(i64::MAX),
+            decompression_limit: std::sync::atomic::AtomicUsize::new(0),
+        };
+        cell.set(config);
+        cell
+    }
+
+    fn set(&self, config: &LogConfig) {
+        self.compacted
+            .store(config.cleanup_policy.compact, Ordering::SeqCst);
+        self.before_max_ms
+            .store(config.timestamp_before_max_ms, Ordering::SeqCst);
+        self.after_max_ms
+            .store(config.timestamp_after_max_ms, Ordering::SeqCst);
+        self.decompression_limit
+            .store(decompression_limit(config), Ordering::SeqCst);
+    }
+
+    /// The rules for an append at `now_ms` (the timestamp window is relative to it).
+    fn at(&self, now_ms: i64) -> RecordRules {
+        let before = self.before_max_ms.load(Ordering::SeqCst);
+        let after = self.after_max_ms.load(Ordering::SeqCst);
+        let timestamps = (before != i64::MAX || after != i64::MAX)
+            .then(|| (now_ms.saturating_sub(before), now_ms.saturating_add(after)));
+        RecordRules {
+            require_keys: self.compacted.load(Ordering::SeqCst),
+            timestamps,
+            max_decompressed: self.decompression_limit.load(Ordering::SeqCst),
         }
     }
-    Ok(())
 }

@@ -297,7 +297,10 @@ fn compacted_log_refuses_keyless_records() {
     let mut bytes = builder.build().unwrap();
     let err = log.append(&mut bytes, 0).unwrap_err();
     assert!(
-        matches!(err, LogError::MissingKey { offset_delta: 1 }),
+        matches!(
+            err,
+            LogError::InvalidBatch(sluice_record::RecordError::MissingKey { index: 1 })
+        ),
         "{err:?}"
     );
     assert_eq!(log.log_end_offset(), 0, "nothing written");

@@ -35,4 +35,29 @@ pub enum RecordError {
     MalformedRecord { index: usize, reason: &'static str },
     #[error("batch declares {declared} records but holds {found}")]
     RecordCountMismatch { declared: i32, found: usize },
+    #[error("record {index} has offset delta {found}; a producer's records run 0, 1, 2, ...")]
+    OffsetDeltaMismatch { index: usize, found: i32 },
+    #[error("record {index} has timestamp {timestamp}, outside the accepted [{low}, {high}]")]
+    TimestampOutOfRange {
+        index: usize,
+        timestamp: i64,
+        low: i64,
+        high: i64,
+    },
+    #[error("record {index} has no key; a compacted topic keeps the latest record per key")]
+    MissingKey { index: usize },
+}
+
+impl RecordError {
+    /// The index, within its batch, of the record at fault, if one record is (for Kafka's
+    /// per-record errors, KIP-467).
+    pub fn record_index(&self) -> Option<usize> {
+        match self {
+            RecordError::MalformedRecord { index, .. }
+            | RecordError::OffsetDeltaMismatch { index, .. }
+            | RecordError::TimestampOutOfRange { index, .. }
+            | RecordError::MissingKey { index } => Some(*index),
+            _ => None,
+        }
+    }
 }

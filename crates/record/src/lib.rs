@@ -22,6 +22,7 @@
 
 mod batch;
 mod builder;
+mod check;
 mod compression;
 mod error;
 mod records;
@@ -34,6 +35,7 @@ pub use batch::{
     set_base_offset, set_base_sequence, set_log_append_time, set_partition_leader_epoch,
 };
 pub use builder::{BatchBuilder, OwnedHeader, OwnedRecord};
+pub use check::RecordRules;
 pub use compression::Compression;
 pub use error::RecordError;
 pub use records::{ControlRecordType, Header, Record, Records};

@@ -100,6 +100,19 @@ impl GroupCoordinator {
         Now::from_clock(self.clock.as_ref())
     }
 
+    fn create_within_limits(
+        &self,
+        group_id: &str,
+        now: Now,
+    ) -> Result<super::registry::SharedGroup, ResponseError> {
+        self.registry.find_or_create_within(
+            group_id,
+            now.ms,
+            self.config.group_id_max_bytes,
+            self.config.max_groups,
+        )
+    }
+
     /// Rebuilds groups and offsets from `__consumer_offsets` (at startup).
     pub fn load(&self) -> Result<(), LogError> {
         self.storage.load(&self.registry)
@@ -112,7 +125,10 @@ impl GroupCoordinator {
         let member_id = request.member_id.clone();
         let timeout = request.rebalance_timeout + request.session_timeout;
         let now = self.now();
-        let group = self.registry.find_or_create(group_id, now.ms);
+        let group = match self.create_within_limits(group_id, now) {
+            Ok(group) => group,
+            Err(error) => return JoinOutcome::error(error, &request.member_id),
+        };
         let reply = lock(&group).join(request, &self.config.limits, now);
         match reply {
             Reply::Now(outcome) => outcome,
@@ -220,7 +236,10 @@ impl GroupCoordinator {
         }
         let now = self.now();
         let group = if generation < 0 && member_id.is_empty() {
-            self.registry.find_or_create(group_id, now.ms)
+            match self.create_within_limits(group_id, now) {
+                Ok(group) => group,
+                Err(error) => return fail_all(error, &offsets),
+            }
         } else {
             match self.registry.find(group_id) {
                 Some(group) => group,
@@ -547,8 +566,11 @@ impl GroupCoordinator {
             }
             self.tick();
             if self.clock.now() >= next_expiry {
-                self.storage
-                    .expire_offsets(&self.registry, self.config.offsets_retention);
+                self.storage.expire_offsets(
+                    &self.registry,
+                    self.config.offsets_retention,
+                    self.config.offsets_retention_check,
+                );
                 next_expiry = self.clock.now() + self.config.offsets_retention_check;
             }
         }

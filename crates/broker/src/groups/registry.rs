@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use kafka_protocol::ResponseError;
+
 use super::group::Group;
 
 pub(super) type SharedGroup = Arc<Mutex<Group>>;
@@ -32,6 +34,31 @@ impl GroupRegistry {
             .entry(id.to_string())
             .or_insert_with(|| Arc::new(Mutex::new(Group::new(id, now_ms))))
             .clone()
+    }
+
+    /// The group, created if it does not exist and the limits allow a new one: an id longer
+    /// than `max_id_bytes` is INVALID_GROUP_ID; a new group beyond `max_groups` is
+    /// COORDINATOR_NOT_AVAILABLE (retriable: empty groups expire).
+    pub fn find_or_create_within(
+        &self,
+        id: &str,
+        now_ms: i64,
+        max_id_bytes: usize,
+        max_groups: usize,
+    ) -> Result<SharedGroup, ResponseError> {
+        if id.len() > max_id_bytes {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let mut groups = self.map();
+        if let Some(group) = groups.get(id) {
+            return Ok(group.clone());
+        }
+        if groups.len() >= max_groups {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        let group = Arc::new(Mutex::new(Group::new(id, now_ms)));
+        groups.insert(id.to_string(), group.clone());
+        Ok(group)
     }
 
     pub fn remove(&self, id: &str) {

@@ -137,9 +137,11 @@ impl OffsetsStorage {
 
     /// Expires offsets of groups that have been empty longer than `retention` (KIP-211:
     /// counted from the later of the commit and the group becoming empty); a group left
-    /// without offsets is forgotten.
-    pub fn expire_offsets(&self, registry: &GroupRegistry, retention: Duration) {
+    /// without offsets is forgotten, and so is an empty group that never had any once it has
+    /// been empty for `grace` (so that a client's FindCoordinator-then-join is not raced).
+    pub fn expire_offsets(&self, registry: &GroupRegistry, retention: Duration, grace: Duration) {
         let retention = retention.as_millis() as i64;
+        let grace = grace.as_millis() as i64;
         let now = self.clock.now_ms();
         for group in registry.all() {
             let mut g = lock(&group);
@@ -147,6 +149,21 @@ impl OffsetsStorage {
                 continue;
             };
             if g.state != GroupState::Empty {
+                continue;
+            }
+            if g.offsets.is_empty() {
+                if now - empty_since >= grace {
+                    g.mark_dead();
+                    let id = g.id.clone();
+                    drop(g);
+                    registry.remove(&id);
+                    // Its metadata record, if one was written, goes too.
+                    let records = Self::tombstones(&id, &[], true);
+                    if let Err(err) = self.append(&id, records) {
+                        tracing::debug!(group = %id, error = %err.message, "could not record a forgotten group");
+                    }
+                    tracing::debug!(group = %id, "forgot an empty group without offsets");
+                }
                 continue;
             }
             let doomed: Vec<(String, i32)> = g

@@ -75,11 +75,13 @@ async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) ->
         .collect();
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
+    // The broker's fetch.max.bytes caps what a client may ask for.
     let max_bytes = if request.max_bytes <= 0 {
         usize::MAX
     } else {
         request.max_bytes as usize
-    };
+    }
+    .min(broker.config().fetch_max_bytes);
     let read_committed = request.isolation_level == READ_COMMITTED;
     loop {
         // Listen before reading, so that an append between the read and the wait wakes us.
@@ -166,7 +168,10 @@ fn read_all(
                         fetched.high_watermark = read.high_watermark;
                         fetched.last_stable_offset = read.high_watermark;
                         fetched.log_start_offset = read.log_start_offset;
-                        if let Some(region) = read.region {
+                        // Only the response's first batch may exceed the budget (KIP-74): a
+                        // later partition whose first batch does not fit is returned empty.
+                        let fits = |len: u64| total == 0 || len as usize <= budget;
+                        if let Some(region) = read.region.filter(|r| fits(r.len())) {
                             total += region.len() as usize;
                             fetched.records = RecordData::File(FileChunk::new(
                                 region.shared_file().clone(),

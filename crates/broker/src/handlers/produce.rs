@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use sluice_protocol::response::Response;
 
@@ -94,11 +96,22 @@ fn failed(
     err: &ApiError,
 ) -> PartitionProduceResponse {
     let response = response.with_error_code(err.code()).with_base_offset(-1);
-    if ctx.version >= 8 {
-        response.with_error_message(message(err.message.clone()))
-    } else {
-        response
+    if ctx.version < 8 {
+        return response;
     }
+    // KIP-467: name the record at fault, so that a client can fail only it.
+    let record_errors = err
+        .record
+        .map(|index| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(index)
+                .with_batch_index_error_message(message(err.message.clone()))
+        })
+        .into_iter()
+        .collect();
+    response
+        .with_error_message(message(err.message.clone()))
+        .with_record_errors(record_errors)
 }
 
 async fn respond(ctx: &RequestContext, results: Vec<TopicOutcome>) -> Option<Response> {

@@ -5,31 +5,32 @@
 //! futures concurrently (so one acks=all wait or one long-poll fetch does not stall the
 //! others' progress) and writes the responses strictly in request order.
 //!
-//! Limits: a frame larger than `socket.request.max.bytes` closes the connection; frames
-//! whose responses are not yet written may not exceed `socket.max.inflight.bytes` in total
-//! (the reader stops reading until they drain) nor [`MAX_PIPELINED`] in number. Nothing a
-//! client sends makes the broker allocate beyond those bounds.
+//! Limits: at most `max.connections` connections, `max.connections.per.ip` from one address
+//! (a connection over either is closed at once, and counted); a frame larger than
+//! `socket.request.max.bytes` closes the connection; frames whose responses are not yet
+//! written may not exceed `socket.max.inflight.bytes` in total nor `queued.max.requests` in
+//! number (the reader stops reading until they drain); a connection with nothing in flight
+//! for `connections.max.idle.ms` is closed. Nothing a client sends makes the broker allocate
+//! beyond those bounds.
+//!
+//! - this file: start, stop, the accept loop and admission;
+//! - `connection`: one connection's reader and writer.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod connection;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
-use sluice_protocol::frame::{FrameError, read_frame_body, read_frame_size};
-use sluice_protocol::header::parse_request;
-use sluice_protocol::writer::{FileTransfer, write_response};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::broker::{Broker, StartError};
 use crate::config::BrokerConfig;
-use crate::handlers::{Dispatch, ResponseFuture, dispatch};
 
-/// Requests read but not yet answered, per connection.
-pub const MAX_PIPELINED: usize = 512;
 /// How long shutdown waits for connections to finish their in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -148,12 +149,22 @@ async fn accept_loop(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let admission = Arc::new(Admission::new(broker.config()));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(broker.clone(), stream, peer, stopped.clone()));
-                }
+                Ok((stream, peer)) => match admission.admit(&broker, peer.ip()) {
+                    Ok(slot) => {
+                        connections.spawn(connection::serve(broker.clone(), stream, peer, slot, stopped.clone()));
+                    }
+                    Err(limit) => {
+                        broker.metrics().connections_refused.fetch_add(1, Ordering::Relaxed);
+                        if admission.should_log_refusal() {
+                            tracing::warn!(%peer, limit, "connection refused: over the limit (further refusals logged at most once a second)");
+                        }
+                        drop(stream);
+                    }
+                },
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %err, "accept failed");
@@ -178,121 +189,86 @@ async fn accept_loop(
     }
 }
 
-/// Counts a connection as open until dropped.
-struct ConnectionGauge(Arc<Broker>);
+/// Connection slots: how many are open, in total and per client address.
+#[derive(Debug)]
+struct Admission {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    last_refusal_log: Mutex<Option<Instant>>,
+}
 
-impl Drop for ConnectionGauge {
-    fn drop(&mut self) {
-        self.0.metrics().connections.fetch_sub(1, Ordering::Relaxed);
+/// An admitted connection's slot, given back (and the open-connections gauge lowered) when
+/// the connection ends.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+    broker: Arc<Broker>,
+}
+
+impl Admission {
+    fn new(config: &BrokerConfig) -> Self {
+        Admission {
+            max_total: config.max_connections,
+            max_per_ip: config.max_connections_per_ip,
+            open: Mutex::new((0, HashMap::new())),
+            last_refusal_log: Mutex::new(None),
+        }
+    }
+
+    /// A slot for a connection from `ip`, or the name of the limit it is over.
+    fn admit(self: &Arc<Self>, broker: &Arc<Broker>, ip: IpAddr) -> Result<Slot, &'static str> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.0 >= self.max_total {
+            return Err("max.connections");
+        }
+        let from_ip = open.1.entry(ip).or_insert(0);
+        if *from_ip >= self.max_per_ip {
+            return Err("max.connections.per.ip");
+        }
+        *from_ip += 1;
+        open.0 += 1;
+        let metrics = broker.metrics();
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            admission: self.clone(),
+            ip,
+            broker: broker.clone(),
+        })
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.0 -= 1;
+        if let Some(from_ip) = open.1.get_mut(&ip) {
+            *from_ip -= 1;
+            if *from_ip == 0 {
+                open.1.remove(&ip);
+            }
+        }
+    }
+
+    /// At most one refusal line a second: a flood must not become a flood of log lines.
+    fn should_log_refusal(&self) -> bool {
+        let mut last = self
+            .last_refusal_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 }
 
-async fn serve_connection(
-    broker: Arc<Broker>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let metrics = broker.metrics();
-    metrics.connections.fetch_add(1, Ordering::Relaxed);
-    metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    let _open = ConnectionGauge(broker.clone());
-    let (mut reader, mut writer) = stream.into_split();
-    let max_frame = broker.config().max_request_bytes;
-    let budget = broker.config().max_inflight_bytes.min(u64::from(u32::MAX)) as u32;
-    let inflight = Arc::new(Semaphore::new(budget as usize));
-    let (queue, mut pending) =
-        mpsc::channel::<(ResponseFuture, tokio::sync::OwnedSemaphorePermit)>(MAX_PIPELINED);
-    // The one place that decides how file chunks reach the socket.
-    let transfer = if broker.config().zero_copy_fetch {
-        FileTransfer::Sendfile
-    } else {
-        FileTransfer::Copy
-    };
-
-    let writer_task = tokio::spawn(async move {
-        let mut ordered = FuturesOrdered::new();
-        let mut copy_buffer = Vec::new();
-        let mut reader_done = false;
-        loop {
-            tokio::select! {
-                item = pending.recv(), if !reader_done => match item {
-                    Some((future, permit)) => ordered.push_back(async move { (future.await, permit) }),
-                    None => reader_done = true,
-                },
-                Some((response, permit)) = ordered.next(), if !ordered.is_empty() => {
-                    if let Some(response) = response
-                        && let Err(err) = write_response(&mut writer, &response, transfer, &mut copy_buffer).await
-                    {
-                        tracing::debug!(%peer, error = %err, "write failed; closing connection");
-                        return;
-                    }
-                    drop(permit);
-                }
-                else => return,
-            }
-            if reader_done && ordered.is_empty() {
-                return;
-            }
-        }
-    });
-
-    loop {
-        let size = tokio::select! {
-            size = read_frame_size(&mut reader, max_frame) => size,
-            _ = stopped.changed() => break,
-        };
-        let size = match size {
-            Ok(Some(size)) => size,
-            Ok(None) => break,
-            Err(FrameError::TooLarge { size, limit }) => {
-                tracing::warn!(%peer, size, limit, "request larger than socket.request.max.bytes; closing connection");
-                break;
-            }
-            Err(err) => {
-                tracing::debug!(%peer, error = %err, "closing connection");
-                break;
-            }
-        };
-        let Ok(permit) = inflight.clone().acquire_many_owned(size.min(budget)).await else {
-            break;
-        };
-        let body = match read_frame_body(&mut reader, size).await {
-            Ok(body) => body,
-            Err(err) => {
-                tracing::debug!(%peer, error = %err, "closing connection");
-                break;
-            }
-        };
-        let request = match parse_request(body.freeze()) {
-            Ok(request) => {
-                tracing::trace!(%peer, api = ?request.api_key, version = request.api_version, correlation = request.correlation_id, "request");
-                request
-            }
-            Err(err) => {
-                tracing::warn!(%peer, error = %err, "bad request header; closing connection");
-                break;
-            }
-        };
-        match dispatch(&broker, &request, peer) {
-            Dispatch::Respond(future) => {
-                let (api, arrived, timed) = (request.api_key, Instant::now(), broker.clone());
-                let future: ResponseFuture = Box::pin(async move {
-                    let response = future.await;
-                    timed.metrics().observe_request(api, arrived.elapsed());
-                    response
-                });
-                if queue.send((future, permit)).await.is_err() {
-                    break;
-                }
-            }
-            Dispatch::Close(reason) => {
-                tracing::warn!(%peer, %reason, "closing connection");
-                break;
-            }
-        }
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.admission.release(self.ip);
+        let metrics = self.broker.metrics();
+        metrics.connections.fetch_sub(1, Ordering::Relaxed);
     }
-    drop(queue);
-    let _ = writer_task.await;
 }
