@@ -423,3 +423,72 @@ fn three_members_rebalance_to_stable() {
     assert!(h.clients.iter().all(|c| c.sync_wait.is_none()));
     h.check_memberships().unwrap();
 }
+
+/// Found in review: a LeaveGroup naming nobody, or a pending member id leaving, must not
+/// start a rebalance of a settled group (Kafka answers UNKNOWN_MEMBER_ID and changes nothing).
+#[test]
+fn leaving_with_an_unknown_id_changes_nothing() {
+    let mut h = Harness::new(0);
+    for c in [0, 2, 0, 2] {
+        h.apply(&Op::Join(c)).unwrap(); // MEMBER_ID_REQUIRED round, then the joins
+    }
+    h.apply(&Op::Advance(100)).unwrap();
+    for c in [0, 2] {
+        h.apply(&Op::Sync(c)).unwrap();
+    }
+    assert_eq!(h.group.state, GroupState::Stable);
+    let generation = h.group.generation;
+    let limits = h.limits.clone();
+    let results = h.group.leave(&[("nobody".into(), None)], &limits, h.now());
+    assert_eq!(
+        results,
+        vec![Some(kafka_protocol::ResponseError::UnknownMemberId)]
+    );
+    assert_eq!(
+        (h.group.state, h.group.generation),
+        (GroupState::Stable, generation)
+    );
+    // A MEMBER_ID_REQUIRED id handed out and then given up does not disturb it either.
+    let mut pending_join = h.join_request(2);
+    pending_join.member_id.clear();
+    let reply = h.group.join(pending_join, &limits, h.now());
+    let Reply::Now(outcome) = reply else {
+        panic!("MEMBER_ID_REQUIRED is immediate")
+    };
+    assert_eq!(
+        outcome.error,
+        Some(kafka_protocol::ResponseError::MemberIdRequired)
+    );
+    let before = (h.group.state, h.group.generation);
+    let results = h
+        .group
+        .leave(&[(outcome.member_id, None)], &limits, h.now());
+    assert_eq!(results, vec![None]);
+    assert_eq!((h.group.state, h.group.generation), before);
+    h.group.check_invariants().unwrap();
+}
+
+/// Found in review: a MEMBER_ID_REQUIRED id rejoining with another member's instance id is
+/// fenced, not given the instance (which would leave the old owner inconsistent).
+#[test]
+fn a_pending_id_cannot_take_another_members_instance() {
+    let mut h = Harness::new(0);
+    h.apply(&Op::Join(1)).unwrap(); // static member, instance-1
+    h.apply(&Op::Advance(100)).unwrap();
+    let limits = h.limits.clone();
+    let mut stranger = h.join_request(0);
+    stranger.member_id.clear();
+    let Reply::Now(first) = h.group.join(stranger.clone(), &limits, h.now()) else {
+        panic!("MEMBER_ID_REQUIRED is immediate")
+    };
+    stranger.member_id = first.member_id;
+    stranger.group_instance_id = Harness::instance(1);
+    match h.group.join(stranger, &limits, h.now()) {
+        Reply::Now(outcome) => assert_eq!(
+            outcome.error,
+            Some(kafka_protocol::ResponseError::FencedInstanceId)
+        ),
+        Reply::Later(_) => panic!("the stranger was let in"),
+    }
+    h.group.check_invariants().unwrap();
+}

@@ -114,6 +114,14 @@ async fn idle_connections_are_closed_busy_ones_are_not() {
             closed_within(idle.stream(), Duration::from_secs(30)),
             "the idle connection is closed"
         );
+        // A client that announces a 100-byte request, sends 10 bytes and stalls is idle too.
+        let mut stalled = TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut stalled, &100i32.to_be_bytes()).unwrap();
+        std::io::Write::write_all(&mut stalled, &[0u8; 10]).unwrap();
+        assert!(
+            closed_within(&mut stalled, Duration::from_secs(30)),
+            "a stalled request does not hold its connection forever"
+        );
     })
     .await
     .unwrap();
@@ -192,6 +200,32 @@ async fn a_fetch_stays_within_the_brokers_fetch_max_bytes_and_queues_stay_bounde
         assert!(
             carried <= 10_000,
             "{carried} bytes for fetch.max.bytes=10000"
+        );
+        // The first partition alone may not take more either: five batches of ~3 KB in
+        // partition 0, asked for with a 1 MiB partition limit.
+        for _ in 0..4 {
+            produce(&mut c, 0, 3_000);
+        }
+        let one = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![
+                fetch_request::FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("t")))
+                    .with_partitions(vec![
+                        fetch_request::FetchPartition::default()
+                            .with_partition(0)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]);
+        let response: FetchResponse = c.call(ApiKey::Fetch, 11, &one);
+        let carried = response.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .map_or(0, Bytes::len);
+        assert!(
+            (3_000..=10_000).contains(&carried),
+            "{carried} bytes from one partition for fetch.max.bytes=10000"
         );
 
         // With queued.max.requests=1, twenty requests pipelined in one write are still all

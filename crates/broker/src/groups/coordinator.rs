@@ -249,7 +249,7 @@ impl GroupCoordinator {
         let mut results = Vec::with_capacity(offsets.len());
         let mut accepted = Vec::new();
         let appended = {
-            let g = lock(&group);
+            let mut g = lock(&group);
             if let Err(error) = g.check_commit(member_id, instance, generation) {
                 return fail_all(error, &offsets);
             }
@@ -284,12 +284,21 @@ impl GroupCoordinator {
             if records.is_empty() {
                 return results;
             }
-            self.storage.append(group_id, records)
+            let appended = self.storage.append(group_id, records);
+            if appended.is_ok() {
+                g.pending_commits += 1;
+            }
+            appended
         };
+        let appended_ok = appended.is_ok();
         let outcome = match appended {
             Ok(appended) => appended.durable().await.map_err(|e| unavailable(&e)),
             Err(err) => Err(err),
         };
+        if appended_ok {
+            let mut g = lock(&group);
+            g.pending_commits -= 1;
+        }
         match outcome {
             Ok(info) => {
                 let mut g = lock(&group);
@@ -422,6 +431,10 @@ impl GroupCoordinator {
             let mut g = lock(&group);
             match g.state {
                 GroupState::Dead => return Some(ResponseError::GroupIdNotFound),
+                // A commit on its way to disk is a use of the group.
+                GroupState::Empty if g.pending_commits > 0 => {
+                    return Some(ResponseError::NonEmptyGroup);
+                }
                 GroupState::Empty => {}
                 _ => return Some(ResponseError::NonEmptyGroup),
             }

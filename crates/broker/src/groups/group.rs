@@ -138,6 +138,10 @@ pub struct Group {
     next_seq: u64,
     /// Wall-clock ms when the group last became Empty (offset retention, KIP-211).
     pub empty_since_ms: Option<i64>,
+    /// Offset commits appended but not yet durable and applied: while any is, the group is
+    /// neither expired nor deleted (its tombstone would land after the commit's record and
+    /// take the acknowledged commit with it at replay).
+    pub pending_commits: u32,
 }
 
 fn new_member_id(prefix: &str) -> String {
@@ -162,6 +166,7 @@ impl Group {
             sync_deadline: None,
             next_seq: 0,
             empty_since_ms: Some(now_ms),
+            pending_commits: 0,
         }
     }
 
@@ -548,6 +553,7 @@ impl Group {
         now: Now,
     ) -> Vec<Option<ResponseError>> {
         let mut results = Vec::with_capacity(leaving.len());
+        let (mut members_left, mut pending_left) = (false, false);
         for (member_id, instance) in leaving {
             let target = match instance {
                 Some(instance) => match self.static_members.get(instance) {
@@ -565,13 +571,23 @@ impl Group {
             match target {
                 Some(id) if self.members.contains_key(&id) => {
                     self.remove_member(&id);
+                    members_left = true;
                     results.push(None);
                 }
-                Some(id) if self.pending.remove(&id).is_some() => results.push(None),
+                Some(id) if self.pending.remove(&id).is_some() => {
+                    pending_left = true;
+                    results.push(None);
+                }
                 _ => results.push(Some(ResponseError::UnknownMemberId)),
             }
         }
-        self.after_departure(limits, now);
+        // Only a member's departure changes the membership; an unknown id changes nothing,
+        // and a pending id only matters to a join that waits for it.
+        if members_left {
+            self.after_departure(limits, now);
+        } else if pending_left {
+            self.try_complete_join(now);
+        }
         results
     }
 
@@ -601,9 +617,12 @@ impl Group {
             tracing::info!(group = %self.id, member = %member_id, "member session expired");
             self.remove_member(member_id);
         }
-        if !expired.is_empty() || changed {
+        if !expired.is_empty() {
             self.after_departure(limits, now);
             changed = true;
+        } else if changed {
+            // Expired pending ids: a join waiting for them may complete now.
+            self.try_complete_join(now);
         }
         match self.state {
             GroupState::PreparingRebalance => {

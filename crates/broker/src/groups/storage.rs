@@ -148,20 +148,24 @@ impl OffsetsStorage {
             let Some(empty_since) = g.empty_since_ms else {
                 continue;
             };
-            if g.state != GroupState::Empty {
+            // A commit on its way to disk keeps the group: its tombstones would land after the
+            // commit's record.
+            if g.state != GroupState::Empty || g.pending_commits > 0 {
                 continue;
             }
             if g.offsets.is_empty() {
                 if now - empty_since >= grace {
-                    g.mark_dead();
                     let id = g.id.clone();
-                    drop(g);
-                    registry.remove(&id);
-                    // Its metadata record, if one was written, goes too.
+                    // Its metadata record, if one was written, goes too; the tombstone is
+                    // appended before the group leaves the registry, so that a new group of
+                    // the same id can only write after it.
                     let records = Self::tombstones(&id, &[], true);
                     if let Err(err) = self.append(&id, records) {
                         tracing::debug!(group = %id, error = %err.message, "could not record a forgotten group");
                     }
+                    g.mark_dead();
+                    drop(g);
+                    registry.remove(&id);
                     tracing::debug!(group = %id, "forgot an empty group without offsets");
                 }
                 continue;

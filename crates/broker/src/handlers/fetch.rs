@@ -148,13 +148,10 @@ fn read_all(
                 failed = true;
             }
             Some(partition) => {
-                // The first partition with data may exceed the response limit by one batch
-                // (the log returns at least one); after that, the limit holds.
-                let budget = if total == 0 {
-                    w.max_bytes
-                } else {
-                    w.max_bytes.min(max_bytes.saturating_sub(total))
-                };
+                // Within the partition's and the response's limits; the log returns at least
+                // one batch, so the response's first batch may exceed them (KIP-74), and a
+                // later partition's first batch that does not fit is left out below.
+                let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
                 let result = if budget == 0 && total > 0 {
                     partition.read(w.offset, 0).map(|mut r| {
                         r.region = None;

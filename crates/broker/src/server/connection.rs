@@ -45,7 +45,9 @@ pub(super) async fn serve(
         FileTransfer::Copy
     };
 
-    let writer_task = tokio::spawn(async move {
+    // Aborted with this task: if the server gives up on a connection at shutdown, no
+    // response future (an offset commit, say) goes on running after the logs are closed.
+    let writer_task = AbortOnDrop::new(tokio::spawn(async move {
         let mut ordered = FuturesOrdered::new();
         let mut copy_buffer = Vec::new();
         let mut reader_done = false;
@@ -71,7 +73,7 @@ pub(super) async fn serve(
                 return;
             }
         }
-    });
+    }));
 
     loop {
         let size = tokio::select! {
@@ -97,7 +99,17 @@ pub(super) async fn serve(
         let Ok(permit) = inflight.clone().acquire_many_owned(size.min(budget)).await else {
             break;
         };
-        let body = match read_frame_body(&mut reader, size).await {
+        // A client that announces a frame and stalls is idle too, and stopping does not
+        // wait for it.
+        let body = tokio::select! {
+            body = read_frame_body(&mut reader, size) => body,
+            _ = stopped.changed() => break,
+            () = tokio::time::sleep(idle) => {
+                tracing::debug!(%peer, "a request's body stalled for connections.max.idle.ms; closing connection");
+                break;
+            }
+        };
+        let body = match body {
             Ok(body) => body,
             Err(err) => {
                 tracing::debug!(%peer, error = %err, "closing connection");
@@ -133,7 +145,7 @@ pub(super) async fn serve(
         }
     }
     drop(queue);
-    let _ = writer_task.await;
+    writer_task.join().await;
 }
 
 /// Completes once the connection has had nothing in flight (every permit back) for a whole
@@ -144,6 +156,29 @@ async fn idle_for(idle: Duration, inflight: &Semaphore, budget: u32) {
         tokio::time::sleep(idle).await;
         if inflight.available_permits() == budget as usize {
             return;
+        }
+    }
+}
+
+/// A task aborted when its handle is dropped (unless it was joined).
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn new(handle: tokio::task::JoinHandle<()>) -> Self {
+        AbortOnDrop(Some(handle))
+    }
+
+    async fn join(mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
         }
     }
 }

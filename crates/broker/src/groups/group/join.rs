@@ -68,10 +68,8 @@ impl Group {
             };
         }
 
-        if self.pending.remove(&req.member_id).is_some() {
-            let member_id = req.member_id.clone();
-            return self.add_member_and_rebalance(member_id, req, limits, now);
-        }
+        // An instance id another member owns is fenced, whatever id the request carries
+        // (also one handed out with MEMBER_ID_REQUIRED).
         if let Some(instance) = &req.group_instance_id
             && self
                 .static_members
@@ -79,6 +77,10 @@ impl Group {
                 .is_some_and(|owner| *owner != req.member_id)
         {
             return fail(ResponseError::FencedInstanceId);
+        }
+        if self.pending.remove(&req.member_id).is_some() {
+            let member_id = req.member_id.clone();
+            return self.add_member_and_rebalance(member_id, req, limits, now);
         }
         let Some(member) = self.members.get(&req.member_id) else {
             return fail(ResponseError::UnknownMemberId);
