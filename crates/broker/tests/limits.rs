@@ -98,13 +98,13 @@ async fn connections_over_the_limits_are_closed_and_the_others_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_busy_ones_are_not() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path(), &[("connections.max.idle.ms", "1500")]).await;
+    let broker = start_broker(dir.path(), &[("connections.max.idle.ms", "3000")]).await;
     let addr: SocketAddr = broker.local_addr;
     tokio::task::spawn_blocking(move || {
         let mut idle = RawClient::connect(addr);
         assert!(api_versions(&mut idle));
         let mut busy = RawClient::connect(addr);
-        // The busy client talks every 100 ms for 4 s: never idle for 1.5 s.
+        // The busy client talks every 100 ms for 4 s: never idle for 3 s.
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(4) {
             assert!(api_versions(&mut busy), "a busy connection was closed");
