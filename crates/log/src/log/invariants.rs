@@ -1,7 +1,7 @@
 //! The log's invariants as code. [`LogInner::check_invariants`] checks all of them (tests call
-//! it through [`Log::check_invariants`] after every operation); the append path asserts the
-//! O(1) subset after every append, and debug builds run the full check after every other
-//! change of the segment list (roll, retention, DeleteRecords, a compaction swap).
+//! it through [`Log::check_invariants`] after every operation); every build asserts the O(1)
+//! subset after every append, and debug builds run the full check after every change:
+//! appends, rolls, retention, DeleteRecords, compaction swaps.
 
 use super::{Log, LogInner};
 use crate::index::{OffsetEntry, TimeEntry};
@@ -117,7 +117,7 @@ impl LogInner {
         self.assert_all(log);
     }
 
-    /// All invariants, in debug builds (tests), after a change of the segment list.
+    /// All invariants, in debug builds (tests), after every change of the log.
     pub(crate) fn assert_all(&self, log: &Log) {
         if let Err(what) = self.check_invariants(log.log_end_offset(), log.durability().flushed()) {
             panic!("{}: log invariant violated: {what}", log.tp);
