@@ -228,20 +228,9 @@ impl LogManager {
     /// `<topic>-<partition>.<id>-delete` and removed in the background. Returns whether it
     /// existed.
     pub fn delete(&self, tp: &TopicPartition) -> Result<bool> {
-        let Some(log) = self
-            .shared
-            .logs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(tp)
-        else {
+        let Some(doomed) = self.take_out(tp, DELETE_SUFFIX)? else {
             return Ok(false);
         };
-        log.mark_deleted();
-        let data_dir = &self.shared.config.data_dir;
-        let doomed = data_dir.join(format!("{}.{}{DELETE_SUFFIX}", tp.dir_name(), unique_id()));
-        std::fs::rename(log.dir(), &doomed)?;
-        File::open(data_dir)?.sync_all()?;
         std::thread::Builder::new()
             .name("sluice-log-delete".into())
             .spawn(move || remove_dir_logged(&doomed))?;
@@ -253,6 +242,12 @@ impl LogManager {
     /// serving at once, and its directory is renamed `<topic>-<partition>.<id>-stray` and
     /// kept, for an operator to inspect or remove. Returns the new path, if it existed.
     pub fn set_aside(&self, tp: &TopicPartition) -> Result<Option<PathBuf>> {
+        self.take_out(tp, STRAY_SUFFIX)
+    }
+
+    /// Stops serving `tp` and renames its directory `<dir>.<id><suffix>` (made durable).
+    /// Returns the new path, if the log existed.
+    fn take_out(&self, tp: &TopicPartition, suffix: &str) -> Result<Option<PathBuf>> {
         let Some(log) = self
             .shared
             .logs
@@ -264,10 +259,10 @@ impl LogManager {
         };
         log.mark_deleted();
         let data_dir = &self.shared.config.data_dir;
-        let aside = data_dir.join(format!("{}.{}{STRAY_SUFFIX}", tp.dir_name(), unique_id()));
-        std::fs::rename(log.dir(), &aside)?;
+        let renamed = data_dir.join(format!("{}.{}{suffix}", tp.dir_name(), unique_id()));
+        std::fs::rename(log.dir(), &renamed)?;
         File::open(data_dir)?.sync_all()?;
-        Ok(Some(aside))
+        Ok(Some(renamed))
     }
 
     /// The directories set aside in the data directory ([`LogManager::set_aside`]).

@@ -152,15 +152,7 @@ fn read_all(
                 // one batch, so the response's first batch may exceed them (KIP-74), and a
                 // later partition's first batch that does not fit is left out below.
                 let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
-                let result = if budget == 0 && total > 0 {
-                    partition.read(w.offset, 0).map(|mut r| {
-                        r.region = None;
-                        r
-                    })
-                } else {
-                    partition.read(w.offset, budget.max(1))
-                };
-                match result {
+                match partition.read(w.offset, budget.max(1)) {
                     Ok(read) => {
                         fetched.high_watermark = read.high_watermark;
                         fetched.last_stable_offset = read.high_watermark;

@@ -45,13 +45,11 @@ pub enum MetadataError {
     Task(String),
 }
 
-/// A change made durable and applied: the image after it, its records, and what the
-/// listener said of it (`Err`: it could not carry the change out, e.g. a log it could not
-/// create; the change itself is durable and is carried out again at the next start).
+/// A change made durable, applied and published: what the listener said of it (`Err`: it
+/// could not carry the change out, e.g. a log it could not create; the change itself is
+/// durable and is carried out again at the next start), and the value the change computed.
 #[derive(Debug)]
 pub struct Committed<T> {
-    pub image: Arc<MetadataImage>,
-    pub records: Vec<MetadataRecord>,
     pub published: Result<(), String>,
     pub value: T,
 }
@@ -147,8 +145,6 @@ impl MetadataStore {
         };
         if records.is_empty() {
             return Ok(Ok(Committed {
-                image: current,
-                records,
                 published: Ok(()),
                 value,
             }));
@@ -170,25 +166,17 @@ impl MetadataStore {
             *inner.image.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
             // Publishing opens and removes logs: blocking work, off the async workers.
             let publisher = inner.clone();
-            tokio::task::spawn_blocking(move || {
-                let published = match publisher.listener.get() {
-                    Some(listener) => listener(&records, &next),
-                    None => Ok(()),
-                };
-                (next, records, published)
+            tokio::task::spawn_blocking(move || match publisher.listener.get() {
+                Some(listener) => listener(&records, &next),
+                None => Ok(()),
             })
             .await
             .map_err(|e| MetadataError::Task(e.to_string()))
         });
-        let (image, records, published) = commit
+        let published = commit
             .await
             .map_err(|e| MetadataError::Task(e.to_string()))??;
-        Ok(Ok(Committed {
-            image,
-            records,
-            published,
-            value,
-        }))
+        Ok(Ok(Committed { published, value }))
     }
 
     pub fn shutdown(&self) -> Result<(), sluice_log::LogError> {
