@@ -115,6 +115,9 @@ pub(crate) struct CleanerState {
     pub first_dirty: Option<i64>,
     pub horizon: TombstoneHorizon,
     pub last_report: Option<CleaningReport>,
+    /// The offsets `[start, end)` of the segments a swap is replacing: retention and
+    /// DeleteRecords leave them in place until the swap is installed.
+    pub swapping: Option<std::ops::Range<i64>>,
 }
 
 impl CleanerState {
@@ -123,6 +126,7 @@ impl CleanerState {
             first_dirty,
             horizon: TombstoneHorizon::Unknown,
             last_report: None,
+            swapping: None,
         }
     }
 }
@@ -420,12 +424,12 @@ impl Log {
         let base = group.segments[0].base();
         let dir = self.dir();
         let paths = CleanedPaths::new(dir, base);
-        paths.remove_all();
+        paths.abandon(dir);
         let result = self.write_cleaned(group, snapshot, map, now, &paths, report, throttle);
         let written = match result {
             Ok(written) => written,
             Err(err) => {
-                paths.remove_all();
+                paths.abandon(dir);
                 return Err(err);
             }
         };
@@ -436,20 +440,15 @@ impl Log {
             min_horizon: written.min_horizon,
         };
         if !written.changed && group.segments.len() == 1 {
-            paths.remove_all();
+            paths.abandon(dir);
             report.bytes_written += written.size;
             return Ok(outcome);
         }
-        match self.swap_in(group, &paths, &written) {
-            Ok(true) => outcome.swapped = true,
-            Ok(false) => {
-                paths.remove_all();
-                outcome.aborted = true;
-            }
-            Err(err) => {
-                paths.remove_all();
-                return Err(err);
-            }
+        // `swap_in` cleans up after itself: past the commit point nothing may be removed.
+        if self.swap_in(group, &paths, &written)? {
+            outcome.swapped = true;
+        } else {
+            outcome.aborted = true;
         }
         report.bytes_written += outcome.size;
         Ok(outcome)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sluice_record::TimestampType;
 
 use crate::LogError;
+use crate::blocking::BlockingSection;
 
 /// Which cleanup a topic gets (`cleanup.policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +221,9 @@ pub struct ManagerConfig {
     pub cleaner_backoff: Duration,
     /// `log.cleaner.io.max.bytes.per.second`: I/O budget of the cleaner (infinite: none).
     pub cleaner_io_max_bytes_per_second: f64,
+    /// Where the logs run blocking filesystem work that callers may be waiting on (segment
+    /// rolls on append, segment opens on read): inline unless the embedder says otherwise.
+    pub blocking: Arc<dyn BlockingSection>,
 }
 
 impl std::fmt::Debug for ManagerConfig {
@@ -245,6 +249,7 @@ impl std::fmt::Debug for ManagerConfig {
                 "cleaner_io_max_bytes_per_second",
                 &self.cleaner_io_max_bytes_per_second,
             )
+            .field("blocking", &self.blocking)
             .finish()
     }
 }
@@ -266,6 +271,7 @@ impl ManagerConfig {
             cleaner_dedupe_buffer_bytes: 128 << 20,
             cleaner_backoff: Duration::from_secs(15),
             cleaner_io_max_bytes_per_second: f64::INFINITY,
+            blocking: Arc::new(crate::Inline),
         }
     }
 

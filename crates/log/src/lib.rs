@@ -14,6 +14,7 @@
 //! [`Log::wait_durable`] resolves once it is on stable storage (group commit), or at once
 //! under [`FlushPolicy::Interval`]. A crash loses nothing that a resolved wait covered.
 
+mod blocking;
 mod checkpoint;
 mod cleaner;
 mod clock;
@@ -31,6 +32,7 @@ mod scan;
 mod segment;
 mod topic_partition;
 
+pub use blocking::{BlockingSection, Inline};
 pub use cleaner::{
     CleanerSettings, CleaningCandidate, CleaningReport, CrashPoint, OFFSET_MAP_BYTES_PER_KEY,
     set_crash_point,

@@ -26,6 +26,7 @@ mod read;
 
 pub use read::{FileRegion, ReadResult, RecordsFrom, StoredBatch, TimestampOffset};
 
+use crate::blocking::{self, BlockingSection};
 use crate::cleaner::CleanerState;
 use crate::clock::Clock;
 use crate::file_cache::FileCache;
@@ -129,6 +130,8 @@ pub struct Log {
     clock: Arc<dyn Clock>,
     cache: Arc<FileCache>,
     flusher: Arc<Flusher>,
+    /// Where rolls and segment opens run ([`BlockingSection`]).
+    blocking: Arc<dyn BlockingSection>,
     inner: Mutex<LogInner>,
     durability: Durability,
     offline: OnceLock<String>,
@@ -156,6 +159,7 @@ impl Log {
         clock: Arc<dyn Clock>,
         cache: Arc<FileCache>,
         flusher: Arc<Flusher>,
+        blocking: Arc<dyn BlockingSection>,
         clean_shutdown: bool,
         recovery_point: Option<i64>,
         log_start_offset: Option<i64>,
@@ -208,6 +212,7 @@ impl Log {
             clock,
             cache,
             flusher,
+            blocking,
             inner: Mutex::new(LogInner {
                 config,
                 segments,
@@ -420,7 +425,7 @@ impl Log {
             return Ok(());
         };
         tracing::debug!(partition = %self.tp, reason, "rolling segment");
-        self.roll(inner, now)
+        blocking::run(&*self.blocking, || self.roll(inner, now))
     }
 
     /// Seals the active segment and starts a new one at the log end offset. On failure the
@@ -490,10 +495,12 @@ impl Log {
             remaining -= segment.size;
             doomed.push(base);
         }
-        let mut report = RetentionReport::default();
+        let mut removed = Vec::new();
         for base in doomed {
-            report.bytes_deleted += self.delete_segment(&mut inner, base)?;
-            report.segments_deleted += 1;
+            match self.take_out_segment(&mut inner, base) {
+                Some(segment) => removed.push(segment),
+                None => break,
+            }
         }
         let expire_before = now.saturating_sub(inner.config.producer_expiration_ms);
         let log_start = inner.log_start_offset;
@@ -503,14 +510,31 @@ impl Log {
         }
         #[cfg(debug_assertions)]
         inner.assert_all(self);
+        drop(inner);
+        let mut report = RetentionReport::default();
+        for segment in &removed {
+            report.bytes_deleted += segment.size;
+            report.segments_deleted += 1;
+        }
+        self.delete_files(removed, log_start)?;
         Ok(report)
     }
 
-    /// Removes an inactive segment; returns its size.
-    fn delete_segment(&self, inner: &mut LogInner, base: i64) -> Result<u64> {
-        let Some(segment) = inner.segments.remove(&base) else {
-            return Ok(0);
-        };
+    /// Takes an inactive segment out of the log; the caller deletes its files once the lock
+    /// is released ([`Log::delete_files`]), so that appends do not wait on the unlinks.
+    /// `None` when a cleaner swap has reserved it: deletion goes oldest first, so the caller
+    /// stops there (the next retention pass takes it).
+    fn take_out_segment(&self, inner: &mut LogInner, base: i64) -> Option<Segment> {
+        if let Some(reserved) = &inner.cleaner.swapping
+            && reserved.contains(&base)
+        {
+            return None;
+        }
+        let segment = inner.segments.remove(&base)?;
+        assert!(
+            segment.active.is_none(),
+            "the active segment is never deleted"
+        );
         let first = *inner
             .segments
             .keys()
@@ -525,9 +549,27 @@ impl Log {
             log_start_offset = inner.log_start_offset,
             "deleted segment"
         );
-        segment.files.delete()?;
-        producers::delete_snapshots_below(&self.dir, inner.log_start_offset);
-        Ok(segment.size)
+        Some(segment)
+    }
+
+    /// Deletes the files of segments taken out of the log, and the producer snapshots below
+    /// the log start offset. Never called under the log's lock.
+    fn delete_files(&self, removed: Vec<Segment>, log_start_offset: i64) -> Result<()> {
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let mut failed = None;
+        for segment in removed {
+            if let Err(err) = segment.files.delete() {
+                tracing::warn!(partition = %self.tp, segment = segment.base_offset(), error = %err, "segment file removal failed");
+                failed.get_or_insert(err);
+            }
+        }
+        producers::delete_snapshots_below(&self.dir, log_start_offset);
+        match failed {
+            Some(err) => Err(LogError::Io(err)),
+            None => Ok(()),
+        }
     }
 
     /// Kafka's DeleteRecords: moves the log start offset to `offset` (at most the high
@@ -546,16 +588,23 @@ impl Log {
         }
         inner.log_start_offset = offset;
         let bases: Vec<i64> = inner.segments.keys().copied().collect();
+        let mut removed = Vec::new();
         for pair in bases.windows(2) {
             if pair[1] > offset {
                 break;
             }
-            self.delete_segment(&mut inner, pair[0])?;
+            match self.take_out_segment(&mut inner, pair[0]) {
+                Some(segment) => removed.push(segment),
+                None => break,
+            }
         }
         inner.producers.evict(offset, i64::MIN);
         #[cfg(debug_assertions)]
         inner.assert_all(self);
-        Ok(inner.log_start_offset)
+        let log_start = inner.log_start_offset;
+        drop(inner);
+        self.delete_files(removed, log_start)?;
+        Ok(log_start)
     }
 
     /// Waits until every offset below `next_offset` is durable. Under the interval policy

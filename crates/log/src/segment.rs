@@ -102,6 +102,17 @@ impl SegmentFiles {
         }
     }
 
+    /// The open file and indexes, if the file cache holds them (marks them recently used).
+    pub fn cached(&self) -> Option<Arc<OpenSegment>> {
+        let open = self
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        self.referenced.store(true, Ordering::SeqCst);
+        Some(open)
+    }
+
     /// The open file and indexes of an inactive segment of `size` bytes, opening and loading
     /// (or rebuilding) them if the cache had closed them.
     pub fn open_inactive(
@@ -480,12 +491,48 @@ impl Segment {
         Ok(files.into_iter().map(Arc::new).collect())
     }
 
-    /// The file to read and the index entries to search, for reading this segment.
-    pub fn open_for_read(&self, index_interval: u32) -> io::Result<ReadView<'_>> {
-        Ok(match &self.active {
-            Some(active) => ReadView::Active(active),
-            None => ReadView::Inactive(self.files.open_inactive(self.size, index_interval)?),
-        })
+    /// What a reader needs of this segment, without touching the filesystem: the active
+    /// segment, or an inactive one the file cache holds open. Otherwise the segment's files
+    /// and size, for [`Closed::open`] once the log's lock is released.
+    pub fn locate(&self, index_interval: u32) -> Located<'_> {
+        match &self.active {
+            Some(active) => Located::Open(ReadView::Active(active)),
+            None => match self.files.cached() {
+                Some(open) => Located::Open(ReadView::Inactive(open)),
+                None => Located::Closed(Closed {
+                    files: self.files.clone(),
+                    size: self.size,
+                    index_interval,
+                }),
+            },
+        }
+    }
+}
+
+/// Where a reader finds a segment, decided under the log's lock.
+pub(crate) enum Located<'a> {
+    Open(ReadView<'a>),
+    Closed(Closed),
+}
+
+/// An inactive segment the file cache closed: opening it (and loading, perhaps rebuilding,
+/// its indexes) is filesystem work, done without the log's lock so that appends never wait
+/// on it.
+pub(crate) struct Closed {
+    files: Arc<SegmentFiles>,
+    size: u64,
+    index_interval: u32,
+}
+
+impl Closed {
+    /// The open segment; `None` when it was deleted or replaced (retention, DeleteRecords, a
+    /// cleaner swap) since it was located: the caller looks again.
+    pub fn open(&self) -> io::Result<Option<Arc<OpenSegment>>> {
+        match self.files.open_inactive(self.size, self.index_interval) {
+            Ok(open) => Ok(Some(open)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 }
 

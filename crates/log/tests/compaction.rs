@@ -474,3 +474,122 @@ fn compaction_never_moves_the_log_start_offset() {
         "log start survives a restart"
     );
 }
+
+/// The states a power loss during a swap can leave, since the swap's last renames are not
+/// synced one by one (no fsync under the partition lock): each must reopen as exactly the
+/// old or exactly the new segment set.
+#[test]
+fn power_loss_during_a_swap_leaves_the_old_or_the_new_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(DAY_MS));
+    let manager = open(dir.path(), compacted_config(1024), clock.clone());
+    let log = manager.get_or_create(&tp(0)).unwrap();
+    fill(&log, 200, 4, 10, DAY_MS);
+    // The first pass empties the superseded segments; the second merges them.
+    manager.clean_now(true);
+    let partition_dir = log.dir().to_path_buf();
+    let before = records(&log);
+    let old_logs = log_files(&partition_dir);
+    manager.clean_now(true);
+    let after = records(&log);
+    drop(log);
+    manager.shutdown().unwrap();
+    drop(manager);
+    let new_logs = log_files(&partition_dir);
+    // A swapped group: a base both sets have, followed in the old set by bases it replaced.
+    let (base, end, replaced) = new_logs
+        .keys()
+        .find_map(|&base| {
+            let end = new_logs.range(base + 1..).next().map(|(b, _)| *b)?;
+            let replaced: Vec<i64> = old_logs.range(base + 1..end).map(|(b, _)| *b).collect();
+            (!replaced.is_empty()).then_some((base, end, replaced))
+        })
+        .expect("a swap replaced several segments");
+
+    let lay_out = |logs: &BTreeMap<i64, Vec<u8>>, extra: &[(String, Vec<u8>)]| {
+        for entry in std::fs::read_dir(&partition_dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            let segment_file = name.ends_with(".log")
+                || name.ends_with(".index")
+                || name.ends_with(".timeindex")
+                || name.contains(".log.");
+            if segment_file {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        for (base, bytes) in logs {
+            std::fs::write(partition_dir.join(format!("{base:020}.log")), bytes).unwrap();
+        }
+        for (name, bytes) in extra {
+            std::fs::write(partition_dir.join(name), bytes).unwrap();
+        }
+        let _ = std::fs::remove_file(dir.path().join(sluice_log::CLEAN_SHUTDOWN_FILE));
+    };
+    let reopen_and_read = || {
+        let manager = open(dir.path(), compacted_config(1024), clock.clone());
+        let log = manager.get(&tp(0)).unwrap();
+        // Strictly increasing offsets: no old segment overlaps the new one.
+        let read = records(&log);
+        let marker = partition_dir.join(format!("{base:020}.swapend"));
+        assert!(!marker.exists(), "startup removes the swap marker");
+        let bases: Vec<i64> = common::segment_bases(&partition_dir);
+        (read, bases)
+    };
+    let old_bases: Vec<i64> = old_logs.keys().copied().collect();
+    let new_bases: Vec<i64> = new_logs.keys().copied().collect();
+    let marker = (
+        format!("{base:020}.swapend"),
+        format!("{end}\n").into_bytes(),
+    );
+
+    // Installed: the new log is live, the old ones' renames to `.deleted` were lost.
+    let mut installed = new_logs.clone();
+    for old in &replaced {
+        installed.insert(*old, old_logs[old].clone());
+    }
+    lay_out(&installed, std::slice::from_ref(&marker));
+    assert_eq!(
+        reopen_and_read(),
+        (after.clone(), new_bases.clone()),
+        "installed swap keeps the new set"
+    );
+
+    // Never committed: the `.cleaned` log is still beside the old ones.
+    let cleaned = (format!("{base:020}.log.cleaned"), new_logs[&base].clone());
+    lay_out(&old_logs, &[cleaned, marker.clone()]);
+    assert_eq!(
+        reopen_and_read(),
+        (before.clone(), old_bases.clone()),
+        "uncommitted swap keeps the old set"
+    );
+
+    // A marker beside the old logs alone (no `.cleaned`): nothing the old log does not
+    // overlap is removed.
+    lay_out(&old_logs, std::slice::from_ref(&marker));
+    assert_eq!(
+        reopen_and_read(),
+        (before.clone(), old_bases.clone()),
+        "a stray marker costs nothing"
+    );
+
+    // Committed, nothing renamed live yet.
+    let swap = (format!("{base:020}.log.swap"), new_logs[&base].clone());
+    lay_out(&old_logs, &[swap, marker]);
+    assert_eq!(
+        reopen_and_read(),
+        (after, new_bases),
+        "committed swap installs the new set"
+    );
+}
+
+/// The `.log` files of a partition directory, by base offset.
+fn log_files(dir: &std::path::Path) -> BTreeMap<i64, Vec<u8>> {
+    common::segment_bases(dir)
+        .into_iter()
+        .map(|base| {
+            let bytes = std::fs::read(dir.join(format!("{base:020}.log"))).unwrap();
+            (base, bytes)
+        })
+        .collect()
+}

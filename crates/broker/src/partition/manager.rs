@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use sluice_log::{
-    CleaningReport, FlushStatsSnapshot, LogError, LogManager, ManagerConfig, TopicPartition,
+    BlockingSection, CleaningReport, FlushStatsSnapshot, LogError, LogManager, ManagerConfig,
+    TopicPartition,
 };
 
 use kafka_protocol::ResponseError;
@@ -45,6 +46,7 @@ impl PartitionManager {
                 Some(t) => topic_config::log_config(&broker_config, &t.configs),
                 None => broker_config.log_defaults.clone(),
             }));
+        manager_config.blocking = Arc::new(OffWorker);
         let logs = LogManager::open_with_clock(manager_config, config.clock.clone())?;
         let manager = PartitionManager {
             config: config.clone(),
@@ -193,5 +195,65 @@ impl PartitionManager {
     /// Clean shutdown of every log (synced, indexes and checkpoints written, marker left).
     pub fn shutdown(&self) -> Result<(), LogError> {
         self.logs.shutdown()
+    }
+}
+
+/// The logs' blocking section on this broker: segment rolls and segment opens run from
+/// Produce, Fetch and the coordinators on tokio's worker threads; `block_in_place` hands the
+/// worker's other tasks to another thread while the filesystem work blocks this one. On a
+/// current-thread runtime (tests), or off the runtime (the log's own threads, blocking-pool
+/// threads), the work runs inline.
+#[derive(Debug)]
+struct OffWorker;
+
+impl BlockingSection for OffWorker {
+    fn run(&self, work: &mut dyn FnMut()) {
+        let on_worker = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if on_worker {
+            tokio::task::block_in_place(work);
+        } else {
+            work();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ran(section: &dyn BlockingSection) -> bool {
+        let mut ran = false;
+        section.run(&mut || ran = true);
+        ran
+    }
+
+    #[test]
+    fn off_worker_runs_the_work_wherever_it_is_called() {
+        assert!(ran(&OffWorker), "off any runtime");
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(
+            current.block_on(async { ran(&OffWorker) }),
+            "current-thread runtime"
+        );
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        assert!(
+            multi.block_on(async { tokio::spawn(async { ran(&OffWorker) }).await.unwrap() }),
+            "on a worker"
+        );
+        assert!(
+            multi.block_on(async {
+                tokio::task::spawn_blocking(|| ran(&OffWorker))
+                    .await
+                    .unwrap()
+            }),
+            "on a blocking-pool thread"
+        );
+        assert!(multi.block_on(async { ran(&OffWorker) }), "in block_on");
     }
 }

@@ -1,15 +1,24 @@
 //! Swapping cleaned segments in, crash-safely, and finishing an interrupted swap at startup.
 //!
-//! The protocol, each step made durable by a directory fsync before the next:
-//! 1. `<base>.swapend` records where the replaced range ends;
-//! 2. `<base>.log.cleaned` → `<base>.log.swap` (the commit point), indexes likewise;
-//! 3. every replaced segment's files → `.deleted`;
-//! 4. `<base>.*.swap` → live names; then `.deleted` files and `.swapend` are removed.
+//! The protocol:
+//! 1. the `<base>.*.cleaned` files are written and synced, and the directory synced;
+//! 2. `<base>.swapend` records where the replaced range ends (synced, directory synced);
+//! 3. under the partition lock, briefly: the group's segments are reserved (retention and
+//!    DeleteRecords leave them alone);
+//! 4. `<base>.log.cleaned` → `<base>.log.swap`, indexes likewise, directory synced: the
+//!    commit point;
+//! 5. under the partition lock, briefly: every replaced segment's files → `.deleted`, the
+//!    `.swap` files → live names, the segment map swapped; no sync in between;
+//! 6. directory synced; then `.deleted` files and `.swapend` are removed.
 //!
-//! A crash before 2 leaves the old segments, and startup removes `.cleaned` files; a crash
-//! after it leaves a `.swap` that startup installs in place of every segment in
-//! `[base, swapend)` ([`complete_swaps`]). Either the old or the new segment set, never a
-//! mix. Tests crash the process at each step ([`CrashPoint`]).
+//! No fsync runs under the lock (appends and fetches wait on it), so the renames of step 5
+//! may reach the disk in any order. Startup ([`complete_swaps`]) copes: a crash before 4
+//! leaves the old segments (and a marker beside a `.cleaned` log, which it removes); after 4
+//! either a `.swap` remains, which it installs in place of every segment in
+//! `[base, swapend)`, or the marker remains beside a live `<base>.log` that is the new one,
+//! and it removes the old segments that log overlaps. Either the old or the new segment
+//! set, never a mix. Tests crash the process at each step ([`CrashPoint`]) and lay out the
+//! states a power loss could leave.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -81,18 +90,17 @@ pub(super) fn crash_point(point: CrashPoint, group: usize) {
 
 impl Log {
     /// Replaces the group's segments with the cleaned one. `Ok(false)` when the log changed
-    /// meanwhile (retention, DeleteRecords, deletion) and nothing was swapped.
+    /// meanwhile (retention, DeleteRecords, deletion) and nothing was swapped; then, and on
+    /// an error before the commit point, the cleaned files are removed here. An error past
+    /// the commit point takes the log offline and leaves the files for the restart.
     ///
-    /// The protocol, each step made durable by a directory fsync before the next:
-    /// 1. `<base>.swapend` records where the replaced range ends;
-    /// 2. `<base>.log.cleaned` → `<base>.log.swap` (the commit point), indexes likewise;
-    /// 3. every replaced segment's files → `.deleted`;
-    /// 4. `<base>.*.swap` → live names; then `.deleted` files and `.swapend` are removed.
-    ///
-    /// A crash before 2 leaves the old segments, and startup removes `.cleaned` files; a crash
-    /// after it leaves a `.swap` that startup installs in place of every segment in
-    /// `[base, swapend)` ([`complete_swaps`]). Either the old or the new segment set, never a
-    /// mix.
+    /// No fsync runs under the partition lock: appends and fetches wait on that lock. The
+    /// lock is taken twice, briefly: to reserve the group's segments (retention and
+    /// DeleteRecords leave reserved segments in place until the swap is done), and to rename
+    /// the old files aside and the new ones live and swap the segment map, a handful of
+    /// renames with no sync between them. Crash safety does not rely on the order in which
+    /// those renames reach the disk: [`complete_swaps`] decides from the `.swapend` marker
+    /// and the names present (see the module doc).
     pub(super) fn swap_in(
         &self,
         group: &Group,
@@ -100,60 +108,121 @@ impl Log {
         written: &Written,
     ) -> Result<bool> {
         let base = group.segments[0].base();
-        crash_point(CrashPoint::CleanedWritten, group.segments.len());
-        write_synced(&paths.swap_end, format!("{}\n", group.end).as_bytes())?;
-        sync_dir(self.dir())?;
-        crash_point(CrashPoint::SwapEndWritten, group.segments.len());
+        let segments = group.segments.len();
+        crash_point(CrashPoint::CleanedWritten, segments);
+        // The cleaned files' names are durable before the marker that refers to them.
+        let marked = sync_dir(self.dir())
+            .and_then(|()| write_synced(&paths.swap_end, format!("{}\n", group.end).as_bytes()))
+            .and_then(|()| sync_dir(self.dir()));
+        if let Err(err) = marked {
+            paths.abandon(self.dir());
+            return Err(err.into());
+        }
+        crash_point(CrashPoint::SwapEndWritten, segments);
+        if !self.reserve_for_swap(group, base..group.end)? {
+            paths.abandon(self.dir());
+            return Ok(false);
+        }
+        // The commit point: a `.log.swap` exists and its name is durable.
+        let committed = paths
+            .cleaned
+            .iter()
+            .zip(&paths.swap)
+            .try_for_each(|(cleaned, swap)| std::fs::rename(cleaned, swap));
+        if let Err(err) = committed {
+            // Before the `.log.swap` name (renamed first) exists nothing is committed; after
+            // it, the restart finishes the swap, as after any failure past this point.
+            self.release_swap_reservation();
+            if paths.swap[0].exists() {
+                self.fail_cleaner_swap(&err);
+            } else {
+                paths.abandon(self.dir());
+            }
+            return Err(err.into());
+        }
+        let installed = sync_dir(self.dir()).and_then(|()| {
+            crash_point(CrashPoint::Committed, segments);
+            self.install_swapped(group, paths, written)
+        });
+        let doomed = match installed {
+            Ok(doomed) => doomed,
+            Err(err) => {
+                self.release_swap_reservation();
+                self.fail_cleaner_swap(&err);
+                return Err(LogError::Io(err));
+            }
+        };
+        // The renames are durable before the marker goes: without the marker, a restart
+        // would not know that a live `<base>.log` replaces the segments after it.
+        if let Err(err) = sync_dir(self.dir()) {
+            self.fail_cleaner_swap(&err);
+            return Err(LogError::Io(err));
+        }
+        for path in doomed {
+            let _ = std::fs::remove_file(path);
+        }
+        let _ = std::fs::remove_file(&paths.swap_end);
+        Ok(true)
+    }
+
+    /// Marks the group's segments as being swapped, if they are all still the log's.
+    fn reserve_for_swap(&self, group: &Group, range: std::ops::Range<i64>) -> Result<bool> {
         let mut inner = self.lock_for_cleaner()?;
+        assert!(
+            inner.cleaner.swapping.is_none(),
+            "one cleaning pass per log at a time"
+        );
         let current = group.segments.iter().all(|s| {
             inner
                 .segments
                 .get(&s.base())
                 .is_some_and(|live| Arc::ptr_eq(&live.files, &s.files) && live.active.is_none())
         });
-        if !current {
-            drop(inner);
-            let _ = std::fs::remove_file(&paths.swap_end);
-            return Ok(false);
+        if current {
+            inner.cleaner.swapping = Some(range);
         }
-        for (cleaned, swap) in paths.cleaned.iter().zip(&paths.swap) {
-            std::fs::rename(cleaned, swap)?;
-        }
-        // Past the commit point a failure leaves a swap that only a restart can finish.
-        let finish = || -> io::Result<Vec<PathBuf>> {
-            sync_dir(self.dir())?;
-            crash_point(CrashPoint::Committed, group.segments.len());
-            let mut doomed = Vec::new();
-            for segment in &group.segments {
-                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-                    let live = segment.files.path(suffix);
-                    let deleted = with_suffix(&live, DELETED_SUFFIX);
-                    match std::fs::rename(&live, &deleted) {
-                        Ok(()) => {
-                            doomed.push(deleted);
-                            crash_point(CrashPoint::OldPartlyDeleted, group.segments.len());
-                        }
-                        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                        Err(err) => return Err(err),
+        Ok(current)
+    }
+
+    /// Under the lock: renames the replaced segments' files `.deleted` and the `.swap` files
+    /// live, and puts the new segment in the map. Returns the `.deleted` files.
+    fn install_swapped(
+        &self,
+        group: &Group,
+        paths: &CleanedPaths,
+        written: &Written,
+    ) -> io::Result<Vec<PathBuf>> {
+        let base = group.segments[0].base();
+        let segments = group.segments.len();
+        let mut inner = self.lock_for_cleaner().map_err(io::Error::other)?;
+        let reserved = inner.cleaner.swapping.take();
+        assert_eq!(reserved, Some(base..group.end), "the swap's reservation");
+        assert!(
+            group.segments.iter().all(|s| inner
+                .segments
+                .get(&s.base())
+                .is_some_and(|live| Arc::ptr_eq(&live.files, &s.files))),
+            "reserved segments stay in the log until the swap installs"
+        );
+        let mut doomed = Vec::new();
+        for segment in &group.segments {
+            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                let live = segment.files.path(suffix);
+                let deleted = with_suffix(&live, DELETED_SUFFIX);
+                match std::fs::rename(&live, &deleted) {
+                    Ok(()) => {
+                        doomed.push(deleted);
+                        crash_point(CrashPoint::OldPartlyDeleted, segments);
                     }
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(err),
                 }
             }
-            sync_dir(self.dir())?;
-            for (swap, live) in paths.swap.iter().zip(&paths.live) {
-                std::fs::rename(swap, live)?;
-                crash_point(CrashPoint::LogLive, group.segments.len());
-            }
-            sync_dir(self.dir())?;
-            Ok(doomed)
-        };
-        let doomed = match finish() {
-            Ok(doomed) => doomed,
-            Err(err) => {
-                drop(inner);
-                self.fail_cleaner_swap(&err);
-                return Err(LogError::Io(err));
-            }
-        };
+        }
+        for (swap, live) in paths.swap.iter().zip(&paths.live) {
+            std::fs::rename(swap, live)?;
+            crash_point(CrashPoint::LogLive, segments);
+        }
         for segment in &group.segments {
             inner.segments.remove(&segment.base());
         }
@@ -171,12 +240,7 @@ impl Log {
         );
         #[cfg(debug_assertions)]
         inner.assert_all(self);
-        drop(inner);
-        for path in doomed {
-            let _ = std::fs::remove_file(path);
-        }
-        let _ = std::fs::remove_file(&paths.swap_end);
-        Ok(true)
+        Ok(doomed)
     }
 }
 
@@ -200,14 +264,26 @@ impl CleanedPaths {
         }
     }
 
-    /// Removes what a failed or pointless attempt left (never live files).
-    pub(super) fn remove_all(&self) {
-        for path in self
-            .cleaned
-            .iter()
-            .chain(&self.swap)
-            .chain([&self.swap_end])
-        {
+    /// Removes what a failed or pointless attempt left (never live files). Only before the
+    /// commit point: a `.swap` file is committed data. The marker goes first, durably: a
+    /// marker without its `.cleaned` log means, to a restart, a swap that was installed.
+    pub(super) fn abandon(&self, dir: &Path) {
+        match std::fs::remove_file(&self.swap_end) {
+            Ok(()) => {
+                if let Err(err) = sync_dir(dir) {
+                    // Keep the cleaned files: with the marker possibly still on disk, they
+                    // tell a restart that the swap was never committed.
+                    tracing::warn!(error = %err, "could not sync the removal of a swap marker");
+                    return;
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "could not remove a swap marker");
+                return;
+            }
+        }
+        for path in self.cleaned.iter().chain(&self.swap) {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -235,13 +311,19 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// At startup, before segments are listed: finishes every swap whose commit point was
-/// reached (a `<base>.log.swap` exists) by removing the segments it replaces and renaming
-/// it live. Returns whether any swap was finished. `.cleaned` and `.deleted` leftovers are
-/// removed by the segment listing.
+/// reached. A swap of base `b` was committed when `<b>.log.swap` exists, or when the
+/// `<b>.swapend` marker exists without `<b>.log.cleaned` (the `.swap` file was renamed live;
+/// the marker goes only after that rename is durable, and it is written only after the
+/// `.cleaned` names are). Either way the segments the swap replaces are removed and the
+/// `.swap` files renamed live. A marker beside a `.cleaned` log is a swap that never reached
+/// its commit point: only the marker is removed. Returns whether any swap was finished.
+/// `.cleaned` and `.deleted` leftovers are removed by the segment listing.
 pub(crate) fn complete_swaps(tp: &TopicPartition, dir: &Path) -> io::Result<bool> {
     let mut swaps = Vec::new();
+    let mut markers = Vec::new();
+    let mut cleaned = Vec::new();
     let mut live_logs = Vec::new();
-    let mut stray = Vec::new();
+    let mut stray_indexes = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -251,33 +333,54 @@ pub(crate) fn complete_swaps(tp: &TopicPartition, dir: &Path) -> io::Result<bool
         };
         match suffix {
             "log.swap" => swaps.push(base),
+            "log.cleaned" => cleaned.push(base),
+            SWAP_END_SUFFIX => markers.push(base),
             LOG_SUFFIX => live_logs.push(base),
-            "index.swap" | "timeindex.swap" | SWAP_END_SUFFIX => stray.push((base, entry.path())),
+            "index.swap" | "timeindex.swap" => stray_indexes.push((base, entry.path())),
             _ => {}
         }
     }
-    swaps.sort_unstable();
-    for &base in &swaps {
+    let mut finished = Vec::new();
+    for &base in &markers {
+        if swaps.contains(&base) {
+            continue;
+        }
         let paths = CleanedPaths::new(dir, base);
-        let end = std::fs::read_to_string(&paths.swap_end)
+        if cleaned.contains(&base) || !live_logs.contains(&base) {
+            // Never committed (or its segment is gone since): the marker is all there is
+            // to remove; the listing removes the `.cleaned` files after it.
+            std::fs::remove_file(&paths.swap_end)?;
+            sync_dir(dir)?;
+            continue;
+        }
+        finished.push((base, paths.live[0].clone()));
+    }
+    for &base in &swaps {
+        finished.push((base, CleanedPaths::new(dir, base).swap[0].clone()));
+    }
+    finished.sort_unstable();
+    for (base, new_log) in &finished {
+        let base = *base;
+        let paths = CleanedPaths::new(dir, base);
+        let end = match std::fs::read_to_string(&paths.swap_end)
             .ok()
-            .and_then(|text| text.trim().parse::<i64>().ok());
-        let end = match end {
+            .and_then(|text| text.trim().parse::<i64>().ok())
+        {
             Some(end) => end,
-            None => {
-                // The end marker is written before the commit point; without it, fall back
-                // to Kafka's rule: replace what the swap segment's own offsets cover.
-                let file = File::open(&paths.swap[0])?;
-                let size = file.metadata()?.len();
-                let mut scanner = SegmentScanner::new(&file, 0, size, crate::segment::SCAN_WINDOW);
-                let mut next = base + 1;
-                while let ScanStep::Batch(info, _) = scanner.next_header()? {
-                    next = info.last_offset + 1;
-                }
-                next
-            }
+            // The end marker is written before the commit point; without it, fall back to
+            // Kafka's rule: replace what the new segment's own offsets cover.
+            None => end_of_segment(new_log, base)?,
         };
-        for &old in live_logs.iter().filter(|b| (base..end).contains(*b)) {
+        let replaced = if new_log == &paths.live[0] {
+            // The new log has its live name; every other live log in the range is an old one
+            // it replaces, as far as it reaches. Only those it overlaps are removed: had a
+            // marker been left by anything else, `<base>.log` would be an old segment, which
+            // overlaps none of the next ones, and nothing would be lost.
+            (base + 1)..end.min(end_of_segment(new_log, base)?)
+        } else {
+            base..end
+        };
+        for &old in live_logs.iter().filter(|b| replaced.contains(*b)) {
             for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
                 match std::fs::remove_file(dir.join(segment_file_name(old, suffix))) {
                     Ok(()) => {}
@@ -294,15 +397,31 @@ pub(crate) fn complete_swaps(tp: &TopicPartition, dir: &Path) -> io::Result<bool
             }
         }
         sync_dir(dir)?;
-        let _ = std::fs::remove_file(&paths.swap_end);
+        match std::fs::remove_file(&paths.swap_end) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
         tracing::warn!(partition = %tp, segment = base, end, "finished an interrupted cleaner swap");
     }
-    // Index swaps without their log, and end markers without a swap: the swap never reached
-    // its commit point, or finished; either way they are not needed (indexes are rebuilt).
-    for (base, path) in stray {
-        if !swaps.contains(&base) {
+    // Index swaps without their log: the swap never reached its commit point, or finished;
+    // either way they are not needed (indexes are rebuilt).
+    for (base, path) in stray_indexes {
+        if !finished.iter().any(|(b, _)| *b == base) {
             let _ = std::fs::remove_file(path);
         }
     }
-    Ok(!swaps.is_empty())
+    Ok(!finished.is_empty())
+}
+
+/// The offset after the last batch of a segment file whose first offset is `base`.
+fn end_of_segment(path: &Path, base: i64) -> io::Result<i64> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut scanner = SegmentScanner::new(&file, 0, size, crate::segment::SCAN_WINDOW);
+    let mut next = base + 1;
+    while let ScanStep::Batch(info, _) = scanner.next_header()? {
+        next = info.last_offset + 1;
+    }
+    Ok(next)
 }

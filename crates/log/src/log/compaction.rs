@@ -11,6 +11,7 @@ use crate::Result;
 use crate::cleaner::{CleaningReport, SegmentRef, Snapshot, TombstoneHorizon};
 use crate::clock::Clock;
 use crate::file_cache::FileCache;
+use crate::segment::Located;
 
 /// The log cleaner's access to a log ([`crate::cleaner`]).
 impl Log {
@@ -63,23 +64,33 @@ impl Log {
     }
 
     /// The open file of a segment the cleaner reads; fails with `NotFound` if retention or a
-    /// swap removed it since the snapshot.
+    /// swap removed it since the snapshot. A segment the file cache closed is opened without
+    /// the lock.
     pub(crate) fn open_cleaner_file(&self, segment: &SegmentRef) -> Result<Arc<File>> {
-        let inner = self.lock()?;
-        match inner.segments.get(&segment.files.base_offset) {
-            Some(live) if Arc::ptr_eq(&live.files, &segment.files) && live.active.is_none() => {
-                let open = live
-                    .files
-                    .open_inactive(live.size, inner.config.index_interval_bytes)?;
-                Ok(open.file.clone())
-            }
-            _ => Err(LogError::Io(io::Error::new(
+        let removed = || {
+            LogError::Io(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!(
                     "{}: segment {} was removed during cleaning",
                     self.tp, segment.files.base_offset
                 ),
-            ))),
+            ))
+        };
+        let closed = {
+            let inner = self.lock()?;
+            match inner.segments.get(&segment.files.base_offset) {
+                Some(live) if Arc::ptr_eq(&live.files, &segment.files) && live.active.is_none() => {
+                    match live.locate(inner.config.index_interval_bytes) {
+                        Located::Open(view) => return Ok(view.file().clone()),
+                        Located::Closed(closed) => closed,
+                    }
+                }
+                _ => return Err(removed()),
+            }
+        };
+        match closed.open()? {
+            Some(open) => Ok(open.file.clone()),
+            None => Err(removed()),
         }
     }
 
@@ -101,6 +112,15 @@ impl Log {
         inner.cleaner.first_dirty = Some(first_dirty);
         inner.cleaner.horizon = horizon;
         inner.cleaner.last_report = Some(report);
+    }
+
+    /// Ends a swap's reservation without installing it (the swap failed).
+    pub(crate) fn release_swap_reservation(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cleaner
+            .swapping = None;
     }
 
     pub(crate) fn fail_cleaner_swap(&self, err: &io::Error) {

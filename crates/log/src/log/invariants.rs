@@ -118,6 +118,7 @@ impl LogInner {
     }
 
     /// All invariants, in debug builds (tests), after every change of the log.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     pub(crate) fn assert_all(&self, log: &Log) {
         if let Err(what) = self.check_invariants(log.log_end_offset(), log.durability().flushed()) {
             panic!("{}: log invariant violated: {what}", log.tp);

@@ -12,7 +12,7 @@ use sluice_record::{RecordBatch, Records};
 use super::{Log, decompression_limit};
 use crate::index::{batch_start_at_or_before, offset_for_timestamp, position_for_offset};
 use crate::scan::{ScanStep, SegmentScanner};
-use crate::segment::{SCAN_WINDOW, Segment};
+use crate::segment::{Closed, Located, OpenSegment, ReadView, SCAN_WINDOW, Segment};
 use crate::{LogError, Result, TopicPartition};
 
 /// How much [`RecordsFrom`] reads at a time.
@@ -85,13 +85,21 @@ pub struct TimestampOffset {
     pub timestamp: i64,
 }
 
+/// How many times a read looks a segment up again after it vanished between the lookup and
+/// the opening (retention, DeleteRecords or a cleaner swap ran meanwhile).
+const MAX_LOOKUPS: u32 = 16;
+
 impl Log {
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
     /// but always at least one batch, and never past the high watermark.
+    ///
+    /// The lock is held only to find the segment: opening a segment the file cache closed,
+    /// and scanning the file, happen without it.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
         let mut segment_key = offset;
+        let mut vanished = 0;
         loop {
-            let (plan, mut result) = {
+            let (located, mut result) = {
                 let inner = self.lock()?;
                 let result = ReadResult {
                     region: None,
@@ -117,22 +125,26 @@ impl Log {
                 else {
                     return Ok(result);
                 };
-                let view = segment
-                    .open_for_read(inner.config.index_interval_bytes)
-                    .map_err(LogError::Io)?;
-                let relative = (offset - base).clamp(0, i64::from(u32::MAX)) as u32;
-                let start_hint = u64::from(position_for_offset(view.offsets(), relative));
-                let end_hint =
-                    batch_start_at_or_before(view.offsets(), start_hint + max_bytes as u64);
-                let next_segment = inner.segments.range(base + 1..).next().map(|(k, _)| *k);
-                let plan = ReadPlan {
-                    file: view.file().clone(),
+                let target = ReadTarget {
+                    base,
                     size: segment.size,
-                    start_hint,
-                    end_hint: end_hint.map(u64::from),
-                    next_segment,
+                    next_segment: inner.segments.range(base + 1..).next().map(|(k, _)| *k),
                 };
-                (plan, result)
+                let located = match segment.locate(inner.config.index_interval_bytes) {
+                    Located::Open(view) => Ok(target.plan(&view, offset, max_bytes)),
+                    Located::Closed(closed) => Err((closed, target)),
+                };
+                (located, result)
+            };
+            let plan = match located {
+                Ok(plan) => plan,
+                Err((closed, target)) => match self.open_closed(&closed)? {
+                    Some(open) => target.plan(&ReadView::Inactive(open), offset, max_bytes),
+                    None => {
+                        vanished = self.count_vanished(vanished)?;
+                        continue;
+                    }
+                },
             };
             match plan.scan(offset, max_bytes).map_err(LogError::Io)? {
                 Some(region) => {
@@ -148,12 +160,32 @@ impl Log {
         }
     }
 
+    /// Opens a segment the file cache closed, in the log's blocking section; `None` when it
+    /// vanished since it was located.
+    fn open_closed(&self, closed: &Closed) -> Result<Option<Arc<OpenSegment>>> {
+        crate::blocking::run(&*self.blocking, || closed.open()).map_err(LogError::Io)
+    }
+
+    /// Bounds the lookups of one read: a segment vanishes between lookup and opening only
+    /// when the log changed meanwhile, which cannot happen without end.
+    fn count_vanished(&self, vanished: u32) -> Result<u32> {
+        if vanished + 1 >= MAX_LOOKUPS {
+            return Err(LogError::Io(io::Error::other(format!(
+                "{}: segments kept vanishing during a read ({} lookups)",
+                self.tp,
+                vanished + 1
+            ))));
+        }
+        Ok(vanished + 1)
+    }
+
     /// The first record whose timestamp is at or after `timestamp` (Kafka's ListOffsets by
     /// time), at or after the log start offset.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
         let mut after_base: Option<i64> = None;
+        let mut vanished = 0;
         loop {
-            let (file, start, size, log_start, limit) = {
+            let (located, base, size, log_start, limit) = {
                 let inner = self.lock()?;
                 let log_start = inner.log_start_offset;
                 let first_key = inner
@@ -170,21 +202,24 @@ impl Log {
                 else {
                     return Ok(None);
                 };
-                after_base = Some(base);
-                let view = segment
-                    .open_for_read(inner.config.index_interval_bytes)
-                    .map_err(LogError::Io)?;
-                let start = offset_for_timestamp(view.times(), timestamp)
-                    .map_or(0, |relative| position_for_offset(view.offsets(), relative));
+                let located = match segment.locate(inner.config.index_interval_bytes) {
+                    Located::Open(view) => Ok(start_for_timestamp(&view, timestamp)),
+                    Located::Closed(closed) => Err(closed),
+                };
                 let limit = decompression_limit(&inner.config);
-                (
-                    view.file().clone(),
-                    u64::from(start),
-                    segment.size,
-                    log_start,
-                    limit,
-                )
+                (located, base, segment.size, log_start, limit)
             };
+            let (file, start) = match located {
+                Ok(found) => found,
+                Err(closed) => match self.open_closed(&closed)? {
+                    Some(open) => start_for_timestamp(&ReadView::Inactive(open), timestamp),
+                    None => {
+                        vanished = self.count_vanished(vanished)?;
+                        continue;
+                    }
+                },
+            };
+            after_base = Some(base);
             let mut scanner = SegmentScanner::new(&file, start, size, SCAN_WINDOW);
             loop {
                 match scanner.next_batch()? {
@@ -216,35 +251,82 @@ impl Log {
     /// The batch holding the largest timestamp (Kafka's ListOffsets MAX_TIMESTAMP): its max
     /// timestamp and last offset; the earliest such batch on ties.
     pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>> {
-        let inner = self.lock()?;
-        let mut best: Option<(&i64, &Segment)> = None;
-        for (base, segment) in &inner.segments {
-            if segment.max_timestamp >= 0
-                && best.is_none_or(|(_, b)| segment.max_timestamp > b.max_timestamp)
-            {
-                best = Some((base, segment));
-            }
-        }
-        let Some((&base, segment)) = best else {
-            return Ok(None);
-        };
-        let offset = match &segment.active {
-            Some(active) => active.index.offset_of_max_timestamp,
-            None => {
-                let view = segment
-                    .open_for_read(inner.config.index_interval_bytes)
-                    .map_err(LogError::Io)?;
-                match view.times().last() {
-                    Some(entry) => base + i64::from(entry.relative_offset),
-                    None => return Ok(None),
+        let mut vanished = 0;
+        loop {
+            let (located, base, max_timestamp, log_start) = {
+                let inner = self.lock()?;
+                let mut best: Option<(&i64, &Segment)> = None;
+                for (base, segment) in &inner.segments {
+                    if segment.max_timestamp >= 0
+                        && best.is_none_or(|(_, b)| segment.max_timestamp > b.max_timestamp)
+                    {
+                        best = Some((base, segment));
+                    }
                 }
-            }
-        };
-        Ok(Some(TimestampOffset {
-            offset: offset.max(inner.log_start_offset),
-            timestamp: segment.max_timestamp,
-        }))
+                let Some((&base, segment)) = best else {
+                    return Ok(None);
+                };
+                let located = match segment.locate(inner.config.index_interval_bytes) {
+                    Located::Open(ReadView::Active(active)) => {
+                        Ok(Some(active.index.offset_of_max_timestamp))
+                    }
+                    Located::Open(view) => Ok(last_indexed_offset(&view, base)),
+                    Located::Closed(closed) => Err(closed),
+                };
+                (located, base, segment.max_timestamp, inner.log_start_offset)
+            };
+            let offset = match located {
+                Ok(offset) => offset,
+                Err(closed) => match self.open_closed(&closed)? {
+                    Some(open) => last_indexed_offset(&ReadView::Inactive(open), base),
+                    None => {
+                        vanished = self.count_vanished(vanished)?;
+                        continue;
+                    }
+                },
+            };
+            return Ok(offset.map(|offset| TimestampOffset {
+                offset: offset.max(log_start),
+                timestamp: max_timestamp,
+            }));
+        }
     }
+}
+
+/// The offset of an inactive segment's largest timestamp (its time index's last entry).
+fn last_indexed_offset(view: &ReadView<'_>, base: i64) -> Option<i64> {
+    view.times()
+        .last()
+        .map(|entry| base + i64::from(entry.relative_offset))
+}
+
+/// A segment found for a read, with what planning the read needs besides its view.
+struct ReadTarget {
+    base: i64,
+    size: u64,
+    next_segment: Option<i64>,
+}
+
+impl ReadTarget {
+    fn plan(self, view: &ReadView<'_>, offset: i64, max_bytes: usize) -> ReadPlan {
+        let relative = (offset - self.base).clamp(0, i64::from(u32::MAX)) as u32;
+        let start_hint = u64::from(position_for_offset(view.offsets(), relative));
+        let end_hint = batch_start_at_or_before(view.offsets(), start_hint + max_bytes as u64);
+        ReadPlan {
+            file: view.file().clone(),
+            size: self.size,
+            start_hint,
+            end_hint: end_hint.map(u64::from),
+            next_segment: self.next_segment,
+        }
+    }
+}
+
+/// The file of a segment and the position from which to scan for `timestamp`.
+fn start_for_timestamp(view: &ReadView<'_>, timestamp: i64) -> (Arc<File>, u64) {
+    let start = offset_for_timestamp(view.times(), timestamp)
+        .map_or(0, |relative| position_for_offset(view.offsets(), relative));
+    (view.file().clone(), u64::from(start))
 }
 
 fn corrupt(tp: &TopicPartition, position: u64, reason: &str) -> LogError {
