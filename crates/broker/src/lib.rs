@@ -43,7 +43,7 @@ pub mod clock {
 pub use alloc_guard::GuardedAllocator;
 pub use broker::Broker;
 pub use config::BrokerConfig;
-pub use handlers::{advertised_apis, servable};
+pub use handlers::{advertised_apis, servable, serve_frame};
 pub use server::{BrokerHandle, start};
 
 // The binaries install the allocator guard (see `GuardedAllocator`); the library's own unit

@@ -208,6 +208,22 @@ pub fn dispatch(broker: &Arc<Broker>, request: &Request, peer: std::net::SocketA
     }
 }
 
+/// Serves one request frame (without its length prefix) as a connection does: header, version
+/// check, handler. `None` when the connection would be closed, or the request gets no
+/// response. For the handler fuzz target and its smoke test: one call per input, no socket.
+#[doc(hidden)]
+pub async fn serve_frame(
+    broker: &Arc<Broker>,
+    frame: bytes::Bytes,
+    peer: std::net::SocketAddr,
+) -> Option<Response> {
+    let request = sluice_protocol::header::parse_request(frame).ok()?;
+    match dispatch(broker, &request, peer) {
+        Dispatch::Respond(reply) => reply.await,
+        Dispatch::Close(_) => None,
+    }
+}
+
 /// `Some(StrBytes)` from a message, for `error_message` fields.
 pub(crate) fn message(text: impl Into<String>) -> Option<kafka_protocol::protocol::StrBytes> {
     Some(kafka_protocol::protocol::StrBytes::from_string(text.into()))
