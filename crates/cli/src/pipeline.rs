@@ -53,6 +53,12 @@ pub struct GatewayArgs {
     /// Metrics waiting for acknowledgement before requests get 503.
     #[arg(long, default_value_t = 500_000)]
     buffer_messages: usize,
+    /// Requests served at once (POST and GET); beyond it requests get 503.
+    #[arg(long, default_value_t = 1024)]
+    max_concurrent_requests: usize,
+    /// How long a client may take to send its request body before it gets 408.
+    #[arg(long, default_value_t = 30_000)]
+    body_timeout_ms: u64,
     /// Partition by series (name + labels) or by the X-Client-Id header.
     #[arg(long, value_enum, default_value = "series")]
     partition_by: PartitionByArg,
@@ -165,6 +171,8 @@ fn gateway_config(
     config.max_body_bytes = usize::try_from(args.max_body).context("--max-body is too large")?;
     config.max_metrics_per_request = args.max_metrics_per_request.max(1);
     config.buffer_messages = args.buffer_messages.max(1);
+    config.max_concurrent_requests = args.max_concurrent_requests.max(1);
+    config.body_timeout = Duration::from_millis(args.body_timeout_ms.max(1));
     config.partition_by = match args.partition_by {
         PartitionByArg::Series => PartitionBy::Series,
         PartitionByArg::Client => PartitionBy::Client,

@@ -264,6 +264,31 @@ fn produce_raw(bootstrap: &str, topic: &str, messages: &[&str]) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
+/// A poison message as large as the topic takes (key, header and value together ~1 MB): its
+/// dead letter, with the `dlq.*` headers added, must be cut to fit or it could never be
+/// written.
+const BIG_POISON_VALUE: usize = 800_000;
+
+fn produce_oversized_poison(bootstrap: &str, topic: &str) {
+    let producer: BaseProducer = kafka_config(bootstrap)
+        .set("acks", "all")
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    let key = vec![b'k'; 100_000];
+    let header = vec![b'h'; 100_000];
+    let value = vec![b'x'; BIG_POISON_VALUE];
+    producer
+        .send(BaseRecord::to(topic).key(&key).payload(&value).headers(
+            rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                key: "big",
+                value: Some(&header),
+            }),
+        ))
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
 /// Every message of the dead-letter topic: (payload, headers).
 fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<(String, BTreeMap<String, String>)> {
     let consumer: BaseConsumer = kafka_config(bootstrap)
@@ -331,10 +356,18 @@ fn assert_poison_dead_lettered(bootstrap: &str, pg: &Postgres) {
         Duration::from_secs(60),
         || {
             letters = read_dead_letters(bootstrap, "metrics.dlq");
-            letters.len() >= POISON.len()
+            letters.len() > POISON.len()
         },
     );
-    assert_eq!(letters.len(), POISON.len());
+    assert_eq!(letters.len(), POISON.len() + 1);
+    let (big, headers) = letters
+        .iter()
+        .find(|(payload, _)| payload.starts_with("xxxx"))
+        .expect("the oversized poison in the DLQ");
+    assert!(big.len() < BIG_POISON_VALUE, "value cut: {}", big.len());
+    assert_eq!(headers["dlq.truncated.from"], BIG_POISON_VALUE.to_string());
+    assert_eq!(headers["dlq.source.topic"], "metrics");
+    assert!(headers["dlq.source.offset"].parse::<i64>().is_ok());
     for poison in POISON {
         let (_, headers) = letters
             .iter()
@@ -506,6 +539,7 @@ fn broker_mode_end_to_end() {
     assert_eq!(reply.status, 400);
 
     produce_raw(&bootstrap, "metrics", &POISON);
+    produce_oversized_poison(&bootstrap, "metrics");
     assert_poison_dead_lettered(&bootstrap, &pg);
 
     // PostgreSQL down for a while: the gateway still accepts (the log holds the metrics),
@@ -641,6 +675,7 @@ fn embedded_mode_end_to_end() {
         .trim()
         .to_string();
     produce_raw(&bootstrap, "metrics", &POISON);
+    produce_oversized_poison(&bootstrap, "metrics");
     assert_poison_dead_lettered(&bootstrap, &pg);
 
     database_outage(&pg, &addr, &accepted);
@@ -648,4 +683,121 @@ fn embedded_mode_end_to_end() {
     pipeline.terminate();
     // The embedded broker shut down cleanly.
     assert!(data.join(".kafka_cleanshutdown").exists());
+}
+
+/// The gateway's bounds: a read-back query that PostgreSQL holds up answers 503 within the
+/// query timeout (and POSTs go on meanwhile); requests beyond `--max-concurrent-requests`
+/// get 503 at once; a body that does not arrive within `--body-timeout-ms` gets 408.
+#[test]
+fn gateway_bounds_slow_queries_slow_clients_and_concurrency() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let data = dir.path().join("pipeline");
+    let pipeline = Process::start(&[
+        "pipeline",
+        "--embedded",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--database-url",
+        &pg.url(),
+        "--listen",
+        &listen,
+        "--partitions",
+        "1",
+        "--max-concurrent-requests",
+        "2",
+        "--body-timeout-ms",
+        "1500",
+    ]);
+    let addr = pipeline.http_addr();
+    let reply = post_once(&addr, r#"{"name":"bounds_probe","value":1}"#);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    wait_until("the probe stored", Duration::from_secs(60), || {
+        pg.count("name = 'bounds_probe'") == 1
+    });
+
+    // A transaction holds the table: the query waits on its lock.
+    let mut holder = pg
+        .command("psql")
+        .args(["-h", "127.0.0.1", "-p"])
+        .arg(
+            pg.url()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap(),
+        )
+        .args(["-U", "postgres", "-d", "postgres", "-X", "-c"])
+        .arg("BEGIN; LOCK TABLE metrics IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the table locked", Duration::from_secs(30), || {
+        pg.query("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'metrics'::regclass")
+            == "1"
+    });
+    let started = Instant::now();
+    let query = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            Http::connect(&addr)
+                .unwrap()
+                .request("GET", "/api/v1/metrics?name=bounds_probe", "")
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let reply = post_once(&addr, r#"{"name":"bounds_probe","value":4}"#);
+    assert_eq!(reply.status, 202, "POSTs go on meanwhile: {}", reply.body);
+    let reply = query.join().unwrap();
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(reply.body.contains("longer than"), "{}", reply.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the query was cut off by its timeout, not by the lock holder ({:?})",
+        started.elapsed()
+    );
+    // The holder's backend is ended server-side (killing psql's wrapper may leave it).
+    pg.query(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()",
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    // Two clients that announce a body and never send it hold both request slots.
+    let slow: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&addr).unwrap();
+            write!(
+                stream,
+                "POST /api/v1/metrics HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            )
+            .unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = post_once(&addr, r#"{"name":"bounds_probe","value":2}"#);
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(reply.body.contains("too many requests"), "{}", reply.body);
+    for stream in slow {
+        let mut status_line = String::new();
+        BufReader::new(stream).read_line(&mut status_line).unwrap();
+        assert!(status_line.contains(" 408 "), "{status_line:?}");
+    }
+    let reply = post_once(&addr, r#"{"name":"bounds_probe","value":3}"#);
+    assert_eq!(reply.status, 202, "slots free again: {}", reply.body);
+    let reply = Http::connect(&addr)
+        .unwrap()
+        .request("GET", "/api/v1/metrics?name=bounds_probe", "")
+        .unwrap();
+    assert_eq!(reply.status, 200, "queries work again: {}", reply.body);
+    pipeline.terminate();
 }

@@ -24,7 +24,7 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde_json::json;
-use tokio::sync::{Mutex, Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::metric::{self, BodyError, TimePolicy};
 use crate::stats::{GatewayStats, SinkStats};
@@ -32,6 +32,12 @@ use crate::{kafka, rfc3339, store};
 
 /// Most rows `GET /api/v1/metrics` returns.
 pub const MAX_QUERY_LIMIT: i64 = 1000;
+/// Connections `GET /api/v1/metrics` holds to PostgreSQL at most: a burst of queries waits
+/// for one of them rather than opening a connection each.
+pub const QUERY_POOL_SIZE: usize = 4;
+/// How long a read-back query may take, the wait for a pooled connection included (also the
+/// connection's `statement_timeout`, so that PostgreSQL stops working on it too).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The header naming the sending client, for `--partition-by client`.
 pub const CLIENT_ID_HEADER: &str = "x-client-id";
 
@@ -64,6 +70,10 @@ pub struct GatewayConfig {
     pub partition_by: PartitionBy,
     /// librdkafka producer properties applied over the defaults.
     pub producer_properties: Vec<(String, String)>,
+    /// Requests (POST and GET) served at once; beyond it requests get 503 at once.
+    pub max_concurrent_requests: usize,
+    /// How long a client may take to send its request body (408 beyond).
+    pub body_timeout: Duration,
     /// Where the gateway reads time: receipt times and the accepted timestamp range.
     pub clock: Arc<dyn Clock>,
 }
@@ -83,6 +93,8 @@ impl GatewayConfig {
             buffer_messages: 500_000,
             partition_by: PartitionBy::Series,
             producer_properties: Vec::new(),
+            max_concurrent_requests: 1024,
+            body_timeout: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
         }
     }
@@ -125,7 +137,11 @@ struct Gateway {
     stats: Arc<GatewayStats>,
     /// Shown on `/metrics` too when the sink runs in this process.
     sink_stats: Option<Arc<SinkStats>>,
-    database: Mutex<Option<tokio_postgres::Client>>,
+    /// Idle read-back connections; `query_permits` bounds those in use.
+    idle_queries: std::sync::Mutex<Vec<tokio_postgres::Client>>,
+    query_permits: Semaphore,
+    /// Requests being served ([`GatewayConfig::max_concurrent_requests`]).
+    request_permits: Semaphore,
 }
 
 /// A running gateway.
@@ -163,12 +179,15 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
     let stats = Arc::new(GatewayStats::default());
+    let max_concurrent_requests = config.max_concurrent_requests.max(1);
     let gateway = Arc::new(Gateway {
         producer,
         config,
         stats: stats.clone(),
         sink_stats,
-        database: Mutex::new(None),
+        idle_queries: std::sync::Mutex::new(Vec::new()),
+        query_permits: Semaphore::new(QUERY_POOL_SIZE),
+        request_permits: Semaphore::new(max_concurrent_requests),
     });
     let app = Router::new()
         .route("/api/v1/metrics", get(query_metrics).post(post_metrics))
@@ -263,7 +282,10 @@ async fn post_metrics(
 ) -> Response {
     let started = Instant::now();
     let _in_flight = InFlight::enter(&gateway.stats);
-    let response = gateway.ingest(&headers, body).await;
+    let response = match gateway.request_permits.try_acquire() {
+        Ok(_permit) => gateway.ingest(&headers, body).await,
+        Err(_) => too_busy(),
+    };
     gateway.stats.latency.observe(started.elapsed());
     let counter = match response.status() {
         StatusCode::ACCEPTED => &gateway.stats.accepted_requests,
@@ -312,10 +334,25 @@ impl Gateway {
             return too_large();
         }
         // Fails when a chunked body passes the limit, or when the client goes away (then
-        // nobody reads the answer).
-        let Ok(body) = axum::body::to_bytes(body, limit).await else {
-            return too_large();
-        };
+        // nobody reads the answer). A client that sends slowly is cut off.
+        let body =
+            match tokio::time::timeout(self.config.body_timeout, axum::body::to_bytes(body, limit))
+                .await
+            {
+                Ok(Ok(body)) => body,
+                Ok(Err(_)) => return too_large(),
+                Err(_) => {
+                    return error_response(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "timeout",
+                        None,
+                        &format!(
+                            "the body did not arrive within {} s",
+                            self.config.body_timeout.as_secs_f64()
+                        ),
+                    );
+                }
+            };
         let now = self.config.clock.now_micros();
         let metrics = match metric::parse_body(
             &body,
@@ -417,6 +454,15 @@ impl Gateway {
     }
 }
 
+fn too_busy() -> Response {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        None,
+        "too many requests in progress; retry later",
+    )
+}
+
 fn unavailable(err: &KafkaError) -> Response {
     let message = match err.rdkafka_error_code() {
         Some(RDKafkaErrorCode::QueueFull) => "the producer buffer is full; retry later".to_string(),
@@ -438,6 +484,9 @@ async fn query_metrics(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     gateway.stats.queries.fetch_add(1, Ordering::Relaxed);
+    let Ok(_permit) = gateway.request_permits.try_acquire() else {
+        return too_busy();
+    };
     for key in params.keys() {
         if !matches!(key.as_str(), "name" | "since" | "limit") {
             return error_response(
@@ -494,22 +543,56 @@ impl Gateway {
         let Some(url) = &self.config.database_url else {
             return Err("no database configured (--database-url)".into());
         };
-        let mut database = self.database.lock().await;
-        if database
-            .as_ref()
-            .is_none_or(tokio_postgres::Client::is_closed)
-        {
-            *database = Some(
-                store::connect(url)
+        let query = async {
+            let _permit = self
+                .query_permits
+                .acquire()
+                .await
+                .map_err(|_| "the gateway is stopping".to_string())?;
+            let pooled = {
+                let mut idle = self.idle_queries.lock().unwrap_or_else(|e| e.into_inner());
+                idle.retain(|client| !client.is_closed());
+                idle.pop()
+            };
+            let client = match pooled {
+                Some(client) => client,
+                None => connect_for_queries(url)
                     .await
                     .map_err(|e| format!("cannot reach the database: {}", store::describe(&e)))?,
-            );
-        }
-        let client = database.as_ref().expect("connected above");
-        store::query(client, &self.config.table, name, since, limit)
+            };
+            let rows = store::query(&client, &self.config.table, name, since, limit)
+                .await
+                .map_err(|e| format!("query failed: {}", store::describe(&e)))?;
+            // Only a connection that just answered goes back; a failed one is dropped.
+            self.idle_queries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(client);
+            Ok(rows)
+        };
+        // Timing out drops the connection in use: its query is not waited for, and the
+        // server's statement_timeout ends it there.
+        tokio::time::timeout(QUERY_TIMEOUT, query)
             .await
-            .map_err(|e| format!("query failed: {}", store::describe(&e)))
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the query took longer than {} s",
+                    QUERY_TIMEOUT.as_secs()
+                ))
+            })
     }
+}
+
+/// A read-back connection: its statements end server-side after [`QUERY_TIMEOUT`].
+async fn connect_for_queries(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let client = store::connect(url).await?;
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}",
+            QUERY_TIMEOUT.as_millis()
+        ))
+        .await?;
+    Ok(client)
 }
 
 async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {

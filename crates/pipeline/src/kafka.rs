@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -57,6 +57,30 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// The topic's `max.message.bytes`, or `None` if the cluster does not say.
+pub async fn max_message_bytes(
+    bootstrap: &str,
+    overrides: &[(String, String)],
+    topic: &str,
+) -> Option<usize> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(bootstrap, "sluice-pipeline-admin", overrides)
+            .create()
+            .ok()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+        .await
+        .ok()?;
+    let resource = results.into_iter().next()?.ok()?;
+    resource
+        .get("max.message.bytes")?
+        .value
+        .as_deref()?
+        .parse()
+        .ok()
 }
 
 /// Refuses user properties that would break a guarantee the pipeline gives (`reserved`

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::DeserializeSeed;
 use serde_json::Value;
 
 use crate::rfc3339;
@@ -103,13 +104,22 @@ pub fn parse_body(
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         Some(b'[') => {
-            let raws: Vec<RawMetric> = serde_json::from_slice(body).map_err(BodyError::Json)?;
-            if raws.len() > max_count {
-                return Err(BodyError::TooMany {
-                    count: raws.len(),
-                    max: max_count,
-                });
-            }
+            // Counted while parsing: an array of a million small objects is refused at the
+            // element past the limit, not after all of them were allocated.
+            let mut deserializer = serde_json::Deserializer::from_slice(body);
+            let exceeded = std::cell::Cell::new(false);
+            let bounded = BoundedArray {
+                max: max_count,
+                exceeded: &exceeded,
+            };
+            let raws = match bounded.deserialize(&mut deserializer) {
+                Ok(raws) => raws,
+                Err(_) if exceeded.get() => {
+                    return Err(BodyError::TooMany { max: max_count });
+                }
+                Err(err) => return Err(BodyError::Json(err)),
+            };
+            deserializer.end().map_err(BodyError::Json)?;
             if raws.is_empty() {
                 return Err(BodyError::Invalid(Invalid::new(
                     "[]",
@@ -132,6 +142,48 @@ pub fn parse_body(
     }
 }
 
+/// Deserializes a JSON array of metrics, failing at the element after `max`.
+struct BoundedArray<'a> {
+    max: usize,
+    /// Set when the limit stopped the parse, to tell that error from malformed JSON
+    /// (serde's errors carry only text).
+    exceeded: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for BoundedArray<'_> {
+    type Value = Vec<RawMetric>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BoundedArray<'_> {
+    type Value = Vec<RawMetric>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "an array of at most {} metrics", self.max)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut raws = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max).min(1024));
+        while let Some(raw) = seq.next_element::<RawMetric>()? {
+            if raws.len() == self.max {
+                self.exceeded.set(true);
+                return Err(serde::de::Error::custom(format!(
+                    "more than {} metrics",
+                    self.max
+                )));
+            }
+            raws.push(raw);
+        }
+        Ok(raws)
+    }
+}
+
 /// Parses one metric as stored in the topic.
 pub fn parse_one(bytes: &[u8], time: TimePolicy) -> Result<Metric, BodyError> {
     let raw: RawMetric = serde_json::from_slice(bytes).map_err(BodyError::Json)?;
@@ -145,8 +197,8 @@ pub enum BodyError {
     Json(serde_json::Error),
     #[error("{0}")]
     Invalid(Invalid),
-    #[error("{count} metrics in one request; at most {max}")]
-    TooMany { count: usize, max: usize },
+    #[error("more than {max} metrics in one request")]
+    TooMany { max: usize },
 }
 
 fn validate(raw: RawMetric, time: TimePolicy) -> Result<Metric, Invalid> {
@@ -414,13 +466,7 @@ mod tests {
             Err(BodyError::Json(_))
         ));
         let body = format!("[{}]", vec![r#"{"name":"a","value":1}"#; 101].join(","));
-        assert!(matches!(
-            parse(&body),
-            Err(BodyError::TooMany {
-                count: 101,
-                max: 100
-            })
-        ));
+        assert!(matches!(parse(&body), Err(BodyError::TooMany { max: 100 })));
     }
 
     #[test]

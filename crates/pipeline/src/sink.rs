@@ -19,6 +19,7 @@ use anyhow::Context;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
@@ -52,6 +53,9 @@ pub struct SinkConfig {
     /// librdkafka properties applied over the consumer's and the dead-letter producer's
     /// defaults.
     pub client_properties: Vec<(String, String)>,
+    /// Largest dead letter, key and headers included; `None`: the dead-letter topic's
+    /// `max.message.bytes`, read at start.
+    pub dead_letter_max_bytes: Option<usize>,
     /// Where the sink reads time (dead letters' `dlq.failed.at`, the end-to-end delay).
     pub clock: Arc<dyn Clock>,
 }
@@ -72,16 +76,10 @@ impl SinkConfig {
             batch_linger: Duration::from_millis(50),
             stats_interval: Duration::from_secs(10),
             client_properties: Vec::new(),
+            dead_letter_max_bytes: None,
             clock: Arc::new(SystemClock),
         }
     }
-}
-
-/// A message that failed validation, on its way to the dead-letter topic.
-struct DeadLetter {
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    headers: OwnedHeaders,
 }
 
 /// What one poll loop gathered.
@@ -100,7 +98,7 @@ struct Batch {
 /// Runs until `shutdown` turns true, then finishes the batch in hand, commits it and leaves
 /// the group.
 pub async fn run(
-    config: SinkConfig,
+    mut config: SinkConfig,
     stats: Arc<SinkStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -115,6 +113,15 @@ pub async fn run(
         ],
     )
     .await?;
+    if config.dead_letter_max_bytes.is_none() {
+        let max = kafka::max_message_bytes(
+            &config.bootstrap,
+            &config.client_properties,
+            &config.dead_letter_topic,
+        )
+        .await;
+        config.dead_letter_max_bytes = Some(max.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES));
+    }
     let mut writers = Vec::with_capacity(config.database_connections);
     while writers.len() < config.database_connections {
         let Some(writer) = connect_with_retry(&config, &stats, &mut shutdown).await else {
@@ -318,73 +325,193 @@ fn add(batch: &mut Batch, message: &BorrowedMessage<'_>, config: &SinkConfig, st
                 &config.topic,
                 &error,
                 config.clock.as_ref(),
+                config
+                    .dead_letter_max_bytes
+                    .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
             ));
         }
     }
 }
 
-/// Largest value copied to the dead-letter topic: with the added headers it must stay under
-/// the default `max.message.bytes` (1 MiB), or the write could never succeed.
-const MAX_DEAD_LETTER_PAYLOAD: usize = 900 * 1024;
+/// Kafka's default `max.message.bytes`, assumed when the topic's cannot be read.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+/// librdkafka's default `message.max.bytes`: the producer refuses larger messages itself.
+const PRODUCER_MAX_MESSAGE_BYTES: usize = 1_000_000;
+/// Room kept for the record batch and record framing around a letter.
+const FRAMING_BYTES: usize = 512;
+/// Longest `dlq.error` text kept.
+const MAX_ERROR_BYTES: usize = 1024;
+
+/// A message that failed validation, on its way to the dead-letter topic: the original
+/// key, value and headers, cut to fit, plus `dlq.*` headers saying what was wrong, where it
+/// came from and what was cut.
+struct DeadLetter {
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    /// The original headers (dropped if they did not fit).
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    /// The `dlq.*` headers, always sent.
+    about: Vec<(&'static str, String)>,
+}
+
+impl DeadLetter {
+    /// What the letter weighs in a record batch, framing included (an upper bound).
+    fn size(&self) -> usize {
+        FRAMING_BYTES
+            + self.key.as_ref().map_or(0, Vec::len)
+            + self.payload.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| header_bytes(k, v.as_deref()))
+                .sum::<usize>()
+            + self
+                .about
+                .iter()
+                .map(|(k, v)| header_bytes(k, Some(v.as_bytes())))
+                .sum::<usize>()
+    }
+
+    fn record_headers(&self, minimal: bool) -> OwnedHeaders {
+        let mut headers = OwnedHeaders::new_with_capacity(self.headers.len() + self.about.len());
+        if !minimal {
+            for (key, value) in &self.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                });
+            }
+        }
+        for (key, value) in &self.about {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            });
+        }
+        headers
+    }
+}
+
+/// The bytes a header adds to a record, framing included.
+fn header_bytes(key: &str, value: Option<&[u8]>) -> usize {
+    key.len() + value.map_or(0, <[u8]>::len) + 10
+}
 
 /// The original key, value and headers, plus headers saying what was wrong and where the
-/// message came from.
+/// message came from; the whole cut to `max_bytes` (the dead-letter topic's
+/// `max.message.bytes`, and never above what the producer sends), or the write could never
+/// succeed and would stall the partition. What gives way, in order: the value (cut, with
+/// `dlq.truncated.from`), the original headers (dropped, with `dlq.headers.dropped`), the
+/// key (cut to a quarter of the room, with `dlq.key.truncated.from`).
 fn dead_letter(
     message: &BorrowedMessage<'_>,
     topic: &str,
     error: &str,
     clock: &dyn Clock,
+    max_bytes: usize,
 ) -> DeadLetter {
+    let mut error = error.to_string();
+    if error.len() > MAX_ERROR_BYTES {
+        let mut cut = MAX_ERROR_BYTES;
+        while !error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        error.truncate(cut);
+    }
+    let mut about: Vec<(&'static str, String)> = vec![
+        ("dlq.error", error),
+        ("dlq.source.topic", topic.to_string()),
+        ("dlq.source.partition", message.partition().to_string()),
+        ("dlq.source.offset", message.offset().to_string()),
+        (
+            "dlq.source.timestamp",
+            message.timestamp().to_millis().unwrap_or(-1).to_string(),
+        ),
+        ("dlq.failed.at", clock.now_ms().to_string()),
+    ];
     // rdkafka panics on a header name that is not UTF-8; such a message still goes to the
     // dead-letter topic, with a header saying its headers were dropped.
     let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut headers = OwnedHeaders::new();
+        let mut headers = Vec::new();
         if let Some(original) = message.headers() {
             for header in original.iter() {
-                headers = headers.insert(header);
+                headers.push((header.key.to_string(), header.value.map(<[u8]>::to_vec)));
             }
         }
         headers
     }));
-    let mut headers = match copied {
-        Ok(headers) => headers,
-        Err(_) => OwnedHeaders::new().insert(Header {
-            key: "dlq.headers.dropped",
-            value: Some("a header name is not UTF-8"),
-        }),
-    };
-    let mut payload = message.payload().map(<[u8]>::to_vec);
-    if let Some(bytes) = &mut payload
-        && bytes.len() > MAX_DEAD_LETTER_PAYLOAD
+    let headers = copied.unwrap_or_else(|_| {
+        about.push(("dlq.headers.dropped", "a header name is not UTF-8".into()));
+        Vec::new()
+    });
+    fit_letter(
+        message.key().map(<[u8]>::to_vec),
+        message.payload().map(<[u8]>::to_vec),
+        headers,
+        about,
+        max_bytes,
+    )
+}
+
+/// Cuts a dead letter to `max_bytes` (see [`dead_letter`]).
+fn fit_letter(
+    mut key: Option<Vec<u8>>,
+    mut payload: Option<Vec<u8>>,
+    mut headers: Vec<(String, Option<Vec<u8>>)>,
+    mut about: Vec<(&'static str, String)>,
+    max_bytes: usize,
+) -> DeadLetter {
+    // Room for the markers this function may add, whatever their values.
+    let markers = 3 * header_bytes("dlq.key.truncated.from", Some(b"18446744073709551615"));
+    let fixed: usize = about
+        .iter()
+        .map(|(k, v)| header_bytes(k, Some(v.as_bytes())))
+        .sum::<usize>()
+        + markers;
+    let room = max_bytes
+        .min(PRODUCER_MAX_MESSAGE_BYTES)
+        .saturating_sub(FRAMING_BYTES + fixed);
+    if let Some(bytes) = &mut key
+        && bytes.len() > room / 4
     {
-        headers = headers.insert(Header {
-            key: "dlq.truncated.from",
-            value: Some(bytes.len().to_string().as_str()),
-        });
-        bytes.truncate(MAX_DEAD_LETTER_PAYLOAD);
+        about.push(("dlq.key.truncated.from", bytes.len().to_string()));
+        bytes.truncate(room / 4);
     }
-    let partition = message.partition().to_string();
-    let offset = message.offset().to_string();
-    let timestamp = message.timestamp().to_millis().unwrap_or(-1).to_string();
-    let failed_at = clock.now_ms().to_string();
-    for (key, value) in [
-        ("dlq.error", error),
-        ("dlq.source.topic", topic),
-        ("dlq.source.partition", partition.as_str()),
-        ("dlq.source.offset", offset.as_str()),
-        ("dlq.source.timestamp", timestamp.as_str()),
-        ("dlq.failed.at", failed_at.as_str()),
-    ] {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value),
-        });
+    let room = room - key.as_ref().map_or(0, Vec::len);
+    let original: usize = headers
+        .iter()
+        .map(|(k, v)| header_bytes(k, v.as_deref()))
+        .sum();
+    if original > room / 2 {
+        about.push((
+            "dlq.headers.dropped",
+            format!("{} headers of {original} bytes did not fit", headers.len()),
+        ));
+        headers.clear();
     }
-    DeadLetter {
-        key: message.key().map(<[u8]>::to_vec),
+    let room = room
+        - headers
+            .iter()
+            .map(|(k, v)| header_bytes(k, v.as_deref()))
+            .sum::<usize>();
+    if let Some(bytes) = &mut payload
+        && bytes.len() > room
+    {
+        about.push(("dlq.truncated.from", bytes.len().to_string()));
+        bytes.truncate(room);
+    }
+    let letter = DeadLetter {
+        key,
         payload,
         headers,
-    }
+        about,
+    };
+    assert!(
+        letter.size() <= max_bytes.min(PRODUCER_MAX_MESSAGE_BYTES)
+            || letter.size() <= fixed + FRAMING_BYTES,
+        "a dead letter fits its topic unless its own headers do not"
+    );
+    letter
 }
 
 fn record_batch(stats: &SinkStats, batch: &Batch, clock: &dyn Clock) {
@@ -409,7 +536,14 @@ async fn write_batch(
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let mut backoff = Backoff::new();
-    while let Err(err) = send_dead_letters(producer, &config.dead_letter_topic, batch).await {
+    // After a size refusal (the topic's limit went down since the letters were cut) the
+    // letters go without their original key, value and headers: the `dlq.*` headers still
+    // say where each message is in the source topic.
+    let mut minimal = false;
+    while let Err(err) =
+        send_dead_letters(producer, &config.dead_letter_topic, batch, minimal).await
+    {
+        minimal |= is_size_refusal(&err);
         stats.dead_letter_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %err, topic = %config.dead_letter_topic, "dead-letter write failed; retrying");
         if !backoff.wait(shutdown).await {
@@ -485,20 +619,30 @@ async fn reconnect(
     Ok(())
 }
 
+fn is_size_refusal(err: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord)
+    )
+}
+
 async fn send_dead_letters(
     producer: &FutureProducer,
     topic: &str,
     batch: &Batch,
+    minimal: bool,
 ) -> Result<(), rdkafka::error::KafkaError> {
     let mut deliveries = Vec::with_capacity(batch.dead_letters.len());
     for letter in &batch.dead_letters {
         let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).headers(letter.headers.clone());
-        if let Some(key) = &letter.key {
-            record = record.key(key);
-        }
-        if let Some(payload) = &letter.payload {
-            record = record.payload(payload);
+            FutureRecord::to(topic).headers(letter.record_headers(minimal));
+        if !minimal {
+            if let Some(key) = &letter.key {
+                record = record.key(key);
+            }
+            if let Some(payload) = &letter.payload {
+                record = record.payload(payload);
+            }
         }
         deliveries.push(producer.send_result(record).map_err(|(err, _)| err)?);
     }
@@ -685,4 +829,78 @@ pub async fn serve_metrics(
         }
     });
     Ok(local_addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn about() -> Vec<(&'static str, String)> {
+        vec![
+            ("dlq.error", "x".repeat(MAX_ERROR_BYTES)),
+            ("dlq.source.topic", "metrics".into()),
+            ("dlq.source.offset", "123456789".into()),
+        ]
+    }
+
+    fn header(key: &str, len: usize) -> (String, Option<Vec<u8>>) {
+        (key.to_string(), Some(vec![b'h'; len]))
+    }
+
+    fn marker<'a>(letter: &'a DeadLetter, key: &str) -> Option<&'a str> {
+        letter
+            .about
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_letter_that_fits_is_kept_whole() {
+        let letter = fit_letter(
+            Some(b"key".to_vec()),
+            Some(vec![b'p'; 10_000]),
+            vec![header("origin", 10)],
+            about(),
+            1_048_588,
+        );
+        assert_eq!(letter.payload.as_ref().unwrap().len(), 10_000);
+        assert_eq!(letter.headers.len(), 1);
+        assert_eq!(letter.about.len(), 3, "no cut marker");
+    }
+
+    #[test]
+    fn key_headers_and_value_give_way_until_the_letter_fits() {
+        for max in [1_048_588, 1_000_000, 100_000, 8_192] {
+            // What a source topic at 1 MiB can hold: a big key, big headers, a big value.
+            let letter = fit_letter(
+                Some(vec![b'k'; 200_000]),
+                Some(vec![b'p'; 600_000]),
+                vec![header("a", 100_000), header("b", 100_000)],
+                about(),
+                max,
+            );
+            assert!(letter.size() <= max, "{max}: {}", letter.size());
+            assert_eq!(marker(&letter, "dlq.truncated.from"), Some("600000"));
+            assert_eq!(marker(&letter, "dlq.source.offset"), Some("123456789"));
+            if max < 1_000_000 {
+                assert_eq!(marker(&letter, "dlq.key.truncated.from"), Some("200000"));
+                assert!(marker(&letter, "dlq.headers.dropped").is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn a_limit_below_the_letters_own_headers_leaves_only_those() {
+        let letter = fit_letter(
+            Some(vec![b'k'; 100]),
+            Some(vec![b'p'; 100]),
+            vec![header("a", 100)],
+            about(),
+            1_000,
+        );
+        assert!(letter.key.as_ref().is_none_or(Vec::is_empty));
+        assert!(letter.payload.as_ref().is_none_or(Vec::is_empty));
+        assert!(letter.headers.is_empty());
+    }
 }
