@@ -759,3 +759,91 @@ async fn group_ids_and_counts_are_bounded_and_empty_groups_expire() {
     .await;
     broker.shutdown().await.unwrap();
 }
+
+/// What a commit in flight while its topic is deleted can leave behind if the broker then
+/// crashes: an offset record for a partition the metadata no longer names, after the
+/// deletion's tombstones. The restart drops it (durably); the other offsets stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_left_for_a_deleted_topic_is_dropped_at_restart() {
+    use sluice_broker::groups::records::{OffsetValue, RecordKey, partition_for};
+    use sluice_broker::partition::Origin;
+    use sluice_record::{BatchBuilder, Compression, OwnedRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start_broker(dir.path(), FAST_GROUPS).await;
+    let addr = handle.local_addr;
+    on_thread(move || {
+        let mut c = RawClient::connect(addr);
+        create_topic(&mut c, "kept", 1);
+        find_coordinator(&mut c, "g");
+        assert_eq!(commit(&mut c, -1, "", "kept", 0, 5), 0);
+    })
+    .await;
+    let key = RecordKey::Offset {
+        group: "g".into(),
+        topic: "gone".into(),
+        partition: 0,
+    };
+    let value = OffsetValue {
+        offset: 7,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp: SystemClock.now_ms(),
+    };
+    let mut batch = BatchBuilder::new(Compression::None);
+    batch.push(OwnedRecord::new(
+        Some(key.encode()),
+        Some(value.encode()),
+        SystemClock.now_ms(),
+    ));
+    let mut bytes = batch.build().unwrap();
+    let offsets = handle
+        .broker
+        .partition("__consumer_offsets", partition_for("g", 5))
+        .unwrap();
+    let appended = offsets
+        .append(&mut bytes, Origin::Coordinator, true)
+        .unwrap();
+    appended.durable().await.unwrap();
+    drop(offsets);
+    handle.shutdown().await.unwrap();
+
+    for round in 0..2 {
+        let handle = start_broker(dir.path(), FAST_GROUPS).await;
+        let addr = handle.local_addr;
+        let found = on_thread(move || {
+            let mut c = RawClient::connect(addr);
+            find_coordinator(&mut c, "g");
+            drop(c);
+            all_offsets_at(addr)
+        })
+        .await;
+        assert_eq!(found, vec![("kept".to_string(), 5)], "restart {round}");
+        handle.shutdown().await.unwrap();
+    }
+}
+
+/// Every committed offset of group `g`, by topic (first partition).
+fn all_offsets_at(addr: SocketAddr) -> Vec<(String, i64)> {
+    let mut c = RawClient::connect(addr);
+    let request = OffsetFetchRequest::default().with_groups(vec![
+        OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(s("g")))
+            .with_topics(None),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 8, &request);
+        let group = &response.groups[0];
+        // The coordinator answers COORDINATOR_LOAD_IN_PROGRESS while it replays.
+        if group.error_code == 0 {
+            return group
+                .topics
+                .iter()
+                .map(|t| (t.name.0.to_string(), t.partitions[0].committed_offset))
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "error {}", group.error_code);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

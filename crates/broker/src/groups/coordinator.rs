@@ -302,7 +302,27 @@ impl GroupCoordinator {
         match outcome {
             Ok(info) => {
                 let mut g = lock(&group);
+                // A topic deleted while the commit was in flight: its offsets were forgotten
+                // (tombstoned) without this one, whose record may follow the tombstones. The
+                // partitions go before the groups forget, and both sides hold the group lock,
+                // so either the forgetting sees this offset or this sees the partition gone.
+                let gone: Vec<(String, i32)> = accepted
+                    .iter()
+                    .filter(|o| self.partitions.get(&o.topic, o.partition).is_none())
+                    .map(|o| (o.topic.clone(), o.partition))
+                    .collect();
+                if !gone.is_empty() {
+                    let records = OffsetsStorage::tombstones(group_id, &gone, false);
+                    if let Err(err) = self.storage.append(group_id, records) {
+                        tracing::warn!(group = group_id, error = %err.message, "could not remove an offset of a deleted topic");
+                    }
+                }
                 for (i, o) in accepted.into_iter().enumerate() {
+                    if gone.iter().any(|(t, p)| *t == o.topic && *p == o.partition) {
+                        let error = Some(ResponseError::UnknownTopicOrPartition);
+                        results.push((o.topic, o.partition, error));
+                        continue;
+                    }
                     let record_offset = info.first_offset + i as i64;
                     let key = (o.topic.clone(), o.partition);
                     let newer = g

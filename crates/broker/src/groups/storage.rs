@@ -237,8 +237,40 @@ impl OffsetsStorage {
                 }
             }
         }
+        self.drop_offsets_of_missing_partitions(registry);
         tracing::info!(groups = registry.len(), records, "group coordinator loaded");
         Ok(())
+    }
+
+    /// Offsets of partitions that no longer exist are dropped, durably: a commit in flight
+    /// while its topic was deleted can leave one after the deletion's tombstones, and its
+    /// own tombstone may not have reached the disk before a crash.
+    fn drop_offsets_of_missing_partitions(&self, registry: &GroupRegistry) {
+        let image = self.metadata.image();
+        let exists = |topic: &str, partition: i32| {
+            image
+                .topic(topic)
+                .is_some_and(|t| (0..t.partitions).contains(&partition))
+        };
+        for group in registry.all() {
+            let mut g = lock(&group);
+            let gone: Vec<(String, i32)> = g
+                .offsets
+                .keys()
+                .filter(|(topic, partition)| !exists(topic, *partition))
+                .cloned()
+                .collect();
+            if gone.is_empty() {
+                continue;
+            }
+            for key in &gone {
+                g.offsets.remove(key);
+            }
+            tracing::info!(group = %g.id, offsets = gone.len(), "dropped offsets of partitions that no longer exist");
+            if let Err(err) = self.append(&g.id, Self::tombstones(&g.id, &gone, false)) {
+                tracing::warn!(group = %g.id, error = %err.message, "could not record dropped offsets");
+            }
+        }
     }
 }
 
