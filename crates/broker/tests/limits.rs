@@ -302,6 +302,23 @@ async fn partitions_beyond_the_brokers_cap_are_refused_before_anything_is_writte
             .collect();
         assert_eq!(names, ["fits"], "only the topic within the cap exists");
         assert_eq!(metadata.topics[0].partitions.len(), 15);
+        // Any client can create topics through Metadata (auto.create.topics.enable, one
+        // partition each): they count against the same cap.
+        let auto_create = |c: &mut RawClient, topic: &str| -> i16 {
+            let request = MetadataRequest::default()
+                .with_allow_auto_topic_creation(true)
+                .with_topics(Some(vec![
+                    metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(topic.into())))),
+                ]));
+            let response: MetadataResponse = c.call(ApiKey::Metadata, 12, &request);
+            response.topics[0].error_code
+        };
+        for i in 0..5 {
+            assert_eq!(auto_create(&mut c, &format!("auto-{i}")), 0);
+        }
+        assert_eq!(auto_create(&mut c, "auto-5"), 44, "20 partitions exist");
+        assert!(!data.join("auto-5-0").exists());
     })
     .await
     .unwrap();
