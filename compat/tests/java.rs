@@ -9,6 +9,10 @@ use std::time::Duration;
 use sluice_compat::{compile_java_check as compile, java_check as java, start_broker};
 
 async fn run_scenario(scenario: &'static str) {
+    run_scenario_on(scenario, |_| {}).await;
+}
+
+async fn run_scenario_on(scenario: &'static str, check: impl FnOnce(&sluice_broker::Broker)) {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path(), &[]).await;
     let bootstrap = broker.local_addr.to_string();
@@ -28,12 +32,20 @@ async fn run_scenario(scenario: &'static str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    check(&broker.broker);
     broker.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_round_trips_every_codec() {
-    run_scenario("roundtrip").await;
+    // The Java client negotiates Fetch v17: topics by ID, and fetch sessions.
+    run_scenario_on("roundtrip", |broker| {
+        assert!(
+            broker.fetch_sessions().opened() > 0,
+            "the Java consumer opened a fetch session"
+        );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

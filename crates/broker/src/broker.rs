@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, NewTopic, TopicDefaults};
 use crate::errors::ApiError;
+use crate::fetch_sessions::FetchSessionCache;
 use crate::groups::GroupCoordinator;
 use crate::internal_topics::OFFSETS_TOPIC;
 use crate::metadata::{
@@ -52,6 +53,7 @@ pub struct Broker {
     controller: Controller,
     partitions: Arc<PartitionManager>,
     groups: GroupCoordinator,
+    fetch_sessions: FetchSessionCache,
     /// The broker's own counters (requests, per-topic traffic, connections).
     metrics: Arc<BrokerMetrics>,
 }
@@ -139,6 +141,8 @@ impl Broker {
             metadata.clone(),
         );
         groups.load()?;
+        let fetch_sessions =
+            FetchSessionCache::new(config.fetch_session_slots, config.clock.clone());
         let broker = Arc::new(Broker {
             config,
             cluster_id,
@@ -146,6 +150,7 @@ impl Broker {
             controller,
             partitions,
             groups,
+            fetch_sessions,
             metrics,
         });
         let publisher = Arc::downgrade(&broker);
@@ -193,6 +198,10 @@ impl Broker {
 
     pub fn metrics(&self) -> &BrokerMetrics {
         &self.metrics
+    }
+
+    pub fn fetch_sessions(&self) -> &FetchSessionCache {
+        &self.fetch_sessions
     }
 
     /// Applies a committed metadata change to this broker's partitions and groups (KRaft's

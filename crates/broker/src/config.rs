@@ -53,6 +53,7 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("connections.max.idle.ms", "600000"),
     ("queued.max.requests", "500"),
     ("fetch.max.bytes", "57671680"),
+    ("max.incremental.fetch.session.cache.slots", "1000"),
     ("fetch.zero.copy.enable", "true"),
     ("log.retention.ms", "604800000"),
     ("log.retention.bytes", "-1"),
@@ -145,6 +146,9 @@ pub struct BrokerConfig {
     /// `fetch.max.bytes`: the most record bytes one Fetch response carries (a request asking
     /// for more gets this).
     pub fetch_max_bytes: usize,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227) kept at once;
+    /// 0 turns sessions off (every fetch is then a full one).
+    pub fetch_session_slots: usize,
     pub zero_copy_fetch: bool,
     /// Defaults for every topic (the `log.*` properties and `message.max.bytes`).
     pub log_defaults: LogConfig,
@@ -429,6 +433,7 @@ impl BrokerConfig {
             connections_max_idle: p.millis("connections.max.idle.ms")?,
             queued_max_requests,
             fetch_max_bytes,
+            fetch_session_slots: p.parse("max.incremental.fetch.session.cache.slots")?,
             zero_copy_fetch: p.parse("fetch.zero.copy.enable")?,
             log_defaults,
             flush_policy,

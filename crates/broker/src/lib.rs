@@ -25,6 +25,7 @@ pub mod broker;
 pub mod config;
 pub mod controller;
 pub mod errors;
+pub mod fetch_sessions;
 pub mod groups;
 mod handlers;
 pub mod internal_topics;

@@ -130,21 +130,35 @@ async fn every_api_at_every_advertised_version() {
             produced += 1;
         }
 
+        let metadata: MetadataResponse = c.call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("versions"))),
+            ])),
+        );
+        let topic_id = metadata.topics[0].topic_id;
+        assert!(!topic_id.is_nil());
         for v in versions(ApiKey::Fetch) {
+            // From v13 the topic is named by its ID.
+            let topic = if v >= 13 {
+                FetchTopic::default().with_topic_id(topic_id)
+            } else {
+                FetchTopic::default().with_topic(name("versions"))
+            };
             let request = FetchRequest::default()
                 .with_max_wait_ms(0)
                 .with_max_bytes(1 << 20)
-                .with_topics(vec![
-                    FetchTopic::default()
-                        .with_topic(name("versions"))
-                        .with_partitions(vec![
+                .with_topics(vec![topic.with_partitions(vec![
                             FetchPartition::default()
                                 .with_partition(0)
                                 .with_fetch_offset(1)
                                 .with_partition_max_bytes(1 << 20),
-                        ]),
-                ]);
+                        ])]);
             let response: FetchResponse = c.call(ApiKey::Fetch, v, &request);
+            if v >= 13 {
+                assert_eq!(response.responses[0].topic_id, topic_id, "v{v}");
+            }
             let p = &response.responses[0].partitions[0];
             assert_eq!((p.error_code, p.high_watermark), (0, produced), "v{v}");
             let records = p.records.clone().expect("records");

@@ -80,3 +80,69 @@ async fn partitions_unknown_to_the_metadata_are_set_aside_not_deleted() {
     let broker = open(dir.path());
     assert_eq!(broker.partitions().stray_dirs(), stray);
 }
+
+/// A partition directory whose `partition.metadata` names another topic ID than the
+/// metadata's topic of that name (an earlier topic of the same name, deleted while this
+/// broker was down or before its directory went) is set aside, not served as the new topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_of_an_earlier_topic_of_the_same_name_is_not_served() {
+    use sluice_broker::partition::partition_metadata;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    let spec = NewTopic {
+        name: "reused".into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: BTreeMap::new(),
+    };
+    let topic = broker.create_topic(spec, false).await.unwrap();
+    let partition_dir = dir.path().join("reused-0");
+    assert_eq!(
+        partition_metadata::read(&partition_dir),
+        Some(topic.id),
+        "the directory names its topic ID"
+    );
+    let mut builder = BatchBuilder::new(Compression::None);
+    builder.push(OwnedRecord::new(
+        None,
+        Some(b"old topic's data".to_vec()),
+        1,
+    ));
+    let mut batch = builder.build().unwrap();
+    broker
+        .partition("reused", 0)
+        .unwrap()
+        .append(&mut batch, Origin::Client, true)
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    broker.shutdown().unwrap();
+    drop(broker);
+
+    // The directory now claims an earlier topic's ID.
+    let earlier = uuid::Uuid::new_v4();
+    partition_metadata::write(&partition_dir, earlier).unwrap();
+    let broker = open(dir.path());
+    let served = broker.partition("reused", 0).unwrap();
+    assert_eq!(
+        served.offsets().log_end_offset,
+        0,
+        "served empty, as the new topic"
+    );
+    assert_eq!(partition_metadata::read(&partition_dir), Some(topic.id));
+    let stray = broker.partitions().stray_dirs();
+    assert_eq!(stray.len(), 1, "{stray:?}");
+    assert_eq!(
+        partition_metadata::read(&stray[0]),
+        Some(earlier),
+        "kept aside"
+    );
+    assert!(
+        std::fs::read(stray[0].join("00000000000000000000.log"))
+            .unwrap()
+            .windows(16)
+            .any(|w| w == b"old topic's data")
+    );
+}

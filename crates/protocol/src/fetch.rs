@@ -1,10 +1,12 @@
-//! Fetch responses (v4-v12) encoded by hand, so that each partition's record data is a
+//! Fetch responses (v4-v17) encoded by hand, so that each partition's record data is a
 //! [`Chunk::File`] that goes from the page cache to the socket without being copied.
 //!
-//! Layout (v12 is the first flexible version: compact arrays and strings, tagged fields):
+//! Layout (v12 is the first flexible version: compact arrays and strings, tagged fields;
+//! v13 names topics by ID; v14-v17 change only the request and tagged fields, none of
+//! which this encoder writes):
 //! ```text
 //! throttle_time_ms i32, error_code i16 (v7+), session_id i32 (v7+),
-//! responses [ topic string,
+//! responses [ topic string (v4-v12) | topic_id uuid (v13+),
 //!   partitions [ partition_index i32, error_code i16, high_watermark i64,
 //!     last_stable_offset i64, log_start_offset i64 (v5+),
 //!     aborted_transactions nullable [producer_id i64, first_offset i64],
@@ -54,7 +56,10 @@ pub struct FetchedPartition {
 
 #[derive(Debug, Clone)]
 pub struct FetchedTopic {
+    /// Written up to v12.
     pub name: String,
+    /// Written from v13.
+    pub topic_id: uuid::Uuid,
     pub partitions: Vec<FetchedPartition>,
 }
 
@@ -68,7 +73,7 @@ pub struct FetchResponseData {
 
 /// Lowest and highest Fetch versions this encoder writes.
 pub const MIN_VERSION: i16 = 4;
-pub const MAX_VERSION: i16 = 12;
+pub const MAX_VERSION: i16 = 17;
 
 struct Writer {
     flexible: bool,
@@ -171,7 +176,11 @@ pub fn encode_fetch_response(
     }
     w.array_len(data.topics.len());
     for topic in &data.topics {
-        w.string(&topic.name);
+        if version >= 13 {
+            w.buf.put_slice(topic.topic_id.as_bytes());
+        } else {
+            w.string(&topic.name);
+        }
         w.array_len(topic.partitions.len());
         for p in &topic.partitions {
             w.buf.put_i32(p.partition);
@@ -226,6 +235,7 @@ mod tests {
             session_id: 0,
             topics: vec![FetchedTopic {
                 name: "orders".into(),
+                topic_id: uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1122_3344_5566_7788),
                 partitions: vec![
                     FetchedPartition {
                         partition: 3,
@@ -268,7 +278,14 @@ mod tests {
             assert!(body.is_empty(), "v{version}: trailing bytes");
             assert_eq!(decoded.throttle_time_ms, 5);
             let topic = &decoded.responses[0];
-            assert_eq!(&*topic.topic.0, "orders", "v{version}");
+            if version >= 13 {
+                assert_eq!(
+                    topic.topic_id,
+                    uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1122_3344_5566_7788)
+                );
+            } else {
+                assert_eq!(&*topic.topic.0, "orders", "v{version}");
+            }
             let p = &topic.partitions[0];
             assert_eq!(
                 (p.partition_index, p.high_watermark, p.last_stable_offset),

@@ -33,6 +33,25 @@ pub fn render_metrics(broker: &Broker) -> String {
         "Partition directories the metadata does not name, set aside at startup and kept.",
         broker.partitions().stray_dirs().len(),
     );
+    let sessions = broker.fetch_sessions();
+    out.single(
+        "sluice_fetch_sessions",
+        Kind::Gauge,
+        "Fetch sessions (KIP-227) in the cache.",
+        sessions.len(),
+    );
+    out.single(
+        "sluice_fetch_sessions_opened_total",
+        Kind::Counter,
+        "Fetch sessions opened.",
+        sessions.opened(),
+    );
+    out.single(
+        "sluice_fetch_sessions_evicted_total",
+        Kind::Counter,
+        "Fetch sessions evicted to make room for new ones (max.incremental.fetch.session.cache.slots).",
+        sessions.evicted(),
+    );
     group_commit(broker, &mut out);
     cleaner(&broker.partitions().cleaner_reports(), &mut out);
     group_lag(broker, &mut out);

@@ -3,8 +3,11 @@
 //! When less than `min_bytes` is available the request waits, woken by appends to any of
 //! its partitions (never by polling), until `max_wait_ms`.
 //!
-//! Fetch sessions (KIP-227) are not kept: every request is served as a full fetch and the
-//! response carries session id 0, which tells clients to keep sending full requests.
+//! From v13 topics are named by ID (KIP-516): an ID the metadata does not know is
+//! UNKNOWN_TOPIC_ID. From v7 a client may open a fetch session (KIP-227,
+//! [`crate::fetch_sessions`]): epoch 0 opens one with a full fetch, later requests carry
+//! only what changed and get only partitions with something new; epoch -1 (or no session)
+//! is a full fetch without one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +21,15 @@ use sluice_protocol::fetch::{
 };
 use sluice_protocol::response::{FileChunk, Response};
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use super::{Handler, Reply, RequestContext, later};
 use crate::broker::Broker;
 use crate::errors::log_error_code;
+use crate::fetch_sessions::{
+    Changes, FINAL_EPOCH, INITIAL_EPOCH, NOT_SENT, SessionError, SessionPartition,
+};
+use crate::metadata::MetadataImage;
 use crate::partition::Partition;
 
 pub(super) struct Fetch;
@@ -37,40 +45,102 @@ impl Handler for Fetch {
 }
 
 const READ_COMMITTED: i8 = 1;
+/// Fetch sessions came with v7.
+const SESSIONS_VERSION: i16 = 7;
+/// Topics are named by ID from v13.
+const TOPIC_ID_VERSION: i16 = 13;
 
 struct Wanted {
     topic: String,
+    topic_id: Uuid,
     partition: i32,
     target: Option<Arc<Partition>>,
+    /// Why the partition cannot be read, when the request named it wrongly.
+    refused: Option<ResponseError>,
     offset: i64,
     max_bytes: usize,
+    /// In an incremental session: what the last response said about the partition; it is
+    /// left out of this response unless something changed.
+    sent: Option<(i64, i64, i64)>,
+}
+
+/// What the request does with fetch sessions.
+enum Mode {
+    /// A full fetch, no session.
+    Sessionless,
+    /// A full fetch that opens a session.
+    Open,
+    /// An incremental fetch in this session.
+    Incremental(i32),
 }
 
 async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) -> Option<Response> {
-    if request.session_id != 0 {
-        let data = FetchResponseData {
-            error_code: ResponseError::FetchSessionIdNotFound.code(),
-            ..FetchResponseData::default()
-        };
-        return Some(encode_fetch_response(
-            ctx.version,
-            ctx.correlation_id,
-            &data,
-        ));
-    }
-    let wanted: Vec<Wanted> = request
-        .topics
-        .iter()
-        .flat_map(|topic| {
-            let name = topic.topic.0.to_string();
-            let broker = &broker;
-            topic.partitions.iter().map(move |p| Wanted {
-                topic: name.clone(),
+    let by_id = ctx.version >= TOPIC_ID_VERSION;
+    let image = broker.image();
+    let requested = requested_partitions(&image, &request, by_id);
+    let (session_id, epoch) = (request.session_id, request.session_epoch);
+    let cache = broker.fetch_sessions();
+    let mode = if ctx.version < SESSIONS_VERSION {
+        Mode::Sessionless
+    } else {
+        match epoch {
+            FINAL_EPOCH | INITIAL_EPOCH => {
+                // Any session named by a full fetch ends.
+                if session_id != 0 {
+                    cache.close(session_id);
+                }
+                if epoch == FINAL_EPOCH {
+                    Mode::Sessionless
+                } else {
+                    Mode::Open
+                }
+            }
+            _ => Mode::Incremental(session_id),
+        }
+    };
+    let session_partitions = match mode {
+        Mode::Incremental(id) => {
+            let changes = Changes {
+                upserts: requested,
+                forgotten: forgotten_partitions(&request, by_id),
+                by_id,
+            };
+            match cache.update(id, epoch, changes) {
+                Ok(partitions) => partitions,
+                Err(error) => {
+                    let code = match error {
+                        SessionError::NotFound => ResponseError::FetchSessionIdNotFound,
+                        SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
+                    };
+                    let data = FetchResponseData {
+                        error_code: code.code(),
+                        ..FetchResponseData::default()
+                    };
+                    return Some(encode_fetch_response(
+                        ctx.version,
+                        ctx.correlation_id,
+                        &data,
+                    ));
+                }
+            }
+        }
+        Mode::Sessionless | Mode::Open => requested,
+    };
+    let incremental = matches!(mode, Mode::Incremental(_));
+    let wanted: Vec<Wanted> = session_partitions
+        .into_iter()
+        .map(|p| {
+            let refused = (by_id && p.topic.is_empty()).then_some(ResponseError::UnknownTopicId);
+            Wanted {
+                target: broker.partition(&p.topic, p.partition),
+                topic: p.topic,
+                topic_id: p.topic_id,
                 partition: p.partition,
-                target: broker.partition(&name, p.partition),
+                refused,
                 offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(0) as usize,
-            })
+                max_bytes: p.max_bytes.max(0) as usize,
+                sent: incremental.then_some(p.sent),
+            }
         })
         .collect();
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
@@ -93,10 +163,11 @@ async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) ->
         for listener in &mut listeners {
             listener.as_mut().enable();
         }
-        let (data, bytes, failed) = read_all(&wanted, max_bytes, read_committed);
+        let (mut data, bytes, failed) = read_all(&wanted, max_bytes, read_committed);
         let now = Instant::now();
         if bytes >= min_bytes || failed || now >= deadline || listeners.is_empty() {
             count_fetched(&wanted, &data);
+            remember(&broker, &mode, by_id, &wanted, &mut data);
             return Some(encode_fetch_response(
                 ctx.version,
                 ctx.correlation_id,
@@ -106,6 +177,127 @@ async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) ->
         tokio::select! {
             _ = select_all(listeners) => {}
             _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// The partitions a request lists, resolved against the metadata: by name up to v12, by
+/// topic ID from v13 (an unknown ID leaves the name empty).
+fn requested_partitions(
+    image: &MetadataImage,
+    request: &FetchRequest,
+    by_id: bool,
+) -> Vec<SessionPartition> {
+    let mut requested = Vec::new();
+    for topic in &request.topics {
+        let (name, topic_id) = if by_id {
+            let name = image
+                .topic_names_by_id
+                .get(&topic.topic_id)
+                .cloned()
+                .unwrap_or_default();
+            (name, topic.topic_id)
+        } else {
+            let name = topic.topic.0.to_string();
+            let id = image.topic(&name).map_or(Uuid::nil(), |t| t.id);
+            (name, id)
+        };
+        for p in &topic.partitions {
+            requested.push(SessionPartition {
+                topic: name.clone(),
+                topic_id,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+                sent: NOT_SENT,
+            });
+        }
+    }
+    requested
+}
+
+/// The partitions an incremental request drops from its session.
+fn forgotten_partitions(request: &FetchRequest, by_id: bool) -> Vec<(String, Uuid, i32)> {
+    request
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|topic| {
+            let name = if by_id {
+                String::new()
+            } else {
+                topic.topic.0.to_string()
+            };
+            topic
+                .partitions
+                .iter()
+                .map(move |p| (name.clone(), topic.topic_id, *p))
+        })
+        .collect()
+}
+
+/// Updates the fetch session with what the response tells the client, and for an
+/// incremental fetch leaves out the partitions where nothing changed. A full fetch that
+/// asked for a session opens one here (its id goes in the response; 0 if the cache had no
+/// room, and the client goes on with full fetches).
+fn remember(
+    broker: &Broker,
+    mode: &Mode,
+    by_id: bool,
+    wanted: &[Wanted],
+    data: &mut FetchResponseData,
+) {
+    let cache = broker.fetch_sessions();
+    let state = |p: &FetchedPartition| (p.high_watermark, p.last_stable_offset, p.log_start_offset);
+    match mode {
+        Mode::Sessionless => {}
+        Mode::Open => {
+            let fetched = data.topics.iter().flat_map(|t| t.partitions.iter());
+            let mut quiet = Vec::new();
+            let mut busy = Vec::new();
+            for (w, p) in wanted.iter().zip(fetched) {
+                let partition = SessionPartition {
+                    topic: w.topic.clone(),
+                    topic_id: w.topic_id,
+                    partition: w.partition,
+                    fetch_offset: w.offset,
+                    max_bytes: w.max_bytes.min(i32::MAX as usize) as i32,
+                    sent: state(p),
+                };
+                // Partitions that returned records go last next time (rotation).
+                if p.records.is_empty() {
+                    quiet.push(partition);
+                } else {
+                    busy.push(partition);
+                }
+            }
+            if !quiet.is_empty() || !busy.is_empty() {
+                quiet.extend(busy);
+                data.session_id = cache.open(quiet);
+            }
+        }
+        Mode::Incremental(id) => {
+            data.session_id = *id;
+            let mut sent = Vec::new();
+            let mut index = 0;
+            for topic in &mut data.topics {
+                topic.partitions.retain(|p| {
+                    let w = &wanted[index];
+                    index += 1;
+                    let changed =
+                        !p.records.is_empty() || p.error_code != 0 || w.sent != Some(state(p));
+                    if changed {
+                        let key_topic = if by_id { "" } else { w.topic.as_str() };
+                        sent.push((
+                            (key_topic, w.topic_id, w.partition),
+                            state(p),
+                            !p.records.is_empty(),
+                        ));
+                    }
+                    changed
+                });
+            }
+            data.topics.retain(|t| !t.partitions.is_empty());
+            cache.record_sent(*id, &sent);
         }
     }
 }
@@ -142,12 +334,16 @@ fn read_all(
             aborted_transactions: read_committed.then(Vec::new),
             records: RecordData::None,
         };
-        match &w.target {
-            None => {
+        match (&w.target, w.refused) {
+            (_, Some(error)) => {
+                fetched.error_code = error.code();
+                failed = true;
+            }
+            (None, None) => {
                 fetched.error_code = ResponseError::UnknownTopicOrPartition.code();
                 failed = true;
             }
-            Some(partition) => {
+            (Some(partition), None) => {
                 // Within the partition's and the response's limits; the log returns at least
                 // one batch, so the response's first batch may exceed them (KIP-74), and a
                 // later partition's first batch that does not fit is left out below.
@@ -187,9 +383,12 @@ fn read_all(
             }
         }
         match topics.last_mut() {
-            Some(topic) if topic.name == w.topic => topic.partitions.push(fetched),
+            Some(topic) if topic.name == w.topic && topic.topic_id == w.topic_id => {
+                topic.partitions.push(fetched);
+            }
             _ => topics.push(FetchedTopic {
                 name: w.topic.clone(),
+                topic_id: w.topic_id,
                 partitions: vec![fetched],
             }),
         }

@@ -12,7 +12,7 @@ use sluice_log::{
 
 use kafka_protocol::ResponseError;
 
-use super::{Origin, Partition};
+use super::{Origin, Partition, partition_metadata};
 use crate::config::BrokerConfig;
 use crate::errors::ApiError;
 use crate::internal_topics;
@@ -118,7 +118,26 @@ impl PartitionManager {
                 Some(partition) => partition.log().set_config(config.clone())?,
                 None => {
                     let tp = TopicPartition::new(topic.name.clone(), index);
-                    let log = self.logs.create(&tp, config.clone())?;
+                    let mut log = self.logs.create(&tp, config.clone())?;
+                    match partition_metadata::read(log.dir()) {
+                        Some(id) if id != topic.id => {
+                            // The directory of an earlier topic of the same name (deleted,
+                            // then recreated): kept aside, never served as this one.
+                            drop(log);
+                            if let Some(aside) = self.logs.set_aside(&tp)? {
+                                tracing::warn!(
+                                    partition = %tp,
+                                    kept_as = %aside.display(),
+                                    old_topic_id = %partition_metadata::encode_id(id),
+                                    "partition directory of an earlier topic of this name: set aside"
+                                );
+                            }
+                            log = self.logs.create(&tp, config.clone())?;
+                            partition_metadata::write(log.dir(), topic.id)?;
+                        }
+                        Some(_) => {}
+                        None => partition_metadata::write(log.dir(), topic.id)?,
+                    }
                     log.set_config(config.clone())?;
                     let counters = self.metrics.topic(&topic.name);
                     opened.push(Arc::new(Partition::new(tp, internal, log, counters)));

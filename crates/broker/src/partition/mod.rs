@@ -13,6 +13,7 @@
 //! handlers, the group coordinator or the broker wiring.
 
 mod manager;
+pub mod partition_metadata;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
