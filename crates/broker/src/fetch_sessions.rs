@@ -31,7 +31,8 @@ pub const FINAL_EPOCH: i32 = -1;
 /// said about it (an incremental response leaves out partitions where nothing changed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionPartition {
-    pub topic: String,
+    /// Shared: a session's partitions are copied out for every request.
+    pub topic: Arc<str>,
     pub topic_id: Uuid,
     pub partition: i32,
     pub fetch_offset: i64,
@@ -148,11 +149,7 @@ impl FetchSessionCache {
         }
         for upsert in changes.upserts {
             let key = (
-                if changes.by_id {
-                    ""
-                } else {
-                    upsert.topic.as_str()
-                },
+                if changes.by_id { "" } else { &*upsert.topic },
                 upsert.topic_id,
                 upsert.partition,
             );
@@ -265,7 +262,7 @@ fn same_partition(p: &SessionPartition, (topic, topic_id, partition): PartitionK
         && if topic.is_empty() {
             p.topic_id == topic_id
         } else {
-            p.topic == topic
+            &*p.topic == topic
         }
 }
 
@@ -274,7 +271,7 @@ fn assert_unique(partitions: &[SessionPartition]) {
         let mut seen = std::collections::HashSet::new();
         for p in partitions {
             assert!(
-                seen.insert((p.topic.as_str(), p.topic_id, p.partition)),
+                seen.insert((&*p.topic, p.topic_id, p.partition)),
                 "a session holds {}-{} once",
                 p.topic,
                 p.partition
@@ -337,7 +334,7 @@ mod tests {
         let now = cache.update(id, 1, changes).unwrap();
         let listed: Vec<(&str, i32, i64)> = now
             .iter()
-            .map(|p| (p.topic.as_str(), p.partition, p.fetch_offset))
+            .map(|p| (&*p.topic, p.partition, p.fetch_offset))
             .collect();
         assert_eq!(listed, [("a", 1, 42), ("b", 0, 0)]);
     }

@@ -51,7 +51,7 @@ const SESSIONS_VERSION: i16 = 7;
 const TOPIC_ID_VERSION: i16 = 13;
 
 struct Wanted {
-    topic: String,
+    topic: Arc<str>,
     topic_id: Uuid,
     partition: i32,
     target: Option<Arc<Partition>>,
@@ -153,19 +153,27 @@ async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) ->
     }
     .min(broker.config().fetch_max_bytes);
     let read_committed = request.isolation_level == READ_COMMITTED;
+    // The first read does not listen: most fetches are answered at once, and a listener per
+    // partition costs more than the read. A fetch that has to wait listens, then reads again
+    // before waiting, so that an append between that read and the wait wakes it.
+    let mut listening = false;
     loop {
-        // Listen before reading, so that an append between the read and the wait wakes us.
-        let mut listeners: Vec<_> = wanted
-            .iter()
-            .filter_map(|w| w.target.as_ref())
-            .map(|p| Box::pin(p.next_append()))
-            .collect();
+        let mut listeners: Vec<_> = if listening {
+            wanted
+                .iter()
+                .filter_map(|w| w.target.as_ref())
+                .map(|p| Box::pin(p.next_append()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for listener in &mut listeners {
             listener.as_mut().enable();
         }
         let (mut data, bytes, failed) = read_all(&wanted, max_bytes, read_committed);
         let now = Instant::now();
-        if bytes >= min_bytes || failed || now >= deadline || listeners.is_empty() {
+        let nothing_to_wait_for = wanted.iter().all(|w| w.target.is_none());
+        if bytes >= min_bytes || failed || now >= deadline || nothing_to_wait_for {
             count_fetched(&wanted, &data);
             remember(&broker, &mode, by_id, &wanted, &mut data);
             return Some(encode_fetch_response(
@@ -173,6 +181,10 @@ async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) ->
                 ctx.correlation_id,
                 &data,
             ));
+        }
+        if !listening {
+            listening = true;
+            continue;
         }
         tokio::select! {
             _ = select_all(listeners) => {}
@@ -191,14 +203,13 @@ fn requested_partitions(
     let mut requested = Vec::new();
     for topic in &request.topics {
         let (name, topic_id) = if by_id {
-            let name = image
+            let name: Arc<str> = image
                 .topic_names_by_id
                 .get(&topic.topic_id)
-                .cloned()
-                .unwrap_or_default();
+                .map_or_else(|| Arc::from(""), |name| Arc::from(name.as_str()));
             (name, topic.topic_id)
         } else {
-            let name = topic.topic.0.to_string();
+            let name: Arc<str> = Arc::from(&*topic.topic.0);
             let id = image.topic(&name).map_or(Uuid::nil(), |t| t.id);
             (name, id)
         };
@@ -286,7 +297,7 @@ fn remember(
                     let changed =
                         !p.records.is_empty() || p.error_code != 0 || w.sent != Some(state(p));
                     if changed {
-                        let key_topic = if by_id { "" } else { w.topic.as_str() };
+                        let key_topic = if by_id { "" } else { &*w.topic };
                         sent.push((
                             (key_topic, w.topic_id, w.partition),
                             state(p),
@@ -383,11 +394,11 @@ fn read_all(
             }
         }
         match topics.last_mut() {
-            Some(topic) if topic.name == w.topic && topic.topic_id == w.topic_id => {
+            Some(topic) if *topic.name == *w.topic && topic.topic_id == w.topic_id => {
                 topic.partitions.push(fetched);
             }
             _ => topics.push(FetchedTopic {
-                name: w.topic.clone(),
+                name: w.topic.to_string(),
                 topic_id: w.topic_id,
                 partitions: vec![fetched],
             }),

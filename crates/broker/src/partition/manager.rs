@@ -24,7 +24,10 @@ use crate::topic_config;
 pub struct PartitionManager {
     config: BrokerConfig,
     logs: LogManager,
-    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// By topic, then by partition index (a topic's partitions are always `0..n`): a lookup
+    /// hashes the topic name once and allocates nothing (Fetch looks up every partition of
+    /// every request).
+    partitions: RwLock<HashMap<Arc<str>, Vec<Arc<Partition>>>>,
     metrics: Arc<BrokerMetrics>,
 }
 
@@ -75,11 +78,12 @@ impl PartitionManager {
 
     /// The partition, if this broker serves it.
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        let tp = TopicPartition::new(topic, partition);
+        let index = usize::try_from(partition).ok()?;
         self.partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&tp)
+            .get(topic)?
+            .get(index)
             .cloned()
     }
 
@@ -90,6 +94,7 @@ impl PartitionManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
+            .flatten()
             .cloned()
             .collect();
         all.sort_by(|a, b| a.tp.cmp(&b.tp));
@@ -100,7 +105,9 @@ impl PartitionManager {
         self.partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .len()
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -145,8 +152,17 @@ impl PartitionManager {
             }
         }
         let mut partitions = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+        let served = partitions
+            .entry(Arc::from(topic.name.as_str()))
+            .or_default();
         for partition in opened {
-            partitions.insert(partition.tp.clone(), partition);
+            // Partitions are opened in index order, after those already served.
+            assert_eq!(
+                partition.tp.partition as usize,
+                served.len(),
+                "a topic's partitions are 0..n"
+            );
+            served.push(partition);
         }
         Ok(())
     }
@@ -154,18 +170,12 @@ impl PartitionManager {
     /// Stops serving every partition of a deleted topic and removes its logs (in the
     /// background; a removal that fails is retried at the next start).
     pub fn remove_topic(&self, topic: &str) {
-        let removed: Vec<Arc<Partition>> = {
-            let mut partitions = self.partitions.write().unwrap_or_else(|e| e.into_inner());
-            let doomed: Vec<TopicPartition> = partitions
-                .keys()
-                .filter(|tp| tp.topic == topic)
-                .cloned()
-                .collect();
-            doomed
-                .iter()
-                .filter_map(|tp| partitions.remove(tp))
-                .collect()
-        };
+        let removed: Vec<Arc<Partition>> = self
+            .partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(topic)
+            .unwrap_or_default();
         for partition in removed {
             if let Err(err) = self.logs.delete(&partition.tp) {
                 tracing::warn!(partition = %partition.tp, error = %err, "log removal failed; it is retried at startup");
