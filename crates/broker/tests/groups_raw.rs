@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{RawClient, start_broker, start_broker_with_clock};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
@@ -185,6 +186,18 @@ async fn every_group_api_at_every_advertised_version() {
     on_thread(move || {
         let mut c = RawClient::connect(addr);
         create_topic(&mut c, "t", 2);
+        // A share group's coordinator (key type 2, v6) is not served.
+        let share: FindCoordinatorResponse = c.call(
+            ApiKey::FindCoordinator,
+            6,
+            &FindCoordinatorRequest::default()
+                .with_key_type(2)
+                .with_coordinator_keys(vec![s("g")]),
+        );
+        assert_eq!(
+            share.coordinators[0].error_code,
+            ResponseError::InvalidRequest.code()
+        );
         for v in versions(ApiKey::FindCoordinator) {
             let request = if v >= 4 {
                 FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")])
@@ -308,6 +321,34 @@ async fn every_group_api_at_every_advertised_version() {
                 let listed: ListGroupsResponse = c.call(ApiKey::ListGroups, lv, &request);
                 assert_eq!(listed.groups.len(), 1, "list v{lv}");
                 assert_eq!(listed.groups[0].group_id.0.as_str(), "g");
+                if lv >= 5 {
+                    assert_eq!(listed.groups[0].group_type.as_str(), "classic");
+                    for (types, expected) in [("Classic", 1), ("consumer", 0)] {
+                        let filtered: ListGroupsResponse = c.call(
+                            ApiKey::ListGroups,
+                            lv,
+                            &ListGroupsRequest::default().with_types_filter(vec![s(types)]),
+                        );
+                        assert_eq!(filtered.groups.len(), expected, "types filter {types}");
+                    }
+                }
+            }
+            for dv in versions(ApiKey::DescribeGroups) {
+                let described: DescribeGroupsResponse = c.call(
+                    ApiKey::DescribeGroups,
+                    dv,
+                    &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("nobody"))]),
+                );
+                let g = &described.groups[0];
+                assert_eq!(g.group_state.as_str(), "Dead", "describe v{dv}");
+                // From v6 an unknown group is GROUP_ID_NOT_FOUND with a message (KIP-1043).
+                let expected = if dv >= 6 {
+                    ResponseError::GroupIdNotFound.code()
+                } else {
+                    0
+                };
+                assert_eq!(g.error_code, expected, "describe v{dv}");
+                assert_eq!(g.error_message.is_some(), dv >= 6);
             }
             for dv in versions(ApiKey::DescribeGroups) {
                 let described: DescribeGroupsResponse = c.call(

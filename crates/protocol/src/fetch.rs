@@ -1,8 +1,8 @@
-//! Fetch responses (v4-v17) encoded by hand, so that each partition's record data is a
+//! Fetch responses (v4-v18) encoded by hand, so that each partition's record data is a
 //! [`Chunk::File`] that goes from the page cache to the socket without being copied.
 //!
 //! Layout (v12 is the first flexible version: compact arrays and strings, tagged fields;
-//! v13 names topics by ID; v14-v17 change only the request and tagged fields, none of
+//! v13 names topics by ID; v14-v18 change only the request and tagged fields, none of
 //! which this encoder writes):
 //! ```text
 //! throttle_time_ms i32, error_code i16 (v7+), session_id i32 (v7+),
@@ -73,7 +73,7 @@ pub struct FetchResponseData {
 
 /// Lowest and highest Fetch versions this encoder writes.
 pub const MIN_VERSION: i16 = 4;
-pub const MAX_VERSION: i16 = 17;
+pub const MAX_VERSION: i16 = 18;
 
 struct Writer {
     flexible: bool,

@@ -14,7 +14,7 @@ pub(super) struct ApiVersions;
 
 impl Handler for ApiVersions {
     const API: ApiKey = ApiKey::ApiVersions;
-    const VERSIONS: (i16, i16) = (0, 3);
+    const VERSIONS: (i16, i16) = (0, 4);
     type Request = ApiVersionsRequest;
 
     fn handle(_broker: &Arc<Broker>, ctx: RequestContext, request: ApiVersionsRequest) -> Reply {

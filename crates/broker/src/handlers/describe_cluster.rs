@@ -1,4 +1,5 @@
-//! DescribeCluster: this single node is the whole cluster and its controller.
+//! DescribeCluster: this single node is the whole cluster and its controller (never fenced,
+//! so v2's `include_fenced_brokers` changes nothing).
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ pub(super) struct DescribeCluster;
 
 impl Handler for DescribeCluster {
     const API: ApiKey = ApiKey::DescribeCluster;
-    const VERSIONS: (i16, i16) = (0, 1);
+    const VERSIONS: (i16, i16) = (0, 2);
     type Request = DescribeClusterRequest;
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: DescribeClusterRequest) -> Reply {

@@ -9,14 +9,14 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use sluice_protocol::response::Response;
 
-use super::{Handler, Reply, RequestContext, ready, str_bytes};
+use super::{Handler, Reply, RequestContext, message, ready, str_bytes};
 use crate::broker::Broker;
 
 pub(super) struct DescribeGroups;
 
 impl Handler for DescribeGroups {
     const API: ApiKey = ApiKey::DescribeGroups;
-    const VERSIONS: (i16, i16) = (0, 5);
+    const VERSIONS: (i16, i16) = (0, 6);
     type Request = DescribeGroupsRequest;
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: DescribeGroupsRequest) -> Reply {
@@ -40,7 +40,15 @@ fn respond(
                 return group.with_error_code(ResponseError::InvalidGroupId.code());
             }
             let Some(described) = broker.groups().describe(&id.0) else {
-                return group.with_group_state(str_bytes("Dead"));
+                // From v6 an unknown group is an error (KIP-1043), before it was "Dead".
+                let group = group.with_group_state(str_bytes("Dead"));
+                return if ctx.version >= 6 {
+                    group
+                        .with_error_code(ResponseError::GroupIdNotFound.code())
+                        .with_error_message(message(format!("Group {} not found.", &*id.0)))
+                } else {
+                    group
+                };
             };
             let members = described
                 .members

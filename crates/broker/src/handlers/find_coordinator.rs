@@ -17,7 +17,7 @@ pub(super) struct FindCoordinator;
 
 impl Handler for FindCoordinator {
     const API: ApiKey = ApiKey::FindCoordinator;
-    const VERSIONS: (i16, i16) = (0, 4);
+    const VERSIONS: (i16, i16) = (0, 6);
     type Request = FindCoordinatorRequest;
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: FindCoordinatorRequest) -> Reply {
@@ -27,6 +27,7 @@ impl Handler for FindCoordinator {
 }
 
 const GROUP: i8 = 0;
+const TRANSACTION: i8 = 1;
 
 async fn run(
     broker: &Arc<Broker>,
@@ -41,10 +42,16 @@ async fn run(
     let (host, port) = &broker.config().advertised;
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
-        let outcome = if request.key_type != GROUP {
+        let outcome = if request.key_type == TRANSACTION {
             Err((
                 ResponseError::CoordinatorNotAvailable,
                 "transaction coordinators are not supported yet".to_string(),
+            ))
+        } else if request.key_type != GROUP {
+            // 2 is a share group (v6, KIP-932): not served.
+            Err((
+                ResponseError::InvalidRequest,
+                format!("coordinator key type {} is not supported", request.key_type),
             ))
         } else if key.is_empty() {
             Err((ResponseError::InvalidGroupId, "empty group id".to_string()))

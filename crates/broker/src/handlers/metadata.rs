@@ -23,7 +23,7 @@ pub(super) struct Metadata;
 
 impl Handler for Metadata {
     const API: ApiKey = ApiKey::Metadata;
-    const VERSIONS: (i16, i16) = (0, 12);
+    const VERSIONS: (i16, i16) = (0, 13);
     type Request = MetadataRequest;
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: MetadataRequest) -> Reply {

@@ -268,8 +268,8 @@ mod tests {
         }
         assert!(servable(ApiKey::Produce, 3));
         assert!(!servable(ApiKey::Produce, 2));
-        assert!(servable(ApiKey::Fetch, 17));
-        assert!(!servable(ApiKey::Fetch, 18));
+        assert!(servable(ApiKey::Fetch, 18));
+        assert!(!servable(ApiKey::Fetch, 19));
         assert!(servable(ApiKey::JoinGroup, 5));
         assert!(servable(ApiKey::InitProducerId, 0));
         assert!(!servable(ApiKey::AddPartitionsToTxn, 0));
