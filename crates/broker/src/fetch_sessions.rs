@@ -37,6 +37,8 @@ pub struct SessionPartition {
     pub partition: i32,
     pub fetch_offset: i64,
     pub max_bytes: i32,
+    /// The leader epoch the client believes current (-1: none), checked on every read.
+    pub current_leader_epoch: i32,
     /// High watermark, last stable offset and log start offset last sent; -2 when nothing
     /// was sent yet (no partition reports -2).
     pub sent: (i64, i64, i64),
@@ -161,6 +163,7 @@ impl FetchSessionCache {
                 Some(existing) => {
                     existing.fetch_offset = upsert.fetch_offset;
                     existing.max_bytes = upsert.max_bytes;
+                    existing.current_leader_epoch = upsert.current_leader_epoch;
                 }
                 None => session.partitions.push(upsert),
             }
@@ -292,6 +295,7 @@ mod tests {
             partition,
             fetch_offset: 0,
             max_bytes: 1000,
+            current_leader_epoch: -1,
             sent: NOT_SENT,
         }
     }

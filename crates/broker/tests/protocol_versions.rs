@@ -5,6 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{RawClient, start_broker};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -161,6 +162,29 @@ async fn every_api_at_every_advertised_version() {
             }
             let p = &response.responses[0].partitions[0];
             assert_eq!((p.error_code, p.high_watermark), (0, produced), "v{v}");
+            if v >= 9 {
+                let fenced = FetchRequest::default()
+                    .with_max_wait_ms(0)
+                    .with_topics(vec![
+                        if v >= 13 {
+                            FetchTopic::default().with_topic_id(topic_id)
+                        } else {
+                            FetchTopic::default().with_topic(name("versions"))
+                        }
+                        .with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(1)
+                                .with_partition_max_bytes(1 << 20),
+                        ]),
+                    ]);
+                let response: FetchResponse = c.call(ApiKey::Fetch, v, &fenced);
+                assert_eq!(
+                    response.responses[0].partitions[0].error_code,
+                    ResponseError::UnknownLeaderEpoch.code(),
+                    "v{v}"
+                );
+            }
             let records = p.records.clone().expect("records");
             let batches: Vec<_> = sluice_record::Batches::new(&records)
                 .map(|b| b.unwrap().base_offset())
@@ -172,6 +196,12 @@ async fn every_api_at_every_advertised_version() {
             let mut timestamps = vec![-1i64, -2, 1_699_999_999_999];
             if v >= 7 {
                 timestamps.push(-3);
+            }
+            if v >= 8 {
+                timestamps.push(-4);
+            }
+            if v >= 9 {
+                timestamps.push(-5);
             }
             for timestamp in timestamps {
                 let request = ListOffsetsRequest::default()
@@ -191,9 +221,40 @@ async fn every_api_at_every_advertised_version() {
                 let expected = match timestamp {
                     -1 => produced,
                     -3 => produced - 1,
+                    // Latest tiered: nothing is tiered.
+                    -5 => -1,
+                    // Earliest, earliest local (every segment is local), a past timestamp.
                     _ => 0,
                 };
                 assert_eq!(p.offset, expected, "v{v} ts {timestamp}");
+            }
+            // A current leader epoch newer than the partition's is UNKNOWN_LEADER_EPOCH,
+            // an older one FENCED_LEADER_EPOCH (the partition is at epoch 0).
+            if v >= 4 {
+                for (epoch, expected) in [
+                    (0, 0),
+                    (-1, 0),
+                    (3, ResponseError::UnknownLeaderEpoch.code()),
+                    (-2, ResponseError::FencedLeaderEpoch.code()),
+                ] {
+                    let request = ListOffsetsRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![
+                            ListOffsetsTopic::default()
+                                .with_name(name("versions"))
+                                .with_partitions(vec![
+                                    ListOffsetsPartition::default()
+                                        .with_partition_index(0)
+                                        .with_current_leader_epoch(epoch)
+                                        .with_timestamp(-1),
+                                ]),
+                        ]);
+                    let response: ListOffsetsResponse = c.call(ApiKey::ListOffsets, v, &request);
+                    assert_eq!(
+                        response.topics[0].partitions[0].error_code, expected,
+                        "v{v} epoch {epoch}"
+                    );
+                }
             }
         }
 

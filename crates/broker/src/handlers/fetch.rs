@@ -59,6 +59,8 @@ struct Wanted {
     refused: Option<ResponseError>,
     offset: i64,
     max_bytes: usize,
+    /// The leader epoch the client believes current (-1: none).
+    leader_epoch: i32,
     /// In an incremental session: what the last response said about the partition; it is
     /// left out of this response unless something changed.
     sent: Option<(i64, i64, i64)>,
@@ -139,6 +141,7 @@ async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) ->
                 refused,
                 offset: p.fetch_offset,
                 max_bytes: p.max_bytes.max(0) as usize,
+                leader_epoch: p.current_leader_epoch,
                 sent: incremental.then_some(p.sent),
             }
         })
@@ -220,6 +223,7 @@ fn requested_partitions(
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
                 sent: NOT_SENT,
             });
         }
@@ -272,6 +276,7 @@ fn remember(
                     partition: w.partition,
                     fetch_offset: w.offset,
                     max_bytes: w.max_bytes.min(i32::MAX as usize) as i32,
+                    current_leader_epoch: w.leader_epoch,
                     sent: state(p),
                 };
                 // Partitions that returned records go last next time (rotation).
@@ -352,6 +357,13 @@ fn read_all(
             }
             (None, None) => {
                 fetched.error_code = ResponseError::UnknownTopicOrPartition.code();
+                failed = true;
+            }
+            (Some(partition), None) if partition.check_leader_epoch(w.leader_epoch).is_err() => {
+                let error = partition
+                    .check_leader_epoch(w.leader_epoch)
+                    .expect_err("checked in the guard");
+                fetched.error_code = error.code();
                 failed = true;
             }
             (Some(partition), None) => {

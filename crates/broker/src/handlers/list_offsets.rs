@@ -1,5 +1,8 @@
-//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset at or
-//! after a timestamp.
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3, KIP-734), earliest local
+//! (-4, v8: every segment is local here, so the earliest), latest tiered (-5, v9: nothing
+//! is tiered, so no offset), or the first offset at or after a timestamp. A request naming
+//! a current leader epoch (v4+) is checked against the partition's (FENCED_LEADER_EPOCH,
+//! UNKNOWN_LEADER_EPOCH). v10's timeout is met at once: a single node waits for nothing.
 
 use std::sync::Arc;
 
@@ -19,7 +22,7 @@ pub(super) struct ListOffsets;
 
 impl Handler for ListOffsets {
     const API: ApiKey = ApiKey::ListOffsets;
-    const VERSIONS: (i16, i16) = (1, 7);
+    const VERSIONS: (i16, i16) = (1, 10);
     type Request = ListOffsetsRequest;
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: ListOffsetsRequest) -> Reply {
@@ -30,6 +33,8 @@ impl Handler for ListOffsets {
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 
 fn respond(
     broker: &Arc<Broker>,
@@ -51,10 +56,16 @@ fn respond(
                         return response
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
+                    if ctx.version >= 4
+                        && let Err(error) = partition.check_leader_epoch(p.current_leader_epoch)
+                    {
+                        return response.with_error_code(error.code());
+                    }
                     let log = &partition;
                     let found = match p.timestamp {
                         LATEST => Ok(Some((log.offsets().high_watermark, -1))),
-                        EARLIEST => Ok(Some((log.offsets().log_start_offset, -1))),
+                        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.offsets().log_start_offset, -1))),
+                        LATEST_TIERED => Ok(None),
                         MAX_TIMESTAMP => log
                             .max_timestamp_offset()
                             .map(|f| f.map(|f| (f.offset, f.timestamp))),

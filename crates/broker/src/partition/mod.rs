@@ -34,6 +34,8 @@ use crate::metrics::TopicCounters;
 
 /// The leader epoch of a partition that never changed leader (a single node leads all).
 pub const INITIAL_LEADER_EPOCH: i32 = 0;
+/// A request's leader epoch when the client does not know one.
+pub const NO_LEADER_EPOCH: i32 = -1;
 
 /// Who appends, which decides what a record set may contain and where it may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +104,19 @@ impl Partition {
 
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch
+    }
+
+    /// Checks the leader epoch a client believes current (Fetch v9+, ListOffsets v4+,
+    /// OffsetForLeaderEpoch): -1 means the client does not know one. An older epoch is
+    /// FENCED_LEADER_EPOCH (the client must refresh its metadata), a newer one
+    /// UNKNOWN_LEADER_EPOCH (this broker has not caught up with it).
+    pub fn check_leader_epoch(&self, current: i32) -> Result<(), ResponseError> {
+        match current {
+            NO_LEADER_EPOCH => Ok(()),
+            e if e < self.leader_epoch => Err(ResponseError::FencedLeaderEpoch),
+            e if e > self.leader_epoch => Err(ResponseError::UnknownLeaderEpoch),
+            _ => Ok(()),
+        }
     }
 
     /// Validates `records` for `origin`, appends them in one write, wakes waiting fetches and
