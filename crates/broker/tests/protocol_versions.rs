@@ -108,29 +108,6 @@ async fn every_api_at_every_advertised_version() {
             assert_eq!(response.topics[0].partitions.len(), 1, "v{v}");
         }
 
-        let mut produced = 0i64;
-        for v in versions(ApiKey::Produce) {
-            let request = ProduceRequest::default()
-                .with_acks(-1)
-                .with_timeout_ms(5000)
-                .with_topic_data(vec![
-                    TopicProduceData::default()
-                        .with_name(name("versions"))
-                        .with_partition_data(vec![
-                            PartitionProduceData::default()
-                                .with_index(0)
-                                .with_records(Some(batch(
-                                    &format!("v{v}"),
-                                    1_700_000_000_000 + i64::from(v),
-                                ))),
-                        ]),
-                ]);
-            let response: ProduceResponse = c.call(ApiKey::Produce, v, &request);
-            let p = &response.responses[0].partition_responses[0];
-            assert_eq!((p.error_code, p.base_offset), (0, produced), "v{v}");
-            produced += 1;
-        }
-
         let metadata: MetadataResponse = c.call(
             ApiKey::Metadata,
             12,
@@ -140,6 +117,53 @@ async fn every_api_at_every_advertised_version() {
         );
         let topic_id = metadata.topics[0].topic_id;
         assert!(!topic_id.is_nil());
+        let mut produced = 0i64;
+        for v in versions(ApiKey::Produce) {
+            let request = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![
+                    // From v13 the topic is named by its ID.
+                    if v >= 13 {
+                        TopicProduceData::default().with_topic_id(topic_id)
+                    } else {
+                        TopicProduceData::default().with_name(name("versions"))
+                    }
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch(
+                                &format!("v{v}"),
+                                1_700_000_000_000 + i64::from(v),
+                            ))),
+                    ]),
+                ]);
+            let response: ProduceResponse = c.call(ApiKey::Produce, v, &request);
+            let p = &response.responses[0].partition_responses[0];
+            assert_eq!((p.error_code, p.base_offset), (0, produced), "v{v}");
+            produced += 1;
+            if v >= 13 {
+                assert_eq!(response.responses[0].topic_id, topic_id);
+                let unknown = ProduceRequest::default()
+                    .with_acks(1)
+                    .with_timeout_ms(5000)
+                    .with_topic_data(vec![
+                        TopicProduceData::default()
+                            .with_topic_id(uuid::Uuid::new_v4())
+                            .with_partition_data(vec![
+                                PartitionProduceData::default()
+                                    .with_index(0)
+                                    .with_records(Some(batch("lost", 1_700_000_000_000))),
+                            ]),
+                    ]);
+                let response: ProduceResponse = c.call(ApiKey::Produce, v, &unknown);
+                assert_eq!(
+                    response.responses[0].partition_responses[0].error_code,
+                    ResponseError::UnknownTopicId.code()
+                );
+            }
+        }
+
         for v in versions(ApiKey::Fetch) {
             // From v13 the topic is named by its ID.
             let topic = if v >= 13 {

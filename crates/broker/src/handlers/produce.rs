@@ -16,6 +16,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use sluice_protocol::response::Response;
+use uuid::Uuid;
 
 use super::{Handler, Reply, RequestContext, later, message, ready};
 use crate::broker::Broker;
@@ -23,20 +24,29 @@ use crate::errors::ApiError;
 use crate::partition::{Appended, Origin};
 
 /// Each partition's append, by partition index, per topic.
-type TopicOutcome = (TopicName, Vec<(i32, Result<Appended, ApiError>)>);
+/// A topic as the request named it (name up to v12, ID from v13), and each partition's
+/// outcome.
+type TopicOutcome = (TopicName, Uuid, Vec<(i32, Result<Appended, ApiError>)>);
+
+/// Topics are named by ID from v13 (KIP-516).
+const TOPIC_ID_VERSION: i16 = 13;
 
 pub(super) struct Produce;
 
 impl Handler for Produce {
     const API: ApiKey = ApiKey::Produce;
-    const VERSIONS: (i16, i16) = (0, 11);
+    const VERSIONS: (i16, i16) = (0, 13);
     type Request = ProduceRequest;
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: ProduceRequest) -> Reply {
         let acks = request.acks;
         let mut results: Vec<TopicOutcome> = Vec::new();
+        let image = (ctx.version >= TOPIC_ID_VERSION).then(|| broker.image());
         for topic in request.topic_data {
-            let name = topic.name.0.to_string();
+            let name = match &image {
+                Some(image) => image.topic_names_by_id.get(&topic.topic_id).cloned(),
+                None => Some(topic.name.0.to_string()),
+            };
             let mut partitions = Vec::with_capacity(topic.partition_data.len());
             for data in topic.partition_data {
                 let outcome = if request.transactional_id.is_some() {
@@ -49,18 +59,23 @@ impl Handler for Produce {
                         ResponseError::InvalidRequiredAcks,
                         format!("acks={acks}"),
                     ))
-                } else {
+                } else if let Some(name) = &name {
                     append(
                         broker,
-                        &name,
+                        name,
                         data.index,
                         data.records.as_deref(),
                         acks == -1,
                     )
+                } else {
+                    Err(ApiError::new(
+                        ResponseError::UnknownTopicId,
+                        format!("no topic with ID {}", topic.topic_id),
+                    ))
                 };
                 partitions.push((data.index, outcome));
             }
-            results.push((topic.name, partitions));
+            results.push((topic.name, topic.topic_id, partitions));
         }
         if acks == 0 {
             return ready(None);
@@ -116,7 +131,7 @@ fn failed(
 
 async fn respond(ctx: &RequestContext, results: Vec<TopicOutcome>) -> Option<Response> {
     let mut topics = Vec::with_capacity(results.len());
-    for (name, partitions) in results {
+    for (name, topic_id, partitions) in results {
         let mut responses = Vec::with_capacity(partitions.len());
         for (index, outcome) in partitions {
             let response = PartitionProduceResponse::default().with_index(index);
@@ -141,6 +156,7 @@ async fn respond(ctx: &RequestContext, results: Vec<TopicOutcome>) -> Option<Res
         topics.push(
             TopicProduceResponse::default()
                 .with_name(name)
+                .with_topic_id(topic_id)
                 .with_partition_responses(responses),
         );
     }
