@@ -15,7 +15,7 @@ pub(super) struct InitProducerId;
 
 impl Handler for InitProducerId {
     const API: ApiKey = ApiKey::InitProducerId;
-    const VERSIONS: (i16, i16) = (0, 4);
+    const VERSIONS: (i16, i16) = (0, 5);
     type Request = InitProducerIdRequest;
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: InitProducerIdRequest) -> Reply {

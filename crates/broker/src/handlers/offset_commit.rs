@@ -18,7 +18,7 @@ pub(super) struct OffsetCommit;
 
 impl Handler for OffsetCommit {
     const API: ApiKey = ApiKey::OffsetCommit;
-    const VERSIONS: (i16, i16) = (2, 8);
+    const VERSIONS: (i16, i16) = (2, 9);
     type Request = OffsetCommitRequest;
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: OffsetCommitRequest) -> Reply {

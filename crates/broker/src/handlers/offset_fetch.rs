@@ -1,5 +1,6 @@
 //! OffsetFetch: committed offsets of one group (v1-v7) or several (v8+). Partitions without
-//! a committed offset answer -1.
+//! a committed offset answer -1. v9's member id and epoch belong to KIP-848 consumer
+//! groups; every group here is a classic group, which does not check them.
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ pub(super) struct OffsetFetch;
 
 impl Handler for OffsetFetch {
     const API: ApiKey = ApiKey::OffsetFetch;
-    const VERSIONS: (i16, i16) = (1, 8);
+    const VERSIONS: (i16, i16) = (1, 9);
     type Request = OffsetFetchRequest;
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: OffsetFetchRequest) -> Reply {
