@@ -459,3 +459,194 @@ async fn every_api_at_every_advertised_version() {
     .unwrap();
     broker.shutdown().await.unwrap();
 }
+
+/// The APIs Kafka 3.x-4.x clients and tools added: OffsetForLeaderEpoch, DescribeProducers,
+/// DescribeTopicPartitions (paginated), GetTelemetrySubscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_apis_answer_at_every_advertised_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let addr = broker.local_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawClient::connect(addr);
+        create_topic(&mut c, "epochs", 2);
+        for i in 0..3 {
+            let request = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(name("epochs"))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(idempotent_batch(77, i))),
+                        ]),
+                ]);
+            let response: ProduceResponse = c.call(ApiKey::Produce, 9, &request);
+            assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        }
+
+        for v in versions(ApiKey::OffsetForLeaderEpoch) {
+            use offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+            let ask = |partition: i32, current: i32, epoch: i32| {
+                OffsetForLeaderPartition::default()
+                    .with_partition(partition)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(epoch)
+            };
+            let request = OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    OffsetForLeaderTopic::default()
+                        .with_topic(name("epochs"))
+                        .with_partitions(vec![
+                            ask(0, -1, 0),
+                            ask(0, 0, 0),
+                            ask(0, -1, 5),
+                            ask(1, -1, 0),
+                            ask(0, 3, 0),
+                            ask(7, -1, 0),
+                        ]),
+                ]);
+            let response: OffsetForLeaderEpochResponse =
+                c.call(ApiKey::OffsetForLeaderEpoch, v, &request);
+            let answers: Vec<(i16, i32, i64)> = response.topics[0]
+                .partitions
+                .iter()
+                .map(|p| (p.error_code, p.leader_epoch, p.end_offset))
+                .collect();
+            assert_eq!(
+                answers,
+                [
+                    (0, 0, 3),
+                    (0, 0, 3),
+                    (0, -1, -1),
+                    (0, -1, -1),
+                    (ResponseError::UnknownLeaderEpoch.code(), -1, -1),
+                    (ResponseError::UnknownTopicOrPartition.code(), -1, -1),
+                ],
+                "v{v}: epoch 0 ends at the log end; a newer epoch and an empty partition \
+                 have no answer"
+            );
+        }
+
+        for v in versions(ApiKey::DescribeProducers) {
+            let request = DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(name("epochs"))
+                    .with_partition_indexes(vec![0, 1, 9]),
+            ]);
+            let response: DescribeProducersResponse =
+                c.call(ApiKey::DescribeProducers, v, &request);
+            let partitions = &response.topics[0].partitions;
+            let producer = &partitions[0].active_producers;
+            assert_eq!(producer.len(), 1, "v{v}");
+            assert_eq!(
+                (
+                    producer[0].producer_id.0,
+                    producer[0].producer_epoch,
+                    producer[0].last_sequence
+                ),
+                (77, 0, 2)
+            );
+            assert!(partitions[1].active_producers.is_empty());
+            assert_eq!(
+                partitions[2].error_code,
+                ResponseError::UnknownTopicOrPartition.code()
+            );
+        }
+
+        create_topic(&mut c, "paged-a", 3);
+        create_topic(&mut c, "paged-b", 2);
+        for v in versions(ApiKey::DescribeTopicPartitions) {
+            // Three partitions per page over a-0..2, b-0..1, epochs-0..1 (name order):
+            // pages end at a-2, then b-1 + epochs-0, then epochs-1.
+            let mut cursor = None;
+            let mut seen = Vec::new();
+            let mut pages = 0;
+            loop {
+                let request = DescribeTopicPartitionsRequest::default()
+                    .with_topics(
+                        ["paged-b", "epochs", "paged-a"]
+                            .iter()
+                            .map(|t| {
+                                describe_topic_partitions_request::TopicRequest::default()
+                                    .with_name(name(t))
+                            })
+                            .collect(),
+                    )
+                    .with_response_partition_limit(3)
+                    .with_cursor(cursor.take());
+                let response: DescribeTopicPartitionsResponse =
+                    c.call(ApiKey::DescribeTopicPartitions, v, &request);
+                pages += 1;
+                for topic in &response.topics {
+                    assert_eq!(topic.error_code, 0);
+                    assert!(!topic.topic_id.is_nil());
+                    for p in &topic.partitions {
+                        assert_eq!(p.isr_nodes, p.replica_nodes);
+                        seen.push(format!(
+                            "{}-{}",
+                            topic.name.as_ref().unwrap().0,
+                            p.partition_index
+                        ));
+                    }
+                }
+                match response.next_cursor {
+                    Some(next) => {
+                        cursor = Some(
+                            describe_topic_partitions_request::Cursor::default()
+                                .with_topic_name(next.topic_name)
+                                .with_partition_index(next.partition_index),
+                        );
+                    }
+                    None => break,
+                }
+                assert!(pages < 10, "pagination ends");
+            }
+            assert_eq!(
+                seen,
+                [
+                    "epochs-0",
+                    "epochs-1",
+                    "paged-a-0",
+                    "paged-a-1",
+                    "paged-a-2",
+                    "paged-b-0",
+                    "paged-b-1"
+                ],
+                "v{v}"
+            );
+            assert_eq!(pages, 3, "v{v}");
+        }
+
+        for v in versions(ApiKey::GetTelemetrySubscriptions) {
+            let response: GetTelemetrySubscriptionsResponse = c.call(
+                ApiKey::GetTelemetrySubscriptions,
+                v,
+                &GetTelemetrySubscriptionsRequest::default(),
+            );
+            assert_eq!(response.error_code, 0);
+            assert!(
+                !response.client_instance_id.is_nil(),
+                "an instance id is given"
+            );
+            assert!(response.requested_metrics.is_empty(), "nothing to push");
+        }
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}
+
+/// A batch of one record from idempotent producer `producer_id`, epoch 0, sequence `sequence`.
+fn idempotent_batch(producer_id: i64, sequence: i32) -> Bytes {
+    let mut builder = BatchBuilder::new(Compression::None).producer(producer_id, 0, sequence);
+    builder.push(OwnedRecord::new(
+        None,
+        Some(b"v".to_vec()),
+        1_700_000_000_000,
+    ));
+    Bytes::from(builder.build().unwrap())
+}

@@ -145,6 +145,11 @@ impl ProducerStates {
         self.producers.get(&producer_id)
     }
 
+    /// Every producer and its entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, entry)| (*id, entry))
+    }
+
     /// Checks a batch (offsets not yet assigned) against the state, as it would be after the
     /// `pending` batches of the same record set.
     pub fn check(

@@ -19,8 +19,11 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
+mod describe_producers;
+mod describe_topic_partitions;
 mod fetch;
 mod find_coordinator;
+mod get_telemetry_subscriptions;
 mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
@@ -32,6 +35,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 
@@ -180,6 +184,10 @@ pub const APIS: &[Api] = &[
     api::<delete_groups::DeleteGroups>(),
     api::<offset_delete::OffsetDelete>(),
     api::<init_producer_id::InitProducerId>(),
+    api::<offset_for_leader_epoch::OffsetForLeaderEpoch>(),
+    api::<describe_producers::DescribeProducers>(),
+    api::<describe_topic_partitions::DescribeTopicPartitions>(),
+    api::<get_telemetry_subscriptions::GetTelemetrySubscriptions>(),
 ];
 
 /// The table row of `key`, if the broker serves that API at all.

@@ -235,6 +235,21 @@ impl Partition {
         self.log.records_from(offset)
     }
 
+    /// The idempotent producers with state in this partition (DescribeProducers): id, epoch,
+    /// last sequence and the timestamp of their latest batch, by id.
+    pub fn active_producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        let states = self.log.producer_states();
+        let mut active: Vec<(i64, i16, i32, i64)> = states
+            .iter()
+            .filter_map(|(id, entry)| {
+                let last = entry.batches.back()?;
+                Some((id, entry.epoch, last.last_sequence, last.timestamp))
+            })
+            .collect();
+        active.sort_unstable();
+        active
+    }
+
     pub fn is_offline(&self) -> bool {
         self.log.is_offline()
     }
