@@ -35,8 +35,9 @@ pub const MAX_QUERY_LIMIT: i64 = 1000;
 /// Connections `GET /api/v1/metrics` holds to PostgreSQL at most: a burst of queries waits
 /// for one of them rather than opening a connection each.
 pub const QUERY_POOL_SIZE: usize = 4;
-/// How long a read-back query may take, the wait for a pooled connection included (also the
-/// connection's `statement_timeout`, so that PostgreSQL stops working on it too).
+/// How long a read-back query may take, the wait for a pooled connection included. The
+/// connection's `statement_timeout` is a second longer, so that PostgreSQL stops working on
+/// a query the gateway gave up on.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The header naming the sending client, for `--partition-by client`.
 pub const CLIENT_ID_HEADER: &str = "x-client-id";
@@ -562,7 +563,13 @@ impl Gateway {
             };
             let rows = store::query(&client, &self.config.table, name, since, limit)
                 .await
-                .map_err(|e| format!("query failed: {}", store::describe(&e)))?;
+                .map_err(|e| {
+                    if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
+                        took_too_long()
+                    } else {
+                        format!("query failed: {}", store::describe(&e))
+                    }
+                })?;
             // Only a connection that just answered goes back; a failed one is dropped.
             self.idle_queries
                 .lock()
@@ -574,13 +581,12 @@ impl Gateway {
         // server's statement_timeout ends it there.
         tokio::time::timeout(QUERY_TIMEOUT, query)
             .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "the query took longer than {} s",
-                    QUERY_TIMEOUT.as_secs()
-                ))
-            })
+            .unwrap_or_else(|_| Err(took_too_long()))
     }
+}
+
+fn took_too_long() -> String {
+    format!("the query took longer than {} s", QUERY_TIMEOUT.as_secs())
 }
 
 /// A read-back connection: its statements end server-side after [`QUERY_TIMEOUT`].
@@ -589,7 +595,7 @@ async fn connect_for_queries(url: &str) -> Result<tokio_postgres::Client, tokio_
     client
         .batch_execute(&format!(
             "SET statement_timeout = {}",
-            QUERY_TIMEOUT.as_millis()
+            (QUERY_TIMEOUT + Duration::from_secs(1)).as_millis()
         ))
         .await?;
     Ok(client)
