@@ -447,3 +447,106 @@ fn shell_completions_name_the_commands() {
     let out = sluice().args(["completions", "tcsh"]).output().unwrap();
     assert!(!out.status.success());
 }
+
+/// Admin commands report each resource's outcome from the broker, with its message, and
+/// exit non-zero when any failed: nothing a broker refused is reported as done.
+#[test]
+fn admin_commands_report_the_brokers_refusal_and_its_reason() {
+    let broker = start_broker();
+    ok(
+        &broker,
+        &["topic", "create", "orders", "--partitions", "2"],
+        "",
+    );
+    let describe = |broker: &Broker| ok(broker, &["topic", "describe", "orders"], "");
+    fails(
+        &broker,
+        &["topic", "alter", "orders", "--config", "retention.ms=abc"],
+        "retention.ms",
+    );
+    fails(
+        &broker,
+        &["topic", "alter", "orders", "--config", "no.such.key=1"],
+        "no.such.key",
+    );
+    // One bad key and one good: the broker applies neither, and says so.
+    fails(
+        &broker,
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--config",
+            "segment.ms=100000",
+            "--config",
+            "retention.ms=abc",
+        ],
+        "cannot alter configs of orders",
+    );
+    assert!(
+        !describe(&broker).contains("100000"),
+        "{}",
+        describe(&broker)
+    );
+    ok(
+        &broker,
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--config",
+            "retention.ms=3600123",
+        ],
+        "",
+    );
+    assert!(
+        describe(&broker).contains("3600123"),
+        "{}",
+        describe(&broker)
+    );
+    ok(
+        &broker,
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--delete-config",
+            "retention.ms",
+        ],
+        "",
+    );
+    assert!(
+        !describe(&broker).contains("3600123"),
+        "{}",
+        describe(&broker)
+    );
+    fails(
+        &broker,
+        &["topic", "alter", "orders", "--partitions", "1"],
+        "cannot change partitions of orders",
+    );
+    fails(
+        &broker,
+        &["topic", "create", "bad", "--config", "retention.ms=soon"],
+        "retention.ms",
+    );
+    fails(
+        &broker,
+        &["topic", "create", "bad name!"],
+        "InvalidTopicException",
+    );
+    fails(
+        &broker,
+        &["topic", "create", "orders"],
+        "TopicAlreadyExists",
+    );
+    fails(
+        &broker,
+        &["topic", "delete", "orders", "nope"],
+        "cannot delete topic nope: UnknownTopicOrPartition",
+    );
+    assert!(
+        !ok(&broker, &["topic", "list"], "").contains("orders"),
+        "orders was deleted"
+    );
+}

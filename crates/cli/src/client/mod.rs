@@ -7,6 +7,7 @@ pub mod group;
 mod log_dirs;
 pub mod produce;
 pub mod topic;
+mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

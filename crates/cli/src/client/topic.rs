@@ -3,9 +3,22 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use rdkafka::admin::{AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::{
+    ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::ResourceSpecifier;
 use rdkafka::consumer::Consumer;
 
+use super::wire::{Wire, failure};
 use super::{Connection, TIMEOUT, admin_options, block_on, parse_pairs, print_table};
 
 #[derive(Debug, clap::Subcommand)]
@@ -77,21 +90,34 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
             connection,
         } => {
             let configs = parse_pairs(&configs, "--config")?;
-            let admin = connection.admin()?;
-            let mut topic = NewTopic::new(
-                &name,
-                partitions,
-                TopicReplication::Fixed(replication_factor),
-            );
-            for (k, v) in &configs {
-                topic = topic.set(k, v);
-            }
-            let results = block_on(admin.create_topics(&[topic], &admin_options()))?
-                .map_err(|e| unreachable(&connection, &e))?;
-            for result in results {
-                result.map_err(|(name, code)| {
-                    anyhow::anyhow!("cannot create topic {name}: {code}")
-                })?;
+            let mut wire = Wire::connect(&connection.bootstrap)?;
+            let request = CreateTopicsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_topics(vec![
+                    CreatableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(name.clone())))
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(
+                            i16::try_from(replication_factor)
+                                .context("--replication-factor is too large")?,
+                        )
+                        .with_configs(
+                            configs
+                                .iter()
+                                .map(|(k, v)| {
+                                    CreatableTopicConfig::default()
+                                        .with_name(StrBytes::from_string(k.clone()))
+                                        .with_value(Some(StrBytes::from_string(v.clone())))
+                                })
+                                .collect(),
+                        ),
+                ]);
+            let (_, response): (_, CreateTopicsResponse) =
+                wire.call(ApiKey::CreateTopics, 2..=7, &request)?;
+            for topic in &response.topics {
+                if let Some(why) = failure(topic.error_code, topic.error_message.as_ref()) {
+                    anyhow::bail!("cannot create topic {}: {why}", &*topic.name.0);
+                }
             }
             crate::say!("created topic {name} with {partitions} partition(s)");
             Ok(())
@@ -125,53 +151,82 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
                 "nothing to alter: give --partitions, --config or --delete-config"
             );
             let configs = parse_pairs(&configs, "--config")?;
-            let admin = connection.admin()?;
+            let mut wire = Wire::connect(&connection.bootstrap)?;
             if let Some(count) = partitions {
-                let results = block_on(
-                    admin.create_partitions(&[NewPartitions::new(&name, count)], &admin_options()),
-                )?
-                .map_err(|e| unreachable(&connection, &e))?;
-                for result in results {
-                    result.map_err(|(name, code)| {
-                        anyhow::anyhow!("cannot change partitions of {name}: {code}")
-                    })?;
+                let request = CreatePartitionsRequest::default()
+                    .with_timeout_ms(30_000)
+                    .with_topics(vec![
+                        CreatePartitionsTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(name.clone())))
+                            .with_count(i32::try_from(count).context("--partitions is too large")?)
+                            .with_assignments(None),
+                    ]);
+                let (_, response): (_, CreatePartitionsResponse) =
+                    wire.call(ApiKey::CreatePartitions, 0..=3, &request)?;
+                for result in &response.results {
+                    if let Some(why) = failure(result.error_code, result.error_message.as_ref()) {
+                        anyhow::bail!("cannot change partitions of {name}: {why}");
+                    }
                 }
                 crate::say!("topic {name} now has {count} partitions");
             }
             if !configs.is_empty() || !delete_configs.is_empty() {
-                // AlterConfigs replaces a topic's whole override set: start from the current
-                // overrides so that the others survive.
-                let mut overrides = topic_overrides(&connection, &name)?;
-                for key in &delete_configs {
-                    overrides.remove(key);
-                }
-                overrides.extend(configs);
-                let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&name));
-                for (k, v) in &overrides {
-                    alter = alter.set(k, v);
-                }
-                let results = block_on(admin.alter_configs(&[alter], &admin_options()))?
-                    .map_err(|e| unreachable(&connection, &e))?;
-                for result in results {
-                    result.map_err(|(_, code)| {
-                        anyhow::anyhow!("cannot alter configs of {name}: {code}")
-                    })?;
+                // Incremental: only the named keys change, and the broker answers for the
+                // topic as a whole (nothing is applied if any key is refused).
+                let set = configs.iter().map(|(k, v)| {
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_string(k.clone()))
+                        .with_config_operation(SET)
+                        .with_value(Some(StrBytes::from_string(v.clone())))
+                });
+                let delete = delete_configs.iter().map(|k| {
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_string(k.clone()))
+                        .with_config_operation(DELETE)
+                        .with_value(None)
+                });
+                let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+                    AlterConfigsResource::default()
+                        .with_resource_type(TOPIC_RESOURCE)
+                        .with_resource_name(StrBytes::from_string(name.clone()))
+                        .with_configs(set.chain(delete).collect()),
+                ]);
+                let (_, response): (_, IncrementalAlterConfigsResponse) =
+                    wire.call(ApiKey::IncrementalAlterConfigs, 0..=1, &request)?;
+                for result in &response.responses {
+                    if let Some(why) = failure(result.error_code, result.error_message.as_ref()) {
+                        anyhow::bail!("cannot alter configs of {name}: {why}");
+                    }
                 }
                 crate::say!("topic {name} configs updated");
             }
             Ok(())
         }
         TopicCommand::Delete { names, connection } => {
-            let admin = connection.admin()?;
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let results = block_on(admin.delete_topics(&refs, &admin_options()))?
-                .map_err(|e| unreachable(&connection, &e))?;
+            let mut wire = Wire::connect(&connection.bootstrap)?;
+            let topic_names: Vec<TopicName> = names
+                .iter()
+                .map(|n| TopicName(StrBytes::from_string(n.clone())))
+                .collect();
+            // v6 names topics in `topics`, older versions in `topic_names`: fill both.
+            let request = DeleteTopicsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_topic_names(topic_names.clone())
+                .with_topics(
+                    topic_names
+                        .iter()
+                        .map(|n| DeleteTopicState::default().with_name(Some(n.clone())))
+                        .collect(),
+                );
+            let (_, response): (_, DeleteTopicsResponse) =
+                wire.call(ApiKey::DeleteTopics, 1..=6, &request)?;
             let mut failed = 0;
-            for result in results {
-                match result {
-                    Ok(name) => crate::say!("deleted topic {name}"),
-                    Err((name, code)) => {
-                        eprintln!("error: cannot delete topic {name}: {code}");
+            for result in &response.responses {
+                let topic = result.name.as_ref().map_or("?", |n| n.0.as_str());
+                match failure(result.error_code, result.error_message.as_ref()) {
+                    None => crate::say!("deleted topic {topic}"),
+                    Some(why) => {
+                        eprintln!("error: cannot delete topic {topic}: {why}");
                         failed += 1;
                     }
                 }
@@ -182,20 +237,13 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
     }
 }
 
+/// IncrementalAlterConfigs operations and the topic resource type.
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const TOPIC_RESOURCE: i8 = 2;
+
 fn unreachable(connection: &Connection, err: &rdkafka::error::KafkaError) -> anyhow::Error {
     anyhow::anyhow!("cannot reach a broker at {}: {err}", connection.bootstrap)
-}
-
-/// The topic's config overrides (values set on the topic itself).
-fn topic_overrides(
-    connection: &Connection,
-    name: &str,
-) -> anyhow::Result<BTreeMap<String, String>> {
-    Ok(topic_configs(connection, name)?
-        .into_iter()
-        .filter(|(_, (_, dynamic))| *dynamic)
-        .map(|(k, (v, _))| (k, v))
-        .collect())
 }
 
 /// Every config of a topic: value and whether it is set on the topic.
