@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::process::{Child, Output, Stdio};
 
-use common::{free_port, sluice, spawn_broker};
+use common::{free_port, sluice};
 
 struct Broker {
     child: Child,
@@ -22,9 +22,13 @@ impl Drop for Broker {
 }
 
 fn start_broker() -> Broker {
+    start_broker_with_env(&[])
+}
+
+fn start_broker_with_env(env: &[(&str, &str)]) -> Broker {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = spawn_broker(&dir.path().join("data"), port);
+    let child = common::spawn_broker_with_env(&dir.path().join("data"), port, env);
     Broker {
         child,
         bootstrap: format!("127.0.0.1:{port}"),
@@ -326,7 +330,10 @@ fn mistakes_get_one_clear_line_and_a_failure_exit() {
         &["topic", "describe", "nope"],
         "unknown topic nope",
     );
-    fails(&broker, &["produce", "nope"], "unknown topic nope");
+    // Where the cluster does not create topics on first use, producing to a missing one
+    // fails before any input is read.
+    let strict = start_broker_with_env(&[("SLUICE_AUTO_CREATE_TOPICS_ENABLE", "false")]);
+    fails(&strict, &["produce", "nope"], "unknown topic nope");
     fails(&broker, &["consume", "nope", "-e"], "unknown topic nope");
     fails(&broker, &["group", "describe", "nobody"], "nobody");
     fails(
@@ -343,7 +350,7 @@ fn mistakes_get_one_clear_line_and_a_failure_exit() {
     fails(
         &broker,
         &["consume", "x", "--from", "yesterday"],
-        "expected beginning, end, offset:N or timestamp:MS",
+        "expected beginning, end, offset:N, -N, timestamp:MS",
     );
     fails(
         &broker,
@@ -549,4 +556,111 @@ fn admin_commands_report_the_brokers_refusal_and_its_reason() {
         !ok(&broker, &["topic", "list"], "").contains("orders"),
         "orders was deleted"
     );
+}
+
+/// `consume --from` in every form, templates, tombstones; `produce` with a fixed key,
+/// tombstones and auto-created topics.
+#[test]
+fn consume_positions_formats_and_tombstones_and_produce_keys() {
+    let broker = start_broker();
+    // Auto-created on first use (the broker allows it).
+    let lines: String = (0..10).map(|i| format!("k{}:v{i}\n", i % 2)).collect();
+    ok(&broker, &["produce", "fresh", "-K", ":"], &lines);
+    ok(
+        &broker,
+        &["produce", "fresh", "--key", "fixed", "--header", "h=1"],
+        "last\n",
+    );
+    ok(&broker, &["produce", "fresh", "-K", ":", "-Z"], "k0:\n");
+    let all = ok(&broker, &["consume", "fresh", "--from-beginning", "-e"], "");
+    assert_eq!(all.lines().count(), 12, "{all}");
+    assert_eq!(
+        all.lines().last(),
+        Some("<null>"),
+        "a tombstone prints as <null>"
+    );
+    // The last N messages, in both spellings.
+    for from in ["-3", "offset:-3"] {
+        let tail = ok(&broker, &["consume", "fresh", "--from", from, "-e"], "");
+        assert_eq!(tail, "v9\nlast\n<null>\n", "--from {from}");
+    }
+    let more_than_there = ok(&broker, &["consume", "fresh", "--from", "-100", "-e"], "");
+    assert_eq!(more_than_there.lines().count(), 12);
+    let template = ok(
+        &broker,
+        &[
+            "consume",
+            "fresh",
+            "--from",
+            "offset:10",
+            "-e",
+            "--format",
+            "%p/%o %k=%v [%h] %K\\n",
+        ],
+        "",
+    );
+    assert_eq!(
+        template, "0/10 fixed=last [h=1] 5\n0/11 k0=<null> [] 2\n",
+        "{template}"
+    );
+    // Timestamps: RFC 3339 and Kafka's zoneless form, both before everything here.
+    for at in [
+        "timestamp:2020-01-01T00:00:00Z",
+        "timestamp:2020-01-01T00:00:00",
+        "timestamp:0",
+    ] {
+        let from_time = ok(&broker, &["consume", "fresh", "--from", at, "-e"], "");
+        assert_eq!(from_time.lines().count(), 12, "--from {at}");
+    }
+    let future = ok(
+        &broker,
+        &[
+            "consume",
+            "fresh",
+            "--from",
+            "timestamp:2999-01-01T00:00:00+02:00",
+            "-e",
+        ],
+        "",
+    );
+    assert_eq!(future, "", "nothing after a future time");
+    fails(
+        &broker,
+        &["consume", "fresh", "--from", "timestamp:yesterday"],
+        "e.g. 2026",
+    );
+    fails(
+        &broker,
+        &["consume", "fresh", "--format", "%q"],
+        "unknown placeholder %q",
+    );
+    // Waiting at the end says so on stderr (and reads on when more arrives).
+    let mut waiting = sluice()
+        .args(["consume", "fresh", "--count", "1"])
+        .env("SLUICE_BOOTSTRAP", &broker.bootstrap)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(waiting.stderr.take().unwrap());
+    let (hinted, hint) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        // Read to the end: the consumer's last line must not meet a closed pipe.
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("waiting for new messages") {
+                let _ = hinted.send(line);
+            }
+        }
+    });
+    let hint = hint
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a hint that the consumer waits");
+    assert!(hint.contains("at the end of fresh"), "{hint}");
+    ok(&broker, &["produce", "fresh"], "arrived\n");
+    let out = waiting.wait_with_output().unwrap();
+    reader.join().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "arrived\n");
 }

@@ -113,6 +113,23 @@ pub fn interrupted() -> Arc<AtomicBool> {
 }
 
 /// `key=value` pairs from repeated flags.
+/// A date-time in RFC 3339 (`2026-12-01T09:00:00Z`, `...+02:00`) or in Kafka tools' form
+/// without a zone (`2026-12-01T09:00:00`, `2026-12-01T09:00:00.000`), read as UTC; in epoch
+/// milliseconds.
+pub fn parse_date_time_ms(text: &str) -> Result<i64, String> {
+    let micros = sluice_pipeline::rfc3339::parse_micros(text).or_else(|why| {
+        let has_zone = text.len() > 19 && text[19..].contains(['Z', 'z', '+', '-']);
+        if has_zone {
+            Err(why)
+        } else {
+            sluice_pipeline::rfc3339::parse_micros(&format!("{text}Z"))
+        }
+    });
+    micros
+        .map(|us| us.div_euclid(1000))
+        .map_err(|why| format!("{why} (e.g. 2026-12-01T09:00:00Z)"))
+}
+
 pub fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
     pairs
         .iter()

@@ -13,16 +13,24 @@ use super::{Connection, block_on, parse_pairs};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  echo hello | sluice produce demo\n  sluice produce orders --file orders.txt --key-separator : --acks all --compression zstd\n  sluice produce demo --header source=cli --partition 2"
+    after_help = "Examples:\n  echo hello | sluice produce demo\n  sluice produce orders --file orders.txt --key-separator : --acks all --compression zstd\n  sluice produce demo --header source=cli --partition 2\n  echo 'user-7:' | sluice produce users -K : -Z      # a tombstone for key user-7\n  sluice produce orders --key customer-42 < lines.txt\n\nA topic that does not exist is created if the cluster creates topics on first use\n(auto.create.topics.enable); otherwise create it with `sluice topic create`."
 )]
 pub struct ProduceArgs {
+    /// The topic to write to.
     topic: String,
     /// Read lines from this file instead of standard input.
     #[arg(long, short)]
     file: Option<PathBuf>,
     /// Split each line at the first SEP into key and value (lines without it have no key).
-    #[arg(long, short = 'K', value_name = "SEP")]
+    #[arg(long, short = 'K', value_name = "SEP", conflicts_with = "key")]
     key_separator: Option<String>,
+    /// The key of every message.
+    #[arg(long, short = 'k')]
+    key: Option<String>,
+    /// Send an empty value as null: a tombstone, which deletes the key from a compacted
+    /// topic (kcat's -Z).
+    #[arg(long = "tombstone", short = 'Z')]
+    tombstone: bool,
     /// Header on every message, KEY=VALUE; repeatable.
     #[arg(long = "header", short = 'H', value_name = "KEY=VALUE")]
     headers: Vec<String>,
@@ -47,28 +55,38 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::stdin().lock()),
     };
-    // Prove the cluster and the topic exist before reading any input.
-    let consumer = args.connection.query_consumer(None)?;
-    let metadata = args.connection.metadata(&consumer, Some(&args.topic))?;
-    let known = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == args.topic && t.error().is_none() && !t.partitions().is_empty());
-    anyhow::ensure!(
-        known,
-        "unknown topic {} (create it with `sluice topic create`)",
-        args.topic
-    );
-    drop(consumer);
-
     let producer: FutureProducer = args
         .connection
         .config()
         .set("acks", &args.acks)
         .set("compression.type", &args.compression)
         .set("linger.ms", "5")
+        .set("allow.auto.create.topics", "true")
         .create()
         .context("cannot create a producer")?;
+    // Prove the cluster and the topic exist before reading any input. A producer's metadata
+    // request lets a cluster that auto-creates topics create this one.
+    let known = |producer: &FutureProducer| -> anyhow::Result<bool> {
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(&args.topic), super::TIMEOUT)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach a broker at {}: {e}",
+                    args.connection.bootstrap
+                )
+            })?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == args.topic && t.error().is_none() && !t.partitions().is_empty()))
+    };
+    // The first answer may come before the creation; the second sees the topic.
+    anyhow::ensure!(
+        known(&producer)? || known(&producer)?,
+        "unknown topic {}, and the cluster does not create topics on first use (create it with `sluice topic create`)",
+        args.topic
+    );
     let (sent, failed) = block_on(async {
         let mut pending = Vec::new();
         let (mut sent, mut failed) = (0u64, 0u64);
@@ -96,7 +114,7 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<()> {
                     Some((k, v)) => (Some(k.to_string()), v.to_string()),
                     None => (None, line.clone()),
                 },
-                None => (None, line.clone()),
+                None => (args.key.clone(), line.clone()),
             };
             let mut owned = OwnedHeaders::new();
             for (k, v) in &headers {
@@ -105,7 +123,10 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<()> {
                     value: Some(v),
                 });
             }
-            let mut record = FutureRecord::to(&args.topic).payload(&value).headers(owned);
+            let mut record = FutureRecord::to(&args.topic).headers(owned);
+            if !(args.tombstone && value.is_empty()) {
+                record = record.payload(&value);
+            }
             if let Some(key) = &key {
                 record = record.key(key);
             }

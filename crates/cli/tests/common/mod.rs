@@ -37,6 +37,11 @@ pub fn wait_listening(child: &mut Child, port: u16) {
 /// `sluice broker` on 127.0.0.1:`port` with its data in `data`, listening when this returns.
 /// Its log (warnings only) goes to the test's output.
 pub fn spawn_broker(data: &std::path::Path, port: u16) -> Child {
+    spawn_broker_with_env(data, port, &[])
+}
+
+/// The same, with extra environment (`SLUICE_<PROPERTY>` settings).
+pub fn spawn_broker_with_env(data: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Child {
     let mut child = sluice()
         .args([
             "broker",
@@ -45,6 +50,7 @@ pub fn spawn_broker(data: &std::path::Path, port: u16) -> Child {
             "--data-dir",
         ])
         .arg(data)
+        .envs(env.iter().copied())
         .env("SLUICE_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()
