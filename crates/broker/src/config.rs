@@ -25,6 +25,10 @@ pub enum ConfigError {
     File { path: PathBuf, reason: String },
     #[error("unknown configuration property {0:?}")]
     Unknown(String),
+    #[error(
+        "unknown environment variable {0}: no property of that name (SLUICE_<PROPERTY> sets a property, e.g. SLUICE_LOG_RETENTION_MS)"
+    )]
+    UnknownEnv(String),
     #[error("invalid value {value:?} for {key}: {reason}")]
     Invalid {
         key: String,
@@ -56,9 +60,14 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("max.incremental.fetch.session.cache.slots", "1000"),
     ("fetch.zero.copy.enable", "true"),
     ("log.retention.ms", "604800000"),
+    // Kafka's coarser forms; log.retention.ms wins over minutes, minutes over hours, when
+    // set. Their defaults are what the ms default says.
+    ("log.retention.minutes", "10080"),
+    ("log.retention.hours", "168"),
     ("log.retention.bytes", "-1"),
     ("log.segment.bytes", "1073741824"),
     ("log.roll.ms", "604800000"),
+    ("log.roll.hours", "168"),
     ("log.index.size.max.bytes", "10485760"),
     ("log.index.interval.bytes", "4096"),
     ("log.cleanup.policy", "delete"),
@@ -235,16 +244,114 @@ pub fn env_name(key: &str) -> String {
     format!("SLUICE_{}", key.to_ascii_uppercase().replace('.', "_"))
 }
 
-/// Known properties set in the environment.
-pub fn read_env() -> BTreeMap<String, String> {
-    PROPERTIES
-        .iter()
-        .filter_map(|(key, _)| {
-            std::env::var(env_name(key))
-                .ok()
-                .map(|v| (key.to_string(), v))
-        })
-        .collect()
+/// `SLUICE_` variables that are not properties: the CLI's, the pipeline's and the tests'.
+const NON_PROPERTY_ENV: &[&str] = &[
+    "SLUICE_LOG",
+    "SLUICE_BOOTSTRAP",
+    "SLUICE_DATABASE_URL",
+    "SLUICE_JAVA_JARS",
+    "SLUICE_PG_BINDIR",
+    "SLUICE_PYTHON",
+];
+const NON_PROPERTY_ENV_PREFIXES: &[&str] =
+    &["SLUICE_TEST_", "SLUICE_CRASH_", "SLUICE_CLEANER_CRASH_"];
+
+/// Properties set in the environment. A `SLUICE_` variable that names no property (and is
+/// not one of the tools' own) is refused, as an unknown `--set` key is: a misspelt
+/// `SLUICE_LOG_RETENTON_MS` must not be ignored silently.
+pub fn read_env() -> Result<BTreeMap<String, String>, ConfigError> {
+    read_env_from(std::env::vars())
+}
+
+fn read_env_from(
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut found = BTreeMap::new();
+    for (name, value) in vars {
+        if !name.starts_with("SLUICE_")
+            || NON_PROPERTY_ENV.contains(&name.as_str())
+            || NON_PROPERTY_ENV_PREFIXES
+                .iter()
+                .any(|p| name.starts_with(p))
+        {
+            continue;
+        }
+        match PROPERTIES.iter().find(|(key, _)| env_name(key) == name) {
+            Some((key, _)) => {
+                found.insert(key.to_string(), value);
+            }
+            None => return Err(ConfigError::UnknownEnv(name)),
+        }
+    }
+    Ok(found)
+}
+
+/// Reads a Java `.properties` file (Kafka's `server.properties`): `key=value`, `key: value`
+/// or `key value` per line, `#` and `!` comments, a trailing backslash continues a line.
+pub fn read_properties_file(
+    path: &std::path::Path,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(parse_properties(&text))
+}
+
+fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut logical = String::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if logical.is_empty() && (line.starts_with('#') || line.starts_with('!')) {
+            continue;
+        }
+        // An odd number of trailing backslashes continues the line.
+        let trailing = line.len() - line.trim_end_matches('\\').len();
+        if trailing % 2 == 1 {
+            logical.push_str(&line[..line.len() - 1]);
+            continue;
+        }
+        logical.push_str(line);
+        let entry = std::mem::take(&mut logical);
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let split = entry.find(['=', ':', ' ', '\t']).unwrap_or(entry.len());
+        let key = entry[..split].trim();
+        let rest = entry[split..].trim_start();
+        let value = rest.strip_prefix(['=', ':']).unwrap_or(rest).trim_start();
+        out.insert(key.to_string(), value.to_string());
+    }
+    out
+}
+
+/// Reads a configuration file: Java properties if it is named `*.properties` or is not
+/// TOML but reads as properties (`key=value` lines), TOML otherwise.
+pub fn read_config_file(path: &std::path::Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    if path.extension().is_some_and(|e| e == "properties") {
+        return read_properties_file(path);
+    }
+    match read_toml_file(path) {
+        Ok(props) => Ok(props),
+        Err(toml_error) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            let looks_like_properties = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
+                .all(|l| l.contains('=') && !l.starts_with('['));
+            if looks_like_properties {
+                Ok(parse_properties(&text))
+            } else {
+                Err(toml_error)
+            }
+        }
+    }
 }
 
 struct Props<'a> {
@@ -301,16 +408,55 @@ impl BrokerConfig {
         values.extend(overridden.clone());
         let p = Props { values: &values };
 
-        let listen = resolve_listener(p.raw("listeners")).ok_or_else(|| {
+        let listener =
+            plaintext_listener(p.raw("listeners")).map_err(|why| p.invalid("listeners", why))?;
+        let listen = resolve_listener(&listener).ok_or_else(|| {
             p.invalid(
                 "listeners",
-                "expected HOST:PORT, e.g. 127.0.0.1:9092 or localhost:9092",
+                "expected HOST:PORT or PLAINTEXT://HOST:PORT (an empty host is every interface), e.g. 127.0.0.1:9092 or PLAINTEXT://:9092",
             )
         })?;
+        if p.raw("log.dirs").contains(',') {
+            return Err(p.invalid(
+                "log.dirs",
+                "several data directories are not supported yet: give one",
+            ));
+        }
+        // Kafka's precedence: ms over minutes over hours, whichever is set.
+        let set = |key: &str| overridden.contains_key(key);
+        let retention_ms: i64 = if set("log.retention.ms")
+            || !(set("log.retention.minutes") || set("log.retention.hours"))
+        {
+            p.parse("log.retention.ms")?
+        } else if set("log.retention.minutes") {
+            p.parse::<i64>("log.retention.minutes")?
+                .checked_mul(60_000)
+                .ok_or_else(|| p.invalid("log.retention.minutes", "too large"))?
+        } else {
+            p.parse::<i64>("log.retention.hours")?
+                .checked_mul(3_600_000)
+                .ok_or_else(|| p.invalid("log.retention.hours", "too large"))?
+        };
+        let roll_ms: i64 = if set("log.roll.ms") || !set("log.roll.hours") {
+            p.parse("log.roll.ms")?
+        } else {
+            p.parse::<i64>("log.roll.hours")?
+                .checked_mul(3_600_000)
+                .ok_or_else(|| p.invalid("log.roll.hours", "too large"))?
+        };
         let advertised = match p.raw("advertised.listeners").trim() {
+            // Listening on every interface: tell clients this machine's name, as Kafka does.
+            "" if listen.ip().is_unspecified() => (host_name(), listen.port()),
             "" => (listen.ip().to_string(), listen.port()),
-            text => parse_host_port(text)
-                .ok_or_else(|| p.invalid("advertised.listeners", "expected HOST:PORT"))?,
+            text => plaintext_listener(text)
+                .ok()
+                .and_then(|one| parse_host_port(&one))
+                .ok_or_else(|| {
+                    p.invalid(
+                        "advertised.listeners",
+                        "expected HOST:PORT or PLAINTEXT://HOST:PORT",
+                    )
+                })?,
         };
         let http_listen = match p.raw("admin.http.listener").trim() {
             "" => None,
@@ -332,10 +478,10 @@ impl BrokerConfig {
             })?;
         let log_defaults = LogConfig {
             segment_bytes: p.parse("log.segment.bytes")?,
-            segment_ms: p.parse("log.roll.ms")?,
+            segment_ms: roll_ms,
             segment_index_bytes: p.parse("log.index.size.max.bytes")?,
             index_interval_bytes: p.parse("log.index.interval.bytes")?,
-            retention_ms: p.parse("log.retention.ms")?,
+            retention_ms,
             retention_bytes: p.parse("log.retention.bytes")?,
             max_message_bytes: p.parse("message.max.bytes")?,
             cleanup_policy,
@@ -477,10 +623,54 @@ pub(crate) fn parse_timestamp_type(text: &str) -> Option<TimestampType> {
 }
 
 /// The socket address of `host:port` or `PLAINTEXT://host:port`, resolving a host name.
+/// This machine's name, for clients to connect to when the broker listens on every
+/// interface and no advertised listener is set.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The address to listen on: an empty host (`PLAINTEXT://:9092`) is every interface.
 fn resolve_listener(text: &str) -> Option<SocketAddr> {
     use std::net::ToSocketAddrs;
-    let (host, port) = parse_host_port(text)?;
-    (host.as_str(), port).to_socket_addrs().ok()?.next()
+    let text = text.trim();
+    let text = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    (host, port.parse::<u16>().ok()?)
+        .to_socket_addrs()
+        .ok()?
+        .next()
+}
+
+/// The one listener served, from Kafka's `listeners` list (`PLAINTEXT://:9092,...`): the
+/// PLAINTEXT one (or one without a scheme). Other security protocols are refused until
+/// TLS and SASL exist; a controller listener of a KRaft configuration is ignored.
+fn plaintext_listener(text: &str) -> Result<String, String> {
+    let mut plaintext = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once("://") {
+            None => plaintext.push(entry.to_string()),
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("PLAINTEXT") => {
+                plaintext.push(entry.to_string());
+            }
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("CONTROLLER") => {}
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "listener {entry}: {scheme} is not supported yet (only PLAINTEXT)"
+                ));
+            }
+        }
+    }
+    match plaintext.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err("no PLAINTEXT listener".into()),
+        _ => Err("only one PLAINTEXT listener is supported".into()),
+    }
 }
 
 /// `host:port` or `PLAINTEXT://host:port`.
@@ -560,5 +750,92 @@ mod tests {
         );
         assert_eq!(parse_host_port("[::1]:19092"), Some(("::1".into(), 19092)));
         assert_eq!(parse_host_port("nohost"), None);
+    }
+
+    #[test]
+    fn kafka_server_properties_are_read() {
+        let props = parse_properties(
+            "# Kafka's server.properties\n\
+             ! another comment\n\
+             node.id=1\n\
+             listeners = PLAINTEXT://:9092,CONTROLLER://:9093\n\
+             log.dirs: /tmp/kraft-combined-logs\n\
+             num.partitions 3\n\
+             log.retention.hours=\\\n   24\n\
+             \n",
+        );
+        assert_eq!(props["node.id"], "1");
+        assert_eq!(props["listeners"], "PLAINTEXT://:9092,CONTROLLER://:9093");
+        assert_eq!(props["log.dirs"], "/tmp/kraft-combined-logs");
+        assert_eq!(props["num.partitions"], "3");
+        assert_eq!(props["log.retention.hours"], "24", "a continued line");
+        let config = BrokerConfig::from_overrides(props).unwrap();
+        assert_eq!(
+            config.listen.to_string(),
+            "0.0.0.0:9092",
+            "an empty host is every interface"
+        );
+        assert_ne!(
+            config.advertised.0, "0.0.0.0",
+            "clients are told a name they can reach"
+        );
+        assert_eq!(config.log_defaults.retention_ms, 24 * 3_600_000);
+    }
+
+    #[test]
+    fn retention_and_roll_take_kafkas_coarser_forms_with_its_precedence() {
+        let retention = |pairs: &[(&str, &str)]| {
+            BrokerConfig::from_overrides(overrides(pairs))
+                .unwrap()
+                .log_defaults
+                .retention_ms
+        };
+        assert_eq!(retention(&[]), 7 * 24 * 3_600_000);
+        assert_eq!(retention(&[("log.retention.hours", "1")]), 3_600_000);
+        assert_eq!(
+            retention(&[("log.retention.minutes", "2"), ("log.retention.hours", "1")]),
+            120_000
+        );
+        assert_eq!(
+            retention(&[("log.retention.ms", "5"), ("log.retention.minutes", "2")]),
+            5
+        );
+        let roll = BrokerConfig::from_overrides(overrides(&[("log.roll.hours", "2")])).unwrap();
+        assert_eq!(roll.log_defaults.segment_ms, 7_200_000);
+    }
+
+    #[test]
+    fn unsupported_listeners_and_several_data_directories_are_refused() {
+        for (key, value, says) in [
+            ("listeners", "SSL://:9093", "not supported yet"),
+            (
+                "listeners",
+                "PLAINTEXT://:9092,PLAINTEXT://:9093",
+                "only one",
+            ),
+            ("log.dirs", "/a,/b", "several data directories"),
+        ] {
+            let err = BrokerConfig::from_overrides(overrides(&[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(says), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_sluice_variables_are_refused_the_tools_own_are_not() {
+        let vars = |pairs: &[(&str, &str)]| {
+            read_env_from(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        };
+        let found = vars(&[
+            ("SLUICE_LOG_RETENTION_MS", "5"),
+            ("SLUICE_LOG", "debug"),
+            ("SLUICE_BOOTSTRAP", "x:1"),
+            ("SLUICE_TEST_SEED", "7"),
+            ("PATH", "/bin"),
+        ])
+        .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found["log.retention.ms"], "5");
+        let err = vars(&[("SLUICE_LOG_RETENTON_MS", "5")]).unwrap_err();
+        assert!(err.to_string().contains("SLUICE_LOG_RETENTON_MS"), "{err}");
     }
 }

@@ -5,16 +5,21 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use sluice_broker::BrokerConfig;
-use sluice_broker::config::{read_env, read_toml_file};
+use sluice_broker::config::{PROPERTIES, read_config_file, read_env};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  sluice broker\n  sluice broker --data-dir /var/lib/sluice --listen 0.0.0.0:9092 --advertised-listener kafka.example.com:9092\n  sluice broker --config sluice.toml --set log.retention.ms=3600000\n  sluice broker --http 127.0.0.1:8080    # /metrics, /healthz, /api/v1/...\n\nEvery Kafka-named property can also be set as SLUICE_<NAME> in the environment,\ne.g. SLUICE_NUM_PARTITIONS=6. Precedence: flags > environment > config file > defaults."
+    after_help = "Examples:\n  sluice broker\n  sluice broker --data-dir /var/lib/sluice --listen 0.0.0.0:9092 --advertised-listener kafka.example.com:9092\n  sluice broker --config server.properties --set log.retention.hours=24\n  sluice broker --config sluice.toml --print-config   # every property, its value and where it came from\n  sluice broker --http 127.0.0.1:8080    # /metrics, /healthz, /api/v1/...\n\nEvery Kafka-named property can also be set as SLUICE_<NAME> in the environment,\ne.g. SLUICE_NUM_PARTITIONS=6; an unknown SLUICE_ variable is refused like an unknown\nproperty. Precedence: flags > environment > config file > defaults."
 )]
 pub struct BrokerArgs {
-    /// TOML file with Kafka-named properties (`num.partitions = 3`, `log.retention.ms = ...`).
+    /// Kafka-named properties: a Java .properties file (Kafka's server.properties:
+    /// `num.partitions=3`) or TOML (`num.partitions = 3`).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Print every property with its value and where it came from (default, file,
+    /// environment, flag), then exit without starting.
+    #[arg(long)]
+    print_config: bool,
     /// Data directory (log.dirs).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -36,15 +41,20 @@ pub struct BrokerArgs {
     set: Vec<String>,
 }
 
-fn properties(args: &BrokerArgs) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut props = match &args.config {
-        Some(path) => read_toml_file(path)?,
-        None => BTreeMap::new(),
-    };
-    props.extend(read_env());
+/// The properties set, each with where it was set.
+fn properties(args: &BrokerArgs) -> anyhow::Result<BTreeMap<String, (String, &'static str)>> {
+    let mut props: BTreeMap<String, (String, &'static str)> = BTreeMap::new();
+    if let Some(path) = &args.config {
+        for (key, value) in read_config_file(path)? {
+            props.insert(key, (value, "file"));
+        }
+    }
+    for (key, value) in read_env()? {
+        props.insert(key, (value, "environment"));
+    }
     let mut flag = |key: &str, value: Option<String>| {
         if let Some(value) = value {
-            props.insert(key.to_string(), value);
+            props.insert(key.to_string(), (value, "flag"));
         }
     };
     flag(
@@ -59,9 +69,22 @@ fn properties(args: &BrokerArgs) -> anyhow::Result<BTreeMap<String, String>> {
         let (key, value) = pair
             .split_once('=')
             .with_context(|| format!("--set {pair:?}: expected KEY=VALUE"))?;
-        props.insert(key.trim().to_string(), value.trim().to_string());
+        props.insert(key.trim().to_string(), (value.trim().to_string(), "flag"));
     }
     Ok(props)
+}
+
+/// Every property, with its value and source, one per line.
+fn print_config(set: &BTreeMap<String, (String, &'static str)>) {
+    let width = PROPERTIES.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    println!("{:width$}  {:30}  SOURCE", "PROPERTY", "VALUE");
+    for (key, default) in PROPERTIES {
+        let (value, source) = match set.get(*key) {
+            Some((value, source)) => (value.as_str(), *source),
+            None => (*default, "default"),
+        };
+        println!("{key:width$}  {value:30}  {source}");
+    }
 }
 
 /// Lets a broker with thousands of partitions keep one file open per partition.
@@ -77,7 +100,16 @@ fn raise_open_file_limit() {
 }
 
 pub fn run(args: &BrokerArgs) -> anyhow::Result<()> {
-    let config = BrokerConfig::from_overrides(properties(args)?)?;
+    let set = properties(args)?;
+    let config = BrokerConfig::from_overrides(
+        set.iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect(),
+    )?;
+    if args.print_config {
+        print_config(&set);
+        return Ok(());
+    }
     raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -23,6 +23,14 @@ fn bad_configuration_is_one_clear_line_and_a_failure_exit() {
             vec!["broker", "--config", "/nonexistent/sluice.toml"],
             "cannot read config file",
         ),
+        (
+            vec!["broker", "--set", "listeners=SASL_SSL://:9094"],
+            "SASL_SSL is not supported yet",
+        ),
+        (
+            vec!["broker", "--set", "log.dirs=/tmp/a,/tmp/b"],
+            "several data directories",
+        ),
     ] {
         let output = sluice().args(&args).output().unwrap();
         assert!(!output.status.success(), "{args:?} succeeded");
@@ -116,4 +124,69 @@ fn stray_partition_directories_are_listed_then_removed() {
         .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("is not a directory"));
+}
+
+/// Kafka's own server.properties works as it is, `--print-config` says where each value came
+/// from, and a misspelt SLUICE_ variable is refused instead of ignored.
+#[test]
+fn kafka_server_properties_print_config_and_unknown_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("server.properties");
+    std::fs::write(
+        &config,
+        format!(
+            "# as shipped with Kafka, trimmed\nnode.id=1\nlisteners=PLAINTEXT://:{port},CONTROLLER://:9093\nlog.dirs={}\nnum.partitions=3\nlog.retention.hours=24\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let printed = sluice()
+        .args(["broker", "--config"])
+        .arg(&config)
+        .args(["--set", "log.segment.bytes=1048576", "--print-config"])
+        .env("SLUICE_AUTO_CREATE_TOPICS_ENABLE", "false")
+        .output()
+        .unwrap();
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let text = String::from_utf8_lossy(&printed.stdout);
+    let row = |key: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("{key} not printed: {text}"))
+    };
+    assert_eq!(row("num.partitions"), "3 file");
+    assert_eq!(row("log.retention.hours"), "24 file");
+    assert_eq!(row("log.segment.bytes"), "1048576 flag");
+    assert_eq!(row("auto.create.topics.enable"), "false environment");
+    assert_eq!(row("message.max.bytes"), "1048588 default");
+
+    let misspelt = sluice()
+        .args(["broker", "--config"])
+        .arg(&config)
+        .env("SLUICE_LOG_RETENTON_MS", "5")
+        .output()
+        .unwrap();
+    assert!(!misspelt.status.success());
+    assert!(
+        String::from_utf8_lossy(&misspelt.stderr).contains("SLUICE_LOG_RETENTON_MS"),
+        "{}",
+        String::from_utf8_lossy(&misspelt.stderr)
+    );
+
+    // And it serves: every interface, on the PLAINTEXT port.
+    let mut child = sluice()
+        .args(["broker", "--config"])
+        .arg(&config)
+        .spawn()
+        .unwrap();
+    wait_listening(&mut child, port);
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(child.wait().unwrap().success());
 }
