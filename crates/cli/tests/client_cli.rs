@@ -223,30 +223,65 @@ fn topics_produce_consume_and_groups() {
         "{groups}"
     );
 
-    // Reset: a dry run changes nothing; then earliest, five forward on each of the two
-    // partitions, latest.
-    let dry = sh(
-        &broker,
+    // Reset: without --execute only the plan is shown (as Kafka's tool does), --dry-run
+    // too; then earliest, five forward on each of the two partitions, one partition moved
+    // alone, a capped offset, latest over every topic of the group.
+    for plan in [
+        "group reset-offsets billing --topic orders --to-earliest",
         "group reset-offsets billing --topic orders --to-earliest --dry-run",
-        "",
-    );
-    assert!(dry.contains("dry run"), "{dry}");
-    assert_eq!(total_lag(&broker, "billing"), 20);
+    ] {
+        let shown = sh(&broker, plan, "");
+        assert!(shown.contains("plan only"), "{shown}");
+        assert_eq!(total_lag(&broker, "billing"), 20, "{plan} changed nothing");
+    }
     sh(
         &broker,
-        "group reset-offsets billing --topic orders --to-earliest",
+        "group reset-offsets billing --topic orders --to-earliest --execute",
         "",
     );
     assert_eq!(total_lag(&broker, "billing"), 120);
     sh(
         &broker,
-        "group reset-offsets billing --topic orders --shift-by 5",
+        "group reset-offsets billing --topic orders --shift-by 5 --execute",
         "",
     );
     assert_eq!(total_lag(&broker, "billing"), 110);
     sh(
         &broker,
-        "group reset-offsets billing --topic orders --to-latest",
+        "group reset-offsets billing --topic orders:0 --shift-by 5 --execute",
+        "",
+    );
+    assert_eq!(total_lag(&broker, "billing"), 105, "only partition 0 moved");
+    let capped = run(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "billing",
+            "--topic",
+            "orders",
+            "--to-offset",
+            "1000000",
+            "--execute",
+        ],
+        "",
+    );
+    assert!(capped.status.success());
+    assert!(
+        String::from_utf8_lossy(&capped.stderr).contains("is outside the log"),
+        "{}",
+        String::from_utf8_lossy(&capped.stderr)
+    );
+    assert_eq!(total_lag(&broker, "billing"), 0, "capped at the log end");
+    sh(
+        &broker,
+        "group reset-offsets billing --all-topics --to-datetime 2020-01-01T00:00:00.000 --execute",
+        "",
+    );
+    assert_eq!(total_lag(&broker, "billing"), 120, "Kafka's datetime form");
+    sh(
+        &broker,
+        "group reset-offsets billing --all-topics --to-latest --execute",
         "",
     );
     assert_eq!(total_lag(&broker, "billing"), 0);

@@ -21,18 +21,26 @@ pub enum GroupCommand {
         #[command(flatten)]
         connection: Connection,
     },
-    /// Move a group's committed offsets (the group must have no members).
+    /// Move a group's committed offsets (the group must have no members). Like Kafka's
+    /// tool, it only shows the plan unless --execute is given.
     #[command(
-        after_help = "Examples:\n  sluice group reset-offsets billing --topic orders --to-earliest --dry-run\n  sluice group reset-offsets billing --topic orders --shift-by -100\n  sluice group reset-offsets billing --topic orders --to-datetime 1700000000000"
+        after_help = "Examples:\n  sluice group reset-offsets billing --topic orders --to-earliest            # the plan\n  sluice group reset-offsets billing --topic orders --to-earliest --execute  # commit it\n  sluice group reset-offsets billing --topic orders:0,1 --shift-by -100 --execute\n  sluice group reset-offsets billing --all-topics --to-datetime 2026-12-01T09:00:00.000 --execute"
     )]
     ResetOffsets {
+        /// The group whose offsets move.
         group: String,
-        /// Topic whose offsets move; repeatable.
-        #[arg(long = "topic", short, required = true)]
+        /// Topic whose offsets move, or TOPIC:P,P,... for some partitions; repeatable.
+        #[arg(long = "topic", short, required_unless_present = "all_topics")]
         topics: Vec<String>,
+        /// Every topic the group has committed offsets for.
+        #[arg(long, conflicts_with = "topics")]
+        all_topics: bool,
         #[command(flatten)]
         target: ResetTarget,
-        /// Show the new offsets without committing them.
+        /// Commit the new offsets (without it, only the plan is shown).
+        #[arg(long, conflicts_with = "dry_run")]
+        execute: bool,
+        /// Show the plan only (the default; kept for scripts that say so).
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
@@ -56,8 +64,9 @@ pub struct ResetTarget {
     to_latest: bool,
     #[arg(long, value_name = "OFFSET")]
     to_offset: Option<i64>,
-    /// First offset at or after this time (epoch milliseconds).
-    #[arg(long, value_name = "MS")]
+    /// First offset at or after this time: epoch milliseconds, RFC 3339, or Kafka's
+    /// YYYY-MM-DDTHH:mm:SS[.sss] (UTC).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
     to_datetime: Option<i64>,
     /// Move the committed offset by N (negative: back).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
@@ -93,9 +102,11 @@ pub fn run(command: GroupCommand) -> anyhow::Result<()> {
             group,
             topics,
             target,
-            dry_run,
+            all_topics,
+            execute,
+            dry_run: _,
             connection,
-        } => reset(&connection, &group, &topics, &target, dry_run),
+        } => reset(&connection, &group, &topics, all_topics, &target, execute),
         GroupCommand::Delete { groups, connection } => {
             let admin = connection.admin()?;
             let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
@@ -298,23 +309,84 @@ fn describe(connection: &Connection, group: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--to-datetime`: epoch milliseconds or a date-time.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|e| format!("{e}"));
+    }
+    super::parse_date_time_ms(text)
+}
+
+/// `--topic` values: a topic, or TOPIC:P,P,... for some of its partitions.
+fn parse_topic_selection(topics: &[String]) -> anyhow::Result<Vec<(String, Option<Vec<i32>>)>> {
+    topics
+        .iter()
+        .map(|text| match text.rsplit_once(':') {
+            Some((topic, partitions)) => {
+                let partitions = partitions
+                    .split(',')
+                    .map(|p| p.trim().parse::<i32>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .with_context(|| {
+                        format!("--topic {text:?}: expected TOPIC or TOPIC:P,P,...")
+                    })?;
+                Ok((topic.to_string(), Some(partitions)))
+            }
+            None => Ok((text.clone(), None)),
+        })
+        .collect()
+}
+
 fn reset(
     connection: &Connection,
     group: &str,
-    topics: &[String],
+    topic_args: &[String],
+    all_topics: bool,
     target: &ResetTarget,
-    dry_run: bool,
+    execute: bool,
 ) -> anyhow::Result<()> {
     let consumer = connection.query_consumer(Some(group))?;
     let metadata = connection.metadata(&consumer, None)?;
-    for topic in topics {
+    let selection = if all_topics {
+        let every: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .filter(|t| !t.starts_with("__"))
+            .collect();
+        let mut with_offsets: Vec<String> = committed(&consumer, connection, &every)?
+            .into_keys()
+            .map(|(topic, _)| topic)
+            .collect();
+        with_offsets.dedup();
         anyhow::ensure!(
-            metadata
-                .topics()
-                .iter()
-                .any(|t| t.name() == topic && !t.partitions().is_empty()),
-            "unknown topic {topic}"
+            !with_offsets.is_empty(),
+            "group {group} has no committed offsets: name the topics with --topic"
         );
+        with_offsets.into_iter().map(|t| (t, None)).collect()
+    } else {
+        parse_topic_selection(topic_args)?
+    };
+    let topics: Vec<String> = selection.iter().map(|(t, _)| t.clone()).collect();
+    let wanted_partition = |topic: &str, partition: i32| {
+        selection
+            .iter()
+            .any(|(t, ps)| t == topic && ps.as_ref().is_none_or(|ps| ps.contains(&partition)))
+    };
+    for (topic, partitions) in &selection {
+        let known = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && !t.partitions().is_empty());
+        let Some(known) = known else {
+            anyhow::bail!("unknown topic {topic}");
+        };
+        for p in partitions.iter().flatten() {
+            anyhow::ensure!(
+                known.partitions().iter().any(|kp| kp.id() == *p),
+                "topic {topic} has no partition {p}"
+            );
+        }
     }
     let state = view(&consumer, group).map(|v| (v.state, v.members.len()));
     if let Ok((state, members)) = &state {
@@ -323,15 +395,20 @@ fn reset(
             "group {group} is {state} with {members} member(s): stop its consumers first"
         );
     }
-    let current = committed(&consumer, connection, topics)?;
+    let current = committed(&consumer, connection, &topics)?;
     let mut new_offsets = TopicPartitionList::new();
     let mut rows = Vec::new();
+    let mut capped = Vec::new();
     for topic in metadata
         .topics()
         .iter()
         .filter(|t| topics.iter().any(|n| n == t.name()))
     {
-        for p in topic.partitions() {
+        for p in topic
+            .partitions()
+            .iter()
+            .filter(|p| wanted_partition(topic.name(), p.id()))
+        {
             let (low, high) = consumer
                 .fetch_watermarks(topic.name(), p.id(), TIMEOUT)
                 .with_context(|| format!("offsets of {}-{}", topic.name(), p.id()))?;
@@ -361,6 +438,13 @@ fn reset(
                 unreachable!("clap requires one target")
             };
             let new = wanted.clamp(low, high);
+            if new != wanted {
+                capped.push(format!(
+                    "{}-{}: {wanted} is outside the log ({low}..{high}), so {new}",
+                    topic.name(),
+                    p.id()
+                ));
+            }
             new_offsets.add_partition_offset(topic.name(), p.id(), Offset::Offset(new))?;
             rows.push(vec![
                 topic.name().to_string(),
@@ -371,8 +455,11 @@ fn reset(
         }
     }
     print_table(&["TOPIC", "PARTITION", "CURRENT", "NEW"], &rows);
-    if dry_run {
-        crate::say!("dry run: nothing committed");
+    for warning in &capped {
+        eprintln!("warning: {warning}");
+    }
+    if !execute {
+        crate::say!("plan only, nothing committed: add --execute to commit these offsets");
         return Ok(());
     }
     consumer
