@@ -74,6 +74,18 @@ fn produce(c: &mut RawClient, topic: &str, partition: i32) -> i64 {
     p.base_offset
 }
 
+/// Runs `test` with a client of a fresh broker (and its address), then shuts the broker
+/// down cleanly.
+async fn with_broker(test: impl FnOnce(&mut RawClient, std::net::SocketAddr) + Send + 'static) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let addr = broker.local_addr;
+    tokio::task::spawn_blocking(move || test(&mut RawClient::connect(addr), addr))
+        .await
+        .unwrap();
+    broker.shutdown().await.unwrap();
+}
+
 #[derive(Clone, Copy)]
 struct FetchArgs<'a> {
     session_id: i32,
@@ -152,18 +164,14 @@ fn listed(response: &FetchResponse) -> Vec<(i32, i16, i64, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_fetches_carry_and_return_only_what_changed() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path(), &[]).await;
-    let addr = broker.local_addr;
-    tokio::task::spawn_blocking(move || {
-        let mut c = RawClient::connect(addr);
-        let id = create(&mut c, TOPIC, 3);
-        produce(&mut c, TOPIC, 0);
+    with_broker(|c, _| {
+        let id = create(c, TOPIC, 3);
+        produce(c, TOPIC, 0);
 
         // A full fetch with epoch 0 opens a session and lists every partition.
         let all = [(id, 0, 0), (id, 1, 0), (id, 2, 0)];
         let full = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 epoch: 0,
                 partitions: &all,
@@ -181,7 +189,7 @@ async fn incremental_fetches_carry_and_return_only_what_changed() {
 
         // Partition 0 moved on; nothing else changed: an empty response.
         let quiet = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 session_id: session,
                 epoch: 1,
@@ -193,9 +201,9 @@ async fn incremental_fetches_carry_and_return_only_what_changed() {
         assert_eq!(listed(&quiet), []);
 
         // New data in a partition the request does not mention: only it is returned.
-        produce(&mut c, TOPIC, 2);
+        produce(c, TOPIC, 2);
         let news = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 session_id: session,
                 epoch: 2,
@@ -206,7 +214,7 @@ async fn incremental_fetches_carry_and_return_only_what_changed() {
 
         // Wrong epochs and unknown sessions are refused; the session survives a wrong epoch.
         let stale = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 session_id: session,
                 epoch: 2,
@@ -218,7 +226,7 @@ async fn incremental_fetches_carry_and_return_only_what_changed() {
             ResponseError::InvalidFetchSessionEpoch.code()
         );
         let unknown = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 session_id: session ^ 0x55,
                 epoch: 1,
@@ -232,7 +240,7 @@ async fn incremental_fetches_carry_and_return_only_what_changed() {
 
         // Forgotten partitions leave the session: new data there is no longer returned.
         let forget = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 session_id: session,
                 epoch: 3,
@@ -242,9 +250,9 @@ async fn incremental_fetches_carry_and_return_only_what_changed() {
             },
         );
         assert_eq!(forget.error_code, 0);
-        produce(&mut c, TOPIC, 1);
+        produce(c, TOPIC, 1);
         let after = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 session_id: session,
                 epoch: 4,
@@ -255,7 +263,7 @@ async fn incremental_fetches_carry_and_return_only_what_changed() {
 
         // Epoch -1 closes the session.
         let closing = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 session_id: session,
                 epoch: -1,
@@ -266,7 +274,7 @@ async fn incremental_fetches_carry_and_return_only_what_changed() {
         assert_eq!((closing.error_code, closing.session_id), (0, 0));
         assert_eq!(listed(&closing).len(), 3, "a full fetch lists everything");
         let gone = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 session_id: session,
                 epoch: 5,
@@ -278,22 +286,16 @@ async fn incremental_fetches_carry_and_return_only_what_changed() {
             ResponseError::FetchSessionIdNotFound.code()
         );
     })
-    .await
-    .unwrap();
-    broker.shutdown().await.unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_partition_does_not_starve_the_others_in_a_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path(), &[]).await;
-    let addr = broker.local_addr;
-    tokio::task::spawn_blocking(move || {
-        let mut c = RawClient::connect(addr);
-        let id = create(&mut c, TOPIC, 3);
+    with_broker(|c, _| {
+        let id = create(c, TOPIC, 3);
         for partition in 0..3 {
             for _ in 0..3 {
-                produce(&mut c, TOPIC, partition);
+                produce(c, TOPIC, partition);
             }
         }
         // A response budget of one byte: only its first batch (KIP-74). Each response must
@@ -301,7 +303,7 @@ async fn a_busy_partition_does_not_starve_the_others_in_a_session() {
         let mut offsets = [0i64; 3];
         let all: Vec<(Uuid, i32, i64)> = (0..3).map(|p| (id, p, 0)).collect();
         let first = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 epoch: 0,
                 partitions: &all,
@@ -324,7 +326,7 @@ async fn a_busy_partition_does_not_starve_the_others_in_a_session() {
             offsets[partition as usize] += 1;
             let moved = [(id, partition, offsets[partition as usize])];
             response = fetch(
-                &mut c,
+                c,
                 FetchArgs {
                     session_id: session,
                     epoch,
@@ -341,22 +343,16 @@ async fn a_busy_partition_does_not_starve_the_others_in_a_session() {
             "round robin over the partitions"
         );
     })
-    .await
-    .unwrap();
-    broker.shutdown().await.unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_in_a_session_wakes_for_any_of_its_partitions() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path(), &[]).await;
-    let addr = broker.local_addr;
-    tokio::task::spawn_blocking(move || {
-        let mut c = RawClient::connect(addr);
-        let id = create(&mut c, TOPIC, 2);
+    with_broker(|c, addr| {
+        let id = create(c, TOPIC, 2);
         let all = [(id, 0, 0), (id, 1, 0)];
         let full = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 epoch: 0,
                 partitions: &all,
@@ -370,7 +366,7 @@ async fn a_long_poll_in_a_session_wakes_for_any_of_its_partitions() {
             produce(&mut p, TOPIC, 1);
         });
         let woken = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 session_id: session,
                 epoch: 1,
@@ -381,23 +377,17 @@ async fn a_long_poll_in_a_session_wakes_for_any_of_its_partitions() {
         producer.join().unwrap();
         assert_eq!(listed(&woken), [(1, 0, 1, true)]);
     })
-    .await
-    .unwrap();
-    broker.shutdown().await.unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_are_fetched_by_id_and_a_recreated_topic_has_a_new_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path(), &[]).await;
-    let addr = broker.local_addr;
-    tokio::task::spawn_blocking(move || {
-        let mut c = RawClient::connect(addr);
-        let old = create(&mut c, TOPIC, 1);
-        assert_eq!(topic_id(&mut c, TOPIC), old);
-        produce(&mut c, TOPIC, 0);
+    with_broker(|c, _| {
+        let old = create(c, TOPIC, 1);
+        assert_eq!(topic_id(c, TOPIC), old);
+        produce(c, TOPIC, 0);
         let by_id = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 partitions: &[(old, 0, 0)],
                 ..FetchArgs::default()
@@ -406,7 +396,7 @@ async fn topics_are_fetched_by_id_and_a_recreated_topic_has_a_new_one() {
         assert_eq!(listed(&by_id), [(0, 0, 1, true)]);
         let made_up = Uuid::new_v4();
         let unknown = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 partitions: &[(made_up, 0, 0)],
                 ..FetchArgs::default()
@@ -428,10 +418,10 @@ async fn topics_are_fetched_by_id_and_a_recreated_topic_has_a_new_one() {
                 .with_timeout_ms(10_000),
         );
         assert_eq!(deleted.responses[0].error_code, 0);
-        let new = create(&mut c, TOPIC, 1);
+        let new = create(c, TOPIC, 1);
         assert_ne!(new, old, "a recreated topic gets a new ID");
         let stale = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 partitions: &[(old, 0, 0)],
                 ..FetchArgs::default()
@@ -443,7 +433,7 @@ async fn topics_are_fetched_by_id_and_a_recreated_topic_has_a_new_one() {
             "a client holding the old ID is told so"
         );
         let fresh = fetch(
-            &mut c,
+            c,
             FetchArgs {
                 partitions: &[(new, 0, 0)],
                 ..FetchArgs::default()
@@ -451,7 +441,5 @@ async fn topics_are_fetched_by_id_and_a_recreated_topic_has_a_new_one() {
         );
         assert_eq!(listed(&fresh), [(0, 0, 0, false)], "the new topic is empty");
     })
-    .await
-    .unwrap();
-    broker.shutdown().await.unwrap();
+    .await;
 }
