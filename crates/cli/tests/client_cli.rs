@@ -699,3 +699,44 @@ fn consume_positions_formats_and_tombstones_and_produce_keys() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "arrived\n");
 }
+
+/// Client properties reach librdkafka: -X and --command-config (Kafka's tools' file), and
+/// a property librdkafka does not know is refused with its name.
+#[test]
+fn client_properties_from_flags_and_a_command_config_file() {
+    let broker = start_broker();
+    ok(&broker, &["topic", "create", "props"], "");
+    ok(&broker, &["produce", "props", "-X", "linger.ms=0"], "one\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client.properties");
+    std::fs::write(
+        &file,
+        "# as for kafka-console-consumer.sh\nfetch.wait.max.ms=50\n",
+    )
+    .unwrap();
+    let read = ok(
+        &broker,
+        &[
+            "consume",
+            "props",
+            "--from-beginning",
+            "-e",
+            "--command-config",
+            file.to_str().unwrap(),
+            "-X",
+            "fetch.min.bytes=1",
+        ],
+        "",
+    );
+    assert_eq!(read, "one\n");
+    fails(
+        &broker,
+        &["topic", "list", "-X", "no.such.property=1"],
+        "no.such.property",
+    );
+    fails(
+        &broker,
+        &["topic", "list", "-X", "novalue"],
+        "expected KEY=VALUE",
+    );
+}

@@ -208,7 +208,7 @@ fn produce_loop(
     };
     let producer: ThreadedProducer<DeliveryTimer> = args
         .connection
-        .config()
+        .config()?
         .set("acks", &args.acks)
         .set("compression.type", &args.compression)
         .set("batch.size", args.batch_size.to_string())
@@ -278,7 +278,7 @@ fn consume_loop(
 ) -> anyhow::Result<Histogram<u64>> {
     let consumer: BaseConsumer = args
         .connection
-        .config()
+        .config()?
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set(

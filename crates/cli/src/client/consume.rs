@@ -100,7 +100,7 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<()> {
         parse_start(&args.from)?
     };
     let format = Format::parse(&args.format)?;
-    let mut config = args.connection.config();
+    let mut config = args.connection.config()?;
     config
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")

@@ -34,10 +34,18 @@ pub struct Connection {
         default_value = "localhost:9092"
     )]
     pub bootstrap: String,
+    /// A librdkafka client property, KEY=VALUE (kcat's -X); repeatable, applied after
+    /// --command-config.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+    /// A file of client properties (Java .properties format, as Kafka's tools take).
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 impl Connection {
-    pub fn config(&self) -> ClientConfig {
+    /// The client configuration: these defaults, then --command-config, then -X.
+    pub fn config(&self) -> anyhow::Result<ClientConfig> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.bootstrap)
@@ -45,18 +53,32 @@ impl Connection {
             // Fail fast on an unreachable cluster instead of retrying for minutes.
             .set("socket.connection.setup.timeout.ms", "5000")
             .set("message.timeout.ms", "30000");
-        config
+        for (key, value) in self.client_properties()? {
+            config.set(key, value);
+        }
+        Ok(config)
+    }
+
+    /// The properties of --command-config, then -X, in that order.
+    pub fn client_properties(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut props = Vec::new();
+        if let Some(path) = &self.command_config {
+            let file = sluice_broker::config::read_properties_file(path)?;
+            props.extend(file);
+        }
+        props.extend(parse_pairs(&self.properties, "-X")?);
+        Ok(props)
     }
 
     pub fn admin(&self) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-        self.config()
+        self.config()?
             .create()
             .context("cannot create a Kafka client")
     }
 
     /// A consumer for metadata, offsets and group queries (no subscription).
     pub fn query_consumer(&self, group: Option<&str>) -> anyhow::Result<BaseConsumer> {
-        let mut config = self.config();
+        let mut config = self.config()?;
         config.set("enable.auto.commit", "false");
         config.set("group.id", group.unwrap_or("sluice-cli"));
         config.create().context("cannot create a Kafka client")

@@ -57,7 +57,7 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<()> {
     };
     let producer: FutureProducer = args
         .connection
-        .config()
+        .config()?
         .set("acks", &args.acks)
         .set("compression.type", &args.compression)
         .set("linger.ms", "5")
