@@ -740,3 +740,51 @@ fn client_properties_from_flags_and_a_command_config_file() {
         "expected KEY=VALUE",
     );
 }
+
+/// `--format json` on the list and describe commands: one JSON object, tables as arrays of
+/// objects with snake_case keys, numbers as numbers.
+#[test]
+fn lists_and_descriptions_as_json() {
+    let broker = start_broker();
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(ok(&broker, args, "").trim()).unwrap()
+    };
+    ok(&broker, &["topic", "create", "shapes", "-p", "2"], "");
+    ok(&broker, &["produce", "shapes", "-p", "1"], "a\nb\n");
+    ok(
+        &broker,
+        &[
+            "consume",
+            "shapes",
+            "--group",
+            "readers",
+            "--from-beginning",
+            "-e",
+        ],
+        "",
+    );
+    let topics = json(&["topic", "list", "--format", "json"]);
+    assert_eq!(topics["topics"][0]["topic"], "shapes");
+    assert_eq!(topics["topics"][0]["partitions"], 2);
+    let topic = json(&["topic", "describe", "shapes", "--format", "json"]);
+    assert_eq!(topic["topic"], "shapes");
+    assert_eq!(topic["offsets"], 2);
+    assert_eq!(topic["partitions"][1]["end_offset"], 2);
+    assert!(
+        topic["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["config"] == "retention.ms")
+    );
+    let groups = json(&["group", "list", "--format", "json"]);
+    assert_eq!(groups["groups"][0]["group"], "readers");
+    let group = json(&["group", "describe", "readers", "--format", "json"]);
+    assert_eq!(group["total_lag"], 0);
+    let offsets = group["offsets"].as_array().unwrap();
+    assert!(
+        offsets
+            .iter()
+            .any(|o| o["partition"] == 1 && o["committed"] == 2 && o["lag"] == 0)
+    );
+}

@@ -6,18 +6,23 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Connection, TIMEOUT, admin_options, block_on, print_table};
+use super::{Connection, OutputFormat, Report, TIMEOUT, admin_options, block_on, print_table};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum GroupCommand {
     /// List consumer groups.
     List {
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
         #[command(flatten)]
         connection: Connection,
     },
     /// Members, assignments, committed offsets, log end offsets and lag.
     Describe {
+        /// The group to describe.
         group: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
         #[command(flatten)]
         connection: Connection,
     },
@@ -75,7 +80,7 @@ pub struct ResetTarget {
 
 pub fn run(command: GroupCommand) -> anyhow::Result<()> {
     match command {
-        GroupCommand::List { connection } => {
+        GroupCommand::List { format, connection } => {
             let consumer = connection.query_consumer(None)?;
             connection.metadata(&consumer, None)?;
             let list = consumer
@@ -94,10 +99,20 @@ pub fn run(command: GroupCommand) -> anyhow::Result<()> {
                 })
                 .collect();
             rows.sort();
-            print_table(&["GROUP", "STATE", "PROTOCOL TYPE", "MEMBERS"], &rows);
+            Report::default()
+                .table(
+                    "groups",
+                    &["GROUP", "STATE", "PROTOCOL TYPE", "MEMBERS"],
+                    rows,
+                )
+                .print(format);
             Ok(())
         }
-        GroupCommand::Describe { group, connection } => describe(&connection, &group),
+        GroupCommand::Describe {
+            group,
+            format,
+            connection,
+        } => describe(&connection, &group, format),
         GroupCommand::ResetOffsets {
             group,
             topics,
@@ -233,17 +248,23 @@ fn committed(
         .collect())
 }
 
-fn describe(connection: &Connection, group: &str) -> anyhow::Result<()> {
+fn describe(connection: &Connection, group: &str, format: OutputFormat) -> anyhow::Result<()> {
     let consumer = connection.query_consumer(Some(group))?;
     let metadata = connection.metadata(&consumer, None)?;
     let view = view(&consumer, group)?;
     anyhow::ensure!(view.state != "Dead", "unknown group {group}");
-    crate::say!(
-        "group {group}: {} ({} member(s), protocol {:?})",
-        view.state,
-        view.members.len(),
-        view.protocol
-    );
+    let mut report = Report::default();
+    report
+        .title(format!(
+            "group {group}: {} ({} member(s), protocol {:?})",
+            view.state,
+            view.members.len(),
+            view.protocol
+        ))
+        .field("group", group)
+        .field("state", view.state.clone())
+        .field("protocol", view.protocol.clone())
+        .field("member_count", view.members.len());
     let mut owners: BTreeMap<(String, i32), String> = BTreeMap::new();
     let mut member_rows = Vec::new();
     for (id, client, host, assigned) in &view.members {
@@ -258,10 +279,11 @@ fn describe(connection: &Connection, group: &str) -> anyhow::Result<()> {
             partitions.join(","),
         ]);
     }
-    if !member_rows.is_empty() {
-        print_table(&["MEMBER", "CLIENT", "HOST", "ASSIGNMENT"], &member_rows);
-        crate::say!();
-    }
+    report.table(
+        "members",
+        &["MEMBER", "CLIENT", "HOST", "ASSIGNMENT"],
+        member_rows,
+    );
     let topics: Vec<String> = metadata
         .topics()
         .iter()
@@ -294,18 +316,22 @@ fn describe(connection: &Connection, group: &str) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
-    print_table(
-        &[
-            "TOPIC",
-            "PARTITION",
-            "COMMITTED",
-            "END OFFSET",
-            "LAG",
-            "OWNER",
-        ],
-        &rows,
-    );
-    crate::say!("total lag: {total_lag}");
+    report
+        .table(
+            "offsets",
+            &[
+                "TOPIC",
+                "PARTITION",
+                "COMMITTED",
+                "END OFFSET",
+                "LAG",
+                "OWNER",
+            ],
+            rows,
+        )
+        .field("total_lag", total_lag)
+        .footer(format!("total lag: {total_lag}"))
+        .print(format);
     Ok(())
 }
 

@@ -164,6 +164,118 @@ pub fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(String, 
         .collect()
 }
 
+/// `--format` of the list and describe commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Text,
+    /// One JSON object for scripts: fields, and each table as an array of objects keyed by
+    /// its column names (snake_case); numbers are numbers and "-" is null.
+    Json,
+}
+
+/// A named table: its column names and rows.
+type Table = (&'static str, Vec<&'static str>, Vec<Vec<String>>);
+
+/// What a list or describe command prints: a title line, tables and closing lines as text,
+/// or fields and tables as one JSON object.
+#[derive(Default)]
+pub struct Report {
+    title: Option<String>,
+    fields: Vec<(&'static str, serde_json::Value)>,
+    tables: Vec<Table>,
+    footer: Vec<String>,
+}
+
+impl Report {
+    pub fn title(&mut self, text: String) -> &mut Self {
+        self.title = Some(text);
+        self
+    }
+
+    pub fn field(&mut self, key: &'static str, value: impl Into<serde_json::Value>) -> &mut Self {
+        self.fields.push((key, value.into()));
+        self
+    }
+
+    /// A table; in text an empty "members" table is left out, any other is printed.
+    pub fn table(
+        &mut self,
+        name: &'static str,
+        header: &[&'static str],
+        rows: Vec<Vec<String>>,
+    ) -> &mut Self {
+        self.tables.push((name, header.to_vec(), rows));
+        self
+    }
+
+    pub fn footer(&mut self, text: String) -> &mut Self {
+        self.footer.push(text);
+        self
+    }
+
+    pub fn print(&self, format: OutputFormat) {
+        match format {
+            OutputFormat::Text => {
+                if let Some(title) = &self.title {
+                    crate::say!("{title}");
+                }
+                let mut first = true;
+                for (name, header, rows) in &self.tables {
+                    if *name == "members" && rows.is_empty() {
+                        continue;
+                    }
+                    if !first {
+                        crate::say!();
+                    }
+                    first = false;
+                    print_table(header, rows);
+                }
+                for line in &self.footer {
+                    crate::say!("{line}");
+                }
+            }
+            OutputFormat::Json => {
+                let mut object = serde_json::Map::new();
+                for (key, value) in &self.fields {
+                    object.insert((*key).to_string(), value.clone());
+                }
+                for (name, header, rows) in &self.tables {
+                    let keys: Vec<String> = header.iter().map(|h| snake_case(h)).collect();
+                    let rows: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|row| {
+                            let cells = keys.iter().cloned().zip(row.iter().map(|c| cell(c)));
+                            serde_json::Value::Object(cells.collect())
+                        })
+                        .collect();
+                    object.insert((*name).to_string(), serde_json::Value::Array(rows));
+                }
+                crate::say!("{}", serde_json::Value::Object(object));
+            }
+        }
+    }
+}
+
+/// `END OFFSET` → `end_offset`, `SIZE (BYTES)` → `size_bytes`.
+fn snake_case(header: &str) -> String {
+    header
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// A table cell as JSON: integers as numbers, "-" as null, the rest as text.
+fn cell(text: &str) -> serde_json::Value {
+    if text == "-" {
+        return serde_json::Value::Null;
+    }
+    text.parse::<i64>()
+        .map_or_else(|_| serde_json::Value::from(text), serde_json::Value::from)
+}
+
 /// Prints rows as left-aligned columns under a header.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -19,7 +19,7 @@ use rdkafka::admin::ResourceSpecifier;
 use rdkafka::consumer::Consumer;
 
 use super::wire::{Wire, failure};
-use super::{Connection, TIMEOUT, admin_options, block_on, parse_pairs, print_table};
+use super::{Connection, OutputFormat, Report, TIMEOUT, admin_options, block_on, parse_pairs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TopicCommand {
@@ -44,12 +44,17 @@ pub enum TopicCommand {
         /// Include internal topics such as __consumer_offsets.
         #[arg(long)]
         internal: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
         #[command(flatten)]
         connection: Connection,
     },
     /// Partitions (leader, replicas, offsets) and configs of a topic.
     Describe {
+        /// The topic to describe.
         name: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
         #[command(flatten)]
         connection: Connection,
     },
@@ -124,6 +129,7 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
         }
         TopicCommand::List {
             internal,
+            format,
             connection,
         } => {
             let consumer = connection.query_consumer(None)?;
@@ -135,10 +141,16 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
                 .map(|t| vec![t.name().to_string(), t.partitions().len().to_string()])
                 .collect();
             rows.sort();
-            print_table(&["TOPIC", "PARTITIONS"], &rows);
+            Report::default()
+                .table("topics", &["TOPIC", "PARTITIONS"], rows)
+                .print(format);
             Ok(())
         }
-        TopicCommand::Describe { name, connection } => describe(&connection, &name),
+        TopicCommand::Describe {
+            name,
+            format,
+            connection,
+        } => describe(&connection, &name, format),
         TopicCommand::Alter {
             name,
             partitions,
@@ -270,7 +282,7 @@ fn topic_configs(
         .collect())
 }
 
-fn describe(connection: &Connection, name: &str) -> anyhow::Result<()> {
+fn describe(connection: &Connection, name: &str, format: OutputFormat) -> anyhow::Result<()> {
     let consumer = connection.query_consumer(None)?;
     let metadata = connection.metadata(&consumer, Some(name))?;
     let topic = metadata
@@ -315,23 +327,28 @@ fn describe(connection: &Connection, name: &str) -> anyhow::Result<()> {
             sizes.get(&p.id()).map_or("-".into(), i64::to_string),
         ]);
     }
-    crate::say!(
-        "topic {name}: {} partition(s), {total} offset(s) in the log",
-        topic.partitions().len()
-    );
-    print_table(
-        &[
-            "PARTITION",
-            "LEADER",
-            "REPLICAS",
-            "ISR",
-            "START OFFSET",
-            "END OFFSET",
-            "SIZE (BYTES)",
-        ],
-        &rows,
-    );
-    crate::say!();
+    let mut report = Report::default();
+    report
+        .title(format!(
+            "topic {name}: {} partition(s), {total} offset(s) in the log",
+            topic.partitions().len()
+        ))
+        .field("topic", name)
+        .field("partition_count", topic.partitions().len())
+        .field("offsets", total)
+        .table(
+            "partitions",
+            &[
+                "PARTITION",
+                "LEADER",
+                "REPLICAS",
+                "ISR",
+                "START OFFSET",
+                "END OFFSET",
+                "SIZE (BYTES)",
+            ],
+            rows,
+        );
     let configs: Vec<Vec<String>> = topic_configs(connection, name)?
         .into_iter()
         .map(|(k, (v, dynamic))| {
@@ -346,6 +363,8 @@ fn describe(connection: &Connection, name: &str) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print_table(&["CONFIG", "VALUE", "SET ON"], &configs);
+    report
+        .table("configs", &["CONFIG", "VALUE", "SET ON"], configs)
+        .print(format);
     Ok(())
 }
