@@ -58,6 +58,9 @@ enum Command {
     /// List, describe (with lag), reset and delete consumer groups.
     #[command(subcommand)]
     Group(client::group::GroupCommand),
+    /// The cluster's id, controller and brokers; a broker's configuration.
+    #[command(subcommand)]
+    Cluster(client::cluster::ClusterCommand),
     /// Metrics ingestion gateway: HTTP POST → topic, 202 once durable.
     Ingest(pipeline::IngestArgs),
     /// Metrics sink: topic → PostgreSQL in a consumer group, invalid messages to a DLQ.
@@ -86,6 +89,7 @@ fn main() {
         Command::Produce(args) => client::produce::run(&args),
         Command::Consume(args) => client::consume::run(&args),
         Command::Group(command) => client::group::run(command),
+        Command::Cluster(command) => client::cluster::run(command),
         Command::Ingest(args) => pipeline::run_ingest(&args),
         Command::Sink(args) => pipeline::run_sink(&args),
         Command::Pipeline(args) => pipeline::run_pipeline(&args),

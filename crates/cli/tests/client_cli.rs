@@ -788,3 +788,34 @@ fn lists_and_descriptions_as_json() {
             .any(|o| o["partition"] == 1 && o["committed"] == 2 && o["lag"] == 0)
     );
 }
+
+/// `sluice cluster info` and `cluster config get|set` against a real broker: the id,
+/// controller and broker list; every broker property; a refused change with the reason.
+#[test]
+fn cluster_info_and_broker_configuration() {
+    let broker = start_broker();
+    let info = ok(&broker, &["cluster", "info"], "");
+    assert!(info.contains("1 broker(s), controller 1"), "{info}");
+    let json: serde_json::Value =
+        serde_json::from_str(ok(&broker, &["cluster", "info", "--format", "json"], "").trim())
+            .unwrap();
+    assert_eq!(json["controller"], 1);
+    assert_eq!(json["brokers"][0]["id"], 1);
+    assert!(json["cluster_id"].as_str().is_some_and(|id| !id.is_empty()));
+    let config = ok(&broker, &["cluster", "config", "get"], "");
+    assert!(
+        config.lines().any(|l| l.starts_with("num.partitions ")),
+        "{config}"
+    );
+    fails(
+        &broker,
+        &[
+            "cluster",
+            "config",
+            "set",
+            "--config",
+            "log.retention.ms=1000",
+        ],
+        "cannot change broker 1's configuration",
+    );
+}

@@ -2,6 +2,7 @@
 //! Kafka-compatible cluster through librdkafka (the `rdkafka` crate), never to Sluice's
 //! internals. Errors are one line for the user; the exit code is non-zero.
 
+pub mod cluster;
 pub mod consume;
 pub mod group;
 mod log_dirs;
