@@ -11,6 +11,7 @@ use super::{Connection, OutputFormat, Report, TIMEOUT, admin_options, block_on, 
 #[derive(Debug, clap::Subcommand)]
 pub enum GroupCommand {
     /// List consumer groups.
+    #[command(after_help = "Examples:\n  sluice group list\n  sluice group list --format json")]
     List {
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
@@ -18,6 +19,9 @@ pub enum GroupCommand {
         connection: Connection,
     },
     /// Members, assignments, committed offsets, log end offsets and lag.
+    #[command(
+        after_help = "Examples:\n  sluice group describe billing\n  sluice group describe billing --format json | jq .total_lag"
+    )]
     Describe {
         /// The group to describe.
         group: String,
@@ -52,7 +56,9 @@ pub enum GroupCommand {
         connection: Connection,
     },
     /// Delete groups (only groups without members) and their offsets.
+    #[command(after_help = "Examples:\n  sluice group delete billing")]
     Delete {
+        /// The groups to delete.
         #[arg(required = true)]
         groups: Vec<String>,
         #[command(flatten)]
@@ -63,10 +69,13 @@ pub enum GroupCommand {
 #[derive(Debug, Clone, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct ResetTarget {
+    /// The log start of each partition.
     #[arg(long)]
     to_earliest: bool,
+    /// The log end of each partition.
     #[arg(long)]
     to_latest: bool,
+    /// This offset in every partition.
     #[arg(long, value_name = "OFFSET")]
     to_offset: Option<i64>,
     /// First offset at or after this time: epoch milliseconds, RFC 3339, or Kafka's

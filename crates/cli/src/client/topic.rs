@@ -28,9 +28,12 @@ pub enum TopicCommand {
         after_help = "Examples:\n  sluice topic create orders --partitions 6\n  sluice topic create users --config cleanup.policy=compact --config segment.bytes=104857600"
     )]
     Create {
+        /// The topic's name (letters, digits, '.', '_' and '-', at most 249 characters).
         name: String,
+        /// How many partitions.
         #[arg(long, short, default_value_t = 1)]
         partitions: i32,
+        /// How many copies of each partition (at most the number of brokers).
         #[arg(long, short = 'r', default_value_t = 1)]
         replication_factor: i32,
         /// Topic config, KEY=VALUE; repeatable.
@@ -40,6 +43,9 @@ pub enum TopicCommand {
         connection: Connection,
     },
     /// List topics with their partition counts.
+    #[command(
+        after_help = "Examples:\n  sluice topic list\n  sluice topic list --internal --format json"
+    )]
     List {
         /// Include internal topics such as __consumer_offsets.
         #[arg(long)]
@@ -50,6 +56,9 @@ pub enum TopicCommand {
         connection: Connection,
     },
     /// Partitions (leader, replicas, offsets) and configs of a topic.
+    #[command(
+        after_help = "Examples:\n  sluice topic describe orders\n  sluice topic describe orders --format json | jq '.partitions[].end_offset'"
+    )]
     Describe {
         /// The topic to describe.
         name: String,
@@ -63,6 +72,7 @@ pub enum TopicCommand {
         after_help = "Examples:\n  sluice topic alter orders --partitions 12\n  sluice topic alter orders --config retention.ms=3600000 --delete-config segment.ms"
     )]
     Alter {
+        /// The topic to change.
         name: String,
         /// New (larger) partition count.
         #[arg(long, short)]
@@ -77,7 +87,11 @@ pub enum TopicCommand {
         connection: Connection,
     },
     /// Delete topics.
+    #[command(
+        after_help = "Examples:\n  sluice topic delete orders\n  sluice topic delete old-1 old-2"
+    )]
     Delete {
+        /// The topics to delete.
         #[arg(required = true)]
         names: Vec<String>,
         #[command(flatten)]
