@@ -669,6 +669,40 @@ fn consume_positions_formats_and_tombstones_and_produce_keys() {
         &["consume", "fresh", "--format", "%q"],
         "unknown placeholder %q",
     );
+    // Input templates: key, headers and value from each line.
+    ok(
+        &broker,
+        &["produce", "templated", "--input-format", "%k|%h|%v"],
+        "k1|source=cli,n=1|first value\nk2||second|with a bar\n",
+    );
+    let templated = ok(
+        &broker,
+        &[
+            "consume",
+            "templated",
+            "--from-beginning",
+            "-e",
+            "--format",
+            "%k [%h] %v\\n",
+        ],
+        "",
+    );
+    assert_eq!(
+        templated,
+        "k1 [source=cli,n=1] first value\nk2 [] second|with a bar\n"
+    );
+    let refused = run(
+        &broker,
+        &["produce", "templated", "--input-format", "%k|%v"],
+        "k3|fine\nno separator\n",
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("line 2: does not match"), "{stderr}");
+    assert!(
+        stderr.contains("1 message(s) written"),
+        "the lines before it went out: {stderr}"
+    );
     // Waiting at the end says so on stderr (and reads on when more arrives).
     let mut waiting = sluice()
         .args(["consume", "fresh", "--count", "1"])

@@ -27,6 +27,12 @@ pub struct ProduceArgs {
     /// The key of every message.
     #[arg(long, short = 'k')]
     key: Option<String>,
+    /// How each input line splits into key, value and headers, e.g. '%k\t%v' or
+    /// '%k|%h|%v': %k key, %v value, %h headers as k=v,k=v; text between placeholders
+    /// separates them (the last placeholder takes the rest of the line). A line that does
+    /// not match stops the command with its line number.
+    #[arg(long, value_name = "TEMPLATE", conflicts_with_all = ["key_separator", "key"])]
+    input_format: Option<String>,
     /// Send an empty value as null: a tombstone, which deletes the key from a compacted
     /// topic (kcat's -Z).
     #[arg(long = "tombstone", short = 'Z')]
@@ -49,6 +55,11 @@ pub struct ProduceArgs {
 
 pub fn run(args: &ProduceArgs) -> anyhow::Result<()> {
     let headers = parse_pairs(&args.headers, "--header")?;
+    let template = args
+        .input_format
+        .as_deref()
+        .map(InputFormat::parse)
+        .transpose()?;
     let input: Box<dyn BufRead> = match &args.file {
         Some(path) => Box::new(std::io::BufReader::new(
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
@@ -107,17 +118,32 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<()> {
                     }
                 }
             };
-        for line in input.lines() {
+        let mut bad_line = None;
+        for (number, line) in input.lines().enumerate() {
             let line = line.context("cannot read input")?;
-            let (key, value) = match &args.key_separator {
-                Some(sep) => match line.split_once(sep.as_str()) {
+            let mut line_headers = Vec::new();
+            let (key, value) = match (&template, &args.key_separator) {
+                (Some(template), _) => {
+                    let Some(parsed) = template.split(&line) else {
+                        // What was sent before goes out; the command then fails here.
+                        bad_line = Some(format!(
+                            "line {}: does not match --input-format {:?}",
+                            number + 1,
+                            args.input_format.as_deref().unwrap_or_default()
+                        ));
+                        break;
+                    };
+                    line_headers = parsed.headers;
+                    (parsed.key, parsed.value.unwrap_or_default())
+                }
+                (None, Some(sep)) => match line.split_once(sep.as_str()) {
                     Some((k, v)) => (Some(k.to_string()), v.to_string()),
                     None => (None, line.clone()),
                 },
-                None => (args.key.clone(), line.clone()),
+                (None, None) => (args.key.clone(), line.clone()),
             };
             let mut owned = OwnedHeaders::new();
-            for (k, v) in &headers {
+            for (k, v) in headers.iter().chain(&line_headers) {
                 owned = owned.insert(Header {
                     key: k,
                     value: Some(v),
@@ -163,6 +189,10 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<()> {
         if let Some(err) = first_error {
             eprintln!("error: {failed} message(s) failed, first: {err}");
         }
+        if let Some(why) = bad_line {
+            eprintln!("{sent} message(s) written to {}", args.topic);
+            anyhow::bail!(why);
+        }
         anyhow::Ok((sent, failed))
     })??;
     eprintln!("{sent} message(s) written to {}", args.topic);
@@ -177,4 +207,165 @@ async fn futures_join<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         out.push(future.await);
     }
     out
+}
+
+/// `--input-format`: placeholders and the text that separates them.
+struct InputFormat {
+    pieces: Vec<InputPiece>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum InputPiece {
+    Text(String),
+    Key,
+    Value,
+    Headers,
+}
+
+/// One input line split by an [`InputFormat`].
+#[derive(Debug, Default)]
+struct ParsedLine {
+    key: Option<String>,
+    value: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+impl InputFormat {
+    fn parse(text: &str) -> anyhow::Result<InputFormat> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            let piece = match c {
+                '%' => match chars.next() {
+                    Some('k') => InputPiece::Key,
+                    Some('v') => InputPiece::Value,
+                    Some('h') => InputPiece::Headers,
+                    Some('%') => {
+                        literal.push('%');
+                        continue;
+                    }
+                    other => anyhow::bail!(
+                        "--input-format {text:?}: unknown placeholder %{} (use %k, %v, %h)",
+                        other.map(String::from).unwrap_or_default()
+                    ),
+                },
+                '\\' => {
+                    match chars.next() {
+                        Some('t') => literal.push('\t'),
+                        Some('n') => literal.push('\n'),
+                        Some(other) => {
+                            literal.push('\\');
+                            literal.push(other);
+                        }
+                        None => literal.push('\\'),
+                    }
+                    continue;
+                }
+                other => {
+                    literal.push(other);
+                    continue;
+                }
+            };
+            if !literal.is_empty() {
+                pieces.push(InputPiece::Text(std::mem::take(&mut literal)));
+            } else if pieces
+                .last()
+                .is_some_and(|p| !matches!(p, InputPiece::Text(_)))
+            {
+                anyhow::bail!(
+                    "--input-format {text:?}: two placeholders need text between them to separate them"
+                );
+            }
+            anyhow::ensure!(
+                !pieces.contains(&piece),
+                "--input-format {text:?}: each placeholder at most once"
+            );
+            pieces.push(piece);
+        }
+        if !literal.is_empty() {
+            pieces.push(InputPiece::Text(literal));
+        }
+        anyhow::ensure!(
+            pieces.contains(&InputPiece::Value),
+            "--input-format {text:?}: needs %v"
+        );
+        Ok(InputFormat { pieces })
+    }
+
+    /// Splits a line: each placeholder takes the text up to the next separator (the last
+    /// one, the rest of the line, less any trailing text of the template).
+    fn split(&self, line: &str) -> Option<ParsedLine> {
+        let mut parsed = ParsedLine::default();
+        let mut rest = line;
+        let mut pending: Option<&InputPiece> = None;
+        for piece in &self.pieces {
+            match piece {
+                InputPiece::Text(separator) => match pending.take() {
+                    None => rest = rest.strip_prefix(separator.as_str())?,
+                    Some(placeholder) => {
+                        let (taken, after) = rest.split_once(separator.as_str())?;
+                        fill(&mut parsed, placeholder, taken)?;
+                        rest = after;
+                    }
+                },
+                placeholder => pending = Some(placeholder),
+            }
+        }
+        match pending {
+            Some(placeholder) => fill(&mut parsed, placeholder, rest)?,
+            None if !rest.is_empty() => return None,
+            None => {}
+        }
+        Some(parsed)
+    }
+}
+
+fn fill(parsed: &mut ParsedLine, placeholder: &InputPiece, text: &str) -> Option<()> {
+    match placeholder {
+        InputPiece::Key => parsed.key = Some(text.to_string()),
+        InputPiece::Value => parsed.value = Some(text.to_string()),
+        InputPiece::Headers => {
+            for pair in text.split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=')?;
+                parsed.headers.push((k.to_string(), v.to_string()));
+            }
+        }
+        InputPiece::Text(_) => unreachable!("only placeholders are filled"),
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_formats_split_lines_or_refuse_them() {
+        let tab = InputFormat::parse("%k\\t%v").unwrap();
+        let line = tab.split("user-1\thello\tworld").unwrap();
+        assert_eq!(line.key.as_deref(), Some("user-1"));
+        assert_eq!(
+            line.value.as_deref(),
+            Some("hello\tworld"),
+            "the last takes the rest"
+        );
+        assert!(tab.split("no tab here").is_none());
+        let full = InputFormat::parse("[%k|%h] %v").unwrap();
+        let line = full.split("[k7|a=1,b=2] the value").unwrap();
+        assert_eq!(line.key.as_deref(), Some("k7"));
+        assert_eq!(
+            line.headers,
+            [("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+        assert_eq!(line.value.as_deref(), Some("the value"));
+        assert!(
+            full.split("k7|a=1] v").is_none(),
+            "the leading text must match"
+        );
+        assert!(InputFormat::parse("%k%v").is_err());
+        assert!(InputFormat::parse("%k:%k").is_err());
+        assert!(InputFormat::parse("%k").is_err());
+        assert!(InputFormat::parse("%x %v").is_err());
+    }
 }
