@@ -584,6 +584,23 @@ fn admin_commands_report_the_brokers_refusal_and_its_reason() {
     );
     fails(
         &broker,
+        &["group", "delete", "nobody"],
+        "cannot delete group nobody",
+    );
+    fails(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "nobody",
+            "--topic",
+            "nope",
+            "--to-earliest",
+        ],
+        "unknown topic nope",
+    );
+    fails(
+        &broker,
         &["topic", "delete", "orders", "nope"],
         "cannot delete topic nope: UnknownTopicOrPartition",
     );
