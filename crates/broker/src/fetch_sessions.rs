@@ -173,11 +173,14 @@ impl FetchSessionCache {
     }
 
     /// Opens a session holding `partitions` (what a full fetch just returned, `sent` filled
-    /// in). Returns its id, or 0 when no slot could be had.
-    pub fn open(&self, partitions: Vec<SessionPartition>) -> i32 {
+    /// in). A partition the request listed twice is kept once. Returns its id, or 0 when no
+    /// slot could be had.
+    pub fn open(&self, mut partitions: Vec<SessionPartition>) -> i32 {
         if self.slots == 0 {
             return 0;
         }
+        let mut seen = std::collections::HashSet::new();
+        partitions.retain(|p| seen.insert((p.topic.clone(), p.topic_id, p.partition)));
         assert_unique(&partitions);
         let now = self.clock.now_ms();
         let mut sessions = self.lock();
@@ -399,6 +402,18 @@ mod tests {
             "the stale one went"
         );
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn a_partition_listed_twice_is_kept_once() {
+        let cache = FetchSessionCache::new(10, Arc::new(ManualClock::new(0)));
+        let id = cache.open(vec![
+            partition("a", 0),
+            partition("a", 0),
+            partition("a", 1),
+        ]);
+        let kept = cache.update(id, 1, Changes::default()).unwrap();
+        assert_eq!(kept.len(), 2);
     }
 
     #[test]

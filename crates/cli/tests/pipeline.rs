@@ -739,7 +739,6 @@ fn gateway_bounds_slow_queries_slow_clients_and_concurrency() {
         pg.query("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'metrics'::regclass")
             == "1"
     });
-    let started = Instant::now();
     let query = {
         let addr = addr.clone();
         std::thread::spawn(move || {
@@ -754,12 +753,8 @@ fn gateway_bounds_slow_queries_slow_clients_and_concurrency() {
     assert_eq!(reply.status, 202, "POSTs go on meanwhile: {}", reply.body);
     let reply = query.join().unwrap();
     assert_eq!(reply.status, 503, "{}", reply.body);
+    // Only the gateway's timeout says this (the lock holder sleeps for a minute).
     assert!(reply.body.contains("longer than"), "{}", reply.body);
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "the query was cut off by its timeout, not by the lock holder ({:?})",
-        started.elapsed()
-    );
     // The holder's backend is ended server-side (killing psql's wrapper may leave it).
     pg.query(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \

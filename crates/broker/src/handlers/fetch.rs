@@ -350,20 +350,20 @@ fn read_all(
             aborted_transactions: read_committed.then(Vec::new),
             records: RecordData::None,
         };
-        match (&w.target, w.refused) {
+        // A request that named the topic wrongly, or a leader epoch that is not the
+        // partition's, is answered with the error instead of records.
+        let refused = w.refused.or_else(|| {
+            w.target
+                .as_ref()
+                .and_then(|p| p.check_leader_epoch(w.leader_epoch).err())
+        });
+        match (&w.target, refused) {
             (_, Some(error)) => {
                 fetched.error_code = error.code();
                 failed = true;
             }
             (None, None) => {
                 fetched.error_code = ResponseError::UnknownTopicOrPartition.code();
-                failed = true;
-            }
-            (Some(partition), None) if partition.check_leader_epoch(w.leader_epoch).is_err() => {
-                let error = partition
-                    .check_leader_epoch(w.leader_epoch)
-                    .expect_err("checked in the guard");
-                fetched.error_code = error.code();
                 failed = true;
             }
             (Some(partition), None) => {
