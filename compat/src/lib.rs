@@ -171,3 +171,28 @@ pub fn java_check(classpath: &str, bootstrap: &str, scenario: &str) -> std::proc
     command.args(["-cp", classpath, "JavaClientCheck", bootstrap, scenario]);
     command
 }
+
+/// The newest version of each API that requests to `broker` used so far, by API name
+/// (`"Fetch"`): what a client negotiated.
+pub fn newest_versions_used(broker: &sluice_broker::Broker) -> BTreeMap<String, i16> {
+    sluice_broker::advertised_apis()
+        .filter_map(|(api, _, _)| {
+            let newest = broker.metrics().versions_used(api).last()?.0;
+            Some((format!("{api:?}"), newest))
+        })
+        .collect()
+}
+
+/// Asserts that `client` used exactly these newest versions of these APIs: the highest it
+/// and Sluice both support, so a regression in what Sluice advertises (or answers well
+/// enough for the client to keep the version) fails here.
+pub fn assert_negotiated(broker: &sluice_broker::Broker, client: &str, expected: &[(&str, i16)]) {
+    let used = newest_versions_used(broker);
+    for (api, version) in expected {
+        assert_eq!(
+            used.get(*api),
+            Some(version),
+            "{client}: newest {api} version used; all used: {used:?}"
+        );
+    }
+}

@@ -225,6 +225,19 @@ async fn health_json_api_and_metrics_follow_real_traffic() {
         total_lag + 200,
         "lag grows with the new messages"
     );
+    // librdkafka 2.12 produces at v10 and fetches at v16: counted per version.
+    assert!(
+        metric(
+            &after,
+            "sluice_requests_total{api=\"Produce\",version=\"10\"}"
+        ) > 0.0
+    );
+    assert!(
+        metric(
+            &after,
+            "sluice_requests_total{api=\"Fetch\",version=\"16\"}"
+        ) > 0.0
+    );
     assert!(
         metric(
             &after,

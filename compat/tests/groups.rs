@@ -250,6 +250,28 @@ async fn fleet_scenario(client: &'static str, strategy: &'static str) {
     })
     .await
     .unwrap();
+    // The newest group API versions each client speaks.
+    let negotiated: &[(&str, i16)] = match client {
+        "confluent" => &[
+            ("FindCoordinator", 2),
+            ("JoinGroup", 5),
+            ("SyncGroup", 3),
+            ("Heartbeat", 3),
+            ("LeaveGroup", 1),
+            ("OffsetCommit", 9),
+            ("OffsetFetch", 9),
+        ],
+        _ => &[
+            ("FindCoordinator", 6),
+            ("JoinGroup", 7),
+            ("SyncGroup", 5),
+            ("Heartbeat", 4),
+            ("LeaveGroup", 5),
+            ("OffsetCommit", 8),
+            ("OffsetFetch", 8),
+        ],
+    };
+    sluice_compat::assert_negotiated(&broker.broker, client, negotiated);
     broker.shutdown().await.unwrap();
 }
 

@@ -44,6 +44,19 @@ async fn java_round_trips_every_codec() {
             broker.fetch_sessions().opened() > 0,
             "the Java consumer opened a fetch session"
         );
+        // Kafka 4.1's newest versions, all of which the 4.3 client speaks.
+        sluice_compat::assert_negotiated(
+            broker,
+            "Java 4.3",
+            &[
+                ("ApiVersions", 4),
+                ("Metadata", 13),
+                ("Produce", 13),
+                ("Fetch", 18),
+                ("ListOffsets", 10),
+                ("InitProducerId", 5),
+            ],
+        );
     })
     .await;
 }
@@ -60,7 +73,24 @@ async fn java_admin_client_and_auto_creation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_consumer_group_with_listeners_commits_and_static_membership() {
-    run_scenario("groups").await;
+    run_scenario_on("groups", |broker| {
+        sluice_compat::assert_negotiated(
+            broker,
+            "Java 4.3",
+            &[
+                ("FindCoordinator", 6),
+                ("JoinGroup", 9),
+                ("SyncGroup", 5),
+                ("Heartbeat", 4),
+                ("OffsetCommit", 9),
+                ("OffsetFetch", 9),
+                ("DescribeGroups", 6),
+                // The consumer validates its position after a leader change (KIP-320).
+                ("OffsetForLeaderEpoch", 4),
+            ],
+        );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

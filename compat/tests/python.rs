@@ -16,10 +16,17 @@ fn python() -> String {
 }
 
 async fn run_scenario(scenario: &str) {
+    run_scenario_negotiating(scenario, &[]).await;
+}
+
+/// Runs `scenario`, then checks the newest version of each API in `negotiated` that the
+/// client used.
+async fn run_scenario_negotiating(scenario: &str, negotiated: &[(&str, i16)]) {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path(), &[]).await;
     let bootstrap = broker.local_addr.to_string();
-    let scenario = scenario.to_string();
+    let label = scenario.to_string();
+    let scenario = label.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python())
             .arg(script())
@@ -37,17 +44,41 @@ async fn run_scenario(scenario: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    sluice_compat::assert_negotiated(&broker.broker, &label, negotiated);
     broker.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confluent_kafka_round_trips_every_codec() {
-    run_scenario("roundtrip-confluent").await;
+    // librdkafka 2.12's newest versions of these APIs.
+    run_scenario_negotiating(
+        "roundtrip-confluent",
+        &[
+            ("ApiVersions", 3),
+            ("Metadata", 13),
+            ("Produce", 10),
+            ("Fetch", 16),
+            ("ListOffsets", 7),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_round_trips_every_codec() {
-    run_scenario("roundtrip-kafka-python").await;
+    // kafka-python 3.0's newest versions of these APIs.
+    run_scenario_negotiating(
+        "roundtrip-kafka-python",
+        &[
+            ("ApiVersions", 4),
+            ("Metadata", 13),
+            ("Produce", 9),
+            ("Fetch", 16),
+            ("ListOffsets", 10),
+            ("InitProducerId", 4),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

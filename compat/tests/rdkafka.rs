@@ -258,6 +258,17 @@ async fn every_codec_round_trips_byte_exact() {
             assert_eq!(message, &messages[i], "{codec}: message {i}");
         }
     }
+    sluice_compat::assert_negotiated(
+        &broker.broker,
+        "librdkafka 2.12.1",
+        &[
+            ("ApiVersions", 3),
+            ("Metadata", 13),
+            ("Produce", 10),
+            ("Fetch", 16),
+            ("ListOffsets", 7),
+        ],
+    );
     broker.shutdown().await.unwrap();
 }
 

@@ -29,6 +29,7 @@ pub fn log_error_code(err: &LogError) -> ResponseError {
         LogError::Io(_) | LogError::Offline(_) => ResponseError::KafkaStorageError,
         LogError::Deleted => ResponseError::UnknownTopicOrPartition,
         LogError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        LogError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         LogError::Sequence(SequenceError::OutOfOrder { .. }) => {
             ResponseError::OutOfOrderSequenceNumber
         }

@@ -39,6 +39,9 @@ pub struct SessionPartition {
     pub max_bytes: i32,
     /// The leader epoch the client believes current (-1: none), checked on every read.
     pub current_leader_epoch: i32,
+    /// The epoch of the last record the client fetched (-1: none); a log that diverged from
+    /// it is reported instead of read (v12+).
+    pub last_fetched_epoch: i32,
     /// High watermark, last stable offset and log start offset last sent; -2 when nothing
     /// was sent yet (no partition reports -2).
     pub sent: (i64, i64, i64),
@@ -164,6 +167,7 @@ impl FetchSessionCache {
                     existing.fetch_offset = upsert.fetch_offset;
                     existing.max_bytes = upsert.max_bytes;
                     existing.current_leader_epoch = upsert.current_leader_epoch;
+                    existing.last_fetched_epoch = upsert.last_fetched_epoch;
                 }
                 None => session.partitions.push(upsert),
             }
@@ -299,6 +303,7 @@ mod tests {
             fetch_offset: 0,
             max_bytes: 1000,
             current_leader_epoch: -1,
+            last_fetched_epoch: -1,
             sent: NOT_SENT,
         }
     }

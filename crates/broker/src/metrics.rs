@@ -15,6 +15,9 @@ use crate::prometheus::{Histogram, Kind, TextWriter};
 
 /// One latency histogram per possible API key (the protocol's keys are below this).
 const API_SLOTS: usize = 128;
+/// Versions counted per API: every version Kafka 4.x defines is below this (Fetch's newest
+/// is 18); a request at a higher version is not counted.
+const VERSION_SLOTS: usize = 32;
 
 /// Counters of one topic.
 #[derive(Debug, Default)]
@@ -31,6 +34,9 @@ pub struct TopicCounters {
 pub struct BrokerMetrics {
     /// Indexed by API key.
     latency: Box<[Histogram]>,
+    /// Requests per API key and version (`API_SLOTS` x `VERSION_SLOTS`): which versions
+    /// clients negotiate.
+    by_version: Box<[AtomicU64]>,
     topics: RwLock<HashMap<String, Arc<TopicCounters>>>,
     pub connections: AtomicI64,
     pub connections_total: AtomicU64,
@@ -42,6 +48,9 @@ impl Default for BrokerMetrics {
     fn default() -> Self {
         BrokerMetrics {
             latency: (0..API_SLOTS).map(|_| Histogram::default()).collect(),
+            by_version: (0..API_SLOTS * VERSION_SLOTS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             topics: RwLock::new(HashMap::new()),
             connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
@@ -62,6 +71,33 @@ impl BrokerMetrics {
         if let Some(histogram) = self.latency_of(api) {
             histogram.observe(elapsed);
         }
+    }
+
+    fn version_slot(api: ApiKey, version: i16) -> Option<usize> {
+        let api = usize::try_from(api as i16)
+            .ok()
+            .filter(|&a| a < API_SLOTS)?;
+        let version = usize::try_from(version)
+            .ok()
+            .filter(|&v| v < VERSION_SLOTS)?;
+        Some(api * VERSION_SLOTS + version)
+    }
+
+    /// Counts a request of `api` at `version` as it arrives.
+    pub fn count_request_version(&self, api: ApiKey, version: i16) {
+        if let Some(slot) = Self::version_slot(api, version) {
+            self.by_version[slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The versions of `api` that requests used so far, with their counts, lowest first.
+    pub fn versions_used(&self, api: ApiKey) -> Vec<(i16, u64)> {
+        (0..VERSION_SLOTS as i16)
+            .filter_map(|v| {
+                let count = self.by_version[Self::version_slot(api, v)?].load(Ordering::Relaxed);
+                (count > 0).then_some((v, count))
+            })
+            .collect()
     }
 
     /// Requests answered for `api` so far.
@@ -118,9 +154,25 @@ impl BrokerMetrics {
         );
         let mut served: Vec<ApiKey> = served.collect();
         served.sort_by_key(|key| *key as i16);
-        for api in served {
-            if let Some(histogram) = self.latency_of(api) {
+        for api in &served {
+            if let Some(histogram) = self.latency_of(*api) {
                 out.histogram(name, &[("api", &format!("{api:?}"))], histogram);
+            }
+        }
+        let name = "sluice_requests_total";
+        out.family(
+            name,
+            Kind::Counter,
+            "Requests received, per Kafka API and version (the versions clients negotiate).",
+        );
+        for api in &served {
+            let label = format!("{api:?}");
+            for (version, count) in self.versions_used(*api) {
+                out.sample(
+                    name,
+                    &[("api", &label), ("version", &version.to_string())],
+                    count,
+                );
             }
         }
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());

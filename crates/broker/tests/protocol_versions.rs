@@ -522,12 +522,66 @@ async fn newer_apis_answer_at_every_advertised_version() {
                     (0, 0, 3),
                     (0, 0, 3),
                     (0, -1, -1),
-                    (0, -1, -1),
+                    (0, 0, 0),
                     (ResponseError::UnknownLeaderEpoch.code(), -1, -1),
                     (ResponseError::UnknownTopicOrPartition.code(), -1, -1),
                 ],
-                "v{v}: epoch 0 ends at the log end; a newer epoch and an empty partition \
-                 have no answer"
+                "v{v}: the current epoch ends at the log end (0 for an empty partition); \
+                 a newer epoch has no answer"
+            );
+        }
+
+        // Fetch v12+ with the epoch of the last record fetched: a fetcher whose log diverged
+        // from this one is told where to truncate instead of getting records.
+        let metadata: MetadataResponse = c.call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("epochs"))),
+            ])),
+        );
+        let epochs_id = metadata.topics[0].topic_id;
+        for v in versions(ApiKey::Fetch).filter(|v| *v >= 12) {
+            let mut fetch = |offset: i64, last_fetched_epoch: i32| {
+                let request = FetchRequest::default()
+                    .with_max_wait_ms(0)
+                    .with_max_bytes(1 << 20)
+                    .with_session_epoch(-1)
+                    .with_topics(vec![
+                        FetchTopic::default()
+                            .with_topic(name("epochs"))
+                            .with_partitions(vec![
+                                FetchPartition::default()
+                                    .with_partition(0)
+                                    .with_fetch_offset(offset)
+                                    .with_last_fetched_epoch(last_fetched_epoch)
+                                    .with_partition_max_bytes(1 << 20),
+                            ]),
+                    ]);
+                let mut request = request;
+                if v >= 13 {
+                    request.topics[0].topic_id = epochs_id;
+                }
+                let response: FetchResponse = c.call(ApiKey::Fetch, v, &request);
+                let p = response.responses[0].partitions[0].clone();
+                let records = p.records.as_ref().map_or(0, Bytes::len);
+                (
+                    p.error_code,
+                    (p.diverging_epoch.epoch, p.diverging_epoch.end_offset),
+                    records > 0,
+                )
+            };
+            assert_eq!(fetch(2, 0), (0, (-1, -1), true), "v{v}: same history");
+            assert_eq!(fetch(2, -1), (0, (-1, -1), true), "v{v}: no epoch given");
+            assert_eq!(
+                fetch(5, 0),
+                (0, (0, 3), false),
+                "v{v}: epoch 0 ended at 3, before the fetch offset"
+            );
+            assert_eq!(
+                fetch(2, 4),
+                (0, (-1, -1), false),
+                "v{v}: an epoch that never led here diverges (no answer)"
             );
         }
 

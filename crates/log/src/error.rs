@@ -40,6 +40,10 @@ pub enum LogError {
     /// producer whose state is gone. Nothing was written.
     #[error(transparent)]
     Sequence(#[from] crate::SequenceError),
+    /// An append stamped with a leader epoch older than one that already wrote to the log
+    /// (Kafka: FENCED_LEADER_EPOCH). A leader's epoch only grows; nothing was written.
+    #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
+    StaleLeaderEpoch { epoch: i32, latest: i32 },
     /// An invalid configuration value.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),

@@ -357,13 +357,20 @@ impl Flusher {
     fn sync_round(&self, logs: &[Arc<Log>]) {
         let started = Instant::now();
         if logs.len() > 1 {
-            let prepared: Vec<_> = logs.iter().map(|log| log.prepare_sync()).collect();
+            let prepared: Vec<_> = logs
+                .iter()
+                .map(|log| {
+                    let prepared = log.prepare_sync()?;
+                    Some(prepared.write_checkpoints().map(|()| prepared))
+                })
+                .collect();
             self.stats.syncfs_calls.fetch_add(1, Ordering::Relaxed);
             let result = syncfs(&self.data_dir);
             for (log, prepared) in logs.iter().zip(prepared) {
                 match (&result, prepared) {
-                    (Ok(()), Some(prepared)) => log.complete_sync(&prepared),
+                    (Ok(()), Some(Ok(prepared))) => log.complete_sync(&prepared),
                     (Ok(()), None) => {}
+                    (Ok(()), Some(Err(err))) => log.fail_sync(&err),
                     (Err(err), _) => log.fail_sync(err),
                 }
                 if self.release_or_keep(log) {

@@ -23,6 +23,7 @@ mod error;
 mod file_cache;
 mod flush;
 mod index;
+mod leader_epochs;
 mod log;
 mod manager;
 mod producer_state;
@@ -41,6 +42,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, DEFAULT_MAX_MESSAGE_BYTES, FlushPolicy, LogConfig, ManagerConfig};
 pub use error::{LogError, Result};
 pub use flush::{DurableWait, FlushStatsSnapshot};
+pub use leader_epochs::{EpochEntry, LEADER_EPOCH_CHECKPOINT, LeaderEpochs};
 pub use log::{
     AppendInfo, FileRegion, Log, LogOffsets, ReadResult, RecordsFrom, RetentionReport, StoredBatch,
     TimestampOffset,

@@ -31,6 +31,7 @@ use crate::cleaner::CleanerState;
 use crate::clock::Clock;
 use crate::file_cache::FileCache;
 use crate::flush::{Durability, DurableWait, Flusher};
+use crate::leader_epochs::{self, LeaderEpochs};
 use crate::producer_state::{Check, ProducerBatch, ProducerStates, write_snapshot};
 use crate::record_set::{BatchSummary, ValidatedRecords};
 use crate::recovery::{self, LoadedLog, producers};
@@ -79,10 +80,23 @@ pub(crate) struct PreparedSync {
     next_offset: i64,
     pub files: Vec<Arc<File>>,
     dir: Option<PathBuf>,
+    /// The leader-epoch history to checkpoint, when it changed since the last sync.
+    epochs: Option<LeaderEpochs>,
 }
 
 impl PreparedSync {
+    /// Rewrites the checkpoint files that changed. Runs before the data is synced, so that
+    /// a checkpoint is never behind synced data (recovery corrects one that is ahead); the
+    /// directory sync that follows makes the rename durable.
+    pub fn write_checkpoints(&self) -> io::Result<()> {
+        if let (Some(dir), Some(epochs)) = (&self.dir, &self.epochs) {
+            leader_epochs::write(dir, epochs)?;
+        }
+        Ok(())
+    }
+
     pub fn sync_files(&self) -> io::Result<()> {
+        self.write_checkpoints()?;
         for file in &self.files {
             file.sync_data()?;
         }
@@ -107,6 +121,10 @@ pub(crate) struct LogInner {
     producers: ProducerStates,
     /// Log compaction's progress.
     pub cleaner: CleanerState,
+    /// Which leader epoch wrote from which offset.
+    pub epochs: LeaderEpochs,
+    /// `epochs` changed since the checkpoint file was last written.
+    epochs_dirty: bool,
 }
 
 impl LogInner {
@@ -119,6 +137,13 @@ impl LogInner {
 
     fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size).sum()
+    }
+
+    /// The log start offset moved up: the epoch history starts there too.
+    fn start_moved(&mut self) {
+        if self.epochs.truncate_from_start(self.log_start_offset) {
+            self.epochs_dirty = true;
+        }
     }
 }
 
@@ -168,9 +193,11 @@ impl Log {
         config.validate()?;
         std::fs::create_dir_all(&dir)?;
         let now = clock.now_ms();
+        let epoch_checkpoint = leader_epochs::read(&dir);
         let LoadedLog {
             mut segments,
             next_offset,
+            mut epochs,
         } = recovery::load(
             &tp,
             &dir,
@@ -180,6 +207,7 @@ impl Log {
             clean_shutdown,
             recovery_point.unwrap_or(0),
             cleaner_first_dirty.is_some(),
+            epoch_checkpoint.clone(),
         )?;
         if segments.is_empty() {
             let base = log_start_offset.unwrap_or(0).max(0);
@@ -199,6 +227,8 @@ impl Log {
         } else {
             recovery_point.unwrap_or(0).min(next_offset)
         };
+        epochs.truncate_from_start(log_start_offset);
+        let epochs_dirty = epoch_checkpoint.as_ref() != Some(&epochs);
         let rules = RecordRulesCell::new(&config);
         let mut producers =
             producers::rebuild(&tp, &dir, &segments, log_start_offset, next_offset, now)?;
@@ -222,6 +252,8 @@ impl Log {
                 dir_dirty: true,
                 producers,
                 cleaner: CleanerState::new(cleaner_first_dirty),
+                epochs,
+                epochs_dirty,
             }),
             durability: Durability::new(flushed),
             offline: OnceLock::new(),
@@ -322,6 +354,14 @@ impl Log {
             records.batch(summary)?.check_records(&rules)?;
         }
         let mut inner = self.lock()?;
+        if let Some(latest) = inner.epochs.latest()
+            && leader_epoch < latest.epoch
+        {
+            return Err(LogError::StaleLeaderEpoch {
+                epoch: leader_epoch,
+                latest: latest.epoch,
+            });
+        }
         let max = inner.config.max_message_bytes;
         if records.largest_batch() > max as usize {
             return Err(LogError::BatchTooLarge {
@@ -372,6 +412,9 @@ impl Log {
             return Err(LogError::Io(failure.error));
         }
         inner.next_offset = next;
+        if inner.epochs.assign(leader_epoch, first_offset) {
+            inner.epochs_dirty = true;
+        }
         for summary in records.batches() {
             let base = first_offset + summary.relative_base;
             inner.producers.record(summary, base, now);
@@ -542,6 +585,7 @@ impl Log {
             .expect("the active segment remains");
         inner.log_start_offset = inner.log_start_offset.max(first);
         inner.dir_dirty = true;
+        inner.start_moved();
         tracing::info!(
             partition = %self.tp,
             segment = base,
@@ -587,6 +631,7 @@ impl Log {
             return Ok(inner.log_start_offset);
         }
         inner.log_start_offset = offset;
+        inner.start_moved();
         let bases: Vec<i64> = inner.segments.keys().copied().collect();
         let mut removed = Vec::new();
         for pair in bases.windows(2) {
@@ -637,11 +682,14 @@ impl Log {
         let mut files = std::mem::take(&mut inner.unsynced);
         let active = inner.active();
         files.push(active.active.as_ref().expect("active segment").file.clone());
-        let dir = std::mem::take(&mut inner.dir_dirty).then(|| self.dir.clone());
+        let epochs = std::mem::take(&mut inner.epochs_dirty).then(|| inner.epochs.clone());
+        let dir_dirty = std::mem::take(&mut inner.dir_dirty) || epochs.is_some();
+        let dir = dir_dirty.then(|| self.dir.clone());
         Some(PreparedSync {
             next_offset: inner.next_offset,
             files,
             dir,
+            epochs,
         })
     }
 
@@ -683,6 +731,45 @@ impl Log {
             file.sync_data()?;
         }
         self.flush()
+    }
+
+    /// The leader-epoch history (a copy).
+    pub fn leader_epochs(&self) -> LeaderEpochs {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .epochs
+            .clone()
+    }
+
+    /// This replica leads the partition from now on in `epoch`: the epoch starts at the log
+    /// end even before it writes, as in Kafka, so that OffsetForLeaderEpoch for the current
+    /// epoch always answers with the log end. An epoch older than the latest is refused.
+    pub fn begin_leader_epoch(&self, epoch: i32) -> Result<()> {
+        let mut inner = self.lock()?;
+        if let Some(latest) = inner.epochs.latest()
+            && epoch < latest.epoch
+        {
+            return Err(LogError::StaleLeaderEpoch {
+                epoch,
+                latest: latest.epoch,
+            });
+        }
+        let end = inner.next_offset;
+        if inner.epochs.assign(epoch, end) {
+            inner.epochs_dirty = true;
+        }
+        #[cfg(debug_assertions)]
+        inner.assert_all(self);
+        Ok(())
+    }
+
+    /// OffsetForLeaderEpoch's answer: the largest epoch at or below `requested` that wrote
+    /// here, and the offset where it ends (the log end for the latest). `None` when the log
+    /// has no such epoch ([`LeaderEpochs::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, requested: i32) -> Option<(i32, i64)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.epochs.end_offset_for(requested, inner.next_offset)
     }
 
     /// A copy of the idempotent producers' state (for tests and diagnostics).

@@ -26,6 +26,7 @@ use sluice_record::{BatchHeader, HEADER_SIZE, RecordBatch};
 
 use crate::file_cache::FileCache;
 use crate::index::{decode_offset_index, decode_time_index};
+use crate::leader_epochs::LeaderEpochs;
 use crate::scan::{ScanStep, SegmentScanner};
 use crate::segment::{
     ActiveSegment, INDEX_SUFFIX, IndexBuilder, LOG_SUFFIX, RECOVERY_WINDOW, SCAN_WINDOW, Segment,
@@ -38,6 +39,51 @@ pub(crate) struct LoadedLog {
     pub segments: BTreeMap<i64, Segment>,
     /// The log end offset found (0 when there is no segment).
     pub next_offset: i64,
+    /// The leader-epoch history, cut to the log end found.
+    pub epochs: LeaderEpochs,
+}
+
+/// Rebuilds the leader-epoch history while the segments load: the checkpoint is trusted up
+/// to the first batch that recovery re-reads, and from there the batches' own epochs are
+/// the history. Without a checkpoint (a directory written before Sluice kept one) each
+/// segment's first batch seeds it, which is exact for logs whose epoch only changes at
+/// segment boundaries, as every log of a single node does.
+struct EpochRecovery {
+    epochs: LeaderEpochs,
+    seed_from_segments: bool,
+    rescanning: bool,
+}
+
+impl EpochRecovery {
+    fn new(checkpoint: Option<LeaderEpochs>) -> Self {
+        EpochRecovery {
+            seed_from_segments: checkpoint.is_none(),
+            epochs: checkpoint.unwrap_or_default(),
+            rescanning: false,
+        }
+    }
+
+    fn segment_opened(&mut self, file: &File, size: u64) {
+        if !self.seed_from_segments || self.rescanning {
+            return;
+        }
+        if let Some(header) = first_batch_header(file, size) {
+            self.epochs.assign(header.0, header.1);
+        }
+    }
+
+    fn batch_read(&mut self, leader_epoch: i32, base_offset: i64) {
+        if !self.rescanning {
+            self.rescanning = true;
+            self.epochs.truncate_from_end(base_offset);
+        }
+        self.epochs.assign(leader_epoch, base_offset);
+    }
+
+    fn finish(mut self, next_offset: i64) -> LeaderEpochs {
+        self.epochs.truncate_from_end(next_offset);
+        self.epochs
+    }
 }
 
 /// Result of re-validating one segment.
@@ -57,6 +103,7 @@ fn recover_segment(
     size: u64,
     interval: u32,
     strict: bool,
+    epochs: &mut EpochRecovery,
 ) -> io::Result<Recovered> {
     let mut index = IndexBuilder::new(base_offset, interval);
     let mut scanner = SegmentScanner::new(file, 0, size, RECOVERY_WINDOW);
@@ -93,6 +140,7 @@ fn recover_segment(
             break Some((info.position, reason));
         }
         index.add(&info);
+        epochs.batch_read(info.leader_epoch, info.base_offset);
         first_timestamp.get_or_insert(info.max_timestamp);
         next_offset = info.last_offset + 1;
     };
@@ -115,6 +163,18 @@ pub(crate) fn first_batch_timestamp(file: &File, size: u64) -> Option<i64> {
     let mut header = [0u8; HEADER_SIZE];
     file.read_exact_at(&mut header, 0).ok()?;
     BatchHeader::parse(&header).ok().map(|h| h.max_timestamp())
+}
+
+/// The leader epoch and base offset of the batch at position 0, if any.
+fn first_batch_header(file: &File, size: u64) -> Option<(i32, i64)> {
+    if size < HEADER_SIZE as u64 {
+        return None;
+    }
+    let mut header = [0u8; HEADER_SIZE];
+    file.read_exact_at(&mut header, 0).ok()?;
+    BatchHeader::parse(&header)
+        .ok()
+        .map(|h| (h.partition_leader_epoch(), h.base_offset()))
 }
 
 /// Lists segment base offsets and removes leftovers that are safe to remove.
@@ -149,6 +209,7 @@ fn list_segments(tp: &TopicPartition, dir: &Path) -> io::Result<Vec<i64>> {
 }
 
 /// Loads the segments of `dir`. See the module documentation for what is re-validated.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn load(
     tp: &TopicPartition,
     dir: &Path,
@@ -158,6 +219,7 @@ pub(crate) fn load(
     clean_shutdown: bool,
     recovery_point: i64,
     cleaned_before: bool,
+    epoch_checkpoint: Option<LeaderEpochs>,
 ) -> Result<LoadedLog> {
     let swapped = crate::cleaner::complete_swaps(tp, dir)?;
     let bases = list_segments(tp, dir)?;
@@ -166,8 +228,10 @@ pub(crate) fn load(
         return Ok(LoadedLog {
             segments,
             next_offset: 0,
+            epochs: LeaderEpochs::default(),
         });
     }
+    let mut epochs = EpochRecovery::new(epoch_checkpoint);
     let interval = config.index_interval_bytes;
     // Compaction leaves offset gaps; a log that was ever cleaned keeps them even if its
     // policy changed since.
@@ -191,6 +255,7 @@ pub(crate) fn load(
             .write(is_active)
             .open(files.path(LOG_SUFFIX))?;
         let size = file.metadata()?.len();
+        epochs.segment_opened(&file, size);
         let mut segment = Segment {
             files,
             size,
@@ -201,7 +266,7 @@ pub(crate) fn load(
 
         let mut truncated = false;
         if i >= first_to_recover {
-            let recovered = recover_segment(&file, base, size, interval, strict)?;
+            let recovered = recover_segment(&file, base, size, interval, strict, &mut epochs)?;
             if let Some((position, reason)) = &recovered.invalid {
                 tracing::warn!(
                     partition = %tp,
@@ -230,10 +295,11 @@ pub(crate) fn load(
                     .write_indexes(&recovered.index.offsets, &recovered.index.times)?;
             }
         } else if is_active {
-            let (index, end) = resume_active_index(tp, &segment.files, &file, size, interval)?;
+            let (index, end) =
+                resume_active_index(tp, &segment.files, &file, size, interval, &mut epochs)?;
             if end.valid_size < size {
                 // Even a clean shutdown left a torn tail: treat this segment as unclean.
-                let recovered = recover_segment(&file, base, size, interval, strict)?;
+                let recovered = recover_segment(&file, base, size, interval, strict, &mut epochs)?;
                 tracing::warn!(partition = %tp, segment = base, "torn tail after clean shutdown");
                 file.set_len(recovered.valid_size)?;
                 segment.size = recovered.valid_size;
@@ -278,6 +344,7 @@ pub(crate) fn load(
     Ok(LoadedLog {
         segments,
         next_offset,
+        epochs: epochs.finish(next_offset),
     })
 }
 
@@ -294,6 +361,7 @@ fn resume_active_index(
     file: &File,
     size: u64,
     interval: u32,
+    epochs: &mut EpochRecovery,
 ) -> io::Result<(IndexBuilder, TailScan)> {
     let base = files.base_offset;
     let read = |suffix: &str| std::fs::read(files.path(suffix)).ok();
@@ -302,22 +370,29 @@ fn resume_active_index(
     let Some((offsets, times)) = offsets.zip(times) else {
         tracing::warn!(partition = %tp, segment = base, "active segment index unusable, rebuilding");
         let mut index = IndexBuilder::new(base, interval);
-        let tail = walk_tail(file, 0, size, &mut index)?;
+        let tail = walk_tail(file, 0, size, &mut index, epochs)?;
         return Ok((index, tail));
     };
     let start = offsets.last().map_or(0, |e| u64::from(e.position));
     let mut index = IndexBuilder::resume(base, interval, offsets, times);
-    let tail = walk_tail(file, start, size, &mut index)?;
+    let tail = walk_tail(file, start, size, &mut index, epochs)?;
     Ok((index, tail))
 }
 
-fn walk_tail(file: &File, start: u64, size: u64, index: &mut IndexBuilder) -> io::Result<TailScan> {
+fn walk_tail(
+    file: &File,
+    start: u64,
+    size: u64,
+    index: &mut IndexBuilder,
+    epochs: &mut EpochRecovery,
+) -> io::Result<TailScan> {
     let mut scanner = SegmentScanner::new(file, start, size, SCAN_WINDOW);
     let mut next_offset = 0;
     loop {
         match scanner.next_header()? {
             ScanStep::Batch(info, _) => {
                 index.add(&info);
+                epochs.batch_read(info.leader_epoch, info.base_offset);
                 next_offset = info.last_offset + 1;
             }
             ScanStep::End => {

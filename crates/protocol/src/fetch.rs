@@ -2,8 +2,8 @@
 //! [`Chunk::File`] that goes from the page cache to the socket without being copied.
 //!
 //! Layout (v12 is the first flexible version: compact arrays and strings, tagged fields;
-//! v13 names topics by ID; v14-v18 change only the request and tagged fields, none of
-//! which this encoder writes):
+//! v13 names topics by ID; v14-v18 change only the request and tagged fields, of which this
+//! encoder writes only a partition's DivergingEpoch, tag 0):
 //! ```text
 //! throttle_time_ms i32, error_code i16 (v7+), session_id i32 (v7+),
 //! responses [ topic string (v4-v12) | topic_id uuid (v13+),
@@ -52,6 +52,9 @@ pub struct FetchedPartition {
     /// `(producer_id, first_offset)`.
     pub aborted_transactions: Option<Vec<(i64, i64)>>,
     pub records: RecordData,
+    /// v12+ (tagged field 0): the epoch and end offset where the fetcher's log diverged
+    /// from this one, given its last fetched epoch.
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -205,7 +208,19 @@ pub fn encode_fetch_response(
                 w.buf.put_i32(-1); // preferred_read_replica: none
             }
             w.records(&p.records);
-            w.no_tagged_fields();
+            match p.diverging_epoch {
+                Some((epoch, end_offset)) if w.flexible => {
+                    // One tagged field: tag 0, then the EpochEndOffset struct's size and
+                    // bytes (epoch, end offset, its own empty tagged fields).
+                    w.varint(1);
+                    w.varint(0);
+                    w.varint(4 + 8 + 1);
+                    w.buf.put_i32(epoch);
+                    w.buf.put_i64(end_offset);
+                    w.varint(0);
+                }
+                _ => w.no_tagged_fields(),
+            }
         }
         w.no_tagged_fields();
     }
@@ -245,6 +260,7 @@ mod tests {
                         log_start_offset: 7,
                         aborted_transactions: None,
                         records,
+                        diverging_epoch: None,
                     },
                     FetchedPartition {
                         partition: 4,
@@ -254,6 +270,7 @@ mod tests {
                         log_start_offset: -1,
                         aborted_transactions: Some(vec![]),
                         records: RecordData::None,
+                        diverging_epoch: Some((4, 1_234)),
                     },
                 ],
             }],
@@ -304,6 +321,16 @@ mod tests {
                 "v{version}: empty, not null"
             );
             assert_eq!(q.aborted_transactions.as_ref().map(Vec::len), Some(0));
+            let diverging = (q.diverging_epoch.epoch, q.diverging_epoch.end_offset);
+            if version >= 12 {
+                assert_eq!(diverging, (4, 1_234), "v{version}: tagged field 0");
+                assert_eq!(
+                    p.diverging_epoch.epoch, -1,
+                    "v{version}: absent is the default"
+                );
+            } else {
+                assert_eq!(diverging, (-1, -1), "v{version}: no such field");
+            }
         }
     }
 

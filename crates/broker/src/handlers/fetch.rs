@@ -61,6 +61,8 @@ struct Wanted {
     max_bytes: usize,
     /// The leader epoch the client believes current (-1: none).
     leader_epoch: i32,
+    /// The epoch of the last record the client fetched (-1: none).
+    last_fetched_epoch: i32,
     /// In an incremental session: what the last response said about the partition; it is
     /// left out of this response unless something changed.
     sent: Option<(i64, i64, i64)>,
@@ -132,9 +134,12 @@ async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) ->
     let wanted: Vec<Wanted> = session_partitions
         .into_iter()
         .map(|p| {
-            let refused = (by_id && p.topic.is_empty()).then_some(ResponseError::UnknownTopicId);
+            let target = broker.partition(&p.topic, p.partition);
+            let refused = by_id
+                .then(|| topic_id_refusal(&p.topic, p.topic_id, target.as_deref()))
+                .flatten();
             Wanted {
-                target: broker.partition(&p.topic, p.partition),
+                target,
                 topic: p.topic,
                 topic_id: p.topic_id,
                 partition: p.partition,
@@ -142,6 +147,7 @@ async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) ->
                 offset: p.fetch_offset,
                 max_bytes: p.max_bytes.max(0) as usize,
                 leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: p.last_fetched_epoch,
                 sent: incremental.then_some(p.sent),
             }
         })
@@ -224,11 +230,28 @@ fn requested_partitions(
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
                 current_leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: p.last_fetched_epoch,
                 sent: NOT_SENT,
             });
         }
     }
     requested
+}
+
+/// Why a partition requested by topic ID cannot be served: the ID names no topic
+/// (UNKNOWN_TOPIC_ID; `topic` is empty), or the partition found by the ID's name belongs to
+/// another topic of that name, deleted and recreated meanwhile (INCONSISTENT_TOPIC_ID).
+fn topic_id_refusal(
+    topic: &str,
+    topic_id: Uuid,
+    target: Option<&Partition>,
+) -> Option<ResponseError> {
+    if topic.is_empty() {
+        return Some(ResponseError::UnknownTopicId);
+    }
+    target
+        .filter(|partition| partition.topic_id() != topic_id)
+        .map(|_| ResponseError::InconsistentTopicId)
 }
 
 /// The partitions an incremental request drops from its session.
@@ -277,6 +300,7 @@ fn remember(
                     fetch_offset: w.offset,
                     max_bytes: w.max_bytes.min(i32::MAX as usize) as i32,
                     current_leader_epoch: w.leader_epoch,
+                    last_fetched_epoch: w.last_fetched_epoch,
                     sent: state(p),
                 };
                 // Partitions that returned records go last next time (rotation).
@@ -299,8 +323,10 @@ fn remember(
                 topic.partitions.retain(|p| {
                     let w = &wanted[index];
                     index += 1;
-                    let changed =
-                        !p.records.is_empty() || p.error_code != 0 || w.sent != Some(state(p));
+                    let changed = !p.records.is_empty()
+                        || p.error_code != 0
+                        || p.diverging_epoch.is_some()
+                        || w.sent != Some(state(p));
                     if changed {
                         let key_topic = if by_id { "" } else { &*w.topic };
                         sent.push((
@@ -349,6 +375,7 @@ fn read_all(
             log_start_offset: -1,
             aborted_transactions: read_committed.then(Vec::new),
             records: RecordData::None,
+            diverging_epoch: None,
         };
         // A request that named the topic wrongly, or a leader epoch that is not the
         // partition's, is answered with the error instead of records.
@@ -365,6 +392,20 @@ fn read_all(
             (None, None) => {
                 fetched.error_code = ResponseError::UnknownTopicOrPartition.code();
                 failed = true;
+            }
+            (Some(partition), None)
+                if w.last_fetched_epoch >= 0 && {
+                    fetched.diverging_epoch =
+                        partition.diverging_epoch(w.last_fetched_epoch, w.offset);
+                    fetched.diverging_epoch.is_some()
+                } =>
+            {
+                // The client's log diverged from this one: it truncates to the answer and
+                // fetches again (KIP-595's check in Fetch, instead of OffsetForLeaderEpoch).
+                let offsets = partition.offsets();
+                fetched.high_watermark = offsets.high_watermark;
+                fetched.last_stable_offset = offsets.high_watermark;
+                fetched.log_start_offset = offsets.log_start_offset;
             }
             (Some(partition), None) => {
                 // Within the partition's and the response's limits; the log returns at least
@@ -424,4 +465,48 @@ fn read_all(
         total,
         failed,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sluice_log::{LogManager, ManagerConfig, TopicPartition};
+    use uuid::Uuid;
+
+    use super::topic_id_refusal;
+    use crate::metrics::TopicCounters;
+    use crate::partition::Partition;
+    use kafka_protocol::ResponseError;
+
+    #[test]
+    fn a_topic_id_must_name_the_topic_the_partition_belongs_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::open(ManagerConfig::new(dir.path())).unwrap();
+        let tp = TopicPartition::new("orders", 0);
+        let current = Uuid::from_u128(7);
+        let partition = Partition::new(
+            tp.clone(),
+            current,
+            false,
+            logs.get_or_create(&tp).unwrap(),
+            Arc::new(TopicCounters::default()),
+        );
+        assert_eq!(topic_id_refusal("orders", current, Some(&partition)), None);
+        assert_eq!(
+            topic_id_refusal("orders", Uuid::from_u128(6), Some(&partition)),
+            Some(ResponseError::InconsistentTopicId),
+            "the name now belongs to a recreated topic"
+        );
+        assert_eq!(
+            topic_id_refusal("", Uuid::from_u128(6), None),
+            Some(ResponseError::UnknownTopicId)
+        );
+        assert_eq!(
+            topic_id_refusal("orders", current, None),
+            None,
+            "a missing partition is reported by the read (UNKNOWN_TOPIC_OR_PARTITION)"
+        );
+        logs.shutdown().unwrap();
+    }
 }

@@ -3,11 +3,10 @@
 //! the current epoch). A follower truncates its log with it after a leader change; a
 //! consumer uses it to detect truncation (KIP-320).
 //!
-//! A single node has led every partition since its creation: the epoch history is one entry,
-//! [`INITIAL_LEADER_EPOCH`] from offset 0, as soon as anything was written. So epoch 0 (or
-//! any epoch above it that the client does not know to be newer) ends at the log end; an
-//! epoch newer than the partition's, or a partition never written, has no answer (epoch and
-//! offset -1), as in Kafka. The request's current leader epoch is checked first
+//! The answer comes from the partition's leader-epoch history (`sluice_log::LeaderEpochs`,
+//! checkpointed in `leader-epoch-checkpoint`): the current epoch ends at the log end, an
+//! older one where the next began, an epoch newer than the partition's has no answer (epoch
+//! and offset -1), as in Kafka. The request's current leader epoch is checked first
 //! (FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH).
 
 use std::sync::Arc;
@@ -21,7 +20,6 @@ use sluice_protocol::response::Response;
 
 use super::{Handler, Reply, RequestContext, ready};
 use crate::broker::Broker;
-use crate::partition::{INITIAL_LEADER_EPOCH, Partition};
 
 pub(super) struct OffsetForLeaderEpoch;
 
@@ -68,7 +66,9 @@ fn respond(
                             .with_leader_epoch(UNDEFINED)
                             .with_end_offset(i64::from(UNDEFINED));
                     }
-                    let (epoch, end) = end_of_epoch(&partition, p.leader_epoch);
+                    let (epoch, end) = partition
+                        .end_offset_for_epoch(p.leader_epoch)
+                        .unwrap_or((UNDEFINED, i64::from(UNDEFINED)));
                     answer.with_leader_epoch(epoch).with_end_offset(end)
                 })
                 .collect();
@@ -78,19 +78,4 @@ fn respond(
         })
         .collect();
     ctx.respond(&OffsetForLeaderEpochResponse::default().with_topics(topics))
-}
-
-/// The largest epoch at or below `requested` and where it ends.
-fn end_of_epoch(partition: &Partition, requested: i32) -> (i32, i64) {
-    let log_end = partition.offsets().log_end_offset;
-    let written = log_end > 0;
-    let current = partition.leader_epoch();
-    debug_assert_eq!(
-        current, INITIAL_LEADER_EPOCH,
-        "one epoch per partition on one node"
-    );
-    if !written || requested < INITIAL_LEADER_EPOCH || requested > current {
-        return (UNDEFINED, i64::from(UNDEFINED));
-    }
-    (current, log_end)
 }

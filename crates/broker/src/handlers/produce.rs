@@ -47,6 +47,7 @@ impl Handler for Produce {
                 Some(image) => image.topic_names_by_id.get(&topic.topic_id).cloned(),
                 None => Some(topic.name.0.to_string()),
             };
+            let expected_id = image.is_some().then_some(topic.topic_id);
             let mut partitions = Vec::with_capacity(topic.partition_data.len());
             for data in topic.partition_data {
                 let outcome = if request.transactional_id.is_some() {
@@ -63,6 +64,7 @@ impl Handler for Produce {
                     append(
                         broker,
                         name,
+                        expected_id,
                         data.index,
                         data.records.as_deref(),
                         acks == -1,
@@ -84,9 +86,12 @@ impl Handler for Produce {
     }
 }
 
+/// `topic_id` is the ID a v13+ request named the topic by: the partition found under the
+/// ID's name must still belong to it (the topic may have been recreated since the lookup).
 fn append(
     broker: &Broker,
     topic: &str,
+    topic_id: Option<Uuid>,
     partition: i32,
     records: Option<&[u8]>,
     durable: bool,
@@ -97,6 +102,14 @@ fn append(
             format!("no partition {topic}-{partition}"),
         )
     })?;
+    if let Some(id) = topic_id
+        && id != target.topic_id()
+    {
+        return Err(ApiError::new(
+            ResponseError::UnknownTopicId,
+            format!("topic {topic} was recreated: ID {id} is gone"),
+        ));
+    }
     let records =
         records.ok_or_else(|| ApiError::new(ResponseError::CorruptMessage, "no records"))?;
     // The log patches offsets into the batches, so it needs its own copy of the bytes (the

@@ -147,7 +147,9 @@ impl PartitionManager {
                     }
                     log.set_config(config.clone())?;
                     let counters = self.metrics.topic(&topic.name);
-                    opened.push(Arc::new(Partition::new(tp, internal, log, counters)));
+                    opened.push(Arc::new(Partition::new(
+                        tp, topic.id, internal, log, counters,
+                    )));
                 }
             }
         }

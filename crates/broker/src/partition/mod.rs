@@ -26,6 +26,7 @@ use sluice_log::{
 use sluice_record::RecordError;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
+use uuid::Uuid;
 
 pub use manager::PartitionManager;
 
@@ -70,6 +71,9 @@ impl Appended {
 #[derive(Debug)]
 pub struct Partition {
     tp: TopicPartition,
+    /// The ID of the topic this partition belongs to (its `partition.metadata`): a request
+    /// naming the topic by another ID is for an earlier or later topic of the same name.
+    topic_id: Uuid,
     /// A topic of the broker's own (`__consumer_offsets`): clients may not write to it.
     internal: bool,
     leader_epoch: i32,
@@ -84,14 +88,20 @@ pub struct Partition {
 impl Partition {
     pub(crate) fn new(
         tp: TopicPartition,
+        topic_id: Uuid,
         internal: bool,
         log: Arc<Log>,
         counters: Arc<TopicCounters>,
     ) -> Self {
+        let leader_epoch = INITIAL_LEADER_EPOCH;
+        if let Err(err) = log.begin_leader_epoch(leader_epoch) {
+            tracing::warn!(partition = %tp, error = %err, "cannot record the leader epoch");
+        }
         Partition {
             tp,
+            topic_id,
             internal,
-            leader_epoch: INITIAL_LEADER_EPOCH,
+            leader_epoch,
             log,
             appended: Notify::new(),
             counters,
@@ -100,6 +110,10 @@ impl Partition {
 
     pub fn topic_partition(&self) -> &TopicPartition {
         &self.tp
+    }
+
+    pub fn topic_id(&self) -> Uuid {
+        self.topic_id
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -210,6 +224,27 @@ impl Partition {
 
     pub fn offsets(&self) -> LogOffsets {
         self.log.offsets()
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `requested` that led this
+    /// partition and the offset where it ends; `None` when there is none (an epoch newer
+    /// than the partition's).
+    pub fn end_offset_for_epoch(&self, requested: i32) -> Option<(i32, i64)> {
+        self.log.end_offset_for_epoch(requested)
+    }
+
+    /// For a fetch from `fetch_offset` after a record of `last_fetched_epoch`: `Some(epoch,
+    /// end offset)` when the fetcher's log diverged from this one (that epoch ended before
+    /// the fetch offset here, or never led this partition), which is where it must truncate.
+    pub fn diverging_epoch(
+        &self,
+        last_fetched_epoch: i32,
+        fetch_offset: i64,
+    ) -> Option<(i32, i64)> {
+        let (epoch, end) = self
+            .end_offset_for_epoch(last_fetched_epoch)
+            .unwrap_or((NO_LEADER_EPOCH, -1));
+        (epoch < last_fetched_epoch || end < fetch_offset).then_some((epoch, end))
     }
 
     pub fn high_watermark(&self) -> i64 {

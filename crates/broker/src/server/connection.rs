@@ -126,6 +126,9 @@ pub(super) async fn serve(
                 break;
             }
         };
+        broker
+            .metrics()
+            .count_request_version(request.api_key, request.api_version);
         match dispatch(&broker, &request, peer) {
             Dispatch::Respond(future) => {
                 let (api, arrived, timed) = (request.api_key, Instant::now(), broker.clone());

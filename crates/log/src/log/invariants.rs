@@ -19,7 +19,8 @@ impl LogInner {
     /// - the active segment's offset index grows strictly in offset and position, stays
     ///   within the segment and the log end; its time index grows strictly in timestamp and
     ///   never goes back in offset;
-    /// - the cleaner's checkpoint is within the log.
+    /// - the cleaner's checkpoint is within the log;
+    /// - the leader-epoch history is ordered and within the log.
     pub(crate) fn check_invariants(&self, log_end_offset: i64, flushed: i64) -> Result<(), String> {
         let fail = |what: String| Err(what);
         let Some((&first_base, _)) = self.segments.iter().next() else {
@@ -52,6 +53,7 @@ impl LogInner {
                 self.next_offset
             ));
         }
+        self.epochs.check(self.log_start_offset, self.next_offset)?;
         if log_end_offset != self.next_offset {
             return fail(format!(
                 "published log end {log_end_offset} differs from {}",

@@ -113,3 +113,12 @@ pub fn rng() -> Rng {
     eprintln!("SLUICE_TEST_SEED={seed}");
     Rng(seed)
 }
+
+/// Segments of 4 KiB with an index entry every 256 bytes: a few batches roll a segment.
+pub fn small_segments_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
+}
