@@ -18,6 +18,8 @@ use std::time::Duration;
 use sluice_log::{CleanupPolicy, Clock, FlushPolicy, LogConfig, ManagerConfig, SystemClock};
 use sluice_record::TimestampType;
 
+use crate::cluster_config::ClusterConfig;
+
 /// A configuration problem, worded for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,8 +43,19 @@ pub enum ConfigError {
 /// DescribeConfigs, the environment mapping and validation agree.
 pub const PROPERTIES: &[(&str, &str)] = &[
     ("node.id", "1"),
+    ("process.roles", "broker,controller"),
+    ("controller.quorum.voters", ""),
     ("listeners", "127.0.0.1:9092"),
     ("advertised.listeners", ""),
+    ("controller.listener.names", "CONTROLLER"),
+    ("inter.broker.listener.name", ""),
+    (
+        "listener.security.protocol.map",
+        "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+    ),
+    ("controller.quorum.election.timeout.ms", "1000"),
+    ("broker.session.timeout.ms", "9000"),
+    ("broker.heartbeat.interval.ms", "2000"),
     ("admin.http.listener", ""),
     ("log.dirs", "./data"),
     ("num.partitions", "1"),
@@ -103,6 +116,23 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("producer.id.expiration.ms", "86400000"),
 ];
 
+/// Kafka properties that tune parts Sluice does not have (thread pools, socket buffers, the
+/// replication of internal topics on a single node): accepted so that a Kafka
+/// `server.properties` works as it is, and reported as ignored at startup.
+pub const IGNORED_KAFKA_PROPERTIES: &[&str] = &[
+    "num.network.threads",
+    "num.io.threads",
+    "num.recovery.threads.per.data.dir",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
+    "controller.quorum.fetch.timeout.ms",
+];
+
 /// Settings that bound what group members may ask for (`group.*`).
 #[derive(Debug, Clone)]
 pub struct GroupLimits {
@@ -131,6 +161,10 @@ pub struct CoordinatorConfig {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
+    /// Roles, quorum voters, named listeners (`cluster_config`).
+    pub cluster: ClusterConfig,
+    /// Properties set that Sluice accepts from Kafka's files and ignores.
+    pub ignored: Vec<String>,
     pub listen: SocketAddr,
     /// Where the admin HTTP endpoint listens (`admin.http.listener`); `None`: not served.
     pub http_listen: Option<SocketAddr>,
@@ -396,7 +430,23 @@ impl Props<'_> {
 impl BrokerConfig {
     /// Builds a configuration from explicitly set properties (defaults fill the rest).
     pub fn from_overrides(overridden: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut overridden = overridden;
+        let mut ignored = Vec::new();
+        overridden.retain(|key, _| {
+            let skip = IGNORED_KAFKA_PROPERTIES.contains(&key.as_str());
+            if skip {
+                ignored.push(key.clone());
+            }
+            !skip
+        });
         for key in overridden.keys() {
+            if key == "controller.quorum.bootstrap.servers" {
+                return Err(ConfigError::Invalid {
+                    key: key.clone(),
+                    value: overridden[key].clone(),
+                    reason: "dynamic quorums (KIP-853) are not supported: list the voters in controller.quorum.voters (ID@HOST:PORT,...)".into(),
+                });
+            }
             if !PROPERTIES.iter().any(|(known, _)| known == key) {
                 return Err(ConfigError::Unknown(key.clone()));
             }
@@ -408,12 +458,34 @@ impl BrokerConfig {
         values.extend(overridden.clone());
         let p = Props { values: &values };
 
-        let listener =
-            plaintext_listener(p.raw("listeners")).map_err(|why| p.invalid("listeners", why))?;
-        let listen = resolve_listener(&listener).ok_or_else(|| {
+        let node_id: i32 = p.parse("node.id")?;
+        let cluster = ClusterConfig::parse(|key| p.raw(key), node_id).map_err(|refusal| {
+            ConfigError::Invalid {
+                key: refusal.key.to_string(),
+                value: p.raw(refusal.key).to_string(),
+                reason: refusal.reason,
+            }
+        })?;
+        if cluster.has_peers() || !cluster.roles.broker {
+            return Err(p.invalid(
+                if cluster.roles.broker {
+                    "controller.quorum.voters"
+                } else {
+                    "process.roles"
+                },
+                "a cluster of several nodes is not available yet (it is being built): run a single node (process.roles=broker,controller, no other voter)",
+            ));
+        }
+        let broker_listener = cluster
+            .broker_listener()
+            .expect("a broker has a broker listener (checked by ClusterConfig)");
+        let listen = broker_listener.bind_addr().ok_or_else(|| {
             p.invalid(
                 "listeners",
-                "expected HOST:PORT or PLAINTEXT://HOST:PORT (an empty host is every interface), e.g. 127.0.0.1:9092 or PLAINTEXT://:9092",
+                format!(
+                    "cannot resolve {}:{} (an empty host is every interface)",
+                    broker_listener.host, broker_listener.port
+                ),
             )
         })?;
         if p.raw("log.dirs").contains(',') {
@@ -444,19 +516,11 @@ impl BrokerConfig {
                 .checked_mul(3_600_000)
                 .ok_or_else(|| p.invalid("log.roll.hours", "too large"))?
         };
-        let advertised = match p.raw("advertised.listeners").trim() {
+        let advertised = match cluster.advertised.get(&broker_listener.name) {
+            Some(advertised) => advertised.clone(),
             // Listening on every interface: tell clients this machine's name, as Kafka does.
-            "" if listen.ip().is_unspecified() => (host_name(), listen.port()),
-            "" => (listen.ip().to_string(), listen.port()),
-            text => plaintext_listener(text)
-                .ok()
-                .and_then(|one| parse_host_port(&one))
-                .ok_or_else(|| {
-                    p.invalid(
-                        "advertised.listeners",
-                        "expected HOST:PORT or PLAINTEXT://HOST:PORT",
-                    )
-                })?,
+            None if listen.ip().is_unspecified() => (host_name(), listen.port()),
+            None => (listen.ip().to_string(), listen.port()),
         };
         let http_listen = match p.raw("admin.http.listener").trim() {
             "" => None,
@@ -563,7 +627,9 @@ impl BrokerConfig {
         };
         Ok(BrokerConfig {
             coordinator,
-            node_id: p.parse("node.id")?,
+            node_id,
+            cluster,
+            ignored,
             listen,
             http_listen,
             advertised,
@@ -645,32 +711,6 @@ fn resolve_listener(text: &str) -> Option<SocketAddr> {
         .to_socket_addrs()
         .ok()?
         .next()
-}
-
-/// The one listener served, from Kafka's `listeners` list (`PLAINTEXT://:9092,...`): the
-/// PLAINTEXT one (or one without a scheme). Other security protocols are refused until
-/// TLS and SASL exist; a controller listener of a KRaft configuration is ignored.
-fn plaintext_listener(text: &str) -> Result<String, String> {
-    let mut plaintext = Vec::new();
-    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        match entry.split_once("://") {
-            None => plaintext.push(entry.to_string()),
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("PLAINTEXT") => {
-                plaintext.push(entry.to_string());
-            }
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("CONTROLLER") => {}
-            Some((scheme, _)) => {
-                return Err(format!(
-                    "listener {entry}: {scheme} is not supported yet (only PLAINTEXT)"
-                ));
-            }
-        }
-    }
-    match plaintext.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err("no PLAINTEXT listener".into()),
-        _ => Err("only one PLAINTEXT listener is supported".into()),
-    }
 }
 
 /// `host:port` or `PLAINTEXT://host:port`.
@@ -783,6 +823,51 @@ mod tests {
     }
 
     #[test]
+    fn kafkas_own_server_properties_start_a_single_node() {
+        // The KRaft combined-mode file Kafka ships, as a user would pass it.
+        let props = parse_properties(
+            "process.roles=broker,controller\n\
+             node.id=1\n\
+             controller.quorum.voters=1@localhost:9093\n\
+             listeners=PLAINTEXT://:9092,CONTROLLER://:9093\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             advertised.listeners=PLAINTEXT://localhost:9092\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL\n\
+             num.network.threads=3\n\
+             num.io.threads=8\n\
+             socket.send.buffer.bytes=102400\n\
+             socket.receive.buffer.bytes=102400\n\
+             socket.request.max.bytes=104857600\n\
+             log.dirs=/tmp/kraft-combined-logs\n\
+             num.partitions=1\n\
+             num.recovery.threads.per.data.dir=1\n\
+             offsets.topic.replication.factor=1\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             log.retention.hours=168\n\
+             log.segment.bytes=1073741824\n\
+             log.retention.check.interval.ms=300000\n",
+        );
+        let config = BrokerConfig::from_overrides(props).unwrap();
+        assert_eq!(config.listen.port(), 9092);
+        assert_eq!(config.advertised, ("localhost".to_string(), 9092));
+        assert_eq!(config.cluster.voters.len(), 1);
+        assert_eq!(
+            config.cluster.controller_listener().map(|l| l.port),
+            Some(9093)
+        );
+        assert!(config.ignored.contains(&"num.network.threads".to_string()));
+        assert_eq!(config.ignored.len(), 8, "{:?}", config.ignored);
+        let three = BrokerConfig::from_overrides(overrides(&[
+            ("controller.quorum.voters", "1@a:9093,2@b:9093,3@c:9093"),
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+        ]))
+        .unwrap_err();
+        assert!(three.to_string().contains("not available yet"), "{three}");
+    }
+
+    #[test]
     fn retention_and_roll_take_kafkas_coarser_forms_with_its_precedence() {
         let retention = |pairs: &[(&str, &str)]| {
             BrokerConfig::from_overrides(overrides(pairs))
@@ -811,7 +896,17 @@ mod tests {
             (
                 "listeners",
                 "PLAINTEXT://:9092,PLAINTEXT://:9093",
-                "only one",
+                "appears twice",
+            ),
+            (
+                "listeners",
+                "PLAINTEXT://:9092,INTERNAL://:9093",
+                "no security protocol",
+            ),
+            (
+                "controller.quorum.bootstrap.servers",
+                "a:9093",
+                "controller.quorum.voters",
             ),
             ("log.dirs", "/a,/b", "several data directories"),
         ] {

@@ -22,6 +22,7 @@
 pub mod admin_http;
 mod alloc_guard;
 pub mod broker;
+pub mod cluster_config;
 pub mod config;
 pub mod controller;
 pub mod errors;

@@ -47,6 +47,9 @@ pub struct BrokerHandle {
 
 /// Opens the data directory, binds the listener and starts serving.
 pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError> {
+    for key in &config.ignored {
+        tracing::warn!(property = %key, "ignored: a Kafka setting with no Sluice equivalent");
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError::Listen {
