@@ -42,6 +42,9 @@ fn main() {
                 total.partitions += r.partitions;
                 total.messages_delivered += r.messages_delivered;
                 total.messages_dropped += r.messages_dropped;
+                total.compactions += r.compactions;
+                total.restores += r.restores;
+                total.snapshots_from_leader += r.snapshots_from_leader;
             }
             Err(violation) => {
                 println!("VIOLATION {violation}");

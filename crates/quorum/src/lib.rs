@@ -11,11 +11,12 @@
 //! wall clock. The caller ticks the node from its own clock and carries its messages; that
 //! is what lets the simulator replay a failing seed exactly.
 
+mod log_view;
 pub mod node;
 pub mod sim;
 pub mod storage;
 
-pub use node::{Committed, NodeConfig, NodeError, Output, ProposeError, QuorumNode};
+pub use node::{Committed, NodeConfig, NodeError, Output, ProposeError, QuorumNode, Restore};
 pub use raft::eraftpb::Message;
 pub use storage::{Disk, FileDisk, SimDisk, StableStore, StorageError};
 

@@ -17,10 +17,10 @@
 
 use std::collections::BTreeSet;
 
-use raft::eraftpb::{ConfState, Entry, EntryType, Message};
-use raft::storage::MemStorage;
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{Config, RawNode, StateRole};
 
+use crate::log_view::LogView;
 use crate::storage::{Disk, StableStore, StorageError};
 
 /// How one voter is set up.
@@ -45,9 +45,34 @@ pub struct Committed {
     pub data: Vec<u8>,
 }
 
+/// The state machine as of `index`, from a snapshot: the caller replaces its state with
+/// `data` before applying the committed entries that follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    pub index: u64,
+    pub term: u64,
+    pub data: Vec<u8>,
+    /// Sent by the leader (this node was too far behind), rather than read at startup.
+    pub from_leader: bool,
+}
+
+impl Restore {
+    fn of(snapshot: &Snapshot, from_leader: bool) -> Self {
+        Restore {
+            index: snapshot.get_metadata().index,
+            term: snapshot.get_metadata().term,
+            data: snapshot.data.to_vec(),
+            from_leader,
+        }
+    }
+}
+
 /// What [`QuorumNode::process`] hands back to the caller.
 #[derive(Debug, Default)]
 pub struct Output {
+    /// A snapshot to restore first: at startup, when the log was compacted, or when this
+    /// node was too far behind and the leader sent its snapshot.
+    pub restore: Option<Restore>,
     /// To send to the peers named in each message's `to`; losing some is fine (Raft
     /// retries), reordering and duplicates too.
     pub messages: Vec<Message>,
@@ -80,12 +105,14 @@ pub enum NodeError {
 
 /// One voter. See the module documentation for how it is driven.
 pub struct QuorumNode<D: Disk> {
-    raw: RawNode<MemStorage>,
+    raw: RawNode<LogView>,
     store: StableStore<D>,
     id: u64,
     /// The last index handed out as committed (entries at or below it are never reported
     /// again).
     applied: u64,
+    /// The stored snapshot, to hand to the caller at the first `process` after opening.
+    restore_at_open: Option<Restore>,
     /// A deliberate bug for the simulator's own test: acknowledge without syncing.
     #[cfg(test)]
     pub(crate) skip_sync: bool,
@@ -120,23 +147,25 @@ impl<D: Disk> QuorumNode<D> {
             )));
         }
         let (store, stored) = StableStore::open(disk)?;
-        let memory = MemStorage::new();
-        {
-            let mut core = memory.wl();
-            core.set_conf_state(ConfState {
-                voters: config.voters.iter().copied().collect(),
-                ..ConfState::default()
-            });
-            core.append(&stored.entries)?;
-            let mut hard_state = stored.hard_state.clone();
-            // The stored commit may be ahead of the entries a crash left (a hard state
-            // written after entries that were cut); Raft learns the rest from the leader.
-            let last = stored.entries.last().map_or(0, |e| e.index);
-            hard_state.commit = hard_state.commit.min(last);
-            core.set_hardstate(hard_state);
+        let mut view = LogView::new(ConfState {
+            voters: config.voters.iter().copied().collect(),
+            ..ConfState::default()
+        });
+        view.set_hard_state(stored.hard_state.clone());
+        let snapshot_index = stored.snapshot.get_metadata().index;
+        let restore_at_open =
+            (snapshot_index > applied).then(|| Restore::of(&stored.snapshot, false));
+        if snapshot_index > 0 {
+            view.install(stored.snapshot.clone());
         }
-        let commit = memory.rl().hard_state().commit;
-        let applied = applied.min(commit);
+        view.append(&stored.entries).map_err(NodeError::Config)?;
+        let mut hard_state = view.hard_state().clone();
+        // The stored commit may be ahead of the entries a crash left (a hard state written
+        // after entries that were cut); Raft learns the rest from the leader.
+        hard_state.commit = hard_state.commit.min(view.last()).max(snapshot_index);
+        view.set_hard_state(hard_state);
+        let commit = view.hard_state().commit;
+        let applied = applied.max(snapshot_index).min(commit);
         let raft_config = Config {
             id: config.id,
             election_tick: config.election_ticks,
@@ -154,12 +183,13 @@ impl<D: Disk> QuorumNode<D> {
         };
         raft_config.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&raft_config, memory, &logger)?;
+        let raw = RawNode::new(&raft_config, view, &logger)?;
         Ok(QuorumNode {
             raw,
             store,
             id: config.id,
             applied,
+            restore_at_open,
             #[cfg(test)]
             skip_sync: false,
         })
@@ -226,6 +256,33 @@ impl<D: Disk> QuorumNode<D> {
         self.applied
     }
 
+    /// The index of the latest snapshot (0: the log was never compacted).
+    pub fn snapshot_index(&self) -> u64 {
+        self.raw.store().snapshot_index()
+    }
+
+    /// Compacts the log: `data` is the caller's state machine as of `index` (at most
+    /// [`QuorumNode::applied`]); entries up to `index` are dropped, and a follower too far
+    /// behind receives this snapshot instead. Durable when it returns.
+    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), NodeError> {
+        if index > self.applied {
+            return Err(NodeError::Config(format!(
+                "cannot compact to {index}: only {} is applied",
+                self.applied
+            )));
+        }
+        let view = self.raw.store();
+        let (snapshot, rest) = view
+            .prepare_compaction(index, data)
+            .map_err(NodeError::Config)?;
+        let hard_state = view.hard_state().clone();
+        self.store.replace(&snapshot, &hard_state, &rest)?;
+        let view = self.raw.mut_store();
+        view.install(snapshot);
+        view.append(&rest).map_err(NodeError::Config)?;
+        Ok(())
+    }
+
     /// Stops the node and gives its disk back (a simulator crashes and reopens it).
     pub fn into_disk(self) -> D {
         self.store.into_disk()
@@ -235,7 +292,10 @@ impl<D: Disk> QuorumNode<D> {
     /// returns the messages to send and the newly committed entries. Call after every
     /// tick, step and proposal.
     pub fn process(&mut self) -> Result<Output, NodeError> {
-        let mut output = Output::default();
+        let mut output = Output {
+            restore: self.restore_at_open.take(),
+            ..Output::default()
+        };
         if !self.raw.has_ready() {
             return Ok(output);
         }
@@ -244,18 +304,32 @@ impl<D: Disk> QuorumNode<D> {
         // write too: simpler, and its acknowledgement of its own entries is then honest.
         output.messages.extend(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            return Err(NodeError::Config(
-                "snapshots are not supported yet".to_string(),
-            ));
+            // The leader's snapshot replaces this node's log (it was too far behind).
+            let snapshot = ready.snapshot().clone();
+            let mut hard_state = ready
+                .hs()
+                .cloned()
+                .unwrap_or_else(|| self.raw.store().hard_state().clone());
+            let index = snapshot.get_metadata().index;
+            hard_state.commit = hard_state.commit.max(index);
+            self.store.replace(&snapshot, &hard_state, &[])?;
+            let view = self.raw.mut_store();
+            view.set_hard_state(hard_state);
+            view.install(snapshot.clone());
+            output.restore = Some(Restore::of(&snapshot, true));
+            self.applied = index;
         }
         let committed = ready.take_committed_entries();
         if !ready.entries().is_empty() {
             self.store.append(ready.entries())?;
-            self.raw.mut_store().wl().append(ready.entries())?;
+            self.raw
+                .mut_store()
+                .append(ready.entries())
+                .map_err(NodeError::Config)?;
         }
         if let Some(hard_state) = ready.hs() {
             self.store.save_hard_state(hard_state)?;
-            self.raw.mut_store().wl().set_hardstate(hard_state.clone());
+            self.raw.mut_store().set_hard_state(hard_state.clone());
         }
         #[cfg(test)]
         let sync = !self.skip_sync;
@@ -268,11 +342,10 @@ impl<D: Disk> QuorumNode<D> {
         output.messages.extend(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
-            let mut core = self.raw.mut_store().wl();
-            let mut hard_state = core.hard_state().clone();
+            let view = self.raw.mut_store();
+            let mut hard_state = view.hard_state().clone();
             hard_state.commit = commit;
-            core.set_hardstate(hard_state.clone());
-            drop(core);
+            view.set_hard_state(hard_state.clone());
             // The commit index need not be durable for safety (Raft relearns it), but
             // storing it lets a restart report committed entries without a leader.
             self.store.save_hard_state(&hard_state)?;
@@ -280,6 +353,15 @@ impl<D: Disk> QuorumNode<D> {
         output.messages.extend(light.take_messages());
         self.collect(light.take_committed_entries(), &mut output);
         self.raw.advance_apply();
+        // A snapshot handed to the network may be lost; telling Raft it was sent moves the
+        // follower to probing, so a lost one is noticed (the follower's next answer shows it
+        // still lacks the entries) and sent again, instead of waiting forever.
+        for message in &output.messages {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                self.raw
+                    .report_snapshot(message.to, raft::SnapshotStatus::Finish);
+            }
+        }
         self.assert_invariants();
         Ok(output)
     }
@@ -320,5 +402,74 @@ impl<D: Disk> QuorumNode<D> {
         if raft.state == StateRole::Leader {
             assert_eq!(raft.leader_id, self.id, "a leader knows itself as leader");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FileDisk;
+
+    fn single_voter() -> NodeConfig {
+        NodeConfig {
+            id: 1,
+            voters: [1].into(),
+            election_ticks: 5,
+            heartbeat_ticks: 1,
+        }
+    }
+
+    /// Ticks until the node leads, collecting what it commits.
+    fn lead(node: &mut QuorumNode<FileDisk>, committed: &mut Vec<Committed>) {
+        for _ in 0..50 {
+            node.tick();
+            committed.extend(node.process().unwrap().committed);
+            if node.is_leader() {
+                return;
+            }
+        }
+        panic!("a single voter elects itself");
+    }
+
+    #[test]
+    fn a_voter_on_real_files_keeps_its_log_and_snapshot_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut committed = Vec::new();
+        {
+            let mut node =
+                QuorumNode::open(&single_voter(), FileDisk::open(dir.path()).unwrap(), 0).unwrap();
+            assert_eq!(
+                node.propose(b"early".to_vec()),
+                Err(ProposeError::NotLeader { leader: None })
+            );
+            lead(&mut node, &mut committed);
+            for value in ["a", "b", "c"] {
+                node.propose(value.as_bytes().to_vec()).unwrap();
+                committed.extend(node.process().unwrap().committed);
+            }
+            let values: Vec<&[u8]> = committed
+                .iter()
+                .filter(|c| !c.data.is_empty())
+                .map(|c| c.data.as_slice())
+                .collect();
+            assert_eq!(values, [b"a", b"b", b"c"]);
+            let at_b = committed.iter().find(|c| c.data == b"b").unwrap().index;
+            node.compact(at_b, b"state up to b".to_vec()).unwrap();
+            assert_eq!(node.snapshot_index(), at_b);
+            assert!(node.compact(node.applied() + 1, Vec::new()).is_err());
+        }
+        let mut node =
+            QuorumNode::open(&single_voter(), FileDisk::open(dir.path()).unwrap(), 0).unwrap();
+        let output = node.process().unwrap();
+        let restore = output.restore.expect("the snapshot comes first");
+        assert_eq!(restore.data, b"state up to b");
+        assert!(!restore.from_leader);
+        let mut after = output.committed;
+        lead(&mut node, &mut after);
+        assert!(
+            after.iter().any(|c| c.data == b"c"),
+            "the entry after the snapshot is reported again: {after:?}"
+        );
+        assert!(after.iter().all(|c| c.index > restore.index));
     }
 }

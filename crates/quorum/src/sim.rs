@@ -2,8 +2,13 @@
 //!
 //! One seed decides everything: which messages are lost, delayed, duplicated or reordered,
 //! when the network splits and heals, when a node loses power (its disk keeps only what it
-//! synced, plus a torn prefix of the rest) and comes back, and when clients propose. Time is
-//! the step counter: every live node ticks once per step. A failing seed replays exactly.
+//! synced, plus a torn prefix of the rest) and comes back, when a node compacts its log into
+//! a snapshot (so that a node far behind is sent the snapshot), and when clients propose.
+//! Time is the step counter: every live node ticks once per step. A failing seed replays
+//! exactly.
+//!
+//! Each node's state machine is the list of entries it applied; its snapshot is that list
+//! encoded, so a restored snapshot is checked entry by entry like a committed entry.
 //!
 //! Checked at every step, then after a final calm phase:
 //! - **election safety**: at most one leader per term;
@@ -47,6 +52,11 @@ pub struct SimReport {
     pub partitions: u64,
     pub messages_delivered: u64,
     pub messages_dropped: u64,
+    pub compactions: u64,
+    /// Snapshots restored: at a restart after compaction, or sent by a leader.
+    pub restores: u64,
+    /// Of which sent by a leader to a node too far behind.
+    pub snapshots_from_leader: u64,
 }
 
 /// A broken invariant, with the seed and step that replay it.
@@ -97,8 +107,10 @@ struct SimNode {
     disk: Option<SimDisk>,
     /// Step at which a crashed node restarts.
     restart_at: u64,
-    /// Entries this node reported committed since it last (re)started, by index.
+    /// The last index this node's state machine holds.
     applied: u64,
+    /// The state machine: every entry applied, as (index, term, data).
+    state: Vec<(u64, u64, Vec<u8>)>,
 }
 
 struct Simulation {
@@ -126,7 +138,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, Violation> {
     let mut sim = Simulation::new(config.clone());
     let fault_steps = config.steps;
     while sim.step < fault_steps {
-        sim.faults_and_proposals(config.faults);
+        sim.faults_and_proposals(config.faults)?;
         sim.advance()?;
     }
     sim.calm()?;
@@ -167,6 +179,7 @@ impl Simulation {
                     disk: None,
                     restart_at: 0,
                     applied: 0,
+                    state: Vec::new(),
                 }
             })
             .collect();
@@ -195,7 +208,23 @@ impl Simulation {
         }
     }
 
-    fn faults_and_proposals(&mut self, faults: bool) {
+    fn compact(&mut self, index: usize) -> Result<(), Violation> {
+        let sim_node = &mut self.nodes[index];
+        let Some(node) = sim_node.node.as_mut() else {
+            return Ok(());
+        };
+        if sim_node.applied <= node.snapshot_index() {
+            return Ok(());
+        }
+        let data = encode_state(&sim_node.state);
+        let result = node.compact(sim_node.applied, data);
+        let id = node.id();
+        result.map_err(|e| self.violation(format!("node {id} cannot compact: {e}")))?;
+        self.report.compactions += 1;
+        Ok(())
+    }
+
+    fn faults_and_proposals(&mut self, faults: bool) -> Result<(), Violation> {
         if faults {
             // Power loss of a live node, now and then; it returns some steps later.
             if self.rng.chance(4) {
@@ -205,6 +234,11 @@ impl Simulation {
                 self.crash(victim, torn, down_for);
             }
             // A network split into two random groups, healed later.
+            // A node compacts its log up to what it applied.
+            if self.rng.chance(8) {
+                let index = self.rng.below(self.config.nodes) as usize;
+                self.compact(index)?;
+            }
             if self.step >= self.heal_at && self.rng.chance(3) {
                 for group in &mut self.groups {
                     *group = self.rng.below(2);
@@ -219,6 +253,7 @@ impl Simulation {
         if self.rng.chance(80) {
             self.propose();
         }
+        Ok(())
     }
 
     fn crash(&mut self, index: usize, torn: usize, down_for: u64) {
@@ -269,6 +304,7 @@ impl Simulation {
                 let sim_node = &mut self.nodes[i];
                 sim_node.node = Some(node);
                 sim_node.applied = 0;
+                sim_node.state.clear();
             }
         }
         for sim_node in &mut self.nodes {
@@ -323,6 +359,26 @@ impl Simulation {
             }
             self.network.push((self.step + delay, message));
         }
+        if let Some(restore) = output.restore {
+            let Some(state) = decode_state(&restore.data) else {
+                return Err(self.violation(format!("node {id}: undecodable snapshot")));
+            };
+            if state.last().map_or(0, |e| e.0) != restore.index {
+                return Err(self.violation(format!(
+                    "node {id}: snapshot at {} holds entries up to {:?}",
+                    restore.index,
+                    state.last().map(|e| e.0)
+                )));
+            }
+            for (entry_index, term, data) in &state {
+                self.check_committed(id, *entry_index, *term, data)?;
+            }
+            let sim_node = &mut self.nodes[index];
+            sim_node.state = state;
+            sim_node.applied = restore.index;
+            self.report.restores += 1;
+            self.report.snapshots_from_leader += u64::from(restore.from_leader);
+        }
         for entry in output.committed {
             let applied = self.nodes[index].applied;
             if entry.index != applied + 1 {
@@ -331,23 +387,12 @@ impl Simulation {
                     entry.index
                 )));
             }
-            self.nodes[index].applied = entry.index;
-            match self.committed.get(&entry.index) {
-                Some((term, data)) if (*term, data) != (entry.term, &entry.data) => {
-                    return Err(self.violation(format!(
-                        "node {id} committed {:?}@{} at index {}, the quorum had {:?}@{term}",
-                        String::from_utf8_lossy(&entry.data),
-                        entry.term,
-                        entry.index,
-                        String::from_utf8_lossy(data)
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    self.committed
-                        .insert(entry.index, (entry.term, entry.data.clone()));
-                }
-            }
+            self.check_committed(id, entry.index, entry.term, &entry.data)?;
+            let sim_node = &mut self.nodes[index];
+            sim_node.applied = entry.index;
+            sim_node
+                .state
+                .push((entry.index, entry.term, entry.data.clone()));
             if self.pending.get(&entry.data) == Some(&id) {
                 self.pending.remove(&entry.data);
                 self.acknowledged.insert(entry.data);
@@ -355,6 +400,31 @@ impl Simulation {
             }
         }
         Ok(())
+    }
+
+    /// State machine safety: what a node says is committed at `index` is what every other
+    /// node said.
+    fn check_committed(
+        &mut self,
+        id: u64,
+        index: u64,
+        term: u64,
+        data: &[u8],
+    ) -> Result<(), Violation> {
+        match self.committed.get(&index) {
+            Some((known_term, known)) if (*known_term, known.as_slice()) != (term, data) => {
+                Err(self.violation(format!(
+                    "node {id} committed {:?}@{term} at index {index}, the quorum had {:?}@{known_term}",
+                    String::from_utf8_lossy(data),
+                    String::from_utf8_lossy(known)
+                )))
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.committed.insert(index, (term, data.to_vec()));
+                Ok(())
+            }
+        }
     }
 
     fn check_leaders(&mut self) -> Result<(), Violation> {
@@ -474,6 +544,29 @@ impl Simulation {
     }
 }
 
+fn encode_state(state: &[(u64, u64, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, term, data) in state {
+        out.extend_from_slice(&index.to_be_bytes());
+        out.extend_from_slice(&term.to_be_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+fn decode_state(mut bytes: &[u8]) -> Option<Vec<(u64, u64, Vec<u8>)>> {
+    let mut state = Vec::new();
+    while !bytes.is_empty() {
+        let index = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        let term = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+        let len = u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?) as usize;
+        state.push((index, term, bytes.get(20..20 + len)?.to_vec()));
+        bytes = &bytes[20 + len..];
+    }
+    Some(state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,6 +611,7 @@ mod tests {
     fn quorums_of_three_and_five_under_faults_break_no_invariant() {
         for nodes in [3, 5] {
             let (mut acknowledged, mut crashes, mut partitions) = (0, 0, 0);
+            let (mut restores, mut from_leader) = (0, 0);
             for seed in 0..seeds() {
                 let report = run(&SimConfig {
                     seed,
@@ -530,7 +624,17 @@ mod tests {
                 acknowledged += report.acknowledged;
                 crashes += report.crashes;
                 partitions += report.partitions;
+                restores += report.restores;
+                from_leader += report.snapshots_from_leader;
             }
+            assert!(
+                restores > seeds(),
+                "{nodes} nodes: snapshots restored: {restores}"
+            );
+            assert!(
+                from_leader > seeds() / 4,
+                "{nodes} nodes: snapshots sent by a leader: {from_leader}"
+            );
             assert!(acknowledged > seeds() * 50, "{nodes} nodes: {acknowledged}");
             assert!(
                 crashes > seeds() && partitions > seeds(),

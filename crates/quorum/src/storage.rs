@@ -2,25 +2,28 @@
 //! kept as an append-only file of checksummed records on a [`Disk`].
 //!
 //! Record: `length u32 | crc32c u32 | kind u8 | payload` (big-endian; the CRC covers kind and
-//! payload). Kinds: a hard state, or entries (each a length-prefixed protobuf `Entry`).
+//! payload). Kinds: a hard state, entries (each a length-prefixed protobuf `Entry`), or a
+//! snapshot (protobuf `Snapshot`: index, term, voters and the state machine's bytes).
 //! Entries whose index is at or below the last one stored replace the stored suffix from
 //! there on, exactly as Raft overwrites a follower's conflicting tail; replay applies the
-//! records in order with the same rule.
+//! records in order with the same rule. Compaction rewrites the file as a snapshot, the
+//! hard state and the entries after the snapshot, and swaps it in atomically
+//! ([`Disk::replace`]); a snapshot received from the leader is stored the same way.
 //!
 //! Durability: nothing is durable until [`Disk::sync`]; the node syncs before it sends any
 //! message that depends on what it wrote (votes, acknowledgements) and before it reports an
 //! entry committed. After a crash, replay stops at the first record that is torn or fails its
 //! CRC, and the file is cut there: only a suffix written after the last sync can be lost.
 //!
-//! Limits: a record is at most [`MAX_RECORD_BYTES`]; the file grows until snapshots compact
-//! it (a later step: the metadata log is small, a few records per change).
+//! Limits: a record is at most [`MAX_RECORD_BYTES`] (so is a snapshot); the file grows until
+//! the caller compacts it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, HardState};
+use raft::eraftpb::{Entry, HardState, Snapshot};
 
 /// The largest record accepted on write or replay: bounds what a damaged length field can
 /// make replay allocate.
@@ -29,6 +32,7 @@ pub const MAX_RECORD_BYTES: usize = 64 << 20;
 const HEADER: usize = 4 + 4 + 1;
 const KIND_HARD_STATE: u8 = 1;
 const KIND_ENTRIES: u8 = 2;
+const KIND_SNAPSHOT: u8 = 3;
 
 /// Bytes that survive a crash once synced: a file, or a simulated disk in tests.
 pub trait Disk: Send {
@@ -39,6 +43,9 @@ pub trait Disk: Send {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// Makes everything written so far durable.
     fn sync(&mut self) -> io::Result<()>;
+    /// Replaces the whole content with `bytes`, atomically and durably: after a crash the
+    /// disk holds either the old content or the new.
+    fn replace(&mut self, bytes: &[u8]) -> io::Result<()>;
 }
 
 /// A [`Disk`] on a real file. The file and its directory entry are synced on creation.
@@ -91,12 +98,30 @@ impl Disk for FileDisk {
     fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
     }
+
+    fn replace(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.path.with_extension("log.tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
+        Ok(())
+    }
 }
 
 /// What replay found: the hard state and the entries, in index order without gaps.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Stored {
     pub hard_state: HardState,
+    /// The latest snapshot (index 0: none); `entries` follow it.
+    pub snapshot: Snapshot,
     pub entries: Vec<Entry>,
     /// Bytes of a torn or corrupt tail that replay cut off.
     pub cut_bytes: u64,
@@ -134,10 +159,23 @@ impl<D: Disk> StableStore<D> {
                     .is_ok(),
                 KIND_ENTRIES => match decode_entries(payload) {
                     Some(entries) => {
-                        overwrite(&mut stored.entries, entries)?;
+                        let after = stored.snapshot.get_metadata().index;
+                        overwrite(&mut stored.entries, entries, after)?;
                         true
                     }
                     None => false,
+                },
+                KIND_SNAPSHOT => match Snapshot::parse_from_bytes(payload) {
+                    Ok(snapshot) => {
+                        let index = snapshot.get_metadata().index;
+                        stored.entries.retain(|e| e.index > index);
+                        if stored.entries.first().is_some_and(|e| e.index != index + 1) {
+                            stored.entries.clear();
+                        }
+                        stored.snapshot = snapshot;
+                        true
+                    }
+                    Err(_) => false,
                 },
                 _ => false,
             };
@@ -175,15 +213,33 @@ impl<D: Disk> StableStore<D> {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut payload = Vec::new();
-        for entry in entries {
-            let bytes = entry
-                .write_to_bytes()
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            payload.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            payload.extend_from_slice(&bytes);
-        }
+        let payload = encode_entries(entries)?;
         self.write_record(KIND_ENTRIES, &payload)
+    }
+
+    /// Rewrites the store as `snapshot`, `hard_state` and the `entries` after the snapshot,
+    /// atomically and durably (compaction, or a snapshot received from the leader).
+    pub fn replace(
+        &mut self,
+        snapshot: &Snapshot,
+        hard_state: &HardState,
+        entries: &[Entry],
+    ) -> Result<(), StorageError> {
+        let mut bytes = Vec::new();
+        let snapshot_bytes = snapshot
+            .write_to_bytes()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        encode_record(&mut bytes, KIND_SNAPSHOT, &snapshot_bytes)?;
+        let hard_state_bytes = hard_state
+            .write_to_bytes()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        encode_record(&mut bytes, KIND_HARD_STATE, &hard_state_bytes)?;
+        if !entries.is_empty() {
+            encode_record(&mut bytes, KIND_ENTRIES, &encode_entries(entries)?)?;
+        }
+        self.disk.replace(&bytes)?;
+        self.unsynced = false;
+        Ok(())
     }
 
     pub fn sync(&mut self) -> Result<(), StorageError> {
@@ -203,19 +259,36 @@ impl<D: Disk> StableStore<D> {
     }
 
     fn write_record(&mut self, kind: u8, payload: &[u8]) -> Result<(), StorageError> {
-        if payload.len() + 1 > MAX_RECORD_BYTES {
-            return Err(StorageError::TooLarge(payload.len()));
-        }
         let mut record = Vec::with_capacity(HEADER + payload.len());
-        record.extend_from_slice(&((payload.len() + 1) as u32).to_be_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload);
-        record.extend_from_slice(&crc.to_be_bytes());
-        record.push(kind);
-        record.extend_from_slice(payload);
+        encode_record(&mut record, kind, payload)?;
         self.disk.append(&record)?;
         self.unsynced = true;
         Ok(())
     }
+}
+
+fn encode_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) -> Result<(), StorageError> {
+    if payload.len() + 1 > MAX_RECORD_BYTES {
+        return Err(StorageError::TooLarge(payload.len()));
+    }
+    out.extend_from_slice(&((payload.len() + 1) as u32).to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+fn encode_entries(entries: &[Entry]) -> Result<Vec<u8>, StorageError> {
+    let mut payload = Vec::new();
+    for entry in entries {
+        let bytes = entry
+            .write_to_bytes()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        payload.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        payload.extend_from_slice(&bytes);
+    }
+    Ok(payload)
 }
 
 /// The record at `position`: its kind, payload and the position after it. `None` at the end,
@@ -245,11 +318,18 @@ fn decode_entries(mut payload: &[u8]) -> Option<Vec<Entry>> {
     Some(entries)
 }
 
-/// Raft's rule for new entries: they replace everything from their first index on.
-fn overwrite(log: &mut Vec<Entry>, entries: Vec<Entry>) -> Result<(), StorageError> {
+/// Raft's rule for new entries: they replace everything from their first index on. `after`
+/// is the snapshot's index: the first entry of an empty log must follow it.
+fn overwrite(log: &mut Vec<Entry>, entries: Vec<Entry>, after: u64) -> Result<(), StorageError> {
     let Some(first) = entries.first().map(|e| e.index) else {
         return Ok(());
     };
+    if log.is_empty() && after > 0 && first != after + 1 {
+        return Err(StorageError::Gap {
+            last: after,
+            found: first,
+        });
+    }
     for pair in entries.windows(2) {
         if pair[1].index != pair[0].index + 1 {
             return Err(StorageError::Gap {
@@ -330,6 +410,12 @@ impl Disk for SimDisk {
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        self.synced = self.bytes.len();
+        Ok(())
+    }
+
+    fn replace(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.bytes = bytes.to_vec();
         self.synced = self.bytes.len();
         Ok(())
     }
@@ -426,14 +512,60 @@ mod tests {
     }
 
     #[test]
+    fn a_compacted_store_replays_its_snapshot_then_the_entries_after_it() {
+        let (mut store, _) = StableStore::open(SimDisk::default()).unwrap();
+        store
+            .append(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 2, "c")])
+            .unwrap();
+        let mut snapshot = Snapshot {
+            data: b"state@2".to_vec().into(),
+            ..Snapshot::default()
+        };
+        snapshot.mut_metadata().index = 2;
+        snapshot.mut_metadata().term = 1;
+        let hs = HardState {
+            term: 2,
+            commit: 3,
+            ..HardState::default()
+        };
+        store.replace(&snapshot, &hs, &[entry(3, 2, "c")]).unwrap();
+        store.append(&[entry(4, 2, "d")]).unwrap();
+        let mut disk = store.into_disk();
+        disk.crash(0);
+        let (_, stored) = StableStore::open(disk).unwrap();
+        assert_eq!(
+            stored.snapshot, snapshot,
+            "the replacement was durable at once"
+        );
+        assert_eq!(
+            summary(&stored),
+            [(3, 2, "c".into())],
+            "the unsynced append is lost"
+        );
+        assert_eq!(stored.hard_state.commit, 3);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = StableStore::open(FileDisk::open(dir.path()).unwrap()).unwrap();
+        store.append(&[entry(1, 1, "a")]).unwrap();
+        store.replace(&snapshot, &hs, &[entry(3, 2, "c")]).unwrap();
+        store.append(&[entry(4, 2, "d")]).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let (_, stored) = StableStore::open(FileDisk::open(dir.path()).unwrap()).unwrap();
+        assert_eq!(stored.snapshot.get_metadata().index, 2);
+        assert_eq!(summary(&stored), [(3, 2, "c".into()), (4, 2, "d".into())]);
+        assert!(!dir.path().join("raft.log.tmp").exists());
+    }
+
+    #[test]
     fn gaps_are_refused() {
         let mut log = vec![entry(1, 1, "a")];
         assert!(matches!(
-            overwrite(&mut log, vec![entry(3, 1, "c")]),
+            overwrite(&mut log, vec![entry(3, 1, "c")], 0),
             Err(StorageError::Gap { .. })
         ));
         assert!(matches!(
-            overwrite(&mut log, vec![entry(2, 1, "b"), entry(4, 1, "d")]),
+            overwrite(&mut log, vec![entry(2, 1, "b"), entry(4, 1, "d")], 0),
             Err(StorageError::Gap { .. })
         ));
     }
