@@ -217,9 +217,22 @@ impl<D: Disk> QuorumNode<D> {
         }
     }
 
-    /// Proposes `data` for the log. Accepted only by the leader; committed (or lost, if the
-    /// leader changes first) later, reported by [`QuorumNode::process`].
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), ProposeError> {
+    /// Starts an election now instead of waiting for the timeout (a voter alone in its
+    /// quorum becomes leader at once).
+    pub fn campaign(&mut self) -> Result<(), NodeError> {
+        Ok(self.raw.campaign()?)
+    }
+
+    /// The index of the last entry in this node's log.
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
+    /// Proposes `data` for the log. Accepted only by the leader; returns the index the entry
+    /// takes. It is committed (reported by [`QuorumNode::process`] with this index and the
+    /// current term) or lost, if the leader changes first (another entry, of a later term,
+    /// is then committed at that index).
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, ProposeError> {
         if self.raw.raft.state != StateRole::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader(),
@@ -230,7 +243,8 @@ impl<D: Disk> QuorumNode<D> {
                 leader: self.leader(),
             },
             other => ProposeError::Refused(other.to_string()),
-        })
+        })?;
+        Ok(self.last_index())
     }
 
     pub fn is_leader(&self) -> bool {

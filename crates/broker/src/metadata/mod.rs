@@ -1,34 +1,52 @@
-//! Cluster metadata as a log of records applied to an in-memory image (DESIGN.md §5).
+//! Cluster metadata as a log of records applied to an in-memory image (DESIGN.md §5),
+//! ordered by the metadata quorum (`sluice-quorum`, Raft).
 //!
-//! The log is a partition `__cluster_metadata-0` of its own log manager under
-//! `<data>/metadata/`, written with group commit: a change is acknowledged only once its
-//! record is durable. At startup the whole log is replayed into a fresh image. A single
-//! node appends locally; a Raft quorum will replicate the same records later.
+//! One change (the records a request makes) is one quorum entry. A change is proposed to
+//! the quorum, and once committed (durable on a majority of voters; on a single node, on its
+//! own disk) it is applied to the image and handed to the listener (the broker's publisher,
+//! which opens and removes partitions), in commit order, by the quorum's driver thread,
+//! whatever the requester does meanwhile. So a requester that disconnects cannot leave an
+//! entry in the log that the image lacks, and a retry sees the change applied. Records are
+//! encoded (and refused if a field does not fit) before anything is proposed, so replay
+//! reads back every entry this store wrote.
 //!
-//! A change, once computed, is committed by a task of its own: appended, made durable,
-//! applied to the image and handed to the listener (the broker's publisher, which opens and
-//! removes partitions), in that order, whatever the requester does meanwhile. A requester
-//! that disconnects cannot leave a record in the log that the image lacks, and a retry sees
-//! the change applied. Records are encoded (and refused if a field does not fit) before
-//! anything is written, so replay reads back every record this store wrote.
+//! The quorum's log lives in `<data>/metadata/raft.log`; every `COMPACT_EVERY` entries it
+//! is compacted into a snapshot of the image, so a restart replays at most that many
+//! entries after the snapshot. A single node is a quorum of one voter: it elects itself at
+//! startup. A data directory written before the quorum existed (records in the
+//! `__cluster_metadata-0` log under `metadata/`) is imported once, as the first entry,
+//! and the old log removed.
 //!
 //! - [`record`]: the records and their encoding;
-//! - [`image`]: the image and how a record applies to it.
+//! - [`image`]: the image and how a record applies to it;
+//! - `entry`: a change as a quorum entry, and an image as a snapshot.
 
+mod entry;
 pub mod image;
 pub mod record;
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use sluice_log::{Clock, Log, LogConfig, LogManager, ManagerConfig, TopicPartition};
-use sluice_record::{BatchBuilder, Compression, OwnedRecord};
+use sluice_quorum::{FileDisk, NodeConfig, Output, QuorumNode};
+use tokio::sync::oneshot;
 
 pub use image::{ApplyError, MetadataImage, TopicImage};
 pub use record::{EncodeError, MetadataRecord};
 
-/// The metadata log's partition, named as in KRaft.
+/// The metadata log's partition, named as in KRaft (the pre-quorum log, imported once).
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// How often the quorum's clock ticks; election and heartbeat timeouts count ticks.
+const TICK: Duration = Duration::from_millis(100);
+/// Entries between two snapshots of the image.
+const COMPACT_EVERY: u64 = 1024;
+/// The node id of a single node's one-voter quorum.
+const SINGLE_VOTER: u64 = 1;
 
 /// Why a metadata change could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +59,16 @@ pub enum MetadataError {
     Encode(#[from] EncodeError),
     #[error("corrupt metadata log at offset {offset}: {reason}")]
     Corrupt { offset: i64, reason: String },
+    #[error("metadata quorum: {0}")]
+    Quorum(String),
     #[error("metadata commit task failed: {0}")]
     Task(String),
+}
+
+impl From<sluice_quorum::NodeError> for MetadataError {
+    fn from(err: sluice_quorum::NodeError) -> Self {
+        MetadataError::Quorum(err.to_string())
+    }
 }
 
 /// A change made durable, applied and published: what the listener said of it (`Err`: it
@@ -58,18 +84,26 @@ pub struct Committed<T> {
 pub type Listener =
     Box<dyn Fn(&[MetadataRecord], &MetadataImage) -> Result<(), String> + Send + Sync>;
 
-struct Inner {
-    manager: LogManager,
-    log: Arc<Log>,
-    clock: Arc<dyn Clock>,
-    image: RwLock<Arc<MetadataImage>>,
-    /// Serialises changes: each is validated against the image it will apply to, and the
-    /// commit task holds it until the change is applied and published.
-    writer: Arc<tokio::sync::Mutex<()>>,
-    listener: OnceLock<Listener>,
+/// What the proposer of a change hears back: the listener's verdict once the change is
+/// committed and applied.
+type Reply = oneshot::Sender<Result<Result<(), String>, MetadataError>>;
+
+enum Command {
+    Propose { entry: Vec<u8>, reply: Reply },
+    Stop,
 }
 
-/// The metadata log and the image it produces.
+struct Inner {
+    image: RwLock<Arc<MetadataImage>>,
+    /// Serialises changes: each is validated against the image it will apply to, and is
+    /// held until the change is applied and published.
+    writer: Arc<tokio::sync::Mutex<()>>,
+    listener: OnceLock<Listener>,
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    driver: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The metadata quorum's log and the image it produces.
 pub struct MetadataStore {
     inner: Arc<Inner>,
 }
@@ -77,44 +111,59 @@ pub struct MetadataStore {
 impl std::fmt::Debug for MetadataStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetadataStore")
-            .field("log", &self.inner.log)
+            .field("topics", &self.image().topics.len())
             .finish_non_exhaustive()
     }
 }
 
 impl MetadataStore {
-    /// Opens (or creates) the metadata log under `dir` and replays it.
+    /// Opens (or creates) the metadata quorum's log under `dir`, replays it into the image
+    /// (importing a pre-quorum log once), and starts the quorum's driver thread.
     pub fn open(
         dir: &Path,
         sync_threads: usize,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, MetadataError> {
-        let mut config = ManagerConfig::new(dir);
-        config.default_log_config = LogConfig {
-            retention_ms: -1,
-            retention_bytes: -1,
-            ..LogConfig::default()
+        std::fs::create_dir_all(dir).map_err(quorum_io)?;
+        let config = NodeConfig {
+            id: SINGLE_VOTER,
+            voters: [SINGLE_VOTER].into(),
+            election_ticks: 10,
+            heartbeat_ticks: 1,
         };
-        config.sync_threads = sync_threads.min(4);
-        config.cleaner_enabled = false;
-        let manager = LogManager::open_with_clock(config, clock.clone())?;
-        let log = manager.get_or_create(&TopicPartition::new(METADATA_TOPIC, 0))?;
-        let image = replay(&log)?;
+        let node = QuorumNode::open(&config, FileDisk::open(dir).map_err(quorum_io)?, 0)?;
+        let inner = Arc::new(Inner {
+            image: RwLock::new(Arc::new(MetadataImage::default())),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            listener: OnceLock::new(),
+            commands: Mutex::new(None),
+            driver: Mutex::new(None),
+        });
+        let mut driver = Driver {
+            node,
+            inner: inner.clone(),
+            clock,
+            pending: BTreeMap::new(),
+            publish: false,
+        };
+        driver.replay()?;
+        import_legacy_log(dir, sync_threads, &mut driver)?;
+        driver.publish = true;
+        let image = inner.image();
         tracing::info!(
             topics = image.topics.len(),
-            records_end = log.log_end_offset(),
+            applied = driver.node.applied(),
+            snapshot = driver.node.snapshot_index(),
             "metadata loaded"
         );
-        Ok(MetadataStore {
-            inner: Arc::new(Inner {
-                manager,
-                log,
-                clock,
-                image: RwLock::new(Arc::new(image)),
-                writer: Arc::new(tokio::sync::Mutex::new(())),
-                listener: OnceLock::new(),
-            }),
-        })
+        let (sender, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sluice-quorum".into())
+            .spawn(move || driver.run(&receiver))
+            .map_err(quorum_io)?;
+        *inner.commands.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+        *inner.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok(MetadataStore { inner })
     }
 
     /// Sets the listener that carries out each committed change (once, at startup).
@@ -129,10 +178,10 @@ impl MetadataStore {
         self.inner.image()
     }
 
-    /// Computes records from the current image with `change`, then commits them: appended,
-    /// durable, applied, published. `change` runs with writes serialised, so its checks hold
-    /// when the records land. From the moment `change` returns records, the commit runs to
-    /// its end even if the caller stops waiting.
+    /// Computes records from the current image with `change`, then commits them through the
+    /// quorum: durable, applied, published. `change` runs with writes serialised, so its
+    /// checks hold when the records land. From the moment `change` returns records, the
+    /// commit runs to its end even if the caller stops waiting.
     pub async fn update<E, T>(
         &self,
         change: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), E>,
@@ -153,25 +202,14 @@ impl MetadataStore {
         for record in &records {
             next.apply(record)?;
         }
-        let encoded = records
-            .iter()
-            .map(MetadataRecord::encode)
-            .collect::<Result<Vec<_>, _>>()?;
-        let inner = self.inner.clone();
+        let entry = entry::encode(&records)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner.send(Command::Propose { entry, reply })?;
         let commit = tokio::spawn(async move {
             let _serial = serial;
-            let info = inner.append(encoded)?;
-            inner.log.wait_durable(info.last_offset + 1).await?;
-            let next = Arc::new(next);
-            *inner.image.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
-            // Publishing opens and removes logs: blocking work, off the async workers.
-            let publisher = inner.clone();
-            tokio::task::spawn_blocking(move || match publisher.listener.get() {
-                Some(listener) => listener(&records, &next),
-                None => Ok(()),
-            })
-            .await
-            .map_err(|e| MetadataError::Task(e.to_string()))
+            answer
+                .await
+                .map_err(|_| MetadataError::Quorum("the metadata quorum stopped".into()))?
         });
         let published = commit
             .await
@@ -179,8 +217,31 @@ impl MetadataStore {
         Ok(Ok(Committed { published, value }))
     }
 
+    /// Stops the quorum's driver thread (its log is durable at every step).
     pub fn shutdown(&self) -> Result<(), sluice_log::LogError> {
-        self.inner.manager.shutdown()
+        let _ = self.inner.send(Command::Stop);
+        let thread = self
+            .inner
+            .driver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            return Err(sluice_log::LogError::Io(std::io::Error::other(
+                "the metadata quorum thread panicked",
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MetadataStore {
+    fn drop(&mut self) {
+        // The same as shutdown: the log is durable at every step, so this only stops the
+        // thread (and a reopened store never races the old one for its file).
+        let _ = self.shutdown();
     }
 }
 
@@ -189,19 +250,228 @@ impl Inner {
         self.image.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Appends encoded records as one batch.
-    fn append(&self, encoded: Vec<Vec<u8>>) -> Result<sluice_log::AppendInfo, MetadataError> {
-        let mut builder = BatchBuilder::new(Compression::None);
-        let now = self.clock.now_ms();
-        for value in encoded {
-            builder.push(OwnedRecord::new(None, Some(value), now));
-        }
-        let mut batch = builder.build().map_err(|e| MetadataError::Corrupt {
-            offset: -1,
-            reason: e.to_string(),
-        })?;
-        Ok(self.log.append(&mut batch, 0)?)
+    fn set_image(&self, image: Arc<MetadataImage>) {
+        *self.image.write().unwrap_or_else(|e| e.into_inner()) = image;
     }
+
+    fn send(&self, command: Command) -> Result<(), MetadataError> {
+        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        commands
+            .as_ref()
+            .and_then(|sender| sender.send(command).ok())
+            .ok_or_else(|| MetadataError::Quorum("the metadata quorum stopped".into()))
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // the shape `map_err` hands it
+fn quorum_io(err: std::io::Error) -> MetadataError {
+    MetadataError::Quorum(err.to_string())
+}
+
+/// Owns the quorum node on its own thread: ticks it, hands it proposals, applies what it
+/// commits. Fsyncs happen here, never on the async workers.
+struct Driver {
+    node: QuorumNode<FileDisk>,
+    inner: Arc<Inner>,
+    clock: Arc<dyn Clock>,
+    /// Proposals waiting for their entry to commit: index → (term proposed in, reply).
+    pending: BTreeMap<u64, (u64, Reply)>,
+    /// Whether committed changes go to the listener (not while replaying at startup: the
+    /// broker opens partitions from the image it finds).
+    publish: bool,
+}
+
+impl Driver {
+    /// Applies everything the log holds, then (a single voter) elects itself and applies
+    /// what was appended but not known committed.
+    fn replay(&mut self) -> Result<(), MetadataError> {
+        let output = self.node.process()?;
+        self.handle(output)?;
+        self.node.campaign()?;
+        for _ in 0..64 {
+            let output = self.node.process()?;
+            self.handle(output)?;
+            if self.node.is_leader() && self.node.applied() == self.node.last_index() {
+                return Ok(());
+            }
+        }
+        Err(MetadataError::Quorum(format!(
+            "the single-voter quorum did not settle: applied {} of {}",
+            self.node.applied(),
+            self.node.last_index()
+        )))
+    }
+
+    /// Proposes `entry` and runs the node until it is applied (startup only).
+    fn commit_now(&mut self, entry: Vec<u8>) -> Result<(), MetadataError> {
+        let index = self
+            .node
+            .propose(entry)
+            .map_err(|e| MetadataError::Quorum(e.to_string()))?;
+        for _ in 0..64 {
+            let output = self.node.process()?;
+            self.handle(output)?;
+            if self.node.applied() >= index {
+                return Ok(());
+            }
+        }
+        Err(MetadataError::Quorum(format!(
+            "entry {index} did not commit"
+        )))
+    }
+
+    fn run(mut self, commands: &mpsc::Receiver<Command>) {
+        let mut next_tick = self.clock.now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(self.clock.now());
+            match commands.recv_timeout(wait) {
+                Ok(Command::Propose { entry, reply }) => match self.node.propose(entry) {
+                    Ok(index) => {
+                        self.pending.insert(index, (self.node.term(), reply));
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(MetadataError::Quorum(err.to_string())));
+                    }
+                },
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.node.tick();
+                    next_tick += TICK;
+                }
+            }
+            let result = self
+                .node
+                .process()
+                .map_err(MetadataError::from)
+                .and_then(|output| self.handle(output));
+            if let Err(err) = result {
+                tracing::error!(error = %err, "metadata quorum stopped");
+                break;
+            }
+        }
+        for (_, (_, reply)) in std::mem::take(&mut self.pending) {
+            let _ = reply.send(Err(MetadataError::Quorum(
+                "the metadata quorum stopped".into(),
+            )));
+        }
+    }
+
+    /// Applies a node's output: a snapshot to restore, committed changes to apply and
+    /// publish, proposals to answer; then compacts when enough entries accumulated.
+    fn handle(&mut self, output: Output) -> Result<(), MetadataError> {
+        if let Some(restore) = output.restore {
+            let image = entry::decode_snapshot(&restore.data).map_err(|reason| {
+                MetadataError::Quorum(format!("snapshot at {}: {reason}", restore.index))
+            })?;
+            self.inner.set_image(Arc::new(image));
+        }
+        for committed in output.committed {
+            let answer = if committed.data.is_empty() {
+                None
+            } else {
+                let records = entry::decode(&committed.data).map_err(|reason| {
+                    MetadataError::Quorum(format!("entry {}: {reason}", committed.index))
+                })?;
+                let mut next = (*self.inner.image()).clone();
+                for record in &records {
+                    next.apply(record)?;
+                }
+                let next = Arc::new(next);
+                self.inner.set_image(next.clone());
+                let published = match (self.publish, self.inner.listener.get()) {
+                    (true, Some(listener)) => listener(&records, &next),
+                    _ => Ok(()),
+                };
+                Some(published)
+            };
+            // Every proposal at or below this index is settled: its own entry committed,
+            // or another one did in its place (the leadership changed before it did).
+            let settled: Vec<u64> = self
+                .pending
+                .range(..=committed.index)
+                .map(|(index, _)| *index)
+                .collect();
+            for index in settled {
+                let (term, reply) = self.pending.remove(&index).expect("listed above");
+                let outcome = match &answer {
+                    Some(published) if index == committed.index && term == committed.term => {
+                        Ok(published.clone())
+                    }
+                    _ => Err(MetadataError::Quorum(
+                        "the change was lost in a leader change; retry".into(),
+                    )),
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+        let applied = self.node.applied();
+        if applied >= self.node.snapshot_index() + COMPACT_EVERY {
+            let snapshot = entry::encode(&entry::image_records(&self.inner.image()))?;
+            self.node.compact(applied, snapshot)?;
+        }
+        Ok(())
+    }
+}
+
+/// Imports a metadata log written before the quorum existed: its image becomes the quorum's
+/// first entry, then the old log is removed. Runs before anything else is committed.
+fn import_legacy_log(
+    dir: &Path,
+    sync_threads: usize,
+    driver: &mut Driver,
+) -> Result<(), MetadataError> {
+    let legacy = dir.join(format!("{METADATA_TOPIC}-0"));
+    if !legacy.exists() {
+        return Ok(());
+    }
+    let mut config = ManagerConfig::new(dir);
+    config.default_log_config = LogConfig {
+        retention_ms: -1,
+        retention_bytes: -1,
+        ..LogConfig::default()
+    };
+    config.sync_threads = sync_threads.clamp(1, 4);
+    config.cleaner_enabled = false;
+    let manager = LogManager::open_with_clock(config, driver.clock.clone())?;
+    let log = manager.get_or_create(&TopicPartition::new(METADATA_TOPIC, 0))?;
+    let image = replay(&log)?;
+    drop(log);
+    manager.shutdown()?;
+    drop(manager);
+    let current = driver.inner.image();
+    if !current.topics.is_empty() || current.producer_ids_end > 0 {
+        tracing::warn!(
+            dir = %legacy.display(),
+            "a pre-quorum metadata log next to a quorum log that has metadata: keeping the quorum's"
+        );
+    } else {
+        let records = entry::image_records(&image);
+        if !records.is_empty() {
+            driver.commit_now(entry::encode(&records)?)?;
+        }
+        tracing::info!(
+            topics = image.topics.len(),
+            "imported the pre-quorum metadata log"
+        );
+    }
+    remove_legacy_files(dir, &legacy).map_err(quorum_io)
+}
+
+/// Removes the old log's directory and the log manager's files around it.
+fn remove_legacy_files(dir: &Path, legacy: &PathBuf) -> std::io::Result<()> {
+    std::fs::remove_dir_all(legacy)?;
+    for name in [
+        "recovery-point-offset-checkpoint",
+        "log-start-offset-checkpoint",
+        "cleaner-offset-checkpoint",
+        sluice_log::CLEAN_SHUTDOWN_FILE,
+    ] {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn replay(log: &Log) -> Result<MetadataImage, MetadataError> {
@@ -276,6 +546,72 @@ mod tests {
         };
         let err = long.encode().unwrap_err();
         assert_eq!((err.what, err.len), ("configuration value", 70_000));
+    }
+
+    #[tokio::test]
+    async fn a_pre_quorum_log_is_imported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        {
+            // What the store wrote before the quorum: records in a log of its own.
+            let manager = LogManager::open(ManagerConfig::new(dir.path())).unwrap();
+            let log = manager
+                .get_or_create(&TopicPartition::new(METADATA_TOPIC, 0))
+                .unwrap();
+            let mut builder = sluice_record::BatchBuilder::new(sluice_record::Compression::None);
+            for record in [
+                MetadataRecord::CreateTopic {
+                    name: "old".into(),
+                    id,
+                    partitions: 3,
+                    configs: BTreeMap::new(),
+                },
+                MetadataRecord::ProducerIdBlock { end: 5000 },
+            ] {
+                builder.push(sluice_record::OwnedRecord::new(
+                    None,
+                    Some(record.encode().unwrap()),
+                    0,
+                ));
+            }
+            log.append(&mut builder.build().unwrap(), 0).unwrap();
+            drop(log);
+            manager.shutdown().unwrap();
+        }
+        for _ in 0..2 {
+            let store =
+                MetadataStore::open(dir.path(), 1, Arc::new(sluice_log::SystemClock)).unwrap();
+            let image = store.image();
+            assert_eq!(
+                image.topic("old").map(|t| (t.id, t.partitions)),
+                Some((id, 3))
+            );
+            assert_eq!(image.producer_ids_end, 5000);
+            assert!(!dir.path().join(format!("{METADATA_TOPIC}-0")).exists());
+            store.shutdown().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn many_changes_compact_into_a_snapshot_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store =
+                MetadataStore::open(dir.path(), 1, Arc::new(sluice_log::SystemClock)).unwrap();
+            for end in 1..=(COMPACT_EVERY as i64 + 10) {
+                store
+                    .update(|_| Ok::<_, ()>((vec![MetadataRecord::ProducerIdBlock { end }], ())))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        let raft_log = std::fs::metadata(dir.path().join("raft.log"))
+            .unwrap()
+            .len();
+        assert!(raft_log < 4096, "compacted: {raft_log} bytes");
+        let store = MetadataStore::open(dir.path(), 1, Arc::new(sluice_log::SystemClock)).unwrap();
+        assert_eq!(store.image().producer_ids_end, COMPACT_EVERY as i64 + 10);
     }
 
     #[tokio::test]
