@@ -24,7 +24,7 @@ use crate::fetch_sessions::FetchSessionCache;
 use crate::groups::GroupCoordinator;
 use crate::internal_topics::OFFSETS_TOPIC;
 use crate::metadata::{
-    Committed, MetadataError, MetadataImage, MetadataRecord, MetadataStore, TopicImage,
+    Committed, MetadataError, MetadataImage, MetadataRecord, MetadataStore, QuorumSetup, TopicImage,
 };
 use crate::metrics::BrokerMetrics;
 use crate::partition::{Partition, PartitionManager};
@@ -113,10 +113,27 @@ impl Broker {
             reason: e.to_string(),
         })?;
         let cluster_id = cluster_id(&dir, config.node_id)?;
-        let metadata = Arc::new(MetadataStore::open(
+        let quorum = config.cluster.has_peers().then(|| QuorumSetup {
+            node_id: config.node_id,
+            voters: config
+                .cluster
+                .voters
+                .iter()
+                .map(|v| (v.id, v.host.clone(), v.port))
+                .collect(),
+            listen: config
+                .cluster
+                .controller_listener()
+                .and_then(|l| l.bind_addr())
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            election_timeout: config.cluster.election_timeout,
+        });
+        let metadata = Arc::new(MetadataStore::open_with(
             &dir.join("metadata"),
             config.sync_threads,
             config.clock.clone(),
+            config.node_id,
+            quorum.as_ref(),
         )?);
         let image = metadata.image();
         let metrics = Arc::new(BrokerMetrics::default());

@@ -68,11 +68,21 @@ pub struct Controller {
 }
 
 fn metadata_failure(err: &MetadataError) -> ApiError {
-    tracing::error!(error = %err, "metadata update failed");
-    ApiError::new(
-        ResponseError::KafkaStorageError,
-        format!("metadata log: {err}"),
-    )
+    match err {
+        // Clients find the active controller in Metadata and retry there.
+        MetadataError::NotController { .. } => {
+            ApiError::new(ResponseError::NotController, err.to_string())
+        }
+        // Lost in a leader change, or no longer applies: a retry sees what happened.
+        MetadataError::Quorum(_) => ApiError::new(ResponseError::RequestTimedOut, err.to_string()),
+        _ => {
+            tracing::error!(error = %err, "metadata update failed");
+            ApiError::new(
+                ResponseError::KafkaStorageError,
+                format!("metadata log: {err}"),
+            )
+        }
+    }
 }
 
 fn no_topic(name: &str) -> ApiError {

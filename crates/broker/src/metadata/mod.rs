@@ -24,6 +24,7 @@
 mod entry;
 pub mod image;
 pub mod record;
+mod transport;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,8 +33,10 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use sluice_log::{Clock, Log, LogConfig, LogManager, ManagerConfig, TopicPartition};
-use sluice_quorum::{FileDisk, NodeConfig, Output, QuorumNode};
+use sluice_quorum::{FileDisk, Message, NodeConfig, Output, ProposeError, QuorumNode};
 use tokio::sync::oneshot;
+
+use transport::{Peer, Transport};
 
 pub use image::{ApplyError, MetadataImage, TopicImage};
 pub use record::{EncodeError, MetadataRecord};
@@ -61,6 +64,9 @@ pub enum MetadataError {
     Corrupt { offset: i64, reason: String },
     #[error("metadata quorum: {0}")]
     Quorum(String),
+    /// Only the quorum's leader (the active controller) takes changes.
+    #[error("not the active controller (leader: {leader:?})")]
+    NotController { leader: Option<i32> },
     #[error("metadata commit task failed: {0}")]
     Task(String),
 }
@@ -90,7 +96,31 @@ type Reply = oneshot::Sender<Result<Result<(), String>, MetadataError>>;
 
 enum Command {
     Propose { entry: Vec<u8>, reply: Reply },
+    Message(Box<Message>),
     Stop,
+}
+
+/// A quorum of several voters: this node's place in it.
+#[derive(Debug, Clone)]
+pub struct QuorumSetup {
+    pub node_id: i32,
+    /// Every voter: node id, host and port of its controller listener.
+    pub voters: Vec<(i32, String, u16)>,
+    /// Where this node listens for its peers.
+    pub listen: std::net::SocketAddr,
+    /// `controller.quorum.election.timeout.ms`: each voter waits between one and two of
+    /// these without a leader before it stands for election.
+    pub election_timeout: Duration,
+}
+
+/// What this node knows of the quorum, refreshed by the driver after every step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumStatus {
+    /// The leader's node id (the active controller), if known.
+    pub leader: Option<i32>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied: u64,
 }
 
 struct Inner {
@@ -101,6 +131,9 @@ struct Inner {
     listener: OnceLock<Listener>,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     driver: Mutex<Option<std::thread::JoinHandle<()>>>,
+    status: RwLock<QuorumStatus>,
+    /// Where the quorum listens for peers (a quorum of several voters only).
+    quorum_addr: Option<std::net::SocketAddr>,
 }
 
 /// The metadata quorum's log and the image it produces.
@@ -124,12 +157,70 @@ impl MetadataStore {
         sync_threads: usize,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, MetadataError> {
+        Self::open_with(dir, sync_threads, clock, 0, None)
+    }
+
+    /// Opens the store as one voter of a quorum of several (`quorum`), or of one (`None`:
+    /// `node_id` is then what the status reports as the leader).
+    /// With several voters it must run on a thread of a tokio runtime that is not an async
+    /// worker (the broker opens it in `spawn_blocking`): the network runs on that runtime.
+    pub fn open_with(
+        dir: &Path,
+        sync_threads: usize,
+        clock: Arc<dyn Clock>,
+        node_id: i32,
+        quorum: Option<&QuorumSetup>,
+    ) -> Result<Self, MetadataError> {
         std::fs::create_dir_all(dir).map_err(quorum_io)?;
-        let config = NodeConfig {
-            id: SINGLE_VOTER,
-            voters: [SINGLE_VOTER].into(),
-            election_ticks: 10,
-            heartbeat_ticks: 1,
+        let (sender, receiver) = mpsc::channel();
+        let (config, transport, quorum_addr) = match quorum {
+            None => (
+                NodeConfig {
+                    id: SINGLE_VOTER,
+                    voters: [SINGLE_VOTER].into(),
+                    election_ticks: 10,
+                    heartbeat_ticks: 1,
+                },
+                None,
+                None,
+            ),
+            Some(setup) => {
+                let base = (setup.election_timeout.as_millis() / TICK.as_millis()).max(3) as usize;
+                // A different timeout per voter and per start, so that elections settle.
+                let jitter = (uuid::Uuid::new_v4().as_u128() % base as u128) as usize;
+                let config = NodeConfig {
+                    id: raft_id(setup.node_id),
+                    voters: setup.voters.iter().map(|(id, _, _)| raft_id(*id)).collect(),
+                    election_ticks: base + jitter,
+                    heartbeat_ticks: 1,
+                };
+                let peers = setup
+                    .voters
+                    .iter()
+                    .map(|(id, host, port)| Peer {
+                        raft_id: raft_id(*id),
+                        host: host.clone(),
+                        port: *port,
+                    })
+                    .collect();
+                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                    MetadataError::Quorum("a quorum of several voters needs a runtime".into())
+                })?;
+                let (transport, bound) = runtime
+                    .block_on(Transport::start(
+                        config.id,
+                        peers,
+                        setup.listen,
+                        sender.clone(),
+                    ))
+                    .map_err(|e| {
+                        MetadataError::Quorum(format!(
+                            "cannot listen for the quorum on {}: {e}",
+                            setup.listen
+                        ))
+                    })?;
+                (config, Some(transport), Some(bound))
+            }
         };
         let node = QuorumNode::open(&config, FileDisk::open(dir).map_err(quorum_io)?, 0)?;
         let inner = Arc::new(Inner {
@@ -138,6 +229,8 @@ impl MetadataStore {
             listener: OnceLock::new(),
             commands: Mutex::new(None),
             driver: Mutex::new(None),
+            status: RwLock::new(QuorumStatus::default()),
+            quorum_addr,
         });
         let mut driver = Driver {
             node,
@@ -145,9 +238,13 @@ impl MetadataStore {
             clock,
             pending: BTreeMap::new(),
             publish: false,
+            transport,
+            single_node: node_id,
         };
         driver.replay()?;
-        import_legacy_log(dir, sync_threads, &mut driver)?;
+        if driver.transport.is_none() {
+            import_legacy_log(dir, sync_threads, &mut driver)?;
+        }
         driver.publish = true;
         let image = inner.image();
         tracing::info!(
@@ -156,7 +253,6 @@ impl MetadataStore {
             snapshot = driver.node.snapshot_index(),
             "metadata loaded"
         );
-        let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sluice-quorum".into())
             .spawn(move || driver.run(&receiver))
@@ -176,6 +272,20 @@ impl MetadataStore {
     /// The current image; cheap to take, never changes under the caller.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.inner.image()
+    }
+
+    /// What this node knows of the quorum (leader, term, commit).
+    pub fn quorum_status(&self) -> QuorumStatus {
+        self.inner
+            .status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Where this voter listens for its peers (several voters only).
+    pub fn quorum_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.quorum_addr
     }
 
     /// Computes records from the current image with `change`, then commits them through the
@@ -254,6 +364,13 @@ impl Inner {
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = image;
     }
 
+    fn set_status(&self, status: QuorumStatus) {
+        let mut current = self.status.write().unwrap_or_else(|e| e.into_inner());
+        if *current != status {
+            *current = status;
+        }
+    }
+
     fn send(&self, command: Command) -> Result<(), MetadataError> {
         let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
         commands
@@ -279,14 +396,40 @@ struct Driver {
     /// Whether committed changes go to the listener (not while replaying at startup: the
     /// broker opens partitions from the image it finds).
     publish: bool,
+    /// The network to the other voters (none for a single voter).
+    transport: Option<Transport>,
+    /// A single voter's node id (its Raft id is always 1).
+    single_node: i32,
+}
+
+/// Raft ids start at 1; Kafka node ids at 0.
+fn raft_id(node_id: i32) -> u64 {
+    u64::try_from(node_id).unwrap_or(0) + 1
+}
+
+fn node_id(raft_id: u64) -> i32 {
+    raft_id.saturating_sub(1) as i32
 }
 
 impl Driver {
+    fn node_of(&self, raft_id: u64) -> i32 {
+        if self.transport.is_none() {
+            self.single_node
+        } else {
+            node_id(raft_id)
+        }
+    }
+
     /// Applies everything the log holds, then (a single voter) elects itself and applies
     /// what was appended but not known committed.
     fn replay(&mut self) -> Result<(), MetadataError> {
         let output = self.node.process()?;
         self.handle(output)?;
+        if self.transport.is_some() {
+            // Several voters: what is known committed is applied; the rest comes with the
+            // leader, once elected.
+            return Ok(());
+        }
         self.node.campaign()?;
         for _ in 0..64 {
             let output = self.node.process()?;
@@ -329,10 +472,19 @@ impl Driver {
                     Ok(index) => {
                         self.pending.insert(index, (self.node.term(), reply));
                     }
+                    Err(ProposeError::NotLeader { leader }) => {
+                        let leader = leader.map(|raft| self.node_of(raft));
+                        let _ = reply.send(Err(MetadataError::NotController { leader }));
+                    }
                     Err(err) => {
                         let _ = reply.send(Err(MetadataError::Quorum(err.to_string())));
                     }
                 },
+                Ok(Command::Message(message)) => {
+                    if let Err(err) = self.node.step(*message) {
+                        tracing::warn!(error = %err, "quorum message refused");
+                    }
+                }
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.node.tick();
@@ -359,6 +511,11 @@ impl Driver {
     /// Applies a node's output: a snapshot to restore, committed changes to apply and
     /// publish, proposals to answer; then compacts when enough entries accumulated.
     fn handle(&mut self, output: Output) -> Result<(), MetadataError> {
+        if let Some(transport) = &self.transport {
+            for message in &output.messages {
+                transport.send(message);
+            }
+        }
         if let Some(restore) = output.restore {
             let image = entry::decode_snapshot(&restore.data).map_err(|reason| {
                 MetadataError::Quorum(format!("snapshot at {}: {reason}", restore.index))
@@ -373,16 +530,23 @@ impl Driver {
                     MetadataError::Quorum(format!("entry {}: {reason}", committed.index))
                 })?;
                 let mut next = (*self.inner.image()).clone();
-                for record in &records {
-                    next.apply(record)?;
+                match records.iter().try_for_each(|record| next.apply(record)) {
+                    Ok(()) => {
+                        let next = Arc::new(next);
+                        self.inner.set_image(next.clone());
+                        let published = match (self.publish, self.inner.listener.get()) {
+                            (true, Some(listener)) => listener(&records, &next),
+                            _ => Ok(()),
+                        };
+                        Some(Ok(published))
+                    }
+                    // Proposed against an image that was not the latest (a new leader's
+                    // first moments): every voter skips it alike, all or nothing.
+                    Err(err) => {
+                        tracing::warn!(index = committed.index, error = %err, "committed metadata change does not apply; skipped");
+                        Some(Err(err.to_string()))
+                    }
                 }
-                let next = Arc::new(next);
-                self.inner.set_image(next.clone());
-                let published = match (self.publish, self.inner.listener.get()) {
-                    (true, Some(listener)) => listener(&records, &next),
-                    _ => Ok(()),
-                };
-                Some(published)
             };
             // Every proposal at or below this index is settled: its own entry committed,
             // or another one did in its place (the leadership changed before it did).
@@ -394,8 +558,13 @@ impl Driver {
             for index in settled {
                 let (term, reply) = self.pending.remove(&index).expect("listed above");
                 let outcome = match &answer {
-                    Some(published) if index == committed.index && term == committed.term => {
+                    Some(Ok(published)) if index == committed.index && term == committed.term => {
                         Ok(published.clone())
+                    }
+                    Some(Err(reason)) if index == committed.index && term == committed.term => {
+                        Err(MetadataError::Quorum(format!(
+                            "the change no longer applies: {reason}; retry"
+                        )))
                     }
                     _ => Err(MetadataError::Quorum(
                         "the change was lost in a leader change; retry".into(),
@@ -404,6 +573,20 @@ impl Driver {
                 let _ = reply.send(outcome);
             }
         }
+        if !self.node.is_leader() && !self.pending.is_empty() {
+            // Deposed: what it proposed may still commit under the new leader, or not; the
+            // proposers are told to retry (a retry sees the change if it did commit).
+            let leader = self.node.leader().map(|raft| self.node_of(raft));
+            for (_, (_, reply)) in std::mem::take(&mut self.pending) {
+                let _ = reply.send(Err(MetadataError::NotController { leader }));
+            }
+        }
+        self.inner.set_status(QuorumStatus {
+            leader: self.node.leader().map(|raft| self.node_of(raft)),
+            term: self.node.term(),
+            commit_index: self.node.commit_index(),
+            applied: self.node.applied(),
+        });
         let applied = self.node.applied();
         if applied >= self.node.snapshot_index() + COMPACT_EVERY {
             let snapshot = entry::encode(&entry::image_records(&self.inner.image()))?;
