@@ -24,7 +24,8 @@ use crate::fetch_sessions::FetchSessionCache;
 use crate::groups::GroupCoordinator;
 use crate::internal_topics::OFFSETS_TOPIC;
 use crate::metadata::{
-    Committed, MetadataError, MetadataImage, MetadataRecord, MetadataStore, QuorumSetup, TopicImage,
+    Committed, MetadataError, MetadataImage, MetadataRecord, MetadataStore, QuorumSetup,
+    QuorumStatus, TopicImage,
 };
 use crate::metrics::BrokerMetrics;
 use crate::partition::{Partition, PartitionManager};
@@ -194,6 +195,11 @@ impl Broker {
 
     pub fn image(&self) -> Arc<MetadataImage> {
         self.metadata.image()
+    }
+
+    /// What this node knows of the metadata quorum.
+    pub fn quorum_status(&self) -> QuorumStatus {
+        self.metadata.quorum_status()
     }
 
     pub fn controller(&self) -> &Controller {

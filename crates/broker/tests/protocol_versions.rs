@@ -585,6 +585,45 @@ async fn newer_apis_answer_at_every_advertised_version() {
             );
         }
 
+        // The metadata quorum: a single node leads its one-voter quorum; every metadata
+        // change moves the high watermark.
+        let describe_quorum = |c: &mut RawClient, v: i16| -> DescribeQuorumResponse {
+            use describe_quorum_request::{PartitionData, TopicData};
+            let request = DescribeQuorumRequest::default().with_topics(vec![
+                TopicData::default()
+                    .with_topic_name(name("__cluster_metadata"))
+                    .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+                TopicData::default()
+                    .with_topic_name(name("epochs"))
+                    .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+            ]);
+            c.call(ApiKey::DescribeQuorum, v, &request)
+        };
+        for v in versions(ApiKey::DescribeQuorum) {
+            let before = describe_quorum(&mut c, v);
+            let quorum = &before.topics[0].partitions[0];
+            assert_eq!(quorum.error_code, 0, "v{v}");
+            assert_eq!(quorum.leader_id.0, 1, "v{v}: node.id 1 leads");
+            assert!(quorum.leader_epoch >= 1, "v{v}");
+            let voters: Vec<(i32, i64)> = quorum
+                .current_voters
+                .iter()
+                .map(|r| (r.replica_id.0, r.log_end_offset))
+                .collect();
+            assert_eq!(voters.len(), 1, "v{v}: {voters:?}");
+            assert!(voters[0].1 >= quorum.high_watermark - 1, "v{v}: {voters:?}");
+            assert_eq!(
+                before.topics[1].partitions[0].error_code,
+                ResponseError::UnknownTopicOrPartition.code()
+            );
+            create_topic(&mut c, &format!("quorum-{v}"), 1);
+            let after = describe_quorum(&mut c, v);
+            assert!(
+                after.topics[0].partitions[0].high_watermark > quorum.high_watermark,
+                "v{v}: a topic creation is a committed entry"
+            );
+        }
+
         for v in versions(ApiKey::DescribeProducers) {
             let request = DescribeProducersRequest::default().with_topics(vec![
                 describe_producers_request::TopicRequest::default()

@@ -11,9 +11,14 @@
 //!
 //! Elections: pre-vote (a node cut off cannot disrupt the quorum when it returns) and
 //! check-quorum (a leader that stops hearing from a majority steps down, so it stops
-//! accepting proposals). Each node's election timeout is fixed at construction
-//! (`election_ticks`), which keeps the node deterministic under a simulator; callers give
-//! voters different values (the broker draws one at startup) so that elections settle.
+//! accepting proposals). With `election_jitter_ticks`, the election timeout is drawn anew
+//! whenever the term or role changes, from `election_ticks + 2 + k * voters + rank`
+//! (`rank`: this voter's place among the voters; `k` from the node's own generator, seeded
+//! by `NodeConfig::seed`): two voters never draw the same tick, so they cannot time out
+//! together and split the vote (raft-rs's own draw could; its priority-based tie-break
+//! panics in 0.7). raft-rs's own draw (thread-local) happens first, so the jittered
+//! timeouts are not deterministic; with no jitter the timeout is fixed and the node is
+//! deterministic, as the simulator needs: its voters are given different fixed timeouts.
 
 use std::collections::BTreeSet;
 
@@ -30,9 +35,13 @@ pub struct NodeConfig {
     pub id: u64,
     /// Every voter's id, this one included (`controller.quorum.voters`).
     pub voters: BTreeSet<u64>,
-    /// Ticks without hearing from a leader before this node starts an election. Give each
-    /// voter a different value in `[2 * heartbeat_ticks + 1, ..)`.
+    /// Ticks without hearing from a leader before this node starts an election, at least
+    /// `2 * heartbeat_ticks + 1`.
     pub election_ticks: usize,
+    /// Up to this many more ticks, drawn at random after each election (0: fixed timeout).
+    pub election_jitter_ticks: usize,
+    /// Seeds the draw of election timeouts (a simulator replays it; a broker picks one).
+    pub seed: u64,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: usize,
 }
@@ -113,9 +122,27 @@ pub struct QuorumNode<D: Disk> {
     applied: u64,
     /// The stored snapshot, to hand to the caller at the first `process` after opening.
     restore_at_open: Option<Restore>,
+    /// Drawing election timeouts: this voter's rank among the voters, their number, the
+    /// generator's state, and the (term, role) the current timeout was drawn for.
+    election_draw: Option<ElectionDraw>,
     /// A deliberate bug for the simulator's own test: acknowledge without syncing.
     #[cfg(test)]
     pub(crate) skip_sync: bool,
+}
+
+/// See [`QuorumNode::draw_election_timeout`].
+#[derive(Debug)]
+struct ElectionDraw {
+    rank: usize,
+    voters: usize,
+    /// The smallest and the largest timeout raft-rs accepts.
+    base: usize,
+    max: usize,
+    slots: usize,
+    state: u64,
+    drawn_for: Option<(u64, StateRole)>,
+    /// The timeout last set.
+    set: usize,
 }
 
 impl<D: Disk> std::fmt::Debug for QuorumNode<D> {
@@ -172,9 +199,14 @@ impl<D: Disk> QuorumNode<D> {
             heartbeat_tick: config.heartbeat_ticks,
             // One possible value: the timeout is the configured one, not a random draw, so
             // a run replays exactly under a simulator.
-            min_election_tick: config.election_ticks,
-            max_election_tick: config.election_ticks + 1,
+            // With jitter, at least two ticks past the timeout: a voter that heard the same
+            // last heartbeat a tick later than this one must see its leader lease expired
+            // when this one asks for votes, or the election waits another round.
+            min_election_tick: config.election_ticks + config.election_jitter_ticks.min(2),
+            max_election_tick: config.election_ticks + config.election_jitter_ticks + 1,
             applied,
+            // No election priorities: raft-rs 0.7 panics when it rejects a vote for priority
+            // (its rejection carries no term); ties are made rare by drawing timeouts instead.
             check_quorum: true,
             pre_vote: true,
             max_size_per_msg: 1 << 20,
@@ -190,6 +222,22 @@ impl<D: Disk> QuorumNode<D> {
             id: config.id,
             applied,
             restore_at_open,
+            election_draw: (config.election_jitter_ticks > 0).then(|| ElectionDraw {
+                rank: config
+                    .voters
+                    .iter()
+                    .position(|v| *v == config.id)
+                    .unwrap_or(0),
+                voters: config.voters.len().max(1),
+                base: config.election_ticks + config.election_jitter_ticks.min(2),
+                max: config.election_ticks + config.election_jitter_ticks,
+                slots: (config.election_jitter_ticks.saturating_sub(2)
+                    / config.voters.len().max(1))
+                .max(1),
+                state: config.seed,
+                drawn_for: None,
+                set: 0,
+            }),
             #[cfg(test)]
             skip_sync: false,
         })
@@ -259,6 +307,30 @@ impl<D: Disk> QuorumNode<D> {
 
     pub fn term(&self) -> u64 {
         self.raw.raft.term
+    }
+
+    /// As leader: each voter's id and the highest index known replicated on it (its own:
+    /// the last index). Empty on a follower, which does not track the others.
+    pub fn voter_progress(&self) -> Vec<(u64, u64)> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let mut progress: Vec<(u64, u64)> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, pr)| {
+                let matched = if *id == self.id {
+                    self.last_index()
+                } else {
+                    pr.matched
+                };
+                (*id, matched)
+            })
+            .collect();
+        progress.sort_unstable();
+        progress
     }
 
     /// The highest index this node knows committed.
@@ -376,8 +448,34 @@ impl<D: Disk> QuorumNode<D> {
                     .report_snapshot(message.to, raft::SnapshotStatus::Finish);
             }
         }
+        self.draw_election_timeout();
         self.assert_invariants();
         Ok(output)
+    }
+
+    /// Draws a new election timeout when the term or role changed since the last draw.
+    fn draw_election_timeout(&mut self) {
+        let raft = &mut self.raw.raft;
+        let Some(draw) = self.election_draw.as_mut() else {
+            return;
+        };
+        // raft-rs redraws (from its own generator) at every reset: a changed term or role,
+        // or a timeout that is no longer the one set here, means it did.
+        let now = (raft.term, raft.state);
+        if draw.drawn_for == Some(now) && draw.set == raft.randomized_election_timeout() {
+            return;
+        }
+        draw.drawn_for = Some(now);
+        // SplitMix64.
+        draw.state = draw.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = draw.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let slot = (z % draw.slots as u64) as usize;
+        let timeout = (draw.base + slot * draw.voters + draw.rank).clamp(draw.base, draw.max);
+        raft.set_randomized_election_timeout(timeout);
+        draw.set = timeout;
     }
 
     fn collect(&mut self, entries: Vec<Entry>, output: &mut Output) {
@@ -429,6 +527,8 @@ mod tests {
             id: 1,
             voters: [1].into(),
             election_ticks: 5,
+            election_jitter_ticks: 0,
+            seed: 0,
             heartbeat_ticks: 1,
         }
     }

@@ -164,6 +164,8 @@ impl Simulation {
                     id,
                     voters: voters.clone(),
                     election_ticks,
+                    election_jitter_ticks: 0,
+                    seed: 0,
                     heartbeat_ticks: HEARTBEAT_TICKS,
                 };
                 #[allow(unused_mut)]

@@ -20,6 +20,7 @@ mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
 mod describe_producers;
+mod describe_quorum;
 mod describe_topic_partitions;
 mod fetch;
 mod find_coordinator;
@@ -177,6 +178,7 @@ pub const APIS: &[Api] = &[
     api::<create_partitions::CreatePartitions>(),
     api::<incremental_alter_configs::IncrementalAlterConfigs>(),
     api::<describe_cluster::DescribeCluster>(),
+    api::<describe_quorum::DescribeQuorum>(),
     api::<find_coordinator::FindCoordinator>(),
     api::<join_group::JoinGroup>(),
     api::<sync_group::SyncGroup>(),

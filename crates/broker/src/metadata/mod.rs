@@ -44,8 +44,11 @@ pub use record::{EncodeError, MetadataRecord};
 /// The metadata log's partition, named as in KRaft (the pre-quorum log, imported once).
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
 
-/// How often the quorum's clock ticks; election and heartbeat timeouts count ticks.
-const TICK: Duration = Duration::from_millis(100);
+/// How often the quorum's clock ticks; election and heartbeat timeouts count ticks. Fine
+/// enough that voters rarely draw the same election timeout (a tie costs another round).
+const TICK: Duration = Duration::from_millis(10);
+/// A leader's heartbeat interval, in ticks (100 ms).
+const HEARTBEAT_TICKS: usize = 10;
 /// Entries between two snapshots of the image.
 const COMPACT_EVERY: u64 = 1024;
 /// The node id of a single node's one-voter quorum.
@@ -121,6 +124,10 @@ pub struct QuorumStatus {
     pub term: u64,
     pub commit_index: u64,
     pub applied: u64,
+    /// This node's log end (the index after its last entry).
+    pub log_end: u64,
+    /// As leader: each voter's node id and log end as far as the leader knows.
+    pub voters: Vec<(i32, u64)>,
 }
 
 struct Inner {
@@ -178,21 +185,26 @@ impl MetadataStore {
                 NodeConfig {
                     id: SINGLE_VOTER,
                     voters: [SINGLE_VOTER].into(),
-                    election_ticks: 10,
-                    heartbeat_ticks: 1,
+                    election_ticks: 2 * HEARTBEAT_TICKS + 1,
+                    election_jitter_ticks: 0,
+                    seed: 0,
+                    heartbeat_ticks: HEARTBEAT_TICKS,
                 },
                 None,
                 None,
             ),
             Some(setup) => {
-                let base = (setup.election_timeout.as_millis() / TICK.as_millis()).max(3) as usize;
-                // A different timeout per voter and per start, so that elections settle.
-                let jitter = (uuid::Uuid::new_v4().as_u128() % base as u128) as usize;
+                let base = (setup.election_timeout.as_millis() / TICK.as_millis())
+                    .max(2 * HEARTBEAT_TICKS as u128 + 1) as usize;
+                // Drawn anew after each election within [1, 1.5) timeouts: distinct voters
+                // settle an election quickly, and a failover stays within 2 timeouts.
                 let config = NodeConfig {
                     id: raft_id(setup.node_id),
                     voters: setup.voters.iter().map(|(id, _, _)| raft_id(*id)).collect(),
-                    election_ticks: base + jitter,
-                    heartbeat_ticks: 1,
+                    election_ticks: base,
+                    election_jitter_ticks: (base / 2).max(2),
+                    seed: uuid::Uuid::new_v4().as_u128() as u64,
+                    heartbeat_ticks: HEARTBEAT_TICKS,
                 };
                 let peers = setup
                     .voters
@@ -581,11 +593,19 @@ impl Driver {
                 let _ = reply.send(Err(MetadataError::NotController { leader }));
             }
         }
+        let voters = self
+            .node
+            .voter_progress()
+            .into_iter()
+            .map(|(raft, matched)| (self.node_of(raft), matched + 1))
+            .collect();
         self.inner.set_status(QuorumStatus {
             leader: self.node.leader().map(|raft| self.node_of(raft)),
             term: self.node.term(),
             commit_index: self.node.commit_index(),
             applied: self.node.applied(),
+            log_end: self.node.last_index() + 1,
+            voters,
         });
         let applied = self.node.applied();
         if applied >= self.node.snapshot_index() + COMPACT_EVERY {

@@ -28,7 +28,9 @@ const MAX_FRAME: usize = 64 << 20;
 /// Messages queued per peer before new ones are dropped.
 const QUEUE: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// At most this long between attempts to reach a peer that is down: a vote request waits
+/// for the next attempt, so a long backoff would delay elections after a peer returns.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A voter's address for Raft messages.
 #[derive(Debug, Clone)]
@@ -163,7 +165,7 @@ async fn receive_from(
 }
 
 async fn send_to(peer: Peer, self_id: u64, mut queue: async_mpsc::Receiver<Vec<u8>>) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Duration::from_millis(10);
     loop {
         let connected = tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -180,7 +182,7 @@ async fn send_to(peer: Peer, self_id: u64, mut queue: async_mpsc::Receiver<Vec<u
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         };
-        backoff = Duration::from_millis(50);
+        backoff = Duration::from_millis(10);
         let _ = stream.set_nodelay(true);
         let mut writer = BufWriter::new(stream);
         let mut hello = MAGIC.to_vec();
