@@ -123,6 +123,15 @@ async fn health_json_api_and_metrics_follow_real_traffic() {
         ) >= 1.0
     );
     assert!(metric(&before, "sluice_connections") >= 1.0);
+    // A single node leads its one-voter metadata quorum, which has committed the topic.
+    assert_eq!(metric(&before, "sluice_quorum_is_leader"), 1.0);
+    assert_eq!(metric(&before, "sluice_quorum_leader"), 1.0);
+    assert!(metric(&before, "sluice_quorum_commit_index") >= 2.0);
+    assert_eq!(
+        metric(&before, "sluice_quorum_applied_index"),
+        metric(&before, "sluice_quorum_commit_index")
+    );
+    assert_eq!(metric(&before, "sluice_quorum_voter_lag{voter=\"1\"}"), 0.0);
     let end0 = metric(
         &before,
         &format!("sluice_partition_log_end_offset{{topic=\"{topic}\",partition=\"0\"}}"),

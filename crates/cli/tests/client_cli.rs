@@ -853,6 +853,24 @@ fn cluster_info_and_broker_configuration() {
     assert_eq!(json["controller"], 1);
     assert_eq!(json["brokers"][0]["id"], 1);
     assert!(json["cluster_id"].as_str().is_some_and(|id| !id.is_empty()));
+    // describe adds the metadata quorum: this node leads its one-voter quorum.
+    let describe = ok(&broker, &["cluster", "describe"], "");
+    assert!(describe.contains("quorum: leader 1, epoch "), "{describe}");
+    let quorum: serde_json::Value =
+        serde_json::from_str(ok(&broker, &["cluster", "describe", "--format", "json"], "").trim())
+            .unwrap();
+    assert_eq!(quorum["quorum_leader"], 1);
+    assert_eq!(quorum["voters"][0]["voter"], 1);
+    assert_eq!(quorum["voters"][0]["lag"], 0);
+    let before = quorum["quorum_high_watermark"].as_i64().unwrap();
+    ok(&broker, &["topic", "create", "quorum-moves"], "");
+    let after: serde_json::Value =
+        serde_json::from_str(ok(&broker, &["cluster", "describe", "--format", "json"], "").trim())
+            .unwrap();
+    assert!(
+        after["quorum_high_watermark"].as_i64().unwrap() > before,
+        "a topic creation is committed by the quorum: {after}"
+    );
     let config = ok(&broker, &["cluster", "config", "get"], "");
     assert!(
         config.lines().any(|l| l.starts_with("num.partitions ")),

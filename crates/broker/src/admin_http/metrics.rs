@@ -52,6 +52,7 @@ pub fn render_metrics(broker: &Broker) -> String {
         "Fetch sessions evicted to make room for new ones (max.incremental.fetch.session.cache.slots).",
         sessions.evicted(),
     );
+    quorum(broker, &mut out);
     group_commit(broker, &mut out);
     cleaner(&broker.partitions().cleaner_reports(), &mut out);
     group_lag(broker, &mut out);
@@ -64,6 +65,51 @@ pub fn render_metrics(broker: &Broker) -> String {
         );
     }
     out.finish()
+}
+
+/// The metadata quorum as this node sees it.
+fn quorum(broker: &Broker, out: &mut TextWriter) {
+    let status = broker.quorum_status();
+    out.single(
+        "sluice_quorum_leader",
+        Kind::Gauge,
+        "Node id of the metadata quorum's leader (the active controller); -1 when none is known.",
+        status.leader.unwrap_or(-1),
+    );
+    out.single(
+        "sluice_quorum_is_leader",
+        Kind::Gauge,
+        "1 when this node leads the metadata quorum.",
+        u8::from(status.leader == Some(broker.config().node_id)),
+    );
+    out.single(
+        "sluice_quorum_term",
+        Kind::Gauge,
+        "The metadata quorum's term (KRaft's leader epoch).",
+        status.term,
+    );
+    out.single(
+        "sluice_quorum_commit_index",
+        Kind::Gauge,
+        "Highest metadata log index known committed (the quorum's high watermark).",
+        status.commit_index,
+    );
+    out.single(
+        "sluice_quorum_applied_index",
+        Kind::Gauge,
+        "Highest metadata log index applied to this node's image.",
+        status.applied,
+    );
+    let name = "sluice_quorum_voter_lag";
+    out.family(
+        name,
+        Kind::Gauge,
+        "On the leader: entries each voter lacks (leader's log end minus the voter's).",
+    );
+    for (voter, log_end) in &status.voters {
+        let lag = status.log_end.saturating_sub(*log_end);
+        out.sample(name, &[("voter", &voter.to_string())], lag);
+    }
 }
 
 fn partitions(broker: &Broker, out: &mut TextWriter) {

@@ -1,6 +1,8 @@
-//! `sluice cluster info|config`: the cluster id, controller and brokers (DescribeCluster,
-//! or Metadata where a broker lacks it), and a broker's configuration (DescribeConfigs and
-//! IncrementalAlterConfigs on the broker resource, with the broker's answer for each key).
+//! `sluice cluster info|describe|config`: the cluster id, controller and brokers
+//! (DescribeCluster, or Metadata where a broker lacks it), with `describe` the metadata
+//! quorum too (DescribeQuorum: leader, epoch, high watermark, each voter's log end and lag),
+//! and a broker's configuration (DescribeConfigs and IncrementalAlterConfigs on the broker
+//! resource, with the broker's answer for each key).
 
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
@@ -8,8 +10,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::{
     ApiKey, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    MetadataRequest, MetadataResponse,
+    DescribeConfigsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataRequest,
+    MetadataResponse, TopicName, describe_quorum_request,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -21,6 +24,17 @@ pub enum ClusterCommand {
     /// Cluster id, controller and brokers.
     #[command(after_help = "Examples:\n  sluice cluster info\n  sluice cluster info --format json")]
     Info {
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Cluster id, controller and brokers, and the metadata quorum: its leader (the active
+    /// controller), epoch, high watermark and each voter's lag.
+    #[command(after_help = "Examples:
+  sluice cluster describe
+  sluice cluster describe --format json")]
+    Describe {
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
         #[command(flatten)]
@@ -67,7 +81,8 @@ const BROKER_RESOURCE: i8 = 4;
 
 pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
-        ClusterCommand::Info { format, connection } => info(&connection, format),
+        ClusterCommand::Info { format, connection } => info(&connection, format, false),
+        ClusterCommand::Describe { format, connection } => info(&connection, format, true),
         ClusterCommand::Config(ConfigCommand::Get {
             broker,
             format,
@@ -81,7 +96,7 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
     }
 }
 
-fn info(connection: &Connection, format: OutputFormat) -> anyhow::Result<()> {
+fn info(connection: &Connection, format: OutputFormat, quorum: bool) -> anyhow::Result<()> {
     let mut wire = Wire::connect(&connection.bootstrap)?;
     let (cluster_id, controller, brokers) = match wire.call::<_, DescribeClusterResponse>(
         ApiKey::DescribeCluster,
@@ -155,7 +170,8 @@ fn info(connection: &Connection, format: OutputFormat) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    Report::default()
+    let mut report = Report::default();
+    report
         .title(format!(
             "cluster {cluster_id}: {} broker(s), controller {controller}",
             brokers.len()
@@ -166,8 +182,68 @@ fn info(connection: &Connection, format: OutputFormat) -> anyhow::Result<()> {
             "brokers",
             &["ID", "HOST", "PORT", "RACK", "CONTROLLER"],
             rows,
-        )
-        .print(format);
+        );
+    if quorum {
+        describe_quorum(&mut wire, &mut report)?;
+    }
+    report.print(format);
+    Ok(())
+}
+
+/// Adds the metadata quorum (`__cluster_metadata-0`) to `report`.
+fn describe_quorum(wire: &mut Wire, report: &mut Report) -> anyhow::Result<()> {
+    let request = DescribeQuorumRequest::default().with_topics(vec![
+        describe_quorum_request::TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![
+                describe_quorum_request::PartitionData::default().with_partition_index(0),
+            ]),
+    ]);
+    let (_, response): (_, DescribeQuorumResponse) =
+        wire.call(ApiKey::DescribeQuorum, 0..=2, &request)?;
+    if let Some(why) = failure(response.error_code, response.error_message.as_ref()) {
+        anyhow::bail!("cannot describe the quorum: {why}");
+    }
+    let Some(partition) = response.topics.first().and_then(|t| t.partitions.first()) else {
+        anyhow::bail!("the broker described no quorum");
+    };
+    if let Some(why) = failure(partition.error_code, partition.error_message.as_ref()) {
+        anyhow::bail!(
+            "cannot describe the quorum: {why} (leader: {})",
+            partition.leader_id.0
+        );
+    }
+    let high_watermark = partition.high_watermark;
+    let leader_end = partition
+        .current_voters
+        .iter()
+        .find(|v| v.replica_id == partition.leader_id)
+        .map_or(high_watermark, |v| v.log_end_offset);
+    let rows = partition
+        .current_voters
+        .iter()
+        .map(|v| {
+            vec![
+                v.replica_id.0.to_string(),
+                v.log_end_offset.to_string(),
+                (leader_end - v.log_end_offset).max(0).to_string(),
+                if v.replica_id == partition.leader_id {
+                    "leader".into()
+                } else {
+                    "follower".into()
+                },
+            ]
+        })
+        .collect();
+    report
+        .field("quorum_leader", partition.leader_id.0)
+        .field("quorum_epoch", partition.leader_epoch)
+        .field("quorum_high_watermark", high_watermark)
+        .footer(format!(
+            "quorum: leader {}, epoch {}, high watermark {high_watermark}",
+            partition.leader_id.0, partition.leader_epoch
+        ))
+        .table("voters", &["VOTER", "LOG END", "LAG", "ROLE"], rows);
     Ok(())
 }
 
