@@ -477,9 +477,17 @@ impl Driver {
 
     fn run(mut self, commands: &mpsc::Receiver<Command>) {
         let mut next_tick = self.clock.now() + TICK;
+        // A voter alone in its quorum has no election to hold and no one to send heartbeats
+        // to: it waits for commands only, so an idle broker's quorum thread stays asleep.
+        let ticking = self.transport.is_some();
         loop {
-            let wait = next_tick.saturating_duration_since(self.clock.now());
-            match commands.recv_timeout(wait) {
+            let received = if ticking {
+                let wait = next_tick.saturating_duration_since(self.clock.now());
+                commands.recv_timeout(wait)
+            } else {
+                commands.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            };
+            match received {
                 Ok(Command::Propose { entry, reply }) => match self.node.propose(entry) {
                     Ok(index) => {
                         self.pending.insert(index, (self.node.term(), reply));
