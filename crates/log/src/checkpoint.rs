@@ -15,20 +15,29 @@ const VERSION: &str = "0";
 /// Reads a checkpoint. A missing file is empty; a malformed one is reported and ignored,
 /// which only costs a longer recovery.
 pub(crate) fn read(path: &Path) -> HashMap<TopicPartition, i64> {
+    read_parsed(path, parse).unwrap_or_default()
+}
+
+/// Reads the checkpoint-format file at `path` with `parse`. `None` when it is missing, or
+/// unreadable or malformed (reported): the caller falls back to what it can rebuild.
+pub(crate) fn read_parsed<T>(path: &Path, parse: fn(&str) -> Result<T, String>) -> Option<T> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text).unwrap_or_else(|reason| {
-            tracing::warn!(file = %path.display(), %reason, "ignoring malformed checkpoint");
-            HashMap::new()
-        }),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => HashMap::new(),
+        Ok(text) => parse(&text)
+            .map_err(|reason| {
+                tracing::warn!(file = %path.display(), %reason, "ignoring malformed checkpoint");
+            })
+            .ok(),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => None,
         Err(err) => {
             tracing::warn!(file = %path.display(), error = %err, "cannot read checkpoint");
-            HashMap::new()
+            None
         }
     }
 }
 
-fn parse(text: &str) -> Result<HashMap<TopicPartition, i64>, String> {
+/// The entry lines of Kafka's checkpoint format: version line `0`, a count line (at most
+/// `max`), then exactly that many lines.
+pub(crate) fn entry_lines(text: &str, max: usize) -> Result<Vec<&str>, String> {
     let mut lines = text.lines();
     if lines.next() != Some(VERSION) {
         return Err("unknown version".to_string());
@@ -36,9 +45,49 @@ fn parse(text: &str) -> Result<HashMap<TopicPartition, i64>, String> {
     let count: usize = lines
         .next()
         .and_then(|l| l.trim().parse().ok())
+        .filter(|&n| n <= max)
         .ok_or_else(|| "bad entry count".to_string())?;
-    let mut entries = HashMap::with_capacity(count.min(1 << 20));
-    for line in lines.by_ref().take(count) {
+    let entries: Vec<&str> = lines.take(count).collect();
+    if entries.len() != count {
+        return Err(format!("expected {count} entries, found {}", entries.len()));
+    }
+    Ok(entries)
+}
+
+/// Kafka's checkpoint format around `lines`.
+pub(crate) fn format(lines: &[String]) -> String {
+    let mut text = format!("{VERSION}\n{}\n", lines.len());
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+/// Replaces the file at `path` with `text`: temporary file, fsync, rename, and with
+/// `sync_dir` an fsync of the directory (otherwise the caller's directory sync makes the
+/// rename durable).
+pub(crate) fn replace_file(path: &Path, text: &str, sync_dir: bool) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if sync_dir && let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn parse(text: &str) -> Result<HashMap<TopicPartition, i64>, String> {
+    let lines = entry_lines(text, 1 << 24)?;
+    let count = lines.len();
+    let mut entries = HashMap::with_capacity(count);
+    for line in lines {
         let mut fields = line.rsplitn(3, ' ');
         let (Some(offset), Some(partition), Some(topic)) =
             (fields.next(), fields.next(), fields.next())
@@ -61,23 +110,11 @@ fn parse(text: &str) -> Result<HashMap<TopicPartition, i64>, String> {
 
 /// Replaces the checkpoint at `path` with `entries`, atomically and durably.
 pub(crate) fn write(path: &Path, entries: &[(TopicPartition, i64)]) -> io::Result<()> {
-    let mut text = format!("{VERSION}\n{}\n", entries.len());
-    for (tp, offset) in entries {
-        text.push_str(&format!("{} {} {offset}\n", tp.topic, tp.partition));
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let lines: Vec<String> = entries
+        .iter()
+        .map(|(tp, offset)| format!("{} {} {offset}", tp.topic, tp.partition))
+        .collect();
+    replace_file(path, &format(&lines), true)
 }
 
 #[cfg(test)]

@@ -15,14 +15,13 @@
 //! batches that recovery re-reads correct it: a file can be behind what the log holds or
 //! ahead of a log truncated by recovery, never both wrong for synced data.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
+
+use crate::checkpoint;
 
 /// The file's name in a partition directory.
 pub const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
-
-const VERSION: &str = "0";
 
 /// The most entries a checkpoint may hold: one per leader change, so far more than any
 /// partition will see; bounds what a damaged file can make us allocate.
@@ -157,53 +156,26 @@ impl LeaderEpochs {
 /// Reads the checkpoint in `dir`. `None` when there is none, or when it is unreadable or
 /// malformed (reported): the caller rebuilds the history from the log instead.
 pub(crate) fn read(dir: &Path) -> Option<LeaderEpochs> {
-    let path = dir.join(LEADER_EPOCH_CHECKPOINT);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return None,
-        Err(err) => {
-            tracing::warn!(file = %path.display(), error = %err, "cannot read leader epoch checkpoint");
-            return None;
-        }
-    };
-    match parse(&text) {
-        Ok(epochs) => Some(epochs),
-        Err(reason) => {
-            tracing::warn!(file = %path.display(), %reason, "ignoring malformed leader epoch checkpoint");
-            None
-        }
-    }
+    checkpoint::read_parsed(&dir.join(LEADER_EPOCH_CHECKPOINT), parse)
 }
 
 fn parse(text: &str) -> Result<LeaderEpochs, String> {
-    let mut lines = text.lines();
-    if lines.next() != Some(VERSION) {
-        return Err("unknown version".to_string());
-    }
-    let count: usize = lines
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .filter(|&n| n <= MAX_ENTRIES)
-        .ok_or_else(|| "bad entry count".to_string())?;
-    let mut entries = Vec::with_capacity(count.min(1024));
-    for line in lines.by_ref().take(count) {
+    let lines = checkpoint::entry_lines(text, MAX_ENTRIES)?;
+    let mut entries = Vec::with_capacity(lines.len().min(1024));
+    for line in lines {
         let mut fields = line.split_whitespace();
         let (Some(epoch), Some(offset), None) = (fields.next(), fields.next(), fields.next())
         else {
             return Err(format!("bad line {line:?}"));
         };
-        let entry = EpochEntry {
+        entries.push(EpochEntry {
             epoch: epoch
                 .parse()
                 .map_err(|_| format!("bad epoch in {line:?}"))?,
             start_offset: offset
                 .parse()
                 .map_err(|_| format!("bad offset in {line:?}"))?,
-        };
-        entries.push(entry);
-    }
-    if entries.len() != count {
-        return Err(format!("expected {count} entries, found {}", entries.len()));
+        });
     }
     let epochs = LeaderEpochs { entries };
     epochs.check(0, i64::MAX)?;
@@ -213,20 +185,16 @@ fn parse(text: &str) -> Result<LeaderEpochs, String> {
 /// Replaces the checkpoint in `dir`: temporary file, fsync, rename. The caller syncs the
 /// directory to make the rename durable (the log's sync round does).
 pub(crate) fn write(dir: &Path, epochs: &LeaderEpochs) -> io::Result<()> {
-    let mut text = format!("{VERSION}\n{}\n", epochs.entries.len());
-    for entry in &epochs.entries {
-        text.push_str(&format!("{} {}\n", entry.epoch, entry.start_offset));
-    }
-    let path = dir.join(LEADER_EPOCH_CHECKPOINT);
-    let tmp = dir.join(format!("{LEADER_EPOCH_CHECKPOINT}.tmp"));
-    let mut file: File = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path)
+    let lines: Vec<String> = epochs
+        .entries
+        .iter()
+        .map(|e| format!("{} {}", e.epoch, e.start_offset))
+        .collect();
+    checkpoint::replace_file(
+        &dir.join(LEADER_EPOCH_CHECKPOINT),
+        &checkpoint::format(&lines),
+        false,
+    )
 }
 
 #[cfg(test)]

@@ -384,6 +384,14 @@ fn read_all(
                 .as_ref()
                 .and_then(|p| p.check_leader_epoch(w.leader_epoch).err())
         });
+        // A fetcher that says which epoch its last record had (v12+) and whose log diverged
+        // from this one is told where to truncate instead of getting records.
+        let diverging = match (&w.target, refused) {
+            (Some(partition), None) if w.last_fetched_epoch >= 0 => {
+                partition.diverging_epoch(w.last_fetched_epoch, w.offset)
+            }
+            _ => None,
+        };
         match (&w.target, refused) {
             (_, Some(error)) => {
                 fetched.error_code = error.code();
@@ -393,15 +401,10 @@ fn read_all(
                 fetched.error_code = ResponseError::UnknownTopicOrPartition.code();
                 failed = true;
             }
-            (Some(partition), None)
-                if w.last_fetched_epoch >= 0 && {
-                    fetched.diverging_epoch =
-                        partition.diverging_epoch(w.last_fetched_epoch, w.offset);
-                    fetched.diverging_epoch.is_some()
-                } =>
-            {
-                // The client's log diverged from this one: it truncates to the answer and
-                // fetches again (KIP-595's check in Fetch, instead of OffsetForLeaderEpoch).
+            (Some(partition), None) if diverging.is_some() => {
+                // It truncates to the answer and fetches again (KIP-595's check in Fetch,
+                // instead of OffsetForLeaderEpoch).
+                fetched.diverging_epoch = diverging;
                 let offsets = partition.offsets();
                 fetched.high_watermark = offsets.high_watermark;
                 fetched.last_stable_offset = offsets.high_watermark;
