@@ -431,9 +431,26 @@ fn parse_listeners(text: &str, key: &'static str) -> Result<Vec<Listener>, Refus
 mod tests {
     use super::*;
 
+    /// The cluster properties' defaults (config.rs `PROPERTIES` holds the same: config
+    /// depends on this module, not the other way round).
+    const DEFAULTS: &[(&str, &str)] = &[
+        ("process.roles", "broker,controller"),
+        ("controller.quorum.voters", ""),
+        ("listeners", "127.0.0.1:9092"),
+        ("advertised.listeners", ""),
+        ("controller.listener.names", "CONTROLLER"),
+        ("inter.broker.listener.name", ""),
+        (
+            "listener.security.protocol.map",
+            "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        ),
+        ("controller.quorum.election.timeout.ms", "1000"),
+        ("broker.session.timeout.ms", "9000"),
+        ("broker.heartbeat.interval.ms", "2000"),
+    ];
+
     fn parse(overrides: &[(&str, &str)], node_id: i32) -> Result<ClusterConfig, Refusal> {
-        // The broker's own defaults, so the tests see what a node sees.
-        let mut values: BTreeMap<&str, &str> = crate::config::PROPERTIES.iter().copied().collect();
+        let mut values: BTreeMap<&str, &str> = DEFAULTS.iter().copied().collect();
         values.extend(overrides.iter().copied());
         ClusterConfig::parse(|key| values.get(key).copied().unwrap_or(""), node_id)
     }

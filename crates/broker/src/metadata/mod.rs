@@ -531,6 +531,22 @@ impl Driver {
     /// Applies a node's output: a snapshot to restore, committed changes to apply and
     /// publish, proposals to answer; then compacts when enough entries accumulated.
     fn handle(&mut self, output: Output) -> Result<(), MetadataError> {
+        // The status first: a proposer answered below may ask for it at once (a client that
+        // created a topic and then describes the quorum must see its commit).
+        let voters = self
+            .node
+            .voter_progress()
+            .into_iter()
+            .map(|(raft, matched)| (self.node_of(raft), matched + 1))
+            .collect();
+        self.inner.set_status(QuorumStatus {
+            leader: self.node.leader().map(|raft| self.node_of(raft)),
+            term: self.node.term(),
+            commit_index: self.node.commit_index(),
+            applied: self.node.applied(),
+            log_end: self.node.last_index() + 1,
+            voters,
+        });
         if let Some(transport) = &self.transport {
             for message in &output.messages {
                 transport.send(message);
@@ -601,20 +617,6 @@ impl Driver {
                 let _ = reply.send(Err(MetadataError::NotController { leader }));
             }
         }
-        let voters = self
-            .node
-            .voter_progress()
-            .into_iter()
-            .map(|(raft, matched)| (self.node_of(raft), matched + 1))
-            .collect();
-        self.inner.set_status(QuorumStatus {
-            leader: self.node.leader().map(|raft| self.node_of(raft)),
-            term: self.node.term(),
-            commit_index: self.node.commit_index(),
-            applied: self.node.applied(),
-            log_end: self.node.last_index() + 1,
-            voters,
-        });
         let applied = self.node.applied();
         if applied >= self.node.snapshot_index() + COMPACT_EVERY {
             let snapshot = entry::encode(&entry::image_records(&self.inner.image()))?;
