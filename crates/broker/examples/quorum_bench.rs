@@ -104,6 +104,7 @@ async fn open(
                 Arc::new(sluice_log::SystemClock),
                 node_id,
                 Some(&setup),
+                None,
             )
             .unwrap(),
         )

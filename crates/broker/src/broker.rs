@@ -24,8 +24,8 @@ use crate::fetch_sessions::FetchSessionCache;
 use crate::groups::GroupCoordinator;
 use crate::internal_topics::OFFSETS_TOPIC;
 use crate::metadata::{
-    Committed, MetadataError, MetadataImage, MetadataRecord, MetadataStore, QuorumSetup,
-    QuorumStatus, TopicImage,
+    BrokerImage, Change, Committed, MetadataError, MetadataImage, MetadataRecord, MetadataStore,
+    QuorumSetup, QuorumStatus, TopicImage,
 };
 use crate::metrics::BrokerMetrics;
 use crate::partition::{Partition, PartitionManager};
@@ -44,12 +44,21 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         reason: String,
     },
+    /// The data directory, or a voter, belongs to another cluster.
+    #[error("cluster id mismatch: {0}")]
+    ClusterMismatch(String),
+    #[error("cannot register with the controller: {0}")]
+    Register(String),
 }
 
 #[derive(Debug)]
 pub struct Broker {
     config: BrokerConfig,
     cluster_id: String,
+    /// This run of the broker process, as registered with the controller.
+    registration: BrokerImage,
+    /// Set when the broker stops: it registers no more.
+    stopping: std::sync::atomic::AtomicBool,
     metadata: Arc<MetadataStore>,
     controller: Controller,
     partitions: Arc<PartitionManager>,
@@ -61,9 +70,9 @@ pub struct Broker {
 
 const META_PROPERTIES: &str = "meta.properties";
 
-/// Reads or creates `meta.properties` (Kafka's file naming the cluster and node a data
-/// directory belongs to). A directory of another node is refused.
-fn cluster_id(dir: &Path, node_id: i32) -> Result<String, StartError> {
+/// Reads `meta.properties` (Kafka's file naming the cluster and node a data directory
+/// belongs to): the cluster id, if the file exists. A directory of another node is refused.
+fn read_cluster_id(dir: &Path, node_id: i32) -> Result<Option<String>, StartError> {
     let path = dir.join(META_PROPERTIES);
     let fail = |reason: String| StartError::DataDir {
         path: dir.to_path_buf(),
@@ -86,20 +95,69 @@ fn cluster_id(dir: &Path, node_id: i32) -> Result<String, StartError> {
                     "it belongs to node.id {node}, this broker is node.id {node_id}"
                 )));
             }
-            Ok(cluster.to_string())
+            Ok(Some(cluster.to_string()))
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let cluster = Uuid::new_v4().simple().to_string();
-            let text = format!("version=1\ncluster.id={cluster}\nnode.id={node_id}\n");
-            let tmp = dir.join("meta.properties.tmp");
-            std::fs::write(&tmp, text).map_err(|e| fail(e.to_string()))?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| fail(e.to_string()))?;
-            std::fs::rename(&tmp, &path).map_err(|e| fail(e.to_string()))?;
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(fail(err.to_string())),
+    }
+}
+
+/// Writes `meta.properties` (atomically, synced).
+fn write_cluster_id(dir: &Path, node_id: i32, cluster: &str) -> Result<(), StartError> {
+    let fail = |reason: String| StartError::DataDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let text = format!("version=1\ncluster.id={cluster}\nnode.id={node_id}\n");
+    let tmp = dir.join("meta.properties.tmp");
+    std::fs::write(&tmp, text).map_err(|e| fail(e.to_string()))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| fail(e.to_string()))?;
+    std::fs::rename(&tmp, dir.join(META_PROPERTIES)).map_err(|e| fail(e.to_string()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// How long startup waits between looks at the quorum, and how often it says it waits.
+const STARTUP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+const STARTUP_REPORT_EVERY: u32 = 100;
+
+/// Waits until the metadata names the cluster (a new cluster's first controller records
+/// it), and checks that this node's data belongs to it. A single node has it at once.
+fn agree_on_cluster_id(
+    metadata: &MetadataStore,
+    dir: &Path,
+    node_id: i32,
+    ours: Option<&str>,
+) -> Result<String, StartError> {
+    let mut polls = 0u32;
+    let cluster = loop {
+        if let Some(foreign) = metadata.foreign_peer() {
+            return Err(StartError::ClusterMismatch(format!(
+                "{foreign}: a node started on another cluster's data directory (or pointed at another cluster's voters) must not join"
+            )));
+        }
+        if let Some(id) = metadata.image().cluster_id.clone() {
+            break id;
+        }
+        polls += 1;
+        if polls.is_multiple_of(STARTUP_REPORT_EVERY) {
+            tracing::info!(status = ?metadata.quorum_status(), "waiting for the metadata quorum to elect a leader");
+        }
+        std::thread::sleep(STARTUP_POLL);
+    };
+    match ours {
+        Some(ours) if ours != cluster => Err(StartError::ClusterMismatch(format!(
+            "the data directory {} belongs to cluster {ours}, the metadata quorum is cluster {cluster}",
+            dir.display()
+        ))),
+        Some(_) => Ok(cluster),
+        None => {
+            write_cluster_id(dir, node_id, &cluster)?;
             Ok(cluster)
         }
-        Err(err) => Err(fail(err.to_string())),
     }
 }
 
@@ -113,7 +171,7 @@ impl Broker {
             path: dir.clone(),
             reason: e.to_string(),
         })?;
-        let cluster_id = cluster_id(&dir, config.node_id)?;
+        let known_cluster = read_cluster_id(&dir, config.node_id)?;
         let quorum = config.cluster.has_peers().then(|| QuorumSetup {
             node_id: config.node_id,
             voters: config
@@ -135,15 +193,10 @@ impl Broker {
             config.clock.clone(),
             config.node_id,
             quorum.as_ref(),
+            known_cluster.as_deref(),
         )?);
-        let image = metadata.image();
-        let metrics = Arc::new(BrokerMetrics::default());
-        let partitions = Arc::new(PartitionManager::open(
-            &config,
-            config.manager_config(),
-            &image,
-            metrics.clone(),
-        )?);
+        let cluster_id =
+            agree_on_cluster_id(&metadata, &dir, config.node_id, known_cluster.as_deref())?;
         let controller = Controller::new(
             metadata.clone(),
             TopicDefaults {
@@ -152,6 +205,27 @@ impl Broker {
                 max_partitions: config.max_partitions,
             },
         );
+        let registration = BrokerImage {
+            id: config.node_id,
+            incarnation: Uuid::new_v4(),
+            host: config.advertised.0.clone(),
+            port: config.advertised.1,
+            fenced: false,
+        };
+        register_at_startup(
+            &controller,
+            &metadata,
+            &registration,
+            !config.cluster.has_peers(),
+        )?;
+        let image = metadata.image();
+        let metrics = Arc::new(BrokerMetrics::default());
+        let partitions = Arc::new(PartitionManager::open(
+            &config,
+            config.manager_config(),
+            &image,
+            metrics.clone(),
+        )?);
         let groups = GroupCoordinator::new(
             config.coordinator.clone(),
             config.clock.clone(),
@@ -164,6 +238,8 @@ impl Broker {
         let broker = Arc::new(Broker {
             config,
             cluster_id,
+            registration,
+            stopping: std::sync::atomic::AtomicBool::new(false),
             metadata,
             controller,
             partitions,
@@ -174,10 +250,17 @@ impl Broker {
         let publisher = Arc::downgrade(&broker);
         broker
             .metadata
-            .set_listener(Box::new(move |records, image| match publisher.upgrade() {
-                Some(broker) => broker.publish(records, image),
+            .set_listener(Box::new(move |change, image| match publisher.upgrade() {
+                Some(broker) => broker.publish(change, image),
                 None => Ok(()), // stopping: the next start applies the image
             }));
+        // Changes committed between the image the partitions opened from and the listener.
+        broker
+            .publish(Change::Restored, &broker.image())
+            .map_err(|reason| StartError::DataDir {
+                path: broker.config.data_dir.clone(),
+                reason,
+            })?;
         Ok(broker)
     }
 
@@ -210,9 +293,20 @@ impl Broker {
         &self.partitions
     }
 
-    /// The partition, if this broker serves it.
+    /// The partition, if this broker leads it (serves its clients).
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        self.partitions.get(topic, partition)
+        self.partitions.leader(topic, partition)
+    }
+
+    /// Why a client's request for a partition this broker does not lead is refused:
+    /// NOT_LEADER_OR_FOLLOWER if the partition exists (the client refreshes its metadata and
+    /// goes to the leader), UNKNOWN_TOPIC_OR_PARTITION if not.
+    pub fn not_served(&self, topic: &str, partition: i32) -> ResponseError {
+        if self.image().partition(topic, partition).is_some() {
+            ResponseError::NotLeaderOrFollower
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        }
     }
 
     pub fn groups(&self) -> &GroupCoordinator {
@@ -232,7 +326,25 @@ impl Broker {
     /// change's own commit task (so a requester that goes away cannot skip it). Failing to
     /// open a partition's log is reported to the requester as a storage error; the change
     /// itself is durable and carried out again at the next start.
-    fn publish(&self, records: &[MetadataRecord], image: &MetadataImage) -> Result<(), String> {
+    fn publish(&self, change: Change<'_>, image: &MetadataImage) -> Result<(), String> {
+        let records = match change {
+            Change::Records(records) => records,
+            Change::Restored => {
+                // The image replaced whole: topics it lacks are gone, the rest reconciled.
+                for topic in self.partitions.topics() {
+                    if image.topic(&topic).is_none() {
+                        self.partitions.remove_topic(&topic);
+                        self.groups.forget_topic(&topic);
+                    }
+                }
+                for topic in image.topics.values() {
+                    self.partitions
+                        .reconcile_topic(topic)
+                        .map_err(|e| e.to_string())?;
+                }
+                return Ok(());
+            }
+        };
         for record in records {
             match record {
                 MetadataRecord::DeleteTopic { name } => {
@@ -242,14 +354,18 @@ impl Broker {
                 }
                 MetadataRecord::CreateTopic { name, .. }
                 | MetadataRecord::SetPartitionCount { name, .. }
-                | MetadataRecord::SetTopicConfig { name, .. } => {
+                | MetadataRecord::SetTopicConfig { name, .. }
+                | MetadataRecord::PartitionChange { topic: name, .. } => {
                     if let Some(topic) = image.topic(name) {
                         self.partitions
                             .reconcile_topic(topic)
                             .map_err(|e| e.to_string())?;
                     }
                 }
-                MetadataRecord::ProducerIdBlock { .. } => {}
+                MetadataRecord::ProducerIdBlock { .. }
+                | MetadataRecord::RegisterBroker { .. }
+                | MetadataRecord::FenceBroker { .. }
+                | MetadataRecord::ClusterId { .. } => {}
             }
         }
         Ok(())
@@ -299,6 +415,7 @@ impl Broker {
             partitions: settings.offsets_partitions,
             replication_factor: 1,
             configs,
+            assignments: Vec::new(),
         };
         match self.create_topic(spec, false).await {
             Ok(_) => Ok(()),
@@ -321,9 +438,22 @@ impl Broker {
         count: i32,
         validate_only: bool,
     ) -> Result<(), ApiError> {
+        self.create_partitions_placed(name, count, &[], validate_only)
+            .await
+    }
+
+    /// Raises a topic's partition count to `count`, the new partitions on the replicas
+    /// `assignments` name (empty: placed by the controller).
+    pub async fn create_partitions_placed(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: &[Vec<i32>],
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
         let change = self
             .controller
-            .create_partitions(name, count, validate_only)
+            .create_partitions(name, count, assignments, validate_only)
             .await?;
         Self::published(&change)?;
         if !validate_only {
@@ -356,10 +486,113 @@ impl Broker {
         Ok(())
     }
 
+    /// Keeps this broker's membership (KRaft's broker heartbeats, done the quorum's way):
+    /// every `broker.heartbeat.interval.ms` it registers again if the controller fenced it
+    /// while it was alive (a pause, a cut link); and on the active controller it fences every
+    /// broker the quorum has not heard from for `broker.session.timeout.ms`, moving its
+    /// leaderships away. Runs until `stop`.
+    pub async fn run_membership(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let interval = self.config.cluster.broker_heartbeat_interval;
+        let session = self.config.cluster.broker_session_timeout;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            let image = self.image();
+            let me = &self.registration;
+            let live = image
+                .live_broker(me.id)
+                .is_some_and(|b| b.incarnation == me.incarnation);
+            if !live {
+                tracing::warn!(
+                    node = me.id,
+                    "this broker was fenced while alive: registering again"
+                );
+                if let Err(err) = self.controller.reregister_broker(me).await {
+                    tracing::warn!(error = %err.message, "could not register again");
+                }
+            }
+            let status = self.quorum_status();
+            if status.leader != Some(self.config.node_id) {
+                continue;
+            }
+            let now = self.clock().now();
+            for (node, heard) in &status.heard {
+                let Some(broker) = image.live_broker(*node) else {
+                    continue;
+                };
+                if now.saturating_duration_since(*heard) < session {
+                    continue;
+                }
+                tracing::warn!(node, silent_for = ?now.saturating_duration_since(*heard), "fencing a broker that missed its heartbeats");
+                if let Err(err) = self
+                    .controller
+                    .fence_broker(*node, broker.incarnation)
+                    .await
+                {
+                    tracing::warn!(node, error = %err.message, "could not fence the broker");
+                }
+            }
+        }
+    }
+
+    /// Controlled shutdown: this broker fences itself before stopping, so that clients are
+    /// sent elsewhere at once instead of after the session timeout (with replicas, the
+    /// leaderships move to them). Gives up after `timeout` (no quorum: the broker stops
+    /// anyway and is fenced by the session timeout). A single node has no one to hand
+    /// anything to.
+    pub async fn controlled_shutdown(&self, timeout: std::time::Duration) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        if !self.config.cluster.has_peers() {
+            return;
+        }
+        let me = &self.registration;
+        let fenced =
+            tokio::time::timeout(timeout, self.controller.fence_broker(me.id, me.incarnation))
+                .await;
+        match fenced {
+            Ok(Ok(())) => tracing::info!("controlled shutdown: this broker leads nothing now"),
+            Ok(Err(err)) => tracing::warn!(error = %err.message, "controlled shutdown failed"),
+            Err(_) => tracing::warn!("controlled shutdown timed out"),
+        }
+    }
+
     /// Clean shutdown of storage: logs, then metadata.
     pub fn shutdown(&self) -> Result<(), sluice_log::LogError> {
         let logs = self.partitions.shutdown();
         let metadata = self.metadata.shutdown();
         logs.and(metadata)
+    }
+}
+
+/// Registers this broker's incarnation before it serves anything. A node of several waits
+/// for the quorum (its registration is forwarded to the leader once there is one).
+fn register_at_startup(
+    controller: &Controller,
+    metadata: &MetadataStore,
+    registration: &BrokerImage,
+    single_node: bool,
+) -> Result<(), StartError> {
+    let mut attempts = 0u32;
+    loop {
+        match controller.register_broker(registration, single_node) {
+            Ok(()) => return Ok(()),
+            Err(err) if single_node => return Err(StartError::Register(err.message)),
+            Err(err) => {
+                if let Some(foreign) = metadata.foreign_peer() {
+                    return Err(StartError::ClusterMismatch(foreign));
+                }
+                attempts += 1;
+                if attempts.is_multiple_of(20) {
+                    tracing::info!(error = %err.message, "waiting to register with the controller");
+                }
+                std::thread::sleep(STARTUP_POLL * 4);
+            }
+        }
     }
 }

@@ -466,14 +466,10 @@ impl BrokerConfig {
                 reason: refusal.reason,
             }
         })?;
-        if cluster.has_peers() || !cluster.roles.broker {
+        if !(cluster.roles.broker && cluster.roles.controller) {
             return Err(p.invalid(
-                if cluster.roles.broker {
-                    "controller.quorum.voters"
-                } else {
-                    "process.roles"
-                },
-                "a cluster of several nodes is not available yet (it is being built): run a single node (process.roles=broker,controller, no other voter)",
+                "process.roles",
+                "a broker-only or controller-only node is not available yet: run combined nodes (process.roles=broker,controller)",
             ));
         }
         let broker_listener = cluster
@@ -863,8 +859,18 @@ mod tests {
             ("controller.quorum.voters", "1@a:9093,2@b:9093,3@c:9093"),
             ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
         ]))
+        .unwrap();
+        assert!(three.cluster.has_peers());
+        let broker_only = BrokerConfig::from_overrides(overrides(&[
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", "2@b:9093,3@c:9093"),
+            ("listeners", "PLAINTEXT://:9092"),
+        ]))
         .unwrap_err();
-        assert!(three.to_string().contains("not available yet"), "{three}");
+        assert!(
+            broker_only.to_string().contains("not available yet"),
+            "{broker_only}"
+        );
     }
 
     #[test]

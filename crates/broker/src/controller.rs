@@ -4,9 +4,14 @@
 //! partitions and groups of this broker is then published by the broker wiring. It also
 //! hands out producer ids, from blocks reserved durably in the metadata log.
 //!
+//! It runs on every node: a change computed here from this node's image is proposed to the
+//! quorum (forwarded to its leader by a follower), and a change computed from an image that
+//! turns out stale does not apply anywhere and is computed again. Partitions are placed on
+//! the live brokers round-robin; a broker that registers takes back the leadership of its
+//! partitions left without a leader, and a fenced broker leads nothing.
+//!
 //! Depends on the metadata store, topic configuration rules and the error type; must not
-//! depend on partitions, groups or handlers (the cluster issue will run it on the quorum's
-//! active controller, away from any partition).
+//! depend on partitions, groups or handlers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,12 +22,14 @@ use uuid::Uuid;
 use crate::errors::ApiError;
 use crate::internal_topics;
 use crate::metadata::{
-    Committed, MetadataError, MetadataImage, MetadataRecord, MetadataStore, TopicImage,
+    Committed, MetadataError, MetadataImage, MetadataRecord, MetadataStore, NO_LEADER, TopicImage,
 };
 use crate::topic_config::{self, validate_topic_name};
 
 /// Producer ids reserved per metadata record.
 const PRODUCER_ID_BLOCK: i64 = 1000;
+/// How many times a change computed from a stale image is computed again.
+const STALE_RETRIES: usize = 3;
 
 /// A topic to create.
 #[derive(Debug, Clone)]
@@ -33,6 +40,9 @@ pub struct NewTopic {
     /// -1 for the broker default.
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// The replicas of each partition as the client chose them (empty: placed by the
+    /// controller).
+    pub assignments: Vec<Vec<i32>>,
 }
 
 /// The defaults a topic creation falls back to, and the broker's partition cap.
@@ -44,19 +54,99 @@ pub struct TopicDefaults {
     pub max_partitions: i32,
 }
 
-/// Refuses a change that would take the cluster past `max.broker.partitions`.
+/// Refuses a change that would take the cluster past `max.broker.partitions` on each of
+/// its live brokers.
 fn check_partition_cap(image: &MetadataImage, adding: i64, cap: i32) -> Result<(), ApiError> {
     let held: i64 = image.topics.values().map(|t| i64::from(t.partitions)).sum();
-    if held + adding > i64::from(cap) {
+    let brokers = image.live_brokers().count().max(1) as i64;
+    if held + adding > i64::from(cap) * brokers {
         return Err(ApiError::new(
             ResponseError::PolicyViolation,
             format!(
-                "{adding} more partitions would make {} on this broker; max.broker.partitions is {cap}",
+                "{adding} more partitions would make {} on {brokers} broker(s); max.broker.partitions is {cap}",
                 held + adding
             ),
         ));
     }
     Ok(())
+}
+
+/// Places partitions `from..to` of `topic` on the live brokers, round-robin from a start
+/// that moves with the number of topics (so single-partition topics spread too), each led
+/// by its first replica; or as `assignments` (one replica list per partition) say, once
+/// checked.
+fn place_partitions(
+    image: &MetadataImage,
+    topic: &str,
+    from: i32,
+    to: i32,
+    replication: i16,
+    assignments: &[Vec<i32>],
+) -> Result<Vec<MetadataRecord>, ApiError> {
+    if !assignments.is_empty() {
+        let bad = |why: String| ApiError::new(ResponseError::InvalidReplicaAssignment, why);
+        if assignments.len() != usize::try_from(to - from).unwrap_or(0) {
+            return Err(bad(format!(
+                "{} assignments for {} new partitions",
+                assignments.len(),
+                to - from
+            )));
+        }
+        let mut records = Vec::with_capacity(assignments.len());
+        for (index, replicas) in (from..to).zip(assignments) {
+            let mut distinct = replicas.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if replicas.is_empty()
+                || distinct.len() != replicas.len()
+                || i16::try_from(replicas.len()).ok() != Some(replication)
+            {
+                return Err(bad(format!(
+                    "partition {index}: replicas {replicas:?} (replication factor {replication})"
+                )));
+            }
+            if let Some(unknown) = replicas.iter().find(|r| image.live_broker(**r).is_none()) {
+                return Err(bad(format!(
+                    "partition {index}: broker {unknown} is not a live broker"
+                )));
+            }
+            records.push(MetadataRecord::PartitionChange {
+                topic: topic.to_string(),
+                partition: index,
+                replicas: replicas.clone(),
+                leader: replicas[0],
+                leader_epoch: crate::partition::INITIAL_LEADER_EPOCH,
+            });
+        }
+        return Ok(records);
+    }
+    let brokers: Vec<i32> = image.live_brokers().map(|b| b.id).collect();
+    let replication = usize::try_from(replication).unwrap_or(0);
+    if replication == 0 || replication > brokers.len() {
+        return Err(ApiError::new(
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {replication} cannot be met: {} live broker(s)",
+                brokers.len()
+            ),
+        ));
+    }
+    let start = image.topics.len() + usize::try_from(from).unwrap_or(0);
+    Ok((from..to)
+        .map(|index| {
+            let first = start + usize::try_from(index - from).unwrap_or(0);
+            let replicas: Vec<i32> = (0..replication)
+                .map(|r| brokers[(first + r) % brokers.len()])
+                .collect();
+            MetadataRecord::PartitionChange {
+                topic: topic.to_string(),
+                partition: index,
+                leader: replicas[0],
+                replicas,
+                leader_epoch: crate::partition::INITIAL_LEADER_EPOCH,
+            }
+        })
+        .collect())
 }
 
 #[derive(Debug)]
@@ -74,7 +164,9 @@ fn metadata_failure(err: &MetadataError) -> ApiError {
             ApiError::new(ResponseError::NotController, err.to_string())
         }
         // Lost in a leader change, or no longer applies: a retry sees what happened.
-        MetadataError::Quorum(_) => ApiError::new(ResponseError::RequestTimedOut, err.to_string()),
+        MetadataError::Quorum(_) | MetadataError::Stale(_) => {
+            ApiError::new(ResponseError::RequestTimedOut, err.to_string())
+        }
         _ => {
             tracing::error!(error = %err, "metadata update failed");
             ApiError::new(
@@ -82,6 +174,14 @@ fn metadata_failure(err: &MetadataError) -> ApiError {
                 format!("metadata log: {err}"),
             )
         }
+    }
+}
+
+fn update_failure(err: MetadataError) -> ApiError {
+    match err {
+        // A record that cannot be written is the request's fault, and nothing was written.
+        MetadataError::Encode(err) => ApiError::new(ResponseError::InvalidRequest, err.to_string()),
+        other => metadata_failure(&other),
     }
 }
 
@@ -107,19 +207,37 @@ impl Controller {
     }
 
     /// Makes the records `change` computes durable; maps storage failures to
-    /// KAFKA_STORAGE_ERROR.
+    /// KAFKA_STORAGE_ERROR. A change computed from a stale image is computed again.
     async fn commit<T>(
         &self,
-        change: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError>,
+        change: impl Fn(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError>,
     ) -> Result<Committed<T>, ApiError> {
-        self.metadata.update(change).await.map_err(|e| match e {
-            // A record that cannot be written is the request's fault, and nothing was
-            // written.
-            MetadataError::Encode(err) => {
-                ApiError::new(ResponseError::InvalidRequest, err.to_string())
+        let mut attempt = 0;
+        loop {
+            match self.metadata.update(&change).await {
+                Err(MetadataError::Stale(reason)) if attempt < STALE_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(%reason, attempt, "metadata change computed again");
+                }
+                Err(err) => return Err(update_failure(err)),
+                Ok(result) => return result,
             }
-            other => metadata_failure(&other),
-        })?
+        }
+    }
+
+    /// [`Controller::commit`] for a thread that may block (startup).
+    fn commit_blocking<T>(
+        &self,
+        change: impl Fn(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError>,
+    ) -> Result<Committed<T>, ApiError> {
+        let mut attempt = 0;
+        loop {
+            match self.metadata.update_blocking(&change) {
+                Err(MetadataError::Stale(_)) if attempt < STALE_RETRIES => attempt += 1,
+                Err(err) => return Err(update_failure(err)),
+                Ok(result) => return result,
+            }
+        }
     }
 
     /// Validates a topic creation without making it: (partitions, replication factor, the
@@ -149,7 +267,9 @@ impl Controller {
         if replication != 1 {
             return Err(ApiError::new(
                 ResponseError::InvalidReplicationFactor,
-                format!("replication factor {replication}: this cluster has 1 broker"),
+                format!(
+                    "replication factor {replication}: partitions are not replicated yet, use 1"
+                ),
             ));
         }
         let configs = spec
@@ -170,12 +290,13 @@ impl Controller {
         spec: NewTopic,
         validate_only: bool,
     ) -> Result<Committed<TopicImage>, ApiError> {
-        let (partitions, _, configs) = self.check_new_topic(&spec)?;
+        let (partitions, replication, configs) = self.check_new_topic(&spec)?;
         let candidate = TopicImage {
             name: spec.name,
             id: Uuid::new_v4(),
             partitions,
             configs,
+            states: Vec::new(),
         };
         let cap = self.defaults.max_partitions;
         self.commit(|image| {
@@ -186,17 +307,37 @@ impl Controller {
                 ));
             }
             check_partition_cap(image, i64::from(candidate.partitions), cap)?;
+            let placed = place_partitions(
+                image,
+                &candidate.name,
+                0,
+                candidate.partitions,
+                replication,
+                &spec.assignments,
+            )?;
             let records = if validate_only {
                 Vec::new()
             } else {
-                vec![MetadataRecord::CreateTopic {
+                let mut records = vec![MetadataRecord::CreateTopic {
                     name: candidate.name.clone(),
                     id: candidate.id,
                     partitions: candidate.partitions,
                     configs: candidate.configs.clone(),
-                }]
+                }];
+                records.extend(placed);
+                records
             };
-            Ok((records, candidate))
+            let mut created = candidate.clone();
+            let mut preview = MetadataImage::default();
+            for record in &records {
+                preview
+                    .apply(record)
+                    .map_err(|e| ApiError::new(ResponseError::UnknownServerError, e.to_string()))?;
+            }
+            if let Some(topic) = preview.topic(&created.name) {
+                created.states = topic.states.clone();
+            }
+            Ok((records, created))
         })
         .await
     }
@@ -219,11 +360,14 @@ impl Controller {
         .await
     }
 
-    /// Raises a topic's partition count to `count`; the value is the previous count.
+    /// Raises a topic's partition count to `count`, placing the new partitions as
+    /// `assignments` say (empty: the controller places them); the value is the previous
+    /// count.
     pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
+        assignments: &[Vec<i32>],
         validate_only: bool,
     ) -> Result<Committed<i32>, ApiError> {
         let cap = self.defaults.max_partitions;
@@ -239,13 +383,27 @@ impl Controller {
                     ),
                 ));
             }
+            let replication = topic
+                .states
+                .first()
+                .map_or(1, |s| i16::try_from(s.replicas.len()).unwrap_or(1).max(1));
+            let placed = place_partitions(
+                image,
+                name,
+                topic.partitions,
+                count,
+                replication,
+                assignments,
+            )?;
             let records = if validate_only {
                 Vec::new()
             } else {
-                vec![MetadataRecord::SetPartitionCount {
+                let mut records = vec![MetadataRecord::SetPartitionCount {
                     name: name.to_string(),
                     partitions: count,
-                }]
+                }];
+                records.extend(placed);
+                records
             };
             Ok((records, topic.partitions))
         })
@@ -317,6 +475,67 @@ impl Controller {
         .await
     }
 
+    /// Registers this broker's new incarnation (at startup, and again if it was fenced while
+    /// alive): it becomes live, and leads again its partitions left without a leader. With
+    /// `claim_unplaced` (a single node) it also takes every partition placed nowhere (data
+    /// written before partitions were placed). Blocking.
+    pub fn register_broker(
+        &self,
+        broker: &crate::metadata::BrokerImage,
+        claim_unplaced: bool,
+    ) -> Result<(), ApiError> {
+        self.commit_blocking(|image| Ok((registration(image, broker, claim_unplaced), ())))
+            .map(|_| ())
+    }
+
+    /// [`Controller::register_broker`] from async code.
+    pub async fn reregister_broker(
+        &self,
+        broker: &crate::metadata::BrokerImage,
+    ) -> Result<(), ApiError> {
+        self.commit(|image| Ok((registration(image, broker, false), ())))
+            .await
+            .map(|_| ())
+    }
+
+    /// Fences broker `id`'s incarnation: it stopped heartbeating, or is shutting down. Its
+    /// partitions' leadership moves to another live replica, or to none (offline until it
+    /// returns). Nothing if that incarnation is no longer live.
+    pub async fn fence_broker(&self, id: i32, incarnation: Uuid) -> Result<(), ApiError> {
+        self.commit(|image| {
+            let live = image
+                .live_broker(id)
+                .is_some_and(|b| b.incarnation == incarnation);
+            if !live {
+                return Ok((Vec::new(), ()));
+            }
+            let mut records = vec![MetadataRecord::FenceBroker { id, incarnation }];
+            for topic in image.topics.values() {
+                for (index, state) in (0..topic.partitions).zip(&topic.states) {
+                    if state.leader != id {
+                        continue;
+                    }
+                    let successor = state
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|r| *r != id && image.live_broker(*r).is_some())
+                        .unwrap_or(NO_LEADER);
+                    records.push(MetadataRecord::PartitionChange {
+                        topic: topic.name.clone(),
+                        partition: index,
+                        replicas: state.replicas.clone(),
+                        leader: successor,
+                        leader_epoch: state.leader_epoch + 1,
+                    });
+                }
+            }
+            Ok((records, ()))
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// A producer id never handed out before, not even by an earlier run of this broker: ids
     /// are reserved in blocks recorded durably in the metadata log.
     pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
@@ -338,4 +557,47 @@ impl Controller {
         ids.0 += 1;
         Ok(id)
     }
+}
+
+/// The records registering `broker`: the registration, then the partitions it leads again.
+fn registration(
+    image: &MetadataImage,
+    broker: &crate::metadata::BrokerImage,
+    claim_unplaced: bool,
+) -> Vec<MetadataRecord> {
+    let current = image.brokers.get(&broker.id);
+    let mut records = Vec::new();
+    let registered = current.is_some_and(|b| {
+        b.incarnation == broker.incarnation
+            && !b.fenced
+            && b.host == broker.host
+            && b.port == broker.port
+    });
+    if !registered {
+        records.push(MetadataRecord::RegisterBroker {
+            id: broker.id,
+            incarnation: broker.incarnation,
+            host: broker.host.clone(),
+            port: broker.port,
+        });
+    }
+    for topic in image.topics.values() {
+        for (index, state) in (0..topic.partitions).zip(&topic.states) {
+            let (replicas, epoch) = if state.replicas.is_empty() && claim_unplaced {
+                (vec![broker.id], state.leader_epoch.max(-1) + 1)
+            } else if state.leader == NO_LEADER && state.replicas.contains(&broker.id) {
+                (state.replicas.clone(), state.leader_epoch + 1)
+            } else {
+                continue;
+            };
+            records.push(MetadataRecord::PartitionChange {
+                topic: topic.name.clone(),
+                partition: index,
+                replicas,
+                leader: broker.id,
+                leader_epoch: epoch,
+            });
+        }
+    }
+    records
 }

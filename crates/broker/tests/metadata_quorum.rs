@@ -1,7 +1,8 @@
-//! Three metadata stores form a Raft quorum over TCP on loopback: they elect a leader, a
-//! change made on the leader reaches every image, a follower refuses changes naming the
-//! leader, the quorum elects a new leader when the old one stops, and the old one catches
-//! up when it returns.
+//! Three metadata stores form a Raft quorum over TCP on loopback: they elect a leader and
+//! agree on a cluster id, a change made on the leader reaches every image, a follower's
+//! change is forwarded to the leader, a change computed from a stale image does not apply,
+//! the quorum elects a new leader when the old one stops, the old one catches up when it
+//! returns, and a node of another cluster is refused.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -27,6 +28,16 @@ struct Cluster {
 }
 
 async fn open(dir: &Path, node_id: i32, voters: &[(i32, String, u16)]) -> Arc<MetadataStore> {
+    open_as(dir, node_id, voters, None).await
+}
+
+async fn open_as(
+    dir: &Path,
+    node_id: i32,
+    voters: &[(i32, String, u16)],
+    cluster_id: Option<&str>,
+) -> Arc<MetadataStore> {
+    let cluster_id = cluster_id.map(str::to_string);
     let port = voters.iter().find(|v| v.0 == node_id).unwrap().2;
     let setup = QuorumSetup {
         node_id,
@@ -43,6 +54,7 @@ async fn open(dir: &Path, node_id: i32, voters: &[(i32, String, u16)]) -> Arc<Me
                 Arc::new(sluice_log::SystemClock),
                 node_id,
                 Some(&setup),
+                cluster_id.as_deref(),
             )
             .unwrap(),
         )
@@ -97,13 +109,24 @@ impl Cluster {
             configs: BTreeMap::new(),
         };
         let store = self.stores[on as usize].as_ref().unwrap();
-        store
-            .update(|_| Ok::<_, ()>((vec![record], ())))
-            .await?
-            .unwrap()
-            .published
-            .unwrap();
-        Ok(())
+        // Forwarded proposals may be dropped while a leader settles: retried, as clients do.
+        for attempt in 0.. {
+            match store
+                .update(|_| Ok::<_, ()>((vec![record.clone()], ())))
+                .await
+            {
+                Ok(done) => {
+                    done.unwrap().published.unwrap();
+                    return Ok(());
+                }
+                Err(MetadataError::Quorum(reason)) if attempt < 5 => {
+                    eprintln!("retrying {name}: {reason}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        unreachable!()
     }
 
     async fn all_see(&self, topics: &[&str], within: Duration) {
@@ -131,11 +154,66 @@ async fn three_voters_elect_replicate_fail_over_and_catch_up() {
     cluster.create(leader, "first").await.unwrap();
     cluster.all_see(&["first"], Duration::from_secs(10)).await;
 
+    // Every voter holds the cluster id the first leader recorded.
+    let ids: Vec<Option<String>> = cluster
+        .stores
+        .iter()
+        .flatten()
+        .map(|s| s.image().cluster_id.clone())
+        .collect();
+    assert!(
+        ids[0].is_some() && ids.iter().all(|id| *id == ids[0]),
+        "{ids:?}"
+    );
+
+    // A follower's change is forwarded to the leader.
     let follower = (leader + 1) % 3;
-    match cluster.create(follower, "refused").await {
-        Err(MetadataError::NotController { leader: named }) => assert_eq!(named, Some(leader)),
-        other => panic!("a follower took a change: {other:?}"),
+    cluster.create(follower, "forwarded").await.unwrap();
+    cluster
+        .all_see(&["forwarded"], Duration::from_secs(10))
+        .await;
+    // The same topic created at once on two nodes, each from its own view: one change
+    // applies, the other (computed from what became a stale image) applies nowhere and its
+    // proposer hears so. Every node holds the same topic.
+    let racing = |on: i32| {
+        let store = cluster.stores[on as usize].clone().unwrap();
+        async move {
+            let record = MetadataRecord::CreateTopic {
+                name: "raced".into(),
+                id: Uuid::new_v4(),
+                partitions: 1,
+                configs: BTreeMap::new(),
+            };
+            store
+                .update(|image| {
+                    if image.topic("raced").is_some() {
+                        return Err(());
+                    }
+                    Ok((vec![record], ()))
+                })
+                .await
+        }
+    };
+    let (a, b) = tokio::join!(racing(leader), racing(follower));
+    let applied = [&a, &b].iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    assert_eq!(applied, 1, "{a:?} {b:?}");
+    for other in [&a, &b] {
+        assert!(
+            matches!(
+                other,
+                Ok(Ok(_)) | Ok(Err(())) | Err(MetadataError::Stale(_))
+            ),
+            "{other:?}"
+        );
     }
+    cluster.all_see(&["raced"], Duration::from_secs(10)).await;
+    let ids: Vec<Uuid> = cluster
+        .stores
+        .iter()
+        .flatten()
+        .map(|s| s.image().topic("raced").unwrap().id)
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]));
 
     // The leader stops: the two others elect one of themselves and go on.
     let stopped = cluster.stores[leader as usize].take().unwrap();
@@ -159,7 +237,40 @@ async fn three_voters_elect_replicate_fail_over_and_catch_up() {
         .all_see(&["first", "second"], Duration::from_secs(20))
         .await;
     for store in cluster.stores.iter().flatten() {
-        assert!(store.image().topic("refused").is_none());
+        assert_eq!(store.image().topic("forwarded").unwrap().partitions, 3);
+        store.shutdown().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(root.path()).await;
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    cluster.create(leader, "ours").await.unwrap();
+    cluster.all_see(&["ours"], Duration::from_secs(10)).await;
+    // A follower is replaced by a node whose data says it belongs to another cluster.
+    let follower = (leader + 1) % 3;
+    let old = cluster.stores[follower as usize].take().unwrap();
+    old.shutdown().unwrap();
+    drop(old);
+    let foreign_dir = root.path().join("foreign");
+    let voters = cluster.voters.clone();
+    let foreign = open_as(&foreign_dir, follower, &voters, Some("another-cluster")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while foreign.foreign_peer().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the foreign node was not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        foreign.image().topic("ours").is_none(),
+        "it never got this cluster's log"
+    );
+    foreign.shutdown().unwrap();
+    for store in cluster.stores.iter().flatten() {
         store.shutdown().unwrap();
     }
 }

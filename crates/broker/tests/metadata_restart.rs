@@ -95,6 +95,7 @@ async fn run<T>(abandoned: bool, request: impl Future<Output = T>) {
 /// the metadata store's writer lock, which a commit holds until it is published.
 async fn settle(broker: &Broker) {
     let probe = NewTopic {
+        assignments: Vec::new(),
         name: "settle".into(),
         partitions: 1,
         replication_factor: 1,
@@ -147,6 +148,7 @@ fn run_steps(steps: &[Step]) -> Result<(), TestCaseError> {
                 config,
             } => {
                 let spec = NewTopic {
+                    assignments: Vec::new(),
                     name: TOPICS[topic].into(),
                     partitions,
                     replication_factor: 1,

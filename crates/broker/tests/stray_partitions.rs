@@ -23,6 +23,7 @@ async fn partitions_unknown_to_the_metadata_are_set_aside_not_deleted() {
     let broker = open(dir.path());
     for name in ["kept", "orphan"] {
         let spec = NewTopic {
+            assignments: Vec::new(),
             name: name.into(),
             partitions: 1,
             replication_factor: 1,
@@ -91,6 +92,7 @@ async fn a_directory_of_an_earlier_topic_of_the_same_name_is_not_served() {
     let dir = tempfile::tempdir().unwrap();
     let broker = open(dir.path());
     let spec = NewTopic {
+        assignments: Vec::new(),
         name: "reused".into(),
         partitions: 1,
         replication_factor: 1,

@@ -295,6 +295,27 @@ impl<D: Disk> QuorumNode<D> {
         Ok(self.last_index())
     }
 
+    /// Proposes `data` from any voter: the leader appends it and returns its index (as
+    /// [`QuorumNode::propose`]); a follower forwards it to the leader it knows and returns
+    /// `None`. A forwarded proposal may be lost on the way or in a leader change, unseen by
+    /// the follower: the caller must recognise its entry when it commits (by its content)
+    /// and give up on it after a deadline.
+    pub fn propose_anywhere(&mut self, data: Vec<u8>) -> Result<Option<u64>, ProposeError> {
+        if self.is_leader() {
+            return self.propose(data).map(Some);
+        }
+        if self.leader().is_none() {
+            return Err(ProposeError::NotLeader { leader: None });
+        }
+        self.raw.propose(Vec::new(), data).map_err(|e| match e {
+            raft::Error::ProposalDropped => ProposeError::NotLeader {
+                leader: self.leader(),
+            },
+            other => ProposeError::Refused(other.to_string()),
+        })?;
+        Ok(None)
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }

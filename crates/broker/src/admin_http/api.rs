@@ -15,32 +15,63 @@ use crate::internal_topics;
 
 pub(super) async fn brokers(State(state): State<AdminState>) -> Response {
     let broker = &state.broker;
-    let (host, port) = &broker.config().advertised;
+    let image = broker.image();
+    let me = broker.config().node_id;
+    let brokers: Vec<Value> = image
+        .brokers
+        .values()
+        .map(|b| {
+            let leads = image
+                .topics
+                .values()
+                .flat_map(|t| &t.states)
+                .filter(|s| s.leader == b.id)
+                .count();
+            let mut described = json!({
+                "node_id": b.id,
+                "host": b.host,
+                "port": b.port,
+                "fenced": b.fenced,
+                "leader_of": leads,
+            });
+            if b.id == me {
+                // Only this broker's own counters are known here.
+                described["connections"] =
+                    json!(broker.metrics().connections.load(Ordering::Relaxed));
+                described["partitions"] = json!(broker.partitions().len());
+            }
+            described
+        })
+        .collect();
     json_response(
         StatusCode::OK,
         &json!({
             "cluster_id": broker.cluster_id(),
-            "controller_id": broker.config().node_id,
-            "brokers": [{
-                "node_id": broker.config().node_id,
-                "host": host,
-                "port": port,
-                "connections": broker.metrics().connections.load(Ordering::Relaxed),
-                "partitions": broker.partitions().len(),
-            }],
+            "controller_id": broker.quorum_status().leader,
+            "node_id": me,
+            "brokers": brokers,
         }),
     )
 }
 
 fn partition_json(broker: &Broker, topic: &str, partition: i32) -> Value {
+    let image = broker.image();
+    let state = image.partition(topic, partition);
+    let leader = state.map(|s| s.leader);
+    let replicas = state.map(|s| s.replicas.clone()).unwrap_or_default();
     let Some(target) = broker.partition(topic, partition) else {
-        return json!({ "partition": partition, "error": "not loaded" });
+        return json!({
+            "partition": partition,
+            "leader": leader,
+            "replicas": replicas,
+            "error": "not served by this broker",
+        });
     };
     let o = target.offsets();
     json!({
         "partition": partition,
-        "leader": broker.config().node_id,
-        "replicas": [broker.config().node_id],
+        "leader": leader,
+        "replicas": replicas,
         "log_start_offset": o.log_start_offset,
         "log_end_offset": o.log_end_offset,
         "high_watermark": o.high_watermark,

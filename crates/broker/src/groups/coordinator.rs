@@ -118,9 +118,20 @@ impl GroupCoordinator {
         self.storage.load(&self.registry)
     }
 
+    /// Whether this broker coordinates `group_id`: it leads the group's partition of
+    /// `__consumer_offsets` (NOT_COORDINATOR otherwise: the client asks FindCoordinator
+    /// again). Before the topic exists no broker does, and every one answers for the group
+    /// as for an unknown one.
+    pub fn coordinates(&self, group_id: &str) -> Result<(), ResponseError> {
+        self.storage.coordinates(group_id)
+    }
+
     pub async fn join(&self, group_id: &str, request: JoinRequest) -> JoinOutcome {
         if !self.storage.ready() {
             return JoinOutcome::error(ResponseError::CoordinatorNotAvailable, &request.member_id);
+        }
+        if let Err(error) = self.coordinates(group_id) {
+            return JoinOutcome::error(error, &request.member_id);
         }
         let member_id = request.member_id.clone();
         let timeout = request.rebalance_timeout + request.session_timeout;
@@ -151,6 +162,9 @@ impl GroupCoordinator {
         protocol_name: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncOutcome {
+        if let Err(error) = self.coordinates(group_id) {
+            return SyncOutcome::error(error);
+        }
         let Some(group) = self.registry.find(group_id) else {
             return SyncOutcome::error(ResponseError::UnknownMemberId);
         };
@@ -192,6 +206,9 @@ impl GroupCoordinator {
         instance: Option<&str>,
         generation: i32,
     ) -> Option<ResponseError> {
+        if let Err(error) = self.coordinates(group_id) {
+            return Some(error);
+        }
         match self.registry.find(group_id) {
             None => Some(ResponseError::UnknownMemberId),
             Some(group) => lock(&group).heartbeat(member_id, instance, generation, self.now()),
@@ -203,6 +220,7 @@ impl GroupCoordinator {
         group_id: &str,
         leaving: &[(String, Option<String>)],
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        self.coordinates(group_id)?;
         let group = self
             .registry
             .find(group_id)
@@ -234,6 +252,9 @@ impl GroupCoordinator {
         if !self.storage.ready() {
             return fail_all(ResponseError::CoordinatorNotAvailable, &offsets);
         }
+        if let Err(error) = self.coordinates(group_id) {
+            return fail_all(error, &offsets);
+        }
         let now = self.now();
         let group = if generation < 0 && member_id.is_empty() {
             match self.create_within_limits(group_id, now) {
@@ -257,7 +278,7 @@ impl GroupCoordinator {
             for o in offsets {
                 let error = if o.metadata.len() > self.config.metadata_max_bytes {
                     Some(ResponseError::OffsetMetadataTooLarge)
-                } else if self.partitions.get(&o.topic, o.partition).is_none() {
+                } else if !self.storage.partition_exists(&o.topic, o.partition) {
                     Some(ResponseError::UnknownTopicOrPartition)
                 } else {
                     None
@@ -308,7 +329,7 @@ impl GroupCoordinator {
                 // so either the forgetting sees this offset or this sees the partition gone.
                 let gone: Vec<(String, i32)> = accepted
                     .iter()
-                    .filter(|o| self.partitions.get(&o.topic, o.partition).is_none())
+                    .filter(|o| !self.storage.partition_exists(&o.topic, o.partition))
                     .map(|o| (o.topic.clone(), o.partition))
                     .collect();
                 if !gone.is_empty() {
@@ -444,6 +465,9 @@ impl GroupCoordinator {
 
     /// DeleteGroups: only groups without members; their offsets and metadata are tombstoned.
     pub async fn delete_group(&self, group_id: &str) -> Option<ResponseError> {
+        if let Err(error) = self.coordinates(group_id) {
+            return Some(error);
+        }
         let Some(group) = self.registry.find(group_id) else {
             return Some(ResponseError::GroupIdNotFound);
         };
@@ -481,6 +505,7 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: Vec<(String, i32)>,
     ) -> Result<PartitionResults, ResponseError> {
+        self.coordinates(group_id)?;
         let group = self
             .registry
             .find(group_id)

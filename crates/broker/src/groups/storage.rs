@@ -62,6 +62,24 @@ impl OffsetsStorage {
         self.metadata.image().topic(OFFSETS_TOPIC).is_some()
     }
 
+    /// See [`super::GroupCoordinator::coordinates`].
+    pub fn coordinates(&self, group: &str) -> Result<(), ResponseError> {
+        let image = self.metadata.image();
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let partition = partition_for(group, topic.partitions);
+        match self.partitions.leader(OFFSETS_TOPIC, partition) {
+            Some(_) => Ok(()),
+            None => Err(ResponseError::NotCoordinator),
+        }
+    }
+
+    /// Whether the partition exists in the cluster (on this broker or another).
+    pub fn partition_exists(&self, topic: &str, partition: i32) -> bool {
+        self.metadata.image().partition(topic, partition).is_some()
+    }
+
     fn partition_count(&self) -> i32 {
         self.metadata
             .image()
@@ -75,11 +93,11 @@ impl OffsetsStorage {
         let partition = partition_for(group, self.partition_count());
         let target = self
             .partitions
-            .get(OFFSETS_TOPIC, partition)
+            .leader(OFFSETS_TOPIC, partition)
             .ok_or_else(|| {
                 ApiError::new(
-                    ResponseError::CoordinatorNotAvailable,
-                    "offsets topic not ready",
+                    ResponseError::NotCoordinator,
+                    format!("this broker does not lead {OFFSETS_TOPIC}-{partition}"),
                 )
             })?;
         let mut builder = BatchBuilder::new(Compression::None);

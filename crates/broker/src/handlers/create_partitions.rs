@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
@@ -10,7 +9,6 @@ use sluice_protocol::response::Response;
 
 use super::{Handler, Reply, RequestContext, later, message};
 use crate::broker::Broker;
-use crate::errors::ApiError;
 
 pub(super) struct CreatePartitions;
 
@@ -37,21 +35,15 @@ async fn run(
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
-        let foreign = topic
+        let assignments: Vec<Vec<i32>> = topic
             .assignments
             .iter()
             .flatten()
-            .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config().node_id));
-        let outcome = if foreign {
-            Err(ApiError::new(
-                ResponseError::InvalidReplicaAssignment,
-                "assignment names a broker that does not exist",
-            ))
-        } else {
-            broker
-                .create_partitions(&name, topic.count, request.validate_only)
-                .await
-        };
+            .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+            .collect();
+        let outcome = broker
+            .create_partitions_placed(&name, topic.count, &assignments, request.validate_only)
+            .await;
         let result = CreatePartitionsTopicResult::default().with_name(topic.name);
         results.push(match outcome {
             Ok(()) => result,

@@ -52,15 +52,6 @@ async fn run(
                 ResponseError::InvalidRequest,
                 format!("topic {name} appears more than once in the request"),
             ))
-        } else if topic
-            .assignments
-            .iter()
-            .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config().node_id))
-        {
-            Err(ApiError::new(
-                ResponseError::InvalidReplicaAssignment,
-                "assignment names a broker that does not exist",
-            ))
         } else {
             let mut configs = BTreeMap::new();
             let mut bad = None;
@@ -89,6 +80,11 @@ async fn run(
                         partitions,
                         replication_factor,
                         configs,
+                        assignments: topic
+                            .assignments
+                            .iter()
+                            .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                            .collect(),
                     };
                     broker.create_topic(spec, request.validate_only).await
                 }

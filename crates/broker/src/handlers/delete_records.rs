@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -56,7 +55,7 @@ fn respond(
                         .with_partition_index(p.partition_index);
                     let Some(partition) = broker.partition(&name, p.partition_index) else {
                         return result
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_error_code(broker.not_served(&name, p.partition_index).code())
                             .with_low_watermark(-1);
                     };
                     let offset = if p.offset == HIGH_WATERMARK {

@@ -1,5 +1,5 @@
-//! DescribeCluster: this single node is the whole cluster and its controller (never fenced,
-//! so v2's `include_fenced_brokers` changes nothing).
+//! DescribeCluster: the registered brokers (fenced ones too when v2 asks, flagged) and the
+//! active controller (the metadata quorum's leader).
 
 use std::sync::Arc;
 
@@ -28,18 +28,30 @@ fn respond(
     ctx: &RequestContext,
     request: &DescribeClusterRequest,
 ) -> Option<Response> {
-    let node = BrokerId(broker.config().node_id);
-    let (host, port) = &broker.config().advertised;
+    let image = broker.image();
+    let with_fenced = ctx.version >= 2 && request.include_fenced_brokers;
+    let brokers = image
+        .brokers
+        .values()
+        .filter(|b| with_fenced || !b.fenced)
+        .map(|b| {
+            let described = DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(i32::from(b.port));
+            if ctx.version >= 2 {
+                described.with_is_fenced(b.fenced)
+            } else {
+                described
+            }
+        })
+        .collect();
+    let controller = broker.quorum_status().leader.unwrap_or(-1);
     let response = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.cluster_id()))
-        .with_controller_id(node)
+        .with_controller_id(BrokerId(controller))
         .with_endpoint_type(request.endpoint_type)
-        .with_brokers(vec![
-            DescribeClusterBroker::default()
-                .with_broker_id(node)
-                .with_host(str_bytes(host))
-                .with_port(i32::from(*port)),
-        ])
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN);
     ctx.respond(&response)
 }

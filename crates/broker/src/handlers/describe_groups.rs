@@ -39,6 +39,9 @@ fn respond(
             if id.0.is_empty() {
                 return group.with_error_code(ResponseError::InvalidGroupId.code());
             }
+            if let Err(error) = broker.groups().coordinates(&id.0) {
+                return group.with_error_code(error.code());
+            }
             let Some(described) = broker.groups().describe(&id.0) else {
                 // From v6 an unknown group is an error (KIP-1043), before it was "Dead".
                 let group = group.with_group_state(str_bytes("Dead"));

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
@@ -48,7 +47,7 @@ fn respond(
                     let response = PartitionResponse::default().with_partition_index(index);
                     let Some(partition) = broker.partition(&topic.name.0, index) else {
                         return response
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_error_code(broker.not_served(&topic.name.0, index).code())
                             .with_error_message(message(format!(
                                 "no partition {}-{index}",
                                 &*topic.name.0

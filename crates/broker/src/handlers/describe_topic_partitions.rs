@@ -19,7 +19,7 @@ use sluice_protocol::response::Response;
 use super::{Handler, Reply, RequestContext, ready, topic_name};
 use crate::broker::Broker;
 use crate::internal_topics;
-use crate::partition::INITIAL_LEADER_EPOCH;
+use crate::metadata::{NO_LEADER, PartitionState};
 
 pub(super) struct DescribeTopicPartitions;
 
@@ -48,7 +48,6 @@ fn respond(
     request: &DescribeTopicPartitionsRequest,
 ) -> Option<Response> {
     let image = broker.image();
-    let node = BrokerId(broker.config().node_id);
     let mut names: Vec<String> = if request.topics.is_empty() {
         image.topics.keys().cloned().collect()
     } else {
@@ -101,14 +100,35 @@ fn respond(
             .min(first.saturating_add(i32::try_from(budget).unwrap_or(i32::MAX)));
         let partitions: Vec<_> = (first..end)
             .map(|index| {
-                DescribeTopicPartitionsResponsePartition::default()
+                let state = topic
+                    .state(index)
+                    .cloned()
+                    .unwrap_or(PartitionState::UNASSIGNED);
+                let isr = if state.leader == NO_LEADER {
+                    Vec::new()
+                } else {
+                    vec![BrokerId(state.leader)]
+                };
+                let offline = state
+                    .replicas
+                    .iter()
+                    .filter(|r| image.live_broker(**r).is_none())
+                    .map(|r| BrokerId(*r))
+                    .collect();
+                let partition = DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(index)
-                    .with_leader_id(node)
-                    .with_leader_epoch(INITIAL_LEADER_EPOCH)
-                    .with_replica_nodes(vec![node])
-                    .with_isr_nodes(vec![node])
+                    .with_leader_id(BrokerId(state.leader))
+                    .with_leader_epoch(state.leader_epoch.max(0))
+                    .with_replica_nodes(state.replicas.iter().map(|r| BrokerId(*r)).collect())
+                    .with_isr_nodes(isr)
+                    .with_offline_replicas(offline)
                     .with_eligible_leader_replicas(Some(Vec::new()))
-                    .with_last_known_elr(Some(Vec::new()))
+                    .with_last_known_elr(Some(Vec::new()));
+                if state.leader == NO_LEADER {
+                    partition.with_error_code(ResponseError::LeaderNotAvailable.code())
+                } else {
+                    partition
+                }
             })
             .collect();
         budget -= partitions.len();

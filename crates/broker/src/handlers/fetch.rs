@@ -137,7 +137,14 @@ async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) ->
             let target = broker.partition(&p.topic, p.partition);
             let refused = by_id
                 .then(|| topic_id_refusal(&p.topic, p.topic_id, target.as_deref()))
-                .flatten();
+                .flatten()
+                .or_else(|| {
+                    // A partition led elsewhere: the client goes there.
+                    let missing = target
+                        .is_none()
+                        .then(|| broker.not_served(&p.topic, p.partition));
+                    missing.filter(|e| *e == ResponseError::NotLeaderOrFollower)
+                });
             Wanted {
                 target,
                 topic: p.topic,

@@ -1,5 +1,6 @@
-//! FindCoordinator: this broker coordinates every group. The first group lookup creates
-//! `__consumer_offsets`, as in Kafka. Transaction coordinators do not exist yet.
+//! FindCoordinator: a group's coordinator is the broker leading the group's partition of
+//! `__consumer_offsets`. The first group lookup creates the topic, as in Kafka. Transaction
+//! coordinators do not exist yet.
 
 use std::sync::Arc;
 
@@ -12,6 +13,9 @@ use sluice_protocol::response::Response;
 
 use super::{Handler, Reply, RequestContext, later, message, str_bytes};
 use crate::broker::Broker;
+use crate::groups::OFFSETS_TOPIC;
+use crate::groups::records::partition_for;
+use crate::metadata::{BrokerImage, NO_LEADER};
 
 pub(super) struct FindCoordinator;
 
@@ -27,6 +31,22 @@ impl Handler for FindCoordinator {
 }
 
 const GROUP: i8 = 0;
+
+/// The live broker leading `group`'s partition of `__consumer_offsets`.
+fn coordinator_of(broker: &Broker, group: &str) -> Result<BrokerImage, (ResponseError, String)> {
+    let image = broker.image();
+    let unavailable = |why: String| (ResponseError::CoordinatorNotAvailable, why);
+    let topic = image
+        .topic(OFFSETS_TOPIC)
+        .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC} does not exist yet")))?;
+    let partition = partition_for(group, topic.partitions);
+    let leader = topic.state(partition).map_or(NO_LEADER, |s| s.leader);
+    image.live_broker(leader).cloned().ok_or_else(|| {
+        unavailable(format!(
+            "{OFFSETS_TOPIC}-{partition} has no live leader (broker {leader})"
+        ))
+    })
+}
 const TRANSACTION: i8 = 1;
 
 async fn run(
@@ -39,7 +59,6 @@ async fn run(
     } else {
         vec![request.key.clone()]
     };
-    let (host, port) = &broker.config().advertised;
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
         let outcome = if request.key_type == TRANSACTION {
@@ -56,17 +75,17 @@ async fn run(
         } else if key.is_empty() {
             Err((ResponseError::InvalidGroupId, "empty group id".to_string()))
         } else {
-            broker
-                .ensure_offsets_topic()
-                .await
-                .map_err(|e| (ResponseError::CoordinatorNotAvailable, e.message))
+            match broker.ensure_offsets_topic().await {
+                Ok(()) => coordinator_of(broker, &key),
+                Err(e) => Err((ResponseError::CoordinatorNotAvailable, e.message)),
+            }
         };
         let coordinator = Coordinator::default().with_key(key);
         coordinators.push(match outcome {
-            Ok(()) => coordinator
-                .with_node_id(BrokerId(broker.config().node_id))
-                .with_host(str_bytes(host))
-                .with_port(i32::from(*port)),
+            Ok(found) => coordinator
+                .with_node_id(BrokerId(found.id))
+                .with_host(str_bytes(&found.host))
+                .with_port(i32::from(found.port)),
             Err((code, text)) => coordinator
                 .with_error_code(code.code())
                 .with_error_message(message(text))

@@ -54,7 +54,7 @@ fn respond(
                         .with_partition_index(p.partition_index);
                     let Some(partition) = broker.partition(&name, p.partition_index) else {
                         return response
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                            .with_error_code(broker.not_served(&name, p.partition_index).code());
                     };
                     if ctx.version >= 4
                         && let Err(error) = partition.check_leader_epoch(p.current_leader_epoch)

@@ -1,5 +1,6 @@
-//! Metadata: brokers, topics and partitions; creates missing topics when the client allows
-//! it and `auto.create.topics.enable` is on.
+//! Metadata: the live brokers, the active controller (the quorum's leader), topics and
+//! partitions with their leaders; creates missing topics when the client allows it and
+//! `auto.create.topics.enable` is on.
 
 use std::sync::Arc;
 
@@ -15,8 +16,7 @@ use super::{Handler, Reply, RequestContext, later, str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::controller::NewTopic;
 use crate::internal_topics;
-use crate::metadata::TopicImage;
-use crate::partition::INITIAL_LEADER_EPOCH;
+use crate::metadata::{MetadataImage, NO_LEADER, TopicImage};
 use crate::topic_config::validate_topic_name;
 
 pub(super) struct Metadata;
@@ -40,16 +40,16 @@ async fn run(
     ctx: &RequestContext,
     request: MetadataRequest,
 ) -> Option<Response> {
-    let node = BrokerId(broker.config().node_id);
     let mut topics = Vec::new();
+    let image = broker.image();
     // v0 sends an empty list for "all topics"; later versions send null.
     let all = match &request.topics {
         None => true,
         Some(list) => list.is_empty() && ctx.version == 0,
     };
     if all {
-        for topic in broker.image().topics.values() {
-            topics.push(describe(topic, node, ctx.version));
+        for topic in image.topics.values() {
+            topics.push(describe(topic, &image, ctx.version));
         }
     } else {
         let allow_create = ctx.version < 4 || request.allow_auto_topic_creation;
@@ -71,7 +71,7 @@ async fn run(
                 },
             };
             if let Some(topic) = image.topic(&name) {
-                topics.push(describe(topic, node, ctx.version));
+                topics.push(describe(topic, &image, ctx.version));
                 continue;
             }
             let error = if validate_topic_name(&name).is_err() {
@@ -82,17 +82,19 @@ async fn run(
                     partitions: -1,
                     replication_factor: -1,
                     configs: Default::default(),
+                    assignments: Vec::new(),
                 };
                 match broker.create_topic(spec, false).await {
                     Ok(created) => {
-                        topics.push(describe(&created, node, ctx.version));
+                        topics.push(describe(&created, &broker.image(), ctx.version));
                         continue;
                     }
                     // Created concurrently by another request.
                     Err(err) if err.code == ResponseError::TopicAlreadyExists => {
-                        match broker.image().topic(&name) {
+                        let image = broker.image();
+                        match image.topic(&name) {
                             Some(topic) => {
-                                topics.push(describe(topic, node, ctx.version));
+                                topics.push(describe(topic, &image, ctx.version));
                                 continue;
                             }
                             None => ResponseError::UnknownTopicOrPartition,
@@ -111,18 +113,23 @@ async fn run(
             );
         }
     }
-    let (host, port) = &broker.config().advertised;
-    let mut response = MetadataResponse::default()
-        .with_brokers(vec![
+    let image = broker.image();
+    let brokers = image
+        .live_brokers()
+        .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(node)
-                .with_host(str_bytes(host))
-                .with_port(i32::from(*port)),
-        ])
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(i32::from(b.port))
+        })
+        .collect();
+    let mut response = MetadataResponse::default()
+        .with_brokers(brokers)
         .with_topics(topics)
         .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED);
     if ctx.version >= 1 {
-        response = response.with_controller_id(node);
+        let controller = broker.quorum_status().leader.unwrap_or(-1);
+        response = response.with_controller_id(BrokerId(controller));
     }
     if ctx.version >= 2 {
         response = response.with_cluster_id(Some(str_bytes(broker.cluster_id())));
@@ -130,16 +137,35 @@ async fn run(
     ctx.respond(&response)
 }
 
-fn describe(topic: &TopicImage, node: BrokerId, version: i16) -> MetadataResponseTopic {
+fn describe(topic: &TopicImage, image: &MetadataImage, version: i16) -> MetadataResponseTopic {
     let partitions = (0..topic.partitions)
-        .map(|index| {
-            let partition = MetadataResponsePartition::default()
+        .zip(&topic.states)
+        .map(|(index, state)| {
+            let ids = |ids: &mut dyn Iterator<Item = i32>| ids.map(BrokerId).collect::<Vec<_>>();
+            let live = |id: &i32| image.live_broker(*id).is_some();
+            // Without replication the in-sync replicas are the leader alone.
+            let isr = if state.leader == NO_LEADER {
+                Vec::new()
+            } else {
+                vec![BrokerId(state.leader)]
+            };
+            let mut partition = MetadataResponsePartition::default()
                 .with_partition_index(index)
-                .with_leader_id(node)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node]);
+                .with_leader_id(BrokerId(state.leader))
+                .with_replica_nodes(ids(&mut state.replicas.iter().copied()))
+                .with_isr_nodes(isr);
+            if state.leader == NO_LEADER {
+                partition = partition.with_error_code(ResponseError::LeaderNotAvailable.code());
+            }
+            if version >= 5 {
+                partition = partition.with_offline_replicas(ids(&mut state
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !live(r))));
+            }
             if version >= 7 {
-                partition.with_leader_epoch(INITIAL_LEADER_EPOCH)
+                partition.with_leader_epoch(state.leader_epoch.max(0))
             } else {
                 partition
             }

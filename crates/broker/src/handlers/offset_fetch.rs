@@ -39,6 +39,7 @@ fn fetch(
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
+    broker.groups().coordinates(group)?;
     Ok(broker.groups().fetch_offsets(group, wanted))
 }
 

@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
@@ -56,7 +55,7 @@ fn respond(
                     let answer = EpochEndOffset::default().with_partition(p.partition);
                     let Some(partition) = broker.partition(&topic.topic.0, p.partition) else {
                         return answer
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_error_code(broker.not_served(&topic.topic.0, p.partition).code())
                             .with_leader_epoch(UNDEFINED)
                             .with_end_offset(i64::from(UNDEFINED));
                     };

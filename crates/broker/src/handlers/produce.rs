@@ -97,10 +97,13 @@ fn append(
     durable: bool,
 ) -> Result<Appended, ApiError> {
     let target = broker.partition(topic, partition).ok_or_else(|| {
-        ApiError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("no partition {topic}-{partition}"),
-        )
+        let refusal = broker.not_served(topic, partition);
+        let reason = if refusal == ResponseError::NotLeaderOrFollower {
+            "this broker does not lead"
+        } else {
+            "no"
+        };
+        ApiError::new(refusal, format!("{reason} partition {topic}-{partition}"))
     })?;
     if let Some(id) = topic_id
         && id != target.topic_id()

@@ -1,12 +1,36 @@
 //! The metadata image: the state every record applied so far describes. Applying checks
 //! that a record fits the image (no topic created twice, partitions never shrink, producer
-//! id blocks only advance).
+//! id blocks only advance, leader epochs only advance, a broker incarnation registered and
+//! fenced once, the cluster id set once): a change computed from a stale image (proposed by
+//! a node that had not seen the latest changes) does not apply, on every node alike.
 
 use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
 
 use super::record::MetadataRecord;
+
+/// "No leader": the partition is offline, or not assigned yet.
+pub const NO_LEADER: i32 = -1;
+
+/// A partition's placement as the controller decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The brokers holding a replica; empty until the partition is assigned.
+    pub replicas: Vec<i32>,
+    /// The broker serving it, or [`NO_LEADER`].
+    pub leader: i32,
+    /// Bumped by every leader decision; -1 before the first.
+    pub leader_epoch: i32,
+}
+
+impl PartitionState {
+    pub const UNASSIGNED: PartitionState = PartitionState {
+        replicas: Vec::new(),
+        leader: NO_LEADER,
+        leader_epoch: -1,
+    };
+}
 
 /// A topic as the metadata knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +40,27 @@ pub struct TopicImage {
     pub partitions: i32,
     /// Topic-level overrides only; defaults come from the broker configuration.
     pub configs: BTreeMap<String, String>,
+    /// One per partition, by index (always `partitions` of them).
+    pub states: Vec<PartitionState>,
+}
+
+impl TopicImage {
+    pub fn state(&self, partition: i32) -> Option<&PartitionState> {
+        self.states.get(usize::try_from(partition).ok()?)
+    }
+}
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub id: i32,
+    /// New at every start of the broker process.
+    pub incarnation: Uuid,
+    /// Where clients reach it.
+    pub host: String,
+    pub port: u16,
+    /// Missed its heartbeats or shut down: leads nothing, listed to no client.
+    pub fenced: bool,
 }
 
 /// The state all records applied so far describe.
@@ -25,6 +70,10 @@ pub struct MetadataImage {
     pub topic_names_by_id: HashMap<Uuid, String>,
     /// The end of the last block of producer ids handed out.
     pub producer_ids_end: i64,
+    /// Every broker that ever registered, by node id.
+    pub brokers: BTreeMap<i32, BrokerImage>,
+    /// Decided once, by the first active controller.
+    pub cluster_id: Option<String>,
 }
 
 /// A record that does not apply to the current image (a bug, or a corrupt log).
@@ -35,6 +84,21 @@ pub struct ApplyError(String);
 impl MetadataImage {
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
         self.topics.get(name)
+    }
+
+    /// The partition's placement, if the partition exists.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        self.topics.get(topic)?.state(partition)
+    }
+
+    /// The brokers clients may use (registered and not fenced).
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// The live broker `id`, if it is one.
+    pub fn live_broker(&self, id: i32) -> Option<&BrokerImage> {
+        self.brokers.get(&id).filter(|b| !b.fenced)
     }
 
     pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
@@ -48,6 +112,8 @@ impl MetadataImage {
                 if self.topics.contains_key(name) {
                     return Err(ApplyError(format!("topic {name} exists")));
                 }
+                let count = usize::try_from(*partitions)
+                    .map_err(|_| ApplyError(format!("{name}: {partitions} partitions")))?;
                 self.topic_names_by_id.insert(*id, name.clone());
                 self.topics.insert(
                     name.clone(),
@@ -56,6 +122,7 @@ impl MetadataImage {
                         id: *id,
                         partitions: *partitions,
                         configs: configs.clone(),
+                        states: vec![PartitionState::UNASSIGNED; count],
                     },
                 );
             }
@@ -68,6 +135,9 @@ impl MetadataImage {
                     return Err(ApplyError(format!("{name}: partitions cannot decrease")));
                 }
                 topic.partitions = *partitions;
+                topic
+                    .states
+                    .resize(*partitions as usize, PartitionState::UNASSIGNED);
             }
             MetadataRecord::SetTopicConfig { name, key, value } => {
                 let topic = self
@@ -93,6 +163,84 @@ impl MetadataImage {
                     )));
                 }
                 self.producer_ids_end = *end;
+            }
+            MetadataRecord::PartitionChange {
+                topic,
+                partition,
+                replicas,
+                leader,
+                leader_epoch,
+            } => {
+                let state = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.states.get_mut(usize::try_from(*partition).ok()?))
+                    .ok_or_else(|| ApplyError(format!("no partition {topic}-{partition}")))?;
+                if *leader_epoch <= state.leader_epoch {
+                    return Err(ApplyError(format!(
+                        "{topic}-{partition}: leader epoch {leader_epoch} is not after {}",
+                        state.leader_epoch
+                    )));
+                }
+                let mut distinct = replicas.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                if replicas.is_empty() || distinct.len() != replicas.len() {
+                    return Err(ApplyError(format!(
+                        "{topic}-{partition}: replicas {replicas:?}"
+                    )));
+                }
+                if *leader != NO_LEADER && !replicas.contains(leader) {
+                    return Err(ApplyError(format!(
+                        "{topic}-{partition}: leader {leader} is not a replica"
+                    )));
+                }
+                *state = PartitionState {
+                    replicas: replicas.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                };
+            }
+            MetadataRecord::RegisterBroker {
+                id,
+                incarnation,
+                host,
+                port,
+            } => {
+                if let Some(current) = self.brokers.get(id)
+                    && current.incarnation == *incarnation
+                    && !current.fenced
+                {
+                    return Err(ApplyError(format!(
+                        "broker {id} incarnation {incarnation} registered twice"
+                    )));
+                }
+                self.brokers.insert(
+                    *id,
+                    BrokerImage {
+                        id: *id,
+                        incarnation: *incarnation,
+                        host: host.clone(),
+                        port: *port,
+                        fenced: false,
+                    },
+                );
+            }
+            MetadataRecord::FenceBroker { id, incarnation } => {
+                let broker = self
+                    .brokers
+                    .get_mut(id)
+                    .filter(|b| b.incarnation == *incarnation && !b.fenced)
+                    .ok_or_else(|| {
+                        ApplyError(format!("broker {id} incarnation {incarnation} is not live"))
+                    })?;
+                broker.fenced = true;
+            }
+            MetadataRecord::ClusterId { id } => {
+                if let Some(current) = &self.cluster_id {
+                    return Err(ApplyError(format!("the cluster id is {current} already")));
+                }
+                self.cluster_id = Some(id.clone());
             }
         }
         Ok(())

@@ -36,9 +36,9 @@ use sluice_log::{Clock, Log, LogConfig, LogManager, ManagerConfig, TopicPartitio
 use sluice_quorum::{FileDisk, Message, NodeConfig, Output, ProposeError, QuorumNode};
 use tokio::sync::oneshot;
 
-use transport::{Peer, Transport};
+use transport::{ClusterIdentity, Peer, Transport};
 
-pub use image::{ApplyError, MetadataImage, TopicImage};
+pub use image::{ApplyError, BrokerImage, MetadataImage, NO_LEADER, PartitionState, TopicImage};
 pub use record::{EncodeError, MetadataRecord};
 
 /// The metadata log's partition, named as in KRaft (the pre-quorum log, imported once).
@@ -67,6 +67,10 @@ pub enum MetadataError {
     Corrupt { offset: i64, reason: String },
     #[error("metadata quorum: {0}")]
     Quorum(String),
+    /// Committed, but computed from an image that was not the latest: it did not apply, on
+    /// any node. Computing it again from the current image may succeed.
+    #[error("the change no longer applies: {0}; retry")]
+    Stale(String),
     /// Only the quorum's leader (the active controller) takes changes.
     #[error("not the active controller (leader: {leader:?})")]
     NotController { leader: Option<i32> },
@@ -89,16 +93,28 @@ pub struct Committed<T> {
     pub value: T,
 }
 
+/// What the listener is told: the records of one committed change, or that the image was
+/// replaced whole (a snapshot from the leader: this node was too far behind for entries).
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    Records(&'a [MetadataRecord]),
+    Restored,
+}
+
 /// Called with every committed change, in commit order, before the next change starts.
-pub type Listener =
-    Box<dyn Fn(&[MetadataRecord], &MetadataImage) -> Result<(), String> + Send + Sync>;
+pub type Listener = Box<dyn Fn(Change<'_>, &MetadataImage) -> Result<(), String> + Send + Sync>;
 
 /// What the proposer of a change hears back: the listener's verdict once the change is
 /// committed and applied.
-type Reply = oneshot::Sender<Result<Result<(), String>, MetadataError>>;
+type Reply = oneshot::Sender<ReplyValue>;
+type ReplyValue = Result<Result<(), String>, MetadataError>;
 
 enum Command {
-    Propose { entry: Vec<u8>, reply: Reply },
+    /// `entry`: the change as [`entry::encode`] wrote it.
+    Propose {
+        entry: Vec<u8>,
+        reply: Reply,
+    },
     Message(Box<Message>),
     Stop,
 }
@@ -116,6 +132,11 @@ pub struct QuorumSetup {
     pub election_timeout: Duration,
 }
 
+/// How long a proposal may wait for its commit. A proposal forwarded to the leader can be
+/// lost without a trace (the leader fails before appending it); its proposer is told to
+/// retry after this long (the change may still commit: a retry sees it applied).
+const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What this node knows of the quorum, refreshed by the driver after every step.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QuorumStatus {
@@ -128,6 +149,9 @@ pub struct QuorumStatus {
     pub log_end: u64,
     /// As leader: each voter's node id and log end as far as the leader knows.
     pub voters: Vec<(i32, u64)>,
+    /// As leader: when each other voter was last heard from (on the injected clock; a
+    /// voter not heard since this node became leader counts from then).
+    pub heard: Vec<(i32, std::time::Instant)>,
 }
 
 struct Inner {
@@ -141,6 +165,8 @@ struct Inner {
     status: RwLock<QuorumStatus>,
     /// Where the quorum listens for peers (a quorum of several voters only).
     quorum_addr: Option<std::net::SocketAddr>,
+    /// The cluster id as this node knows it, and whether a peer belongs to another cluster.
+    identity: Arc<ClusterIdentity>,
 }
 
 /// The metadata quorum's log and the image it produces.
@@ -164,21 +190,27 @@ impl MetadataStore {
         sync_threads: usize,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, MetadataError> {
-        Self::open_with(dir, sync_threads, clock, 0, None)
+        Self::open_with(dir, sync_threads, clock, 0, None, None)
     }
 
     /// Opens the store as one voter of a quorum of several (`quorum`), or of one (`None`:
     /// `node_id` is then what the status reports as the leader).
     /// With several voters it must run on a thread of a tokio runtime that is not an async
     /// worker (the broker opens it in `spawn_blocking`): the network runs on that runtime.
+    ///
+    /// `cluster_id` is the id this node's data belongs to, if it knows one: peers of another
+    /// cluster are refused, and the first active controller records it as the cluster's
+    /// (a new one if no voter knew one) when the metadata has none yet.
     pub fn open_with(
         dir: &Path,
         sync_threads: usize,
         clock: Arc<dyn Clock>,
         node_id: i32,
         quorum: Option<&QuorumSetup>,
+        cluster_id: Option<&str>,
     ) -> Result<Self, MetadataError> {
         std::fs::create_dir_all(dir).map_err(quorum_io)?;
+        let identity = Arc::new(ClusterIdentity::new(cluster_id));
         let (sender, receiver) = mpsc::channel();
         let (config, transport, quorum_addr) = match quorum {
             None => (
@@ -224,6 +256,7 @@ impl MetadataStore {
                         peers,
                         setup.listen,
                         sender.clone(),
+                        identity.clone(),
                     ))
                     .map_err(|e| {
                         MetadataError::Quorum(format!(
@@ -243,20 +276,30 @@ impl MetadataStore {
             driver: Mutex::new(None),
             status: RwLock::new(QuorumStatus::default()),
             quorum_addr,
+            identity,
         });
         let mut driver = Driver {
             node,
             inner: inner.clone(),
             clock,
             pending: BTreeMap::new(),
+            next_sequence: uuid::Uuid::new_v4().as_u64_pair().0 >> 1,
             publish: false,
             transport,
             single_node: node_id,
+            heard: BTreeMap::new(),
+            led_term: None,
+            cluster_id_proposed: None,
         };
         driver.replay()?;
         if driver.transport.is_none() {
             import_legacy_log(dir, sync_threads, &mut driver)?;
+            if driver.inner.image().cluster_id.is_none() {
+                let id = driver.inner.identity.initial();
+                driver.commit_now(entry::encode(&[MetadataRecord::ClusterId { id }])?)?;
+            }
         }
+        driver.learn_cluster_id();
         driver.publish = true;
         let image = inner.image();
         tracing::info!(
@@ -304,29 +347,25 @@ impl MetadataStore {
     /// quorum: durable, applied, published. `change` runs with writes serialised, so its
     /// checks hold when the records land. From the moment `change` returns records, the
     /// commit runs to its end even if the caller stops waiting.
+    ///
+    /// Any voter takes changes: a follower's are forwarded to the leader. A change computed
+    /// from an image that was not the latest is committed but does not apply (the records
+    /// check it), and its proposer is told to retry.
     pub async fn update<E, T>(
         &self,
         change: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), E>,
     ) -> Result<Result<Committed<T>, E>, MetadataError> {
         let serial = self.inner.writer.clone().lock_owned().await;
-        let current = self.image();
-        let (records, value) = match change(&current) {
-            Ok(result) => result,
+        let (value, answer) = match self.propose(change)? {
             Err(err) => return Ok(Err(err)),
+            Ok((value, None)) => {
+                return Ok(Ok(Committed {
+                    published: Ok(()),
+                    value,
+                }));
+            }
+            Ok((value, Some(answer))) => (value, answer),
         };
-        if records.is_empty() {
-            return Ok(Ok(Committed {
-                published: Ok(()),
-                value,
-            }));
-        }
-        let mut next = (*current).clone();
-        for record in &records {
-            next.apply(record)?;
-        }
-        let entry = entry::encode(&records)?;
-        let (reply, answer) = oneshot::channel();
-        self.inner.send(Command::Propose { entry, reply })?;
         let commit = tokio::spawn(async move {
             let _serial = serial;
             answer
@@ -337,6 +376,75 @@ impl MetadataStore {
             .await
             .map_err(|e| MetadataError::Task(e.to_string()))??;
         Ok(Ok(Committed { published, value }))
+    }
+
+    /// [`MetadataStore::update`] for a thread that may block (startup). It polls instead of
+    /// blocking on tokio's primitives, which refuse to block a runtime's thread: a broker
+    /// may be opened from one.
+    pub fn update_blocking<E, T>(
+        &self,
+        change: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), E>,
+    ) -> Result<Result<Committed<T>, E>, MetadataError> {
+        const POLL: Duration = Duration::from_millis(1);
+        let _serial = loop {
+            match self.inner.writer.try_lock() {
+                Ok(serial) => break serial,
+                Err(_) => std::thread::sleep(POLL),
+            }
+        };
+        let (value, answer) = match self.propose(change)? {
+            Err(err) => return Ok(Err(err)),
+            Ok((value, None)) => {
+                return Ok(Ok(Committed {
+                    published: Ok(()),
+                    value,
+                }));
+            }
+            Ok((value, Some(answer))) => (value, answer),
+        };
+        let mut answer = answer;
+        let published = loop {
+            match answer.try_recv() {
+                Ok(outcome) => break outcome?,
+                Err(oneshot::error::TryRecvError::Empty) => std::thread::sleep(POLL),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(MetadataError::Quorum("the metadata quorum stopped".into()));
+                }
+            }
+        };
+        Ok(Ok(Committed { published, value }))
+    }
+
+    /// Computes a change against the current image (with writes serialised by the caller),
+    /// checks that it applies, and hands it to the quorum: the answer comes once it commits.
+    /// No records: nothing to propose.
+    #[allow(clippy::type_complexity)]
+    fn propose<E, T>(
+        &self,
+        change: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), E>,
+    ) -> Result<Result<(T, Option<oneshot::Receiver<ReplyValue>>), E>, MetadataError> {
+        let current = self.image();
+        let (records, value) = match change(&current) {
+            Ok(result) => result,
+            Err(err) => return Ok(Err(err)),
+        };
+        if records.is_empty() {
+            return Ok(Ok((value, None)));
+        }
+        let mut next = (*current).clone();
+        for record in &records {
+            next.apply(record)?;
+        }
+        let entry = entry::encode(&records)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner.send(Command::Propose { entry, reply })?;
+        Ok(Ok((value, Some(answer))))
+    }
+
+    /// A peer of another cluster, if one was met: this node's data and the quorum's do not
+    /// belong together.
+    pub fn foreign_peer(&self) -> Option<String> {
+        self.inner.identity.foreign()
     }
 
     /// Stops the quorum's driver thread (its log is durable at every step).
@@ -397,14 +505,26 @@ fn quorum_io(err: std::io::Error) -> MetadataError {
     MetadataError::Quorum(err.to_string())
 }
 
+/// A proposal waiting for its entry to commit.
+struct Pending {
+    /// Where the leader put it (index, term); unknown for a proposal forwarded by a follower.
+    placed: Option<(u64, u64)>,
+    /// Given up on (told to retry) after this.
+    deadline: std::time::Instant,
+    reply: Reply,
+}
+
 /// Owns the quorum node on its own thread: ticks it, hands it proposals, applies what it
 /// commits. Fsyncs happen here, never on the async workers.
 struct Driver {
     node: QuorumNode<FileDisk>,
     inner: Arc<Inner>,
     clock: Arc<dyn Clock>,
-    /// Proposals waiting for their entry to commit: index → (term proposed in, reply).
-    pending: BTreeMap<u64, (u64, Reply)>,
+    /// This node's proposals waiting for their entry, by sequence number.
+    pending: BTreeMap<u64, Pending>,
+    /// The sequence number of the next proposal (started at random: an entry proposed by an
+    /// earlier run of this node is never taken for one of this run).
+    next_sequence: u64,
     /// Whether committed changes go to the listener (not while replaying at startup: the
     /// broker opens partitions from the image it finds).
     publish: bool,
@@ -412,6 +532,12 @@ struct Driver {
     transport: Option<Transport>,
     /// A single voter's node id (its Raft id is always 1).
     single_node: i32,
+    /// As leader: when each voter was last heard from.
+    heard: BTreeMap<u64, std::time::Instant>,
+    /// The term this node last led (its `heard` times start with it).
+    led_term: Option<u64>,
+    /// The term in which this node proposed the cluster id (once per term it leads).
+    cluster_id_proposed: Option<u64>,
 }
 
 /// Raft ids start at 1; Kafka node ids at 0.
@@ -475,6 +601,34 @@ impl Driver {
         )))
     }
 
+    /// Proposes a change on behalf of a requester, from this node whatever its role.
+    fn propose(&mut self, entry: &[u8], reply: Reply) {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let proposal = entry::as_proposal(entry, (self.node.id(), sequence));
+        match self.node.propose_anywhere(proposal) {
+            Ok(index) => {
+                let placed = index.map(|index| (index, self.node.term()));
+                let deadline = self.clock.now() + PROPOSAL_TIMEOUT;
+                self.pending.insert(
+                    sequence,
+                    Pending {
+                        placed,
+                        deadline,
+                        reply,
+                    },
+                );
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                let leader = leader.map(|raft| self.node_of(raft));
+                let _ = reply.send(Err(MetadataError::NotController { leader }));
+            }
+            Err(err) => {
+                let _ = reply.send(Err(MetadataError::Quorum(err.to_string())));
+            }
+        }
+    }
+
     fn run(mut self, commands: &mpsc::Receiver<Command>) {
         let mut next_tick = self.clock.now() + TICK;
         // A voter alone in its quorum has no election to hold and no one to send heartbeats
@@ -488,19 +642,9 @@ impl Driver {
                 commands.recv().map_err(|_| RecvTimeoutError::Disconnected)
             };
             match received {
-                Ok(Command::Propose { entry, reply }) => match self.node.propose(entry) {
-                    Ok(index) => {
-                        self.pending.insert(index, (self.node.term(), reply));
-                    }
-                    Err(ProposeError::NotLeader { leader }) => {
-                        let leader = leader.map(|raft| self.node_of(raft));
-                        let _ = reply.send(Err(MetadataError::NotController { leader }));
-                    }
-                    Err(err) => {
-                        let _ = reply.send(Err(MetadataError::Quorum(err.to_string())));
-                    }
-                },
+                Ok(Command::Propose { entry, reply }) => self.propose(&entry, reply),
                 Ok(Command::Message(message)) => {
+                    self.heard.insert(message.from, self.clock.now());
                     if let Err(err) = self.node.step(*message) {
                         tracing::warn!(error = %err, "quorum message refused");
                     }
@@ -509,6 +653,7 @@ impl Driver {
                 Err(RecvTimeoutError::Timeout) => {
                     self.node.tick();
                     next_tick += TICK;
+                    self.expire_proposals();
                 }
             }
             let result = self
@@ -521,24 +666,86 @@ impl Driver {
                 break;
             }
         }
-        for (_, (_, reply)) in std::mem::take(&mut self.pending) {
-            let _ = reply.send(Err(MetadataError::Quorum(
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            let _ = pending.reply.send(Err(MetadataError::Quorum(
                 "the metadata quorum stopped".into(),
             )));
         }
     }
 
-    /// Applies a node's output: a snapshot to restore, committed changes to apply and
-    /// publish, proposals to answer; then compacts when enough entries accumulated.
-    fn handle(&mut self, output: Output) -> Result<(), MetadataError> {
-        // The status first: a proposer answered below may ask for it at once (a client that
-        // created a topic and then describes the quorum must see its commit).
+    /// Proposals past their deadline are answered: retry.
+    fn expire_proposals(&mut self) {
+        let now = self.clock.now();
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(sequence, _)| *sequence)
+            .collect();
+        for sequence in expired {
+            let pending = self.pending.remove(&sequence).expect("listed above");
+            let _ = pending.reply.send(Err(MetadataError::Quorum(format!(
+                "the change did not commit within {PROPOSAL_TIMEOUT:?} (it may still); retry"
+            ))));
+        }
+    }
+
+    /// The cluster id, once applied, is what this node's transport checks peers against.
+    fn learn_cluster_id(&self) {
+        if let Some(id) = &self.inner.image().cluster_id {
+            self.inner.identity.learn(id);
+        }
+    }
+
+    /// A leader whose image has no cluster id yet (a new cluster) records one, once it has
+    /// applied everything its predecessors committed.
+    fn propose_cluster_id(&mut self) {
+        let term = self.node.term();
+        if !self.node.is_leader()
+            || self.cluster_id_proposed == Some(term)
+            || self.node.applied() < self.node.last_index()
+            || self.inner.image().cluster_id.is_some()
+        {
+            return;
+        }
+        self.cluster_id_proposed = Some(term);
+        let id = self.inner.identity.initial();
+        match entry::encode(&[MetadataRecord::ClusterId { id: id.clone() }]) {
+            Ok(entry) => {
+                if let Err(err) = self.node.propose(entry) {
+                    tracing::warn!(error = %err, "could not propose the cluster id");
+                } else {
+                    tracing::info!(cluster_id = %id, "recording the cluster id");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cluster id"),
+        }
+    }
+
+    fn publish_status(&mut self) {
+        if self.node.is_leader() && self.led_term != Some(self.node.term()) {
+            // A new leader has heard from no one yet: everyone counts from now.
+            self.led_term = Some(self.node.term());
+            let now = self.clock.now();
+            for (raft, _) in self.node.voter_progress() {
+                self.heard.insert(raft, now);
+            }
+        }
         let voters = self
             .node
             .voter_progress()
             .into_iter()
             .map(|(raft, matched)| (self.node_of(raft), matched + 1))
             .collect();
+        let heard = if self.node.is_leader() {
+            self.heard
+                .iter()
+                .filter(|(raft, _)| **raft != self.node.id())
+                .map(|(raft, at)| (self.node_of(*raft), *at))
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.inner.set_status(QuorumStatus {
             leader: self.node.leader().map(|raft| self.node_of(raft)),
             term: self.node.term(),
@@ -546,81 +753,101 @@ impl Driver {
             applied: self.node.applied(),
             log_end: self.node.last_index() + 1,
             voters,
+            heard,
         });
+    }
+
+    /// Applies a node's output: a snapshot to restore, committed changes to apply and
+    /// publish, proposals to answer; then compacts when enough entries accumulated.
+    fn handle(&mut self, output: Output) -> Result<(), MetadataError> {
+        // The status first: a proposer answered below may ask for it at once (a client that
+        // created a topic and then describes the quorum must see its commit).
+        self.publish_status();
         if let Some(transport) = &self.transport {
             for message in &output.messages {
                 transport.send(message);
             }
         }
         if let Some(restore) = output.restore {
-            let image = entry::decode_snapshot(&restore.data).map_err(|reason| {
+            let image = Arc::new(entry::decode_snapshot(&restore.data).map_err(|reason| {
                 MetadataError::Quorum(format!("snapshot at {}: {reason}", restore.index))
-            })?;
-            self.inner.set_image(Arc::new(image));
+            })?);
+            self.inner.set_image(image.clone());
+            self.learn_cluster_id();
+            if let (true, Some(listener)) = (self.publish, self.inner.listener.get())
+                && let Err(reason) = listener(Change::Restored, &image)
+            {
+                tracing::warn!(index = restore.index, %reason, "the restored metadata could not be carried out in full");
+            }
         }
         for committed in output.committed {
-            let answer = if committed.data.is_empty() {
-                None
-            } else {
-                let records = entry::decode(&committed.data).map_err(|reason| {
-                    MetadataError::Quorum(format!("entry {}: {reason}", committed.index))
-                })?;
-                let mut next = (*self.inner.image()).clone();
-                match records.iter().try_for_each(|record| next.apply(record)) {
-                    Ok(()) => {
-                        let next = Arc::new(next);
-                        self.inner.set_image(next.clone());
-                        let published = match (self.publish, self.inner.listener.get()) {
-                            (true, Some(listener)) => listener(&records, &next),
-                            _ => Ok(()),
-                        };
-                        Some(Ok(published))
-                    }
-                    // Proposed against an image that was not the latest (a new leader's
-                    // first moments): every voter skips it alike, all or nothing.
-                    Err(err) => {
-                        tracing::warn!(index = committed.index, error = %err, "committed metadata change does not apply; skipped");
-                        Some(Err(err.to_string()))
-                    }
-                }
-            };
-            // Every proposal at or below this index is settled: its own entry committed,
-            // or another one did in its place (the leadership changed before it did).
-            let settled: Vec<u64> = self
-                .pending
-                .range(..=committed.index)
-                .map(|(index, _)| *index)
-                .collect();
-            for index in settled {
-                let (term, reply) = self.pending.remove(&index).expect("listed above");
-                let outcome = match &answer {
-                    Some(Ok(published)) if index == committed.index && term == committed.term => {
-                        Ok(published.clone())
-                    }
-                    Some(Err(reason)) if index == committed.index && term == committed.term => {
-                        Err(MetadataError::Quorum(format!(
-                            "the change no longer applies: {reason}; retry"
-                        )))
-                    }
-                    _ => Err(MetadataError::Quorum(
-                        "the change was lost in a leader change; retry".into(),
-                    )),
-                };
-                let _ = reply.send(outcome);
-            }
+            self.apply(&committed)?;
         }
-        if !self.node.is_leader() && !self.pending.is_empty() {
-            // Deposed: what it proposed may still commit under the new leader, or not; the
-            // proposers are told to retry (a retry sees the change if it did commit).
-            let leader = self.node.leader().map(|raft| self.node_of(raft));
-            for (_, (_, reply)) in std::mem::take(&mut self.pending) {
-                let _ = reply.send(Err(MetadataError::NotController { leader }));
-            }
-        }
+        self.propose_cluster_id();
         let applied = self.node.applied();
         if applied >= self.node.snapshot_index() + COMPACT_EVERY {
             let snapshot = entry::encode(&entry::image_records(&self.inner.image()))?;
             self.node.compact(applied, snapshot)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one committed entry and answers the proposal it settles.
+    fn apply(&mut self, committed: &sluice_quorum::Committed) -> Result<(), MetadataError> {
+        let mut answered = None;
+        if !committed.data.is_empty() {
+            let (proposal, records) =
+                entry::decode_proposal(&committed.data).map_err(|reason| {
+                    MetadataError::Quorum(format!("entry {}: {reason}", committed.index))
+                })?;
+            let mut next = (*self.inner.image()).clone();
+            let outcome = match records.iter().try_for_each(|record| next.apply(record)) {
+                Ok(()) => {
+                    let next = Arc::new(next);
+                    self.inner.set_image(next.clone());
+                    if records
+                        .iter()
+                        .any(|r| matches!(r, MetadataRecord::ClusterId { .. }))
+                    {
+                        self.learn_cluster_id();
+                    }
+                    let published = match (self.publish, self.inner.listener.get()) {
+                        (true, Some(listener)) => listener(Change::Records(&records), &next),
+                        _ => Ok(()),
+                    };
+                    Ok(published)
+                }
+                // Proposed against an image that was not the latest (a follower's view, or
+                // a new leader's first moments): every voter skips it alike, all or nothing.
+                Err(err) => {
+                    tracing::warn!(index = committed.index, error = %err, "committed metadata change does not apply; skipped");
+                    Err(MetadataError::Stale(err.to_string()))
+                }
+            };
+            if let Some((proposer, sequence)) = proposal
+                && proposer == self.node.id()
+                && let Some(pending) = self.pending.remove(&sequence)
+            {
+                let _ = pending.reply.send(outcome);
+                answered = Some(sequence);
+            }
+        }
+        // A proposal the leader placed at or below this index and that is not this entry was
+        // replaced by another (the leadership changed before it committed).
+        let lost: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(sequence, p)| {
+                Some(**sequence) != answered
+                    && p.placed.is_some_and(|(index, _)| index <= committed.index)
+            })
+            .map(|(sequence, _)| *sequence)
+            .collect();
+        for sequence in lost {
+            let pending = self.pending.remove(&sequence).expect("listed above");
+            let _ = pending.reply.send(Err(MetadataError::Quorum(
+                "the change was lost in a leader change; retry".into(),
+            )));
         }
         Ok(())
     }

@@ -34,6 +34,35 @@ pub enum MetadataRecord {
     ProducerIdBlock {
         end: i64,
     },
+    /// A partition's replicas and leader as the controller decided them. Every decision
+    /// carries a leader epoch newer than the partition's, so a decision made on a stale image
+    /// does not apply.
+    PartitionChange {
+        topic: String,
+        partition: i32,
+        replicas: Vec<i32>,
+        /// -1: no leader (the partition is offline).
+        leader: i32,
+        leader_epoch: i32,
+    },
+    /// A broker started (`incarnation` is new at every start) and serves clients at
+    /// `host:port`; it is live (unfenced) until fenced.
+    RegisterBroker {
+        id: i32,
+        incarnation: Uuid,
+        host: String,
+        port: u16,
+    },
+    /// The broker's incarnation stopped heartbeating or is shutting down: it leads nothing
+    /// until it registers again.
+    FenceBroker {
+        id: i32,
+        incarnation: Uuid,
+    },
+    /// The cluster's id, decided once by the first active controller.
+    ClusterId {
+        id: String,
+    },
 }
 
 /// A record that cannot be written: a field longer than its length prefix can say. Checked
@@ -109,6 +138,49 @@ impl MetadataRecord {
                 out.push(5);
                 out.extend_from_slice(&end.to_be_bytes());
             }
+            MetadataRecord::PartitionChange {
+                topic,
+                partition,
+                replicas,
+                leader,
+                leader_epoch,
+            } => {
+                out.push(6);
+                put_str(&mut out, "topic name", topic)?;
+                out.extend_from_slice(&partition.to_be_bytes());
+                let count = u16::try_from(replicas.len()).map_err(|_| EncodeError {
+                    what: "replica count",
+                    len: replicas.len(),
+                    max: usize::from(u16::MAX),
+                })?;
+                out.extend_from_slice(&count.to_be_bytes());
+                for replica in replicas {
+                    out.extend_from_slice(&replica.to_be_bytes());
+                }
+                out.extend_from_slice(&leader.to_be_bytes());
+                out.extend_from_slice(&leader_epoch.to_be_bytes());
+            }
+            MetadataRecord::RegisterBroker {
+                id,
+                incarnation,
+                host,
+                port,
+            } => {
+                out.push(7);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(incarnation.as_bytes());
+                put_str(&mut out, "broker host", host)?;
+                out.extend_from_slice(&port.to_be_bytes());
+            }
+            MetadataRecord::FenceBroker { id, incarnation } => {
+                out.push(8);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(incarnation.as_bytes());
+            }
+            MetadataRecord::ClusterId { id } => {
+                out.push(9);
+                put_str(&mut out, "cluster id", id)?;
+            }
         }
         Ok(out)
     }
@@ -122,7 +194,7 @@ impl MetadataRecord {
         let record = match r.u8()? {
             1 => {
                 let name = r.string()?;
-                let id = Uuid::from_bytes(r.take(16)?.try_into().expect("16 bytes"));
+                let id = r.uuid()?;
                 let partitions = r.i32()?;
                 let count = r.u16()?;
                 let mut configs = BTreeMap::new();
@@ -154,6 +226,30 @@ impl MetadataRecord {
             5 => MetadataRecord::ProducerIdBlock {
                 end: i64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes")),
             },
+            6 => {
+                let topic = r.string()?;
+                let partition = r.i32()?;
+                let count = r.u16()?;
+                let replicas = (0..count).map(|_| r.i32()).collect::<Result<_, _>>()?;
+                MetadataRecord::PartitionChange {
+                    topic,
+                    partition,
+                    replicas,
+                    leader: r.i32()?,
+                    leader_epoch: r.i32()?,
+                }
+            }
+            7 => MetadataRecord::RegisterBroker {
+                id: r.i32()?,
+                incarnation: r.uuid()?,
+                host: r.string()?,
+                port: r.u16()?,
+            },
+            8 => MetadataRecord::FenceBroker {
+                id: r.i32()?,
+                incarnation: r.uuid()?,
+            },
+            9 => MetadataRecord::ClusterId { id: r.string()? },
             other => return Err(format!("unknown metadata record type {other}")),
         };
         if r.at != bytes.len() {
@@ -190,6 +286,11 @@ impl<'a> Reader<'a> {
     fn i32(&mut self) -> Result<i32, String> {
         Ok(i32::from_be_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn uuid(&mut self) -> Result<Uuid, String> {
+        Ok(Uuid::from_bytes(
+            self.take(16)?.try_into().expect("16 bytes"),
         ))
     }
     fn string(&mut self) -> Result<String, String> {

@@ -1,7 +1,11 @@
 //! The metadata quorum's network: Raft messages between voters over TCP, on the
 //! controller listener.
 //!
-//! A connection starts with `SLQ1` and the sender's node id (u32), then carries frames of
+//! A connection starts with `SLQ2`, the sender's node id (u32) and the cluster id it knows
+//! (u16 length + UTF-8, empty if none); the receiver answers one byte, 0 to go on, or 1
+//! followed by its own cluster id (same encoding) when the two differ: a node holding another
+//! cluster's data must never exchange Raft messages with this one (its log would be taken
+//! for this cluster's). Then the connection carries frames of
 //! `length u32 | Raft message (protobuf)`. Each peer has one outbound connection, opened
 //! lazily and reopened after a failure with a backoff; messages queued for a peer that is
 //! down are dropped when the queue is full, which Raft tolerates (it retries). Inbound
@@ -10,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use sluice_quorum::Message;
@@ -21,7 +25,9 @@ use tokio::sync::watch;
 
 use super::Command;
 
-const MAGIC: &[u8; 4] = b"SLQ1";
+const MAGIC: &[u8; 4] = b"SLQ2";
+const HELLO_ACCEPTED: u8 = 0;
+const HELLO_FOREIGN: u8 = 1;
 /// A Raft message larger than this is refused (snapshots of the metadata image are far
 /// smaller; the quorum's own limit on a record is 64 MiB).
 const MAX_FRAME: usize = 64 << 20;
@@ -31,6 +37,70 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// At most this long between attempts to reach a peer that is down: a vote request waits
 /// for the next attempt, so a long backoff would delay elections after a peer returns.
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The cluster id this node knows (from its data, or once the metadata has one), and the
+/// first peer met that belongs to another cluster.
+#[derive(Debug, Default)]
+pub struct ClusterIdentity {
+    ours: std::sync::RwLock<Option<String>>,
+    /// The id this node brings if the metadata has none: its data's, or a new one.
+    initial: String,
+    foreign: std::sync::Mutex<Option<String>>,
+}
+
+impl ClusterIdentity {
+    pub fn new(known: Option<&str>) -> Self {
+        ClusterIdentity {
+            ours: std::sync::RwLock::new(known.map(str::to_string)),
+            initial: known
+                .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string),
+            foreign: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn initial(&self) -> String {
+        self.initial.clone()
+    }
+
+    pub fn known(&self) -> Option<String> {
+        self.ours.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn learn(&self, id: &str) {
+        *self.ours.write().unwrap_or_else(|e| e.into_inner()) = Some(id.to_string());
+    }
+
+    pub fn foreign(&self) -> Option<String> {
+        self.foreign
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether a peer claiming `theirs` may talk to this node; remembers the first that may
+    /// not.
+    fn admits(&self, peer: u64, theirs: &str) -> bool {
+        match self.known() {
+            Some(ours) if !theirs.is_empty() && ours != theirs => {
+                let mut foreign = self.foreign.lock().unwrap_or_else(|e| e.into_inner());
+                if foreign.is_none() {
+                    tracing::error!(
+                        peer = peer.saturating_sub(1),
+                        their_cluster = theirs,
+                        our_cluster = %ours,
+                        "a quorum peer belongs to another cluster: refused"
+                    );
+                    *foreign = Some(format!(
+                        "voter {} belongs to cluster {theirs}, this node's data to cluster {ours}",
+                        peer.saturating_sub(1)
+                    ));
+                }
+                false
+            }
+            _ => true,
+        }
+    }
+}
 
 /// A voter's address for Raft messages.
 #[derive(Debug, Clone)]
@@ -57,19 +127,27 @@ impl Transport {
         peers: Vec<Peer>,
         listen: SocketAddr,
         inbound: mpsc::Sender<Command>,
+        identity: Arc<ClusterIdentity>,
     ) -> std::io::Result<(Transport, SocketAddr)> {
         let listener = TcpListener::bind(listen).await?;
         let bound = listener.local_addr()?;
         let voters: Vec<u64> = peers.iter().map(|p| p.raft_id).collect();
         let (stop, stopped) = watch::channel(());
-        tokio::spawn(accept(listener, self_id, voters, inbound, stopped));
+        tokio::spawn(accept(
+            listener,
+            self_id,
+            voters,
+            inbound,
+            stopped,
+            identity.clone(),
+        ));
         let mut senders = HashMap::new();
         for peer in peers {
             if peer.raft_id == self_id {
                 continue;
             }
             let (sender, receiver) = async_mpsc::channel(QUEUE);
-            tokio::spawn(send_to(peer.clone(), self_id, receiver));
+            tokio::spawn(send_to(peer.clone(), self_id, receiver, identity.clone()));
             senders.insert(peer.raft_id, sender);
         }
         Ok((
@@ -95,6 +173,7 @@ async fn accept(
     voters: Vec<u64>,
     inbound: mpsc::Sender<Command>,
     mut stopped: watch::Receiver<()>,
+    identity: Arc<ClusterIdentity>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -108,9 +187,10 @@ async fn accept(
         let inbound = inbound.clone();
         let voters = voters.clone();
         let mut stopped = stopped.clone();
+        let identity = identity.clone();
         tokio::spawn(async move {
             tokio::select! {
-                result = receive_from(stream, self_id, &voters, &inbound) => {
+                result = receive_from(stream, self_id, &voters, &inbound, &identity) => {
                     if let Err(reason) = result {
                         tracing::debug!(%peer, %reason, "quorum connection closed");
                     }
@@ -126,6 +206,7 @@ async fn receive_from(
     self_id: u64,
     voters: &[u64],
     inbound: &mpsc::Sender<Command>,
+    identity: &ClusterIdentity,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let mut hello = [0u8; 8];
@@ -140,6 +221,17 @@ async fn receive_from(
     if !voters.contains(&from) {
         return Err(format!("raft id {from} is not a voter"));
     }
+    let theirs = read_cluster_id(&mut stream).await?;
+    if !identity.admits(from, &theirs) {
+        let mut refusal = vec![HELLO_FOREIGN];
+        put_cluster_id(&mut refusal, &identity.known().unwrap_or_default());
+        let _ = stream.write_all(&refusal).await;
+        return Err(format!("raft id {from} belongs to cluster {theirs}"));
+    }
+    stream
+        .write_all(&[HELLO_ACCEPTED])
+        .await
+        .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     loop {
         let len = stream.read_u32().await.map_err(|e| e.to_string())? as usize;
@@ -164,7 +256,54 @@ async fn receive_from(
     }
 }
 
-async fn send_to(peer: Peer, self_id: u64, mut queue: async_mpsc::Receiver<Vec<u8>>) {
+async fn read_cluster_id(stream: &mut TcpStream) -> Result<String, String> {
+    let len = stream.read_u16().await.map_err(|e| e.to_string())?;
+    let mut bytes = vec![0u8; usize::from(len)];
+    stream
+        .read_exact(&mut bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|_| "a cluster id that is not UTF-8".to_string())
+}
+
+fn put_cluster_id(out: &mut Vec<u8>, id: &str) {
+    let id = &id.as_bytes()[..id.len().min(usize::from(u16::MAX))];
+    out.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    out.extend_from_slice(id);
+}
+
+/// Introduces this node to a peer: Ok if the peer accepts it.
+async fn introduce(
+    stream: &mut TcpStream,
+    self_id: u64,
+    peer: u64,
+    identity: &ClusterIdentity,
+) -> Result<(), String> {
+    let mut hello = MAGIC.to_vec();
+    hello.extend_from_slice(&(self_id as u32).to_be_bytes());
+    put_cluster_id(&mut hello, &identity.known().unwrap_or_default());
+    stream.write_all(&hello).await.map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(CONNECT_TIMEOUT, stream.read_u8())
+        .await
+        .map_err(|_| "no answer to the introduction".to_string())?
+        .map_err(|e| e.to_string())?;
+    match answer {
+        HELLO_ACCEPTED => Ok(()),
+        HELLO_FOREIGN => {
+            let theirs = read_cluster_id(stream).await?;
+            identity.admits(peer, &theirs);
+            Err(format!("the peer belongs to cluster {theirs}"))
+        }
+        other => Err(format!("introduction answered with {other}")),
+    }
+}
+
+async fn send_to(
+    peer: Peer,
+    self_id: u64,
+    mut queue: async_mpsc::Receiver<Vec<u8>>,
+    identity: Arc<ClusterIdentity>,
+) {
     let mut backoff = Duration::from_millis(10);
     loop {
         let connected = tokio::time::timeout(
@@ -172,7 +311,14 @@ async fn send_to(peer: Peer, self_id: u64, mut queue: async_mpsc::Receiver<Vec<u
             TcpStream::connect((peer.host.as_str(), peer.port)),
         )
         .await;
-        let Ok(Ok(stream)) = connected else {
+        let introduced = match connected {
+            Ok(Ok(mut stream)) => introduce(&mut stream, self_id, peer.raft_id, &identity)
+                .await
+                .map(|()| stream),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err("connect timed out".into()),
+        };
+        let Ok(stream) = introduced else {
             // While the peer is unreachable, what was queued for it is stale: drop it.
             while queue.try_recv().is_ok() {}
             if queue.is_closed() {
@@ -185,11 +331,6 @@ async fn send_to(peer: Peer, self_id: u64, mut queue: async_mpsc::Receiver<Vec<u
         backoff = Duration::from_millis(10);
         let _ = stream.set_nodelay(true);
         let mut writer = BufWriter::new(stream);
-        let mut hello = MAGIC.to_vec();
-        hello.extend_from_slice(&(self_id as u32).to_be_bytes());
-        if writer.write_all(&hello).await.is_err() {
-            continue;
-        }
         loop {
             let Some(frame) = queue.recv().await else {
                 return;

@@ -1,6 +1,7 @@
-//! The partitions this broker serves, and the log manager behind them. Opens the logs the
-//! metadata names at startup, then keeps the set in step with the metadata image as changes
-//! are published ([`PartitionManager::reconcile_topic`], [`PartitionManager::remove_topic`]).
+//! The partitions this broker holds (it is one of their replicas), and the log manager behind
+//! them. Opens the logs the metadata places here at startup, then keeps the set and each
+//! partition's leadership in step with the metadata image as changes are published
+//! ([`PartitionManager::reconcile_topic`], [`PartitionManager::remove_topic`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -20,20 +21,25 @@ use crate::metadata::{MetadataImage, TopicImage};
 use crate::metrics::BrokerMetrics;
 use crate::topic_config;
 
+/// A topic's partitions by index: `None` where this node holds no replica.
+type HeldPartitions = Vec<Option<Arc<Partition>>>;
+
 #[derive(Debug)]
 pub struct PartitionManager {
     config: BrokerConfig,
     logs: LogManager,
-    /// By topic, then by partition index (a topic's partitions are always `0..n`): a lookup
-    /// hashes the topic name once and allocates nothing (Fetch looks up every partition of
-    /// every request).
-    partitions: RwLock<HashMap<Arc<str>, Vec<Arc<Partition>>>>,
+    /// By topic, then by partition index (`None`: a partition this node holds no replica
+    /// of): a lookup hashes the topic name once and allocates nothing (Fetch looks up every
+    /// partition of every request).
+    partitions: RwLock<HashMap<Arc<str>, HeldPartitions>>,
     metrics: Arc<BrokerMetrics>,
+    /// This node's id: the partitions whose replicas name it are opened here.
+    node_id: i32,
 }
 
 impl PartitionManager {
-    /// Opens (recovering) every log of the data directory and serves the partitions `image`
-    /// names. The directory of a partition the image does not name is set aside
+    /// Opens (recovering) every log of the data directory and holds the partitions `image`
+    /// places on this node. The directory of a partition the image does not name is set aside
     /// (`<topic>-<partition>.<id>-stray`), never deleted: a damaged or missing metadata log
     /// must not cost the data.
     pub fn open(
@@ -56,11 +62,12 @@ impl PartitionManager {
             logs,
             partitions: RwLock::new(HashMap::new()),
             metrics,
+            node_id: config.node_id,
         };
         for tp in manager.logs.partitions() {
             let known = image
-                .topic(&tp.topic)
-                .is_some_and(|t| tp.partition < t.partitions);
+                .partition(&tp.topic, tp.partition)
+                .is_some_and(|state| state.replicas.contains(&config.node_id));
             if !known && let Some(aside) = manager.logs.set_aside(&tp)? {
                 tracing::warn!(
                     partition = %tp,
@@ -76,24 +83,30 @@ impl PartitionManager {
         Ok(manager)
     }
 
-    /// The partition, if this broker serves it.
+    /// The partition, if this broker holds a replica of it.
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
         let index = usize::try_from(partition).ok()?;
         self.partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(topic)?
-            .get(index)
-            .cloned()
+            .get(index)?
+            .clone()
     }
 
-    /// Every partition served, in topic-partition order.
+    /// The partition, if this broker leads it (serves its clients).
+    pub fn leader(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.get(topic, partition).filter(|p| p.is_leader())
+    }
+
+    /// Every partition held, in topic-partition order.
     pub fn all(&self) -> Vec<Arc<Partition>> {
         let mut all: Vec<Arc<Partition>> = self
             .partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
+            .flatten()
             .flatten()
             .cloned()
             .collect();
@@ -106,7 +119,7 @@ impl PartitionManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .map(Vec::len)
+            .map(|held| held.iter().flatten().count())
             .sum()
     }
 
@@ -115,14 +128,22 @@ impl PartitionManager {
     }
 
     /// Brings the partitions of `topic` in step with its image: opens (creating if needed)
-    /// every partition not served yet and applies the topic's configuration to all.
+    /// every partition placed on this node and not held yet, applies the topic's
+    /// configuration to all, and each partition's leadership.
     pub fn reconcile_topic(&self, topic: &TopicImage) -> Result<(), LogError> {
         let config = topic_config::log_config(&self.config, &topic.configs);
         let internal = internal_topics::is_internal(&topic.name);
         let mut opened = Vec::new();
-        for index in 0..topic.partitions {
+        for (index, state) in (0..topic.partitions).zip(&topic.states) {
+            if !state.replicas.contains(&self.node_id) {
+                continue;
+            }
+            let leading = state.leader == self.node_id;
             match self.get(&topic.name, index) {
-                Some(partition) => partition.log().set_config(config.clone())?,
+                Some(partition) => {
+                    partition.log().set_config(config.clone())?;
+                    partition.set_leadership(leading, state.leader_epoch);
+                }
                 None => {
                     let tp = TopicPartition::new(topic.name.clone(), index);
                     let mut log = self.logs.create(&tp, config.clone())?;
@@ -147,38 +168,48 @@ impl PartitionManager {
                     }
                     log.set_config(config.clone())?;
                     let counters = self.metrics.topic(&topic.name);
-                    opened.push(Arc::new(Partition::new(
-                        tp, topic.id, internal, log, counters,
-                    )));
+                    let partition = Partition::new(tp, topic.id, internal, log, counters);
+                    partition.set_leadership(leading, state.leader_epoch);
+                    opened.push(Arc::new(partition));
                 }
             }
         }
         let mut partitions = self.partitions.write().unwrap_or_else(|e| e.into_inner());
-        let served = partitions
+        let held = partitions
             .entry(Arc::from(topic.name.as_str()))
             .or_default();
+        let count = usize::try_from(topic.partitions).expect("a partition count is positive");
+        if held.len() < count {
+            held.resize(count, None);
+        }
         for partition in opened {
-            // Partitions are opened in index order, after those already served.
-            assert_eq!(
-                partition.tp.partition as usize,
-                served.len(),
-                "a topic's partitions are 0..n"
-            );
-            served.push(partition);
+            let slot = &mut held[partition.tp.partition as usize];
+            assert!(slot.is_none(), "a partition is opened once");
+            *slot = Some(partition);
         }
         Ok(())
+    }
+
+    /// The topics this broker holds partitions of.
+    pub fn topics(&self) -> Vec<String> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .map(|t| t.to_string())
+            .collect()
     }
 
     /// Stops serving every partition of a deleted topic and removes its logs (in the
     /// background; a removal that fails is retried at the next start).
     pub fn remove_topic(&self, topic: &str) {
-        let removed: Vec<Arc<Partition>> = self
+        let removed: HeldPartitions = self
             .partitions
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(topic)
             .unwrap_or_default();
-        for partition in removed {
+        for partition in removed.into_iter().flatten() {
             if let Err(err) = self.logs.delete(&partition.tp) {
                 tracing::warn!(partition = %partition.tp, error = %err, "log removal failed; it is retried at startup");
             }

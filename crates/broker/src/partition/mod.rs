@@ -5,9 +5,10 @@
 //! wait; every read for a fetch goes through [`Partition::read`]. Handlers and the group
 //! coordinator use this layer; nothing else touches a `Log` or the `LogManager`.
 //!
-//! This is where replication will live: the leader epoch is already the partition's (today
-//! the initial one, this node being every partition's leader), the high watermark is what
-//! [`Partition::read`] reports, and the ISR will be kept beside them.
+//! This is where replication will live: the leader epoch is the partition's (the controller's
+//! latest decision for it, published by the broker wiring), the high watermark is what
+//! [`Partition::read`] reports, and the ISR will be kept beside them. A partition this node
+//! holds but does not lead is open but serves no client.
 //!
 //! Depends on the log crate, the metrics counters and the error mapping; must not depend on
 //! handlers, the group coordinator or the broker wiring.
@@ -16,7 +17,7 @@ mod manager;
 pub mod partition_metadata;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use kafka_protocol::ResponseError;
 use sluice_log::{
@@ -33,7 +34,7 @@ pub use manager::PartitionManager;
 use crate::errors::ApiError;
 use crate::metrics::TopicCounters;
 
-/// The leader epoch of a partition that never changed leader (a single node leads all).
+/// The leader epoch of a partition that never changed leader.
 pub const INITIAL_LEADER_EPOCH: i32 = 0;
 /// A request's leader epoch when the client does not know one.
 pub const NO_LEADER_EPOCH: i32 = -1;
@@ -76,7 +77,10 @@ pub struct Partition {
     topic_id: Uuid,
     /// A topic of the broker's own (`__consumer_offsets`): clients may not write to it.
     internal: bool,
-    leader_epoch: i32,
+    /// The controller's latest leader epoch for the partition as this node applied it.
+    leader_epoch: AtomicI32,
+    /// Whether this node leads the partition (serves clients) in that epoch.
+    leading: AtomicBool,
     log: Arc<Log>,
     /// Woken after every append, for fetches waiting for data.
     appended: Notify,
@@ -93,19 +97,40 @@ impl Partition {
         log: Arc<Log>,
         counters: Arc<TopicCounters>,
     ) -> Self {
-        let leader_epoch = INITIAL_LEADER_EPOCH;
-        if let Err(err) = log.begin_leader_epoch(leader_epoch) {
-            tracing::warn!(partition = %tp, error = %err, "cannot record the leader epoch");
-        }
         Partition {
             tp,
             topic_id,
             internal,
-            leader_epoch,
+            leader_epoch: AtomicI32::new(NO_LEADER_EPOCH),
+            leading: AtomicBool::new(false),
             log,
             appended: Notify::new(),
             counters,
         }
+    }
+
+    /// Applies the controller's decision for the partition: whether this node leads it, in
+    /// which epoch. An epoch this node leads in starts in the log's epoch history at the log
+    /// end (as Kafka's leader does). Decisions arrive in commit order; an older one is
+    /// ignored.
+    pub(crate) fn set_leadership(&self, leading: bool, epoch: i32) {
+        let current = self.leader_epoch.load(Ordering::Acquire);
+        if epoch < current {
+            return;
+        }
+        if leading
+            && (epoch > current || !self.leading.load(Ordering::Acquire))
+            && let Err(err) = self.log.begin_leader_epoch(epoch.max(INITIAL_LEADER_EPOCH))
+        {
+            tracing::warn!(partition = %self.tp, error = %err, "cannot record the leader epoch");
+        }
+        self.leader_epoch.store(epoch, Ordering::Release);
+        self.leading.store(leading, Ordering::Release);
+    }
+
+    /// Whether this node serves the partition's clients.
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
     }
 
     pub fn topic_partition(&self) -> &TopicPartition {
@@ -117,7 +142,7 @@ impl Partition {
     }
 
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.leader_epoch.load(Ordering::Acquire)
     }
 
     /// Checks the leader epoch a client believes current (Fetch v9+, ListOffsets v4+,
@@ -127,8 +152,8 @@ impl Partition {
     pub fn check_leader_epoch(&self, current: i32) -> Result<(), ResponseError> {
         match current {
             NO_LEADER_EPOCH => Ok(()),
-            e if e < self.leader_epoch => Err(ResponseError::FencedLeaderEpoch),
-            e if e > self.leader_epoch => Err(ResponseError::UnknownLeaderEpoch),
+            e if e < self.leader_epoch() => Err(ResponseError::FencedLeaderEpoch),
+            e if e > self.leader_epoch() => Err(ResponseError::UnknownLeaderEpoch),
             _ => Ok(()),
         }
     }
@@ -186,7 +211,7 @@ impl Partition {
         }
         let info = self
             .log
-            .append_validated(validated, self.leader_epoch)
+            .append_validated(validated, self.leader_epoch())
             .map_err(|e| self.refused(&e))?;
         if !info.duplicate {
             self.appended.notify_waiters();

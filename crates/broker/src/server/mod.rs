@@ -33,6 +33,8 @@ use crate::config::BrokerConfig;
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the controller to take this broker's leaderships.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running broker.
 #[derive(Debug)]
@@ -91,6 +93,8 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
     let (stop, stopped) = watch::channel(false);
     let (coordinator, stop_coordinator) = (broker.clone(), stopped.clone());
     tokio::spawn(async move { coordinator.groups().run(stop_coordinator).await });
+    let (member, stop_member) = (broker.clone(), stopped.clone());
+    tokio::spawn(async move { member.run_membership(stop_member).await });
     let mut http_addr = None;
     if let Some(http) = http_listener {
         http_addr = http.local_addr().ok();
@@ -131,6 +135,9 @@ impl BrokerHandle {
     /// Graceful shutdown: stop accepting, let connections finish what they started, then
     /// sync and close every log and leave the clean-shutdown marker.
     pub async fn shutdown(self) -> Result<(), sluice_log::LogError> {
+        self.broker
+            .controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT)
+            .await;
         let _ = self.stop.send(true);
         let _ = self.server.await;
         let broker = self.broker;
