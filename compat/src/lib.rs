@@ -38,6 +38,10 @@ pub async fn start_broker(dir: &Path, extra: &[(&str, &str)]) -> BrokerHandle {
 #[derive(Debug)]
 pub struct BrokerProcess {
     child: std::process::Child,
+    /// The child's standard output, until READY is read.
+    stdout: Option<std::io::Lines<std::io::BufReader<std::process::ChildStdout>>>,
+    /// Everything the child wrote to standard error (also echoed to ours).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 const BROKER_DIR_ENV: &str = "SLUICE_TEST_BROKER_DIR";
@@ -49,6 +53,14 @@ impl BrokerProcess {
     /// Starts the child and waits until it listens on `listen` (a fixed address, so that
     /// clients find the restarted broker where the old one was).
     pub fn start(dir: &Path, listen: &str, extra: &[(&str, &str)]) -> BrokerProcess {
+        let mut process = BrokerProcess::spawn(dir, listen, extra);
+        process.wait_ready();
+        process
+    }
+
+    /// Starts the child without waiting for it: a node of a cluster is ready only once a
+    /// quorum of its peers runs too. `listen` is the `listeners` value.
+    pub fn spawn(dir: &Path, listen: &str, extra: &[(&str, &str)]) -> BrokerProcess {
         use std::io::BufRead;
         let props: String = extra.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -65,11 +77,31 @@ impl BrokerProcess {
             .env(BROKER_PROPS_ENV, props)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("the test binary runs again as the broker process");
         let stdout = child.stdout.take().unwrap();
-        let mut lines = std::io::BufReader::new(stdout).lines();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let kept = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut kept = kept.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        });
+        BrokerProcess {
+            child,
+            stdout: Some(std::io::BufReader::new(stdout).lines()),
+            stderr,
+        }
+    }
+
+    /// Waits until the child says it serves (READY); panics if it exits first.
+    pub fn wait_ready(&mut self) {
+        let mut lines = self.stdout.take().expect("waited for once");
         loop {
             match lines.next() {
                 // libtest prints "test broker_process ... " on the same line first.
@@ -80,7 +112,26 @@ impl BrokerProcess {
         }
         // Keep draining: libtest fails the process if its last line hits a closed pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        BrokerProcess { child }
+    }
+
+    /// Waits up to `timeout` for the child to exit by itself: its status and what it wrote
+    /// to standard error, or `None` if it still runs.
+    pub fn wait_exit(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Option<(std::process::ExitStatus, String)> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                return Some((status, self.stderr.lock().unwrap().clone()));
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// SIGKILL: no shutdown, no flush, no clean marker.

@@ -1,4 +1,5 @@
-//! `sluice broker`: runs a single-node broker until SIGINT or SIGTERM.
+//! `sluice broker`: runs a broker (a single node, or a node of a cluster) until SIGINT or
+//! SIGTERM.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -21,6 +21,7 @@ macro_rules! say {
 mod bench;
 mod broker;
 mod client;
+mod dev;
 mod pipeline;
 mod signals;
 mod size;
@@ -43,8 +44,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a single-node broker (Kafka protocol on TCP, data in a local directory).
+    /// Run a broker (Kafka protocol on TCP, data in a local directory): a single node, or a
+    /// node of a cluster (process.roles, controller.quorum.voters).
     Broker(broker::BrokerArgs),
+    /// Development helpers: a local cluster in one command.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
     /// Measure Sluice against this machine and other brokers.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -84,6 +89,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Broker(args) => broker::run(&args),
+        Command::Dev(command) => dev::run(command),
         Command::Bench(command) => bench::run(command),
         Command::Topic(command) => client::topic::run(command),
         Command::Produce(args) => client::produce::run(&args),

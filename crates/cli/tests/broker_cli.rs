@@ -190,3 +190,103 @@ fn kafka_server_properties_print_config_and_unknown_variables() {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// A base port whose next ports (clients) and those 100 above (quorum peers) are free.
+fn free_port_block(nodes: u16) -> u16 {
+    loop {
+        let base = free_port();
+        let free = (0..nodes).all(|i| {
+            [base.checked_add(i), base.checked_add(100 + i)]
+                .into_iter()
+                .all(|p| p.is_some_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()))
+        });
+        if free {
+            return base;
+        }
+    }
+}
+
+#[test]
+fn dev_cluster_starts_three_nodes_that_form_one_cluster_and_stops_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_port_block(3);
+    let data = dir.path().join("cluster");
+    let printed = sluice()
+        .args([
+            "dev",
+            "cluster",
+            "--nodes",
+            "3",
+            "--print-commands",
+            "--port",
+        ])
+        .arg(base.to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let commands = String::from_utf8(printed.stdout).unwrap();
+    assert_eq!(commands.lines().count(), 3, "{commands}");
+    assert!(
+        commands
+            .lines()
+            .all(|l| l.starts_with("sluice broker --node-id")
+                && l.contains("process.roles=broker,controller")
+                && l.contains(&format!("1@127.0.0.1:{}", base + 100))),
+        "{commands}"
+    );
+
+    let mut child = sluice()
+        .args(["dev", "cluster", "--nodes", "3", "--port"])
+        .arg(base.to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bootstrap = format!("127.0.0.1:{base},127.0.0.1:{}", base + 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let described = loop {
+        let out = sluice()
+            .args([
+                "cluster",
+                "describe",
+                "--format",
+                "json",
+                "--bootstrap-server",
+            ])
+            .arg(&bootstrap)
+            .output()
+            .unwrap();
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+        if let Some(json) = parsed
+            && json["brokers"].as_array().map(Vec::len) == Some(3)
+            && json["quorum_leader"].as_i64().is_some_and(|l| l > 0)
+        {
+            break json;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dev cluster did not form"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sluice dev cluster exited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(described["voters"].as_array().map(Vec::len), Some(3));
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}");
+    for node in 1..=3 {
+        let log = std::fs::read_to_string(data.join(format!("node-{node}.log"))).unwrap();
+        assert!(
+            log.contains("clean=true"),
+            "node {node} did not stop cleanly: {log}"
+        );
+        assert!(data.join(format!("node-{node}/meta.properties")).exists());
+    }
+}

@@ -820,7 +820,7 @@ impl Driver {
                 // Proposed against an image that was not the latest (a follower's view, or
                 // a new leader's first moments): every voter skips it alike, all or nothing.
                 Err(err) => {
-                    tracing::warn!(index = committed.index, error = %err, "committed metadata change does not apply; skipped");
+                    tracing::info!(index = committed.index, error = %err, "committed metadata change computed from a stale image: skipped (its proposer computes it again)");
                     Err(MetadataError::Stale(err.to_string()))
                 }
             };

@@ -184,7 +184,12 @@ fn info(connection: &Connection, format: OutputFormat, quorum: bool) -> anyhow::
             rows,
         );
     if quorum {
-        describe_quorum(&mut wire, &mut report)?;
+        // The quorum's state is the active controller's to tell: ask it directly.
+        let mut at_controller = brokers
+            .iter()
+            .find(|(id, ..)| *id == controller)
+            .and_then(|(_, host, port, _)| Wire::connect(&format!("{host}:{port}")).ok());
+        describe_quorum(at_controller.as_mut().unwrap_or(&mut wire), &mut report)?;
     }
     report.print(format);
     Ok(())

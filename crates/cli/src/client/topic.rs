@@ -326,29 +326,47 @@ fn describe(connection: &Connection, name: &str, format: OutputFormat) -> anyhow
     }
     let mut rows = Vec::new();
     let mut total = 0i64;
+    let mut offline = 0usize;
     for p in topic.partitions() {
-        let (low, high) = consumer
-            .fetch_watermarks(name, p.id(), TIMEOUT)
-            .with_context(|| format!("offsets of {name}-{}", p.id()))?;
-        total += high - low;
+        // A partition without a leader (its broker is down) has no offsets to tell.
+        let (low, high) = if p.leader() < 0 {
+            offline += 1;
+            ("-".to_string(), "-".to_string())
+        } else {
+            let (low, high) = consumer
+                .fetch_watermarks(name, p.id(), TIMEOUT)
+                .with_context(|| format!("offsets of {name}-{}", p.id()))?;
+            total += high - low;
+            (low.to_string(), high.to_string())
+        };
         rows.push(vec![
             p.id().to_string(),
-            p.leader().to_string(),
+            if p.leader() < 0 {
+                "none".to_string()
+            } else {
+                p.leader().to_string()
+            },
             format!("{:?}", p.replicas()),
             format!("{:?}", p.isr()),
-            low.to_string(),
-            high.to_string(),
+            low,
+            high,
             sizes.get(&p.id()).map_or("-".into(), i64::to_string),
         ]);
     }
     let mut report = Report::default();
     report
         .title(format!(
-            "topic {name}: {} partition(s), {total} offset(s) in the log",
-            topic.partitions().len()
+            "topic {name}: {} partition(s){}, {total} offset(s) in the log",
+            topic.partitions().len(),
+            if offline > 0 {
+                format!(" ({offline} offline: no leader)")
+            } else {
+                String::new()
+            }
         ))
         .field("topic", name)
         .field("partition_count", topic.partitions().len())
+        .field("offline_partitions", offline)
         .field("offsets", total)
         .table(
             "partitions",

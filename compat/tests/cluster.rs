@@ -1,0 +1,451 @@
+//! A cluster of three combined nodes (broker + metadata quorum voter), each its own process,
+//! on loopback: it forms, spreads a topic's partitions over its brokers, serves librdkafka,
+//! both Python clients, kcat and the Java client through any bootstrap broker; SIGKILL of
+//! the active controller elects another and admin requests keep working; the killed node
+//! rejoins with its data; with two nodes down metadata changes fail cleanly and recover when
+//! one returns; a node started on another cluster's data refuses to start.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+use sluice_compat::{BrokerProcess, compile_java_check, free_listen_address, java_check};
+
+const NODES: i32 = 3;
+const PARTITIONS: i32 = 30;
+
+#[test]
+#[ignore = "the broker child process of the cluster tests"]
+fn broker_process() {
+    sluice_compat::run_broker_process();
+}
+
+/// One node: its addresses and data, and its process while it runs.
+struct Node {
+    id: i32,
+    client: String,
+    controller: String,
+    http: String,
+    dir: PathBuf,
+    process: Option<BrokerProcess>,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    voters: String,
+}
+
+impl Cluster {
+    fn new(root: &Path) -> Cluster {
+        let nodes: Vec<Node> = (1..=NODES)
+            .map(|id| Node {
+                id,
+                client: free_listen_address(),
+                controller: free_listen_address(),
+                http: free_listen_address(),
+                dir: root.join(format!("node-{id}")),
+                process: None,
+            })
+            .collect();
+        let voters = nodes
+            .iter()
+            .map(|n| format!("{}@{}", n.id, n.controller))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster { nodes, voters }
+    }
+
+    fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn node(&self, id: i32) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    /// Starts node `id` on `dir` (its own, unless a test points it elsewhere), not waiting.
+    fn spawn(&mut self, id: i32, dir: Option<&Path>) {
+        let voters = self.voters.clone();
+        let node = &mut self.nodes[(id - 1) as usize];
+        let listen = format!(
+            "PLAINTEXT://{},CONTROLLER://{}",
+            node.client, node.controller
+        );
+        let node_id = id.to_string();
+        let advertised = format!("PLAINTEXT://{}", node.client);
+        let props = [
+            ("node.id", node_id.as_str()),
+            ("process.roles", "broker,controller"),
+            ("controller.quorum.voters", voters.as_str()),
+            ("controller.listener.names", "CONTROLLER"),
+            ("advertised.listeners", advertised.as_str()),
+            ("admin.http.listener", node.http.as_str()),
+            // Short enough for the test, long enough for two busy cores.
+            ("broker.session.timeout.ms", "4000"),
+            ("broker.heartbeat.interval.ms", "500"),
+        ];
+        let dir = dir.unwrap_or(&node.dir).to_path_buf();
+        node.process = Some(BrokerProcess::spawn(&dir, &listen, &props));
+    }
+
+    fn wait_ready(&mut self, id: i32) {
+        self.nodes[(id - 1) as usize]
+            .process
+            .as_mut()
+            .expect("started")
+            .wait_ready();
+    }
+
+    fn kill(&mut self, id: i32) {
+        self.nodes[(id - 1) as usize]
+            .process
+            .take()
+            .expect("running")
+            .kill();
+    }
+
+    fn running(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.process.is_some())
+    }
+
+    /// The active controller as the running nodes report it, once they agree on one that
+    /// is not `not`.
+    fn controller(&self, not: Option<i32>, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen: BTreeSet<Option<i64>> = self
+                .running()
+                .map(|n| get_json(&n.http, "/api/v1/brokers")["controller_id"].as_i64())
+                .collect();
+            if seen.len() == 1
+                && let Some(Some(id)) = seen.first()
+                && not != Some(*id as i32)
+            {
+                return *id as i32;
+            }
+            assert!(Instant::now() < deadline, "no agreed controller: {seen:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// GET over HTTP/1.0: the JSON body.
+fn get_json(addr: &str, path: &str) -> Value {
+    let attempt = || -> std::io::Result<Value> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).map_err(std::io::Error::other)
+    };
+    attempt().unwrap_or(Value::Null)
+}
+
+fn config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("socket.timeout.ms", "10000");
+    config
+}
+
+async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create().unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let result = admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &options,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match &result[0] {
+        Ok(_) => Ok(()),
+        Err((_, code)) => Err(format!("{code:?}")),
+    }
+}
+
+/// Partition → leader, from a broker's Metadata, once every partition has a live leader.
+fn leaders(bootstrap: &str, topic: &str, within: Duration) -> BTreeMap<i32, i32> {
+    let consumer: BaseConsumer = config(bootstrap).create().unwrap();
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
+            && let Some(found) = metadata.topics().iter().find(|t| t.name() == topic)
+        {
+            let leaders: BTreeMap<i32, i32> = found
+                .partitions()
+                .iter()
+                .map(|p| (p.id(), p.leader()))
+                .collect();
+            let brokers = metadata.brokers().len();
+            if leaders.len() == PARTITIONS as usize
+                && leaders.values().all(|l| *l > 0)
+                && brokers == NODES as usize
+            {
+                return leaders;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: not every partition has a leader"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Produces `count` messages keyed over every partition, acks=all, idempotent; returns what
+/// was acknowledged: (partition, offset) → value.
+async fn produce(
+    bootstrap: &str,
+    topic: &str,
+    tag: &str,
+    count: usize,
+) -> BTreeMap<(i32, i64), String> {
+    let producer: FutureProducer = config(bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    let mut acknowledged = BTreeMap::new();
+    for i in 0..count {
+        let value = format!("{tag}-{i}");
+        let partition = (i % PARTITIONS as usize) as i32;
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key("k")
+            .payload(&value);
+        let delivery = producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("acknowledged");
+        acknowledged.insert((delivery.partition, delivery.offset), value);
+    }
+    acknowledged
+}
+
+/// Consumes in group `group` until `expected` arrived (and no more than it), then commits.
+fn consume(bootstrap: &str, topic: &str, group: &str, expected: &BTreeMap<(i32, i64), String>) {
+    let consumer: BaseConsumer = config(bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut got = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < expected.len() {
+        assert!(
+            Instant::now() < deadline,
+            "consumed {} of {}",
+            got.len(),
+            expected.len()
+        );
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let value = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
+            got.insert((message.partition(), message.offset()), value);
+        }
+    }
+    assert_eq!(
+        &got, expected,
+        "exactly what was acknowledged, where it was"
+    );
+    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+}
+
+fn run_clients(bootstrap: &str) {
+    let python = format!("{}/python/clients.py", env!("CARGO_MANIFEST_DIR"));
+    for scenario in ["roundtrip-confluent", "roundtrip-kafka-python"] {
+        let output = Command::new("python3")
+            .args([python.as_str(), bootstrap, scenario])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            output.status.success(),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let classes = tempfile::tempdir().unwrap();
+    let classpath = compile_java_check(classes.path());
+    for scenario in ["roundtrip", "groups"] {
+        let output = java_check(&classpath, bootstrap, scenario)
+            .output()
+            .expect("java runs");
+        assert!(
+            output.status.success(),
+            "Java {scenario}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let lines: String = (0..50).map(|i| format!("kcat-{i}\n")).collect();
+    let mut producer = Command::new("kcat")
+        .args([
+            "-b",
+            bootstrap,
+            "-t",
+            "kcat-cluster",
+            "-P",
+            "-X",
+            "topic.request.required.acks=all",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat is installed");
+    producer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(producer.wait().unwrap().success());
+    let output = Command::new("kcat")
+        .args([
+            "-b",
+            bootstrap,
+            "-t",
+            "kcat-cluster",
+            "-C",
+            "-e",
+            "-o",
+            "beginning",
+        ])
+        .output()
+        .unwrap();
+    let mut got: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    let mut sent: Vec<String> = lines.lines().map(str::to_string).collect();
+    sent.sort();
+    assert_eq!(got, sent, "kcat reads back what it wrote");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_clients_fail_over_and_rejoin() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::new(root.path());
+    for id in 1..=NODES {
+        cluster.spawn(id, None);
+    }
+    for id in 1..=NODES {
+        cluster.wait_ready(id);
+    }
+    let bootstrap = cluster.bootstrap();
+
+    // Partitions spread over every broker.
+    create_topic(&bootstrap, "spread", PARTITIONS)
+        .await
+        .unwrap();
+    let placed = leaders(&bootstrap, "spread", Duration::from_secs(30));
+    let mut per_broker: BTreeMap<i32, usize> = BTreeMap::new();
+    for leader in placed.values() {
+        *per_broker.entry(*leader).or_default() += 1;
+    }
+    assert_eq!(
+        per_broker.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "{per_broker:?}"
+    );
+    assert!(per_broker.values().all(|n| *n == 10), "{per_broker:?}");
+
+    let first = produce(&bootstrap, "spread", "first", 300).await;
+    consume(&bootstrap, "spread", "readers", &first);
+    tokio::task::spawn_blocking({
+        let bootstrap = bootstrap.clone();
+        move || run_clients(&bootstrap)
+    })
+    .await
+    .unwrap();
+
+    // SIGKILL of the active controller: the others elect one of themselves.
+    let controller = cluster.controller(None, Duration::from_secs(20));
+    cluster.kill(controller);
+    let killed = Instant::now();
+    let successor = cluster.controller(Some(controller), Duration::from_secs(30));
+    eprintln!(
+        "controller {controller} killed; {successor} took over after {:?}",
+        killed.elapsed()
+    );
+    assert_ne!(successor, controller);
+    let mut attempt = 0;
+    while let Err(err) = create_topic(&bootstrap, "after-failover", 3).await {
+        attempt += 1;
+        assert!(attempt < 10, "admin requests fail after failover: {err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The killed node returns with its data: its partitions are served again, and the
+    // group goes on from its committed offsets.
+    cluster.spawn(controller, None);
+    cluster.wait_ready(controller);
+    leaders(&bootstrap, "spread", Duration::from_secs(30));
+    let second = produce(&bootstrap, "spread", "second", 300).await;
+    consume(&bootstrap, "spread", "readers", &second);
+
+    // Two of three down: no quorum, metadata changes fail (they do not hang, and nothing
+    // is acknowledged); a node returning restores it.
+    let survivor = 1 + controller % NODES;
+    let downs: Vec<i32> = (1..=NODES).filter(|id| *id != survivor).collect();
+    for id in &downs {
+        cluster.kill(*id);
+    }
+    let lone = cluster.node(survivor).client.clone();
+    let refused = create_topic(&lone, "without-quorum", 1).await;
+    assert!(refused.is_err(), "a change was accepted without a quorum");
+    cluster.spawn(downs[0], None);
+    cluster.wait_ready(downs[0]);
+    let mut attempt = 0;
+    while let Err(err) = create_topic(&lone, "with-quorum-again", 1).await {
+        attempt += 1;
+        assert!(
+            attempt < 20,
+            "metadata changes fail after the quorum returned: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // A node pointed at another cluster's data refuses to start: the data of a single-node
+    // broker (a cluster of its own) under the third node's id.
+    let other = root.path().join("other-cluster");
+    let lone_listen = free_listen_address();
+    let node_id = downs[1].to_string();
+    BrokerProcess::start(&other, &lone_listen, &[("node.id", node_id.as_str())]).stop();
+    cluster.spawn(downs[1], Some(&other));
+    let process = cluster.nodes[(downs[1] - 1) as usize]
+        .process
+        .as_mut()
+        .unwrap();
+    let (status, stderr) = process
+        .wait_exit(Duration::from_secs(60))
+        .expect("a node on another cluster's data refuses to start");
+    assert!(!status.success());
+    assert!(stderr.contains("belongs to cluster"), "{stderr}");
+    cluster.nodes[(downs[1] - 1) as usize].process = None;
+    for node in &mut cluster.nodes {
+        if let Some(process) = node.process.take() {
+            process.stop();
+        }
+    }
+}
