@@ -134,6 +134,11 @@ impl BrokerProcess {
         }
     }
 
+    /// The child's process id (to pause it with SIGSTOP, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown, no flush, no clean marker.
     pub fn kill(mut self) {
         self.child.kill().unwrap();

@@ -132,6 +132,11 @@ async fn health_json_api_and_metrics_follow_real_traffic() {
         metric(&before, "sluice_quorum_commit_index")
     );
     assert_eq!(metric(&before, "sluice_quorum_voter_lag{voter=\"1\"}"), 0.0);
+    assert_eq!(
+        metric(&before, "sluice_cluster_brokers{state=\"live\"}"),
+        1.0
+    );
+    assert_eq!(metric(&before, "sluice_cluster_offline_partitions"), 0.0);
     let end0 = metric(
         &before,
         &format!("sluice_partition_log_end_offset{{topic=\"{topic}\",partition=\"0\"}}"),
@@ -159,6 +164,10 @@ async fn health_json_api_and_metrics_follow_real_traffic() {
     assert_eq!(detail["configs"]["cleanup.policy"]["value"], "delete");
     let brokers = get_json(http, "/api/v1/brokers");
     assert_eq!(brokers["brokers"][0]["port"], broker.local_addr.port());
+    assert_eq!(brokers["brokers"][0]["fenced"], false);
+    assert_eq!(brokers["controller_id"], brokers["node_id"]);
+    assert_eq!(brokers["quorum"]["leader"], brokers["node_id"]);
+    assert_eq!(brokers["quorum"]["voters"][0]["lag"], 0);
 
     // A group consumes 600 messages of partition 0 and 1 and commits: lag shows the rest.
     let bootstrap_clone = bootstrap.clone();

@@ -2,8 +2,10 @@
 //! on loopback: it forms, spreads a topic's partitions over its brokers, serves librdkafka,
 //! both Python clients, kcat and the Java client through any bootstrap broker; SIGKILL of
 //! the active controller elects another and admin requests keep working; the killed node
-//! rejoins with its data; with two nodes down metadata changes fail cleanly and recover when
-//! one returns; a node started on another cluster's data refuses to start.
+//! rejoins with its data; a node paused past the session timeout is fenced (its partitions
+//! offline) and comes back when resumed; a node stopping cleanly fences itself first; with
+//! two nodes down metadata changes fail cleanly and recover when one returns; a node
+//! started on another cluster's data refuses to start.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -143,18 +145,34 @@ impl Cluster {
     }
 }
 
-/// GET over HTTP/1.0: the JSON body.
-fn get_json(addr: &str, path: &str) -> Value {
-    let attempt = || -> std::io::Result<Value> {
+/// GET over HTTP/1.0: the body ("" if the node does not answer).
+fn get_text(addr: &str, path: &str) -> String {
+    let attempt = || -> std::io::Result<String> {
         let mut stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
         let mut reply = String::new();
         stream.read_to_string(&mut reply)?;
-        let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
-        serde_json::from_str(body).map_err(std::io::Error::other)
+        Ok(reply
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string())
     };
-    attempt().unwrap_or(Value::Null)
+    attempt().unwrap_or_default()
+}
+
+/// GET of a JSON document (null if the node does not answer).
+fn get_json(addr: &str, path: &str) -> Value {
+    serde_json::from_str(&get_text(addr, path)).unwrap_or(Value::Null)
+}
+
+fn wait_for(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn config(bootstrap: &str) -> ClientConfig {
@@ -404,18 +422,78 @@ async fn three_nodes_serve_clients_fail_over_and_rejoin() {
     let second = produce(&bootstrap, "spread", "second", 300).await;
     consume(&bootstrap, "spread", "readers", &second);
 
+    // A node paused past the session timeout (SIGSTOP) is fenced by the controller: its
+    // partitions go offline. Resumed, it registers again and leads them again.
+    let controller = cluster.controller(None, Duration::from_secs(20));
+    let paused = 1 + controller % NODES;
+    let pid = cluster
+        .node(paused)
+        .process
+        .as_ref()
+        .unwrap()
+        .pid()
+        .to_string();
+    let signal = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    let at_controller = cluster.node(controller).http.clone();
+    let fenced = |node: i32| {
+        let brokers = get_json(&at_controller, "/api/v1/brokers");
+        brokers["brokers"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["node_id"] == node))
+            .map(|b| b["fenced"] == true)
+    };
+    wait_for(Duration::from_secs(30), "the paused node fenced", || {
+        fenced(paused) == Some(true)
+    });
+    let metrics = get_text(&at_controller, "/metrics");
+    assert!(
+        metrics.contains("sluice_cluster_brokers{state=\"fenced\"} 1"),
+        "{metrics}"
+    );
+    signal("-CONT");
+    wait_for(
+        Duration::from_secs(30),
+        "the resumed node live again",
+        || fenced(paused) == Some(false),
+    );
+    leaders(&bootstrap, "spread", Duration::from_secs(30));
+    let third = produce(&bootstrap, "spread", "third", 60).await;
+    consume(&bootstrap, "spread", "readers", &third);
+
+    // Controlled shutdown: a node stopping cleanly is fenced before its process ends.
+    let stopping = paused;
+    cluster.nodes[(stopping - 1) as usize]
+        .process
+        .take()
+        .unwrap()
+        .stop();
+    assert_eq!(
+        fenced(stopping),
+        Some(true),
+        "fenced by its controlled shutdown"
+    );
+
     // Two of three down: no quorum, metadata changes fail (they do not hang, and nothing
     // is acknowledged); a node returning restores it.
-    let survivor = 1 + controller % NODES;
-    let downs: Vec<i32> = (1..=NODES).filter(|id| *id != survivor).collect();
-    for id in &downs {
-        cluster.kill(*id);
-    }
+    let killed = (1..=NODES)
+        .find(|id| *id != stopping && *id != controller)
+        .unwrap();
+    cluster.kill(killed);
+    let survivor = controller;
     let lone = cluster.node(survivor).client.clone();
     let refused = create_topic(&lone, "without-quorum", 1).await;
     assert!(refused.is_err(), "a change was accepted without a quorum");
-    cluster.spawn(downs[0], None);
-    cluster.wait_ready(downs[0]);
+    cluster.spawn(stopping, None);
+    cluster.wait_ready(stopping);
     let mut attempt = 0;
     while let Err(err) = create_topic(&lone, "with-quorum-again", 1).await {
         attempt += 1;
@@ -425,6 +503,7 @@ async fn three_nodes_serve_clients_fail_over_and_rejoin() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let downs = [stopping, killed];
 
     // A node pointed at another cluster's data refuses to start: the data of a single-node
     // broker (a cluster of its own) under the third node's id.

@@ -43,13 +43,27 @@ pub(super) async fn brokers(State(state): State<AdminState>) -> Response {
             described
         })
         .collect();
+    let quorum = broker.quorum_status();
+    let leader_end = quorum.voters.iter().map(|(_, end)| *end).max().unwrap_or(0);
+    let voters: Vec<Value> = quorum
+        .voters
+        .iter()
+        .map(|(id, end)| json!({ "node_id": id, "log_end": end, "lag": leader_end - end }))
+        .collect();
     json_response(
         StatusCode::OK,
         &json!({
             "cluster_id": broker.cluster_id(),
-            "controller_id": broker.quorum_status().leader,
+            "controller_id": quorum.leader,
             "node_id": me,
             "brokers": brokers,
+            "quorum": {
+                "leader": quorum.leader,
+                "epoch": quorum.term,
+                "commit_index": quorum.commit_index,
+                // Each voter's progress, known on the leader only.
+                "voters": voters,
+            },
         }),
     )
 }

@@ -110,6 +110,27 @@ fn quorum(broker: &Broker, out: &mut TextWriter) {
         let lag = status.log_end.saturating_sub(*log_end);
         out.sample(name, &[("voter", &voter.to_string())], lag);
     }
+    let image = broker.image();
+    let name = "sluice_cluster_brokers";
+    out.family(
+        name,
+        Kind::Gauge,
+        "Registered brokers by state: live (serving) or fenced (missed heartbeats, or stopped).",
+    );
+    let fenced = image.brokers.values().filter(|b| b.fenced).count();
+    out.sample(name, &[("state", "live")], image.brokers.len() - fenced);
+    out.sample(name, &[("state", "fenced")], fenced);
+    out.single(
+        "sluice_cluster_offline_partitions",
+        Kind::Gauge,
+        "Partitions without a leader (every replica's broker is fenced).",
+        image
+            .topics
+            .values()
+            .flat_map(|t| &t.states)
+            .filter(|s| s.leader == crate::metadata::NO_LEADER)
+            .count(),
+    );
 }
 
 fn partitions(broker: &Broker, out: &mut TextWriter) {
