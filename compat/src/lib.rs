@@ -162,7 +162,29 @@ impl Drop for BrokerProcess {
 }
 
 /// A free loopback address for a [`BrokerProcess`] to keep across restarts.
+///
+/// Taken below the kernel's ephemeral port range: a port from that range may be handed to an
+/// outgoing connection (a client retrying the stopped broker, a peer reconnecting) while the
+/// broker is down, and the restarted broker could not listen on it again.
 pub fn free_listen_address() -> String {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16.min(ephemeral_start / 2);
+    let span = ephemeral_start.saturating_sub(low).max(1);
+    // Spread over the range by process, stepped per call: test processes running at once
+    // rarely probe the same ports.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919);
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low + seed.wrapping_add(step.wrapping_mul(13)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     probe.local_addr().unwrap().to_string()
 }

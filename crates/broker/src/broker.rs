@@ -328,6 +328,24 @@ impl Broker {
     /// itself is durable and carried out again at the next start.
     fn publish(&self, change: Change<'_>, image: &MetadataImage) -> Result<(), String> {
         let records = match change {
+            Change::Opening(records) => {
+                // Partitions this node now holds or leads are ready before the image that
+                // names them is visible: a client told this node leads a partition finds
+                // it open (a producer whose first batches met a half-open partition would
+                // have retried them after later ones).
+                for record in records {
+                    if let MetadataRecord::CreateTopic { name, .. }
+                    | MetadataRecord::SetPartitionCount { name, .. }
+                    | MetadataRecord::PartitionChange { topic: name, .. } = record
+                        && let Some(topic) = image.topic(name)
+                    {
+                        self.partitions
+                            .reconcile_topic(topic)
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                return Ok(());
+            }
             Change::Records(records) => records,
             Change::Restored => {
                 // The image replaced whole: topics it lacks are gone, the rest reconciled.
@@ -352,10 +370,11 @@ impl Broker {
                     self.groups.forget_topic(name);
                     tracing::info!(topic = %name, "deleted topic");
                 }
-                MetadataRecord::CreateTopic { name, .. }
-                | MetadataRecord::SetPartitionCount { name, .. }
-                | MetadataRecord::SetTopicConfig { name, .. }
-                | MetadataRecord::PartitionChange { topic: name, .. } => {
+                // Opened before the image (above); configuration changes apply here.
+                MetadataRecord::CreateTopic { .. }
+                | MetadataRecord::SetPartitionCount { .. }
+                | MetadataRecord::PartitionChange { .. } => {}
+                MetadataRecord::SetTopicConfig { name, .. } => {
                     if let Some(topic) = image.topic(name) {
                         self.partitions
                             .reconcile_topic(topic)

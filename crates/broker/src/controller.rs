@@ -502,38 +502,9 @@ impl Controller {
     /// partitions' leadership moves to another live replica, or to none (offline until it
     /// returns). Nothing if that incarnation is no longer live.
     pub async fn fence_broker(&self, id: i32, incarnation: Uuid) -> Result<(), ApiError> {
-        self.commit(|image| {
-            let live = image
-                .live_broker(id)
-                .is_some_and(|b| b.incarnation == incarnation);
-            if !live {
-                return Ok((Vec::new(), ()));
-            }
-            let mut records = vec![MetadataRecord::FenceBroker { id, incarnation }];
-            for topic in image.topics.values() {
-                for (index, state) in (0..topic.partitions).zip(&topic.states) {
-                    if state.leader != id {
-                        continue;
-                    }
-                    let successor = state
-                        .replicas
-                        .iter()
-                        .copied()
-                        .find(|r| *r != id && image.live_broker(*r).is_some())
-                        .unwrap_or(NO_LEADER);
-                    records.push(MetadataRecord::PartitionChange {
-                        topic: topic.name.clone(),
-                        partition: index,
-                        replicas: state.replicas.clone(),
-                        leader: successor,
-                        leader_epoch: state.leader_epoch + 1,
-                    });
-                }
-            }
-            Ok((records, ()))
-        })
-        .await
-        .map(|_| ())
+        self.commit(|image| Ok((fencing(image, id, incarnation), ())))
+            .await
+            .map(|_| ())
     }
 
     /// A producer id never handed out before, not even by an earlier run of this broker: ids
@@ -557,6 +528,39 @@ impl Controller {
         ids.0 += 1;
         Ok(id)
     }
+}
+
+/// The records fencing broker `id`'s `incarnation`: the fence, then a new leader (another
+/// live replica, or none) for each partition it led. Nothing if that incarnation is not live.
+fn fencing(image: &MetadataImage, id: i32, incarnation: Uuid) -> Vec<MetadataRecord> {
+    let live = image
+        .live_broker(id)
+        .is_some_and(|b| b.incarnation == incarnation);
+    if !live {
+        return Vec::new();
+    }
+    let mut records = vec![MetadataRecord::FenceBroker { id, incarnation }];
+    for topic in image.topics.values() {
+        for (index, state) in (0..topic.partitions).zip(&topic.states) {
+            if state.leader != id {
+                continue;
+            }
+            let successor = state
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| *r != id && image.live_broker(*r).is_some())
+                .unwrap_or(NO_LEADER);
+            records.push(MetadataRecord::PartitionChange {
+                topic: topic.name.clone(),
+                partition: index,
+                replicas: state.replicas.clone(),
+                leader: successor,
+                leader_epoch: state.leader_epoch + 1,
+            });
+        }
+    }
+    records
 }
 
 /// The records registering `broker`: the registration, then the partitions it leads again.
@@ -600,4 +604,170 @@ fn registration(
         }
     }
     records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::BrokerImage;
+
+    fn broker(id: i32, incarnation: u128) -> BrokerImage {
+        BrokerImage {
+            id,
+            incarnation: Uuid::from_u128(incarnation),
+            host: format!("h{id}"),
+            port: 9092,
+            fenced: false,
+        }
+    }
+
+    fn apply(image: &mut MetadataImage, records: &[MetadataRecord]) {
+        for record in records {
+            image.apply(record).unwrap();
+        }
+    }
+
+    /// Registers `broker` in `image` as the controller would.
+    fn register(image: &mut MetadataImage, broker: &BrokerImage, claim_unplaced: bool) {
+        let records = registration(image, broker, claim_unplaced);
+        apply(image, &records);
+    }
+
+    /// Every partition's leader is one of its replicas and a live broker, or none.
+    fn check_leaders(image: &MetadataImage) {
+        for topic in image.topics.values() {
+            assert_eq!(topic.states.len(), topic.partitions as usize);
+            for state in &topic.states {
+                if state.leader != NO_LEADER {
+                    assert!(state.replicas.contains(&state.leader), "{state:?}");
+                    assert!(image.live_broker(state.leader).is_some(), "{state:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn partitions_spread_go_offline_with_their_broker_and_come_back_with_it() {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            register(&mut image, &broker(id, id as u128), false);
+        }
+        let mut records = vec![MetadataRecord::CreateTopic {
+            name: "t".into(),
+            id: Uuid::from_u128(9),
+            partitions: 6,
+            configs: BTreeMap::new(),
+        }];
+        records.extend(place_partitions(&image, "t", 0, 6, 1, &[]).unwrap());
+        apply(&mut image, &records);
+        check_leaders(&image);
+        let led_by = |image: &MetadataImage, id: i32| {
+            image
+                .topic("t")
+                .unwrap()
+                .states
+                .iter()
+                .filter(|s| s.leader == id)
+                .count()
+        };
+        assert_eq!(
+            (led_by(&image, 1), led_by(&image, 2), led_by(&image, 3)),
+            (2, 2, 2)
+        );
+
+        // Broker 2 is fenced: its partitions have no other replica, so no leader.
+        let fence = fencing(&image, 2, Uuid::from_u128(2));
+        apply(&mut image, &fence);
+        check_leaders(&image);
+        assert_eq!(led_by(&image, NO_LEADER), 2);
+        assert!(image.brokers[&2].fenced);
+        // A second fencing of the same incarnation is nothing; of another, nothing either.
+        assert!(fencing(&image, 2, Uuid::from_u128(2)).is_empty());
+        assert!(fencing(&image, 1, Uuid::from_u128(77)).is_empty());
+        // New partitions avoid the fenced broker.
+        let more = place_partitions(&image, "t", 6, 10, 1, &[]).unwrap();
+        assert!(
+            more.iter().all(
+                |r| matches!(r, MetadataRecord::PartitionChange { leader, .. } if *leader != 2)
+            )
+        );
+
+        // Broker 2 returns (a new incarnation): it leads its partitions again, each in a
+        // newer epoch than before it was fenced.
+        let epochs_before: Vec<i32> = image
+            .topic("t")
+            .unwrap()
+            .states
+            .iter()
+            .map(|s| s.leader_epoch)
+            .collect();
+        register(&mut image, &broker(2, 20), false);
+        check_leaders(&image);
+        assert_eq!(led_by(&image, 2), 2);
+        let states = &image.topic("t").unwrap().states;
+        for (state, before) in states.iter().zip(&epochs_before) {
+            if state.leader == 2 {
+                assert_eq!(state.leader_epoch, before + 1);
+            }
+        }
+        // Registering the same live incarnation again changes nothing.
+        assert!(registration(&image, &broker(2, 20), false).is_empty());
+    }
+
+    #[test]
+    fn manual_assignments_are_checked_against_the_live_brokers() {
+        let mut image = MetadataImage::default();
+        register(&mut image, &broker(1, 1), false);
+        let bad = |assignments: &[Vec<i32>], replication| {
+            place_partitions(
+                &image,
+                "t",
+                0,
+                assignments.len() as i32,
+                replication,
+                assignments,
+            )
+            .unwrap_err()
+            .code
+        };
+        assert_eq!(bad(&[vec![2]], 1), ResponseError::InvalidReplicaAssignment);
+        assert_eq!(
+            bad(&[vec![1, 1]], 2),
+            ResponseError::InvalidReplicaAssignment
+        );
+        assert_eq!(
+            bad(&[vec![1], vec![]], 1),
+            ResponseError::InvalidReplicaAssignment
+        );
+        assert!(place_partitions(&image, "t", 0, 1, 1, &[vec![1]]).is_ok());
+        assert_eq!(
+            place_partitions(&image, "t", 0, 1, 2, &[])
+                .unwrap_err()
+                .code,
+            ResponseError::InvalidReplicationFactor
+        );
+    }
+
+    #[test]
+    fn a_single_node_claims_partitions_placed_nowhere() {
+        let mut image = MetadataImage::default();
+        // A topic from before placements existed.
+        apply(
+            &mut image,
+            &[MetadataRecord::CreateTopic {
+                name: "old".into(),
+                id: Uuid::from_u128(3),
+                partitions: 2,
+                configs: BTreeMap::new(),
+            }],
+        );
+        register(&mut image, &broker(5, 1), true);
+        check_leaders(&image);
+        let states = &image.topic("old").unwrap().states;
+        assert!(
+            states
+                .iter()
+                .all(|s| s.leader == 5 && s.replicas == [5] && s.leader_epoch == 0)
+        );
+    }
 }

@@ -13,12 +13,21 @@ use std::time::{Duration, Instant};
 use sluice_broker::metadata::{MetadataError, MetadataRecord, MetadataStore, QuorumSetup};
 use uuid::Uuid;
 
+/// A free port below the ephemeral range, where no outgoing connection (of this test or of
+/// another running beside it) can take it between this probe and the voter's bind, nor while
+/// a stopped voter is down.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(4099);
+    for _ in 0..20_000u32 {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + seed.wrapping_add(step.wrapping_mul(17)) % 20_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 struct Cluster {
@@ -154,17 +163,22 @@ async fn three_voters_elect_replicate_fail_over_and_catch_up() {
     cluster.create(leader, "first").await.unwrap();
     cluster.all_see(&["first"], Duration::from_secs(10)).await;
 
-    // Every voter holds the cluster id the first leader recorded.
-    let ids: Vec<Option<String>> = cluster
-        .stores
-        .iter()
-        .flatten()
-        .map(|s| s.image().cluster_id.clone())
-        .collect();
-    assert!(
-        ids[0].is_some() && ids.iter().all(|id| *id == ids[0]),
-        "{ids:?}"
-    );
+    // Every voter comes to hold the cluster id the first leader recorded (in an entry of
+    // its own, which may follow the topic's).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids: Vec<Option<String>> = cluster
+            .stores
+            .iter()
+            .flatten()
+            .map(|s| s.image().cluster_id.clone())
+            .collect();
+        if ids[0].is_some() && ids.iter().all(|id| *id == ids[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no agreed cluster id: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A follower's change is forwarded to the leader.
     let follower = (leader + 1) % 3;

@@ -12,11 +12,12 @@
 //! Elections: pre-vote (a node cut off cannot disrupt the quorum when it returns) and
 //! check-quorum (a leader that stops hearing from a majority steps down, so it stops
 //! accepting proposals). With `election_jitter_ticks`, the election timeout is drawn anew
-//! whenever the term or role changes, from `election_ticks + 2 + k * voters + rank`
-//! (`rank`: this voter's place among the voters; `k` from the node's own generator, seeded
-//! by `NodeConfig::seed`): two voters never draw the same tick, so they cannot time out
-//! together and split the vote (raft-rs's own draw could; its priority-based tie-break
-//! panics in 0.7). raft-rs's own draw (thread-local) happens first, so the jittered
+//! whenever the term or role changes, from `election_ticks + 2 + (k * voters + rank) *
+//! spacing` (`rank`: this voter's place among the voters; `k` from the node's own generator,
+//! seeded by `NodeConfig::seed`; `spacing` up to 3 ticks): two voters' timeouts are at least
+//! `spacing` ticks apart, so the first one's vote request, fsync included, reaches the other
+//! before it times out too and splits the vote (raft-rs's own draw could; its priority-based
+//! tie-break panics in 0.7). raft-rs's own draw (thread-local) happens first, so the jittered
 //! timeouts are not deterministic; with no jitter the timeout is fixed and the node is
 //! deterministic, as the simulator needs: its voters are given different fixed timeouts.
 
@@ -130,6 +131,14 @@ pub struct QuorumNode<D: Disk> {
     pub(crate) skip_sync: bool,
 }
 
+/// Ticks between two possible election timeouts: up to 3 (30 ms with the broker's 10 ms
+/// ticks: a vote's fsync and a loopback round trip with room to spare), fewer when the jitter
+/// leaves no room for a slot per voter.
+fn election_spacing(config: &NodeConfig) -> usize {
+    let room = config.election_jitter_ticks.saturating_sub(2) / config.voters.len().max(1);
+    room.clamp(1, 3)
+}
+
 /// See [`QuorumNode::draw_election_timeout`].
 #[derive(Debug)]
 struct ElectionDraw {
@@ -139,6 +148,10 @@ struct ElectionDraw {
     base: usize,
     max: usize,
     slots: usize,
+    /// Ticks between two voters' possible timeouts: enough for the first to time out to
+    /// persist its vote and ask the others before the next one times out too (a vote split
+    /// costs a whole new round).
+    spacing: usize,
     state: u64,
     drawn_for: Option<(u64, StateRole)>,
     /// The timeout last set.
@@ -232,8 +245,9 @@ impl<D: Disk> QuorumNode<D> {
                 base: config.election_ticks + config.election_jitter_ticks.min(2),
                 max: config.election_ticks + config.election_jitter_ticks,
                 slots: (config.election_jitter_ticks.saturating_sub(2)
-                    / config.voters.len().max(1))
+                    / (config.voters.len().max(1) * election_spacing(config)))
                 .max(1),
+                spacing: election_spacing(config),
                 state: config.seed,
                 drawn_for: None,
                 set: 0,
@@ -314,6 +328,16 @@ impl<D: Disk> QuorumNode<D> {
             other => ProposeError::Refused(other.to_string()),
         })?;
         Ok(None)
+    }
+
+    /// This voter's Raft role, for logs.
+    pub fn role(&self) -> &'static str {
+        match self.raw.raft.state {
+            StateRole::Leader => "leader",
+            StateRole::Follower => "follower",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "pre-candidate",
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -494,7 +518,8 @@ impl<D: Disk> QuorumNode<D> {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
         let slot = (z % draw.slots as u64) as usize;
-        let timeout = (draw.base + slot * draw.voters + draw.rank).clamp(draw.base, draw.max);
+        let class = slot * draw.voters + draw.rank;
+        let timeout = (draw.base + class * draw.spacing).clamp(draw.base, draw.max);
         raft.set_randomized_election_timeout(timeout);
         draw.set = timeout;
     }

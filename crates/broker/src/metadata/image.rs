@@ -200,6 +200,12 @@ impl MetadataImage {
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                 };
+                let topic = &self.topics[topic];
+                assert_eq!(
+                    topic.states.len(),
+                    usize::try_from(topic.partitions).unwrap_or(0),
+                    "one placement per partition"
+                );
             }
             MetadataRecord::RegisterBroker {
                 id,

@@ -47,6 +47,8 @@ pub const METADATA_TOPIC: &str = "__cluster_metadata";
 /// How often the quorum's clock ticks; election and heartbeat timeouts count ticks. Fine
 /// enough that voters rarely draw the same election timeout (a tie costs another round).
 const TICK: Duration = Duration::from_millis(10);
+/// Most ticks made up at once after the driver fell behind the clock.
+const MAX_CATCH_UP_TICKS: usize = 400;
 /// A leader's heartbeat interval, in ticks (100 ms).
 const HEARTBEAT_TICKS: usize = 10;
 /// Entries between two snapshots of the image.
@@ -93,10 +95,15 @@ pub struct Committed<T> {
     pub value: T,
 }
 
-/// What the listener is told: the records of one committed change, or that the image was
-/// replaced whole (a snapshot from the leader: this node was too far behind for entries).
+/// What the listener is told, for each committed change: first `Opening`, before the image
+/// that includes it is visible (what serves the change, a partition this node now leads,
+/// is ready before anyone is told it exists), then `Records`, once it is visible (what
+/// must follow the image: a deleted topic's offsets are forgotten once no commit can see the
+/// topic any more). `Restored`: the image was replaced whole (a snapshot from the leader:
+/// this node was too far behind for entries).
 #[derive(Debug, Clone, Copy)]
 pub enum Change<'a> {
+    Opening(&'a [MetadataRecord]),
     Records(&'a [MetadataRecord]),
     Restored,
 }
@@ -290,6 +297,7 @@ impl MetadataStore {
             heard: BTreeMap::new(),
             led_term: None,
             cluster_id_proposed: None,
+            logged_role: None,
         };
         driver.replay()?;
         if driver.transport.is_none() {
@@ -538,6 +546,8 @@ struct Driver {
     led_term: Option<u64>,
     /// The term in which this node proposed the cluster id (once per term it leads).
     cluster_id_proposed: Option<u64>,
+    /// The (term, role, leader) last logged.
+    logged_role: Option<(u64, &'static str, Option<u64>)>,
 }
 
 /// Raft ids start at 1; Kafka node ids at 0.
@@ -650,9 +660,25 @@ impl Driver {
                     }
                 }
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Ticks follow the clock, not the channel's idleness: a steady stream of
+            // messages must not hold back elections and heartbeats.
+            if ticking {
+                let now = self.clock.now();
+                let mut ticks = 0;
+                // Missed ticks (a slow fsync, a paused process) are made up: the time did
+                // pass. Bounded, so that a long pause costs at most two election timeouts'
+                // worth of ticks at once.
+                while now >= next_tick && ticks < MAX_CATCH_UP_TICKS {
                     self.node.tick();
                     next_tick += TICK;
+                    ticks += 1;
+                }
+                if now >= next_tick {
+                    next_tick = now + TICK;
+                }
+                if ticks > 0 {
                     self.expire_proposals();
                 }
             }
@@ -723,6 +749,18 @@ impl Driver {
     }
 
     fn publish_status(&mut self) {
+        let seen = (self.node.term(), self.node.role(), self.node.leader());
+        if self.logged_role != Some(seen) {
+            if self.transport.is_some() {
+                tracing::info!(
+                    term = seen.0,
+                    role = seen.1,
+                    leader = ?seen.2.map(|raft| self.node_of(raft)),
+                    "metadata quorum"
+                );
+            }
+            self.logged_role = Some(seen);
+        }
         if self.node.is_leader() && self.led_term != Some(self.node.term()) {
             // A new leader has heard from no one yet: everyone counts from now.
             self.led_term = Some(self.node.term());
@@ -804,6 +842,8 @@ impl Driver {
             let outcome = match records.iter().try_for_each(|record| next.apply(record)) {
                 Ok(()) => {
                     let next = Arc::new(next);
+                    let listener = self.inner.listener.get().filter(|_| self.publish);
+                    let opened = listener.map_or(Ok(()), |l| l(Change::Opening(&records), &next));
                     self.inner.set_image(next.clone());
                     if records
                         .iter()
@@ -811,11 +851,9 @@ impl Driver {
                     {
                         self.learn_cluster_id();
                     }
-                    let published = match (self.publish, self.inner.listener.get()) {
-                        (true, Some(listener)) => listener(Change::Records(&records), &next),
-                        _ => Ok(()),
-                    };
-                    Ok(published)
+                    let published =
+                        listener.map_or(Ok(()), |l| l(Change::Records(&records), &next));
+                    Ok(opened.and(published))
                 }
                 // Proposed against an image that was not the latest (a follower's view, or
                 // a new leader's first moments): every voter skips it alike, all or nothing.

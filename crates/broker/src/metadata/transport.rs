@@ -330,9 +330,19 @@ async fn send_to(
         };
         backoff = Duration::from_millis(10);
         let _ = stream.set_nodelay(true);
-        let mut writer = BufWriter::new(stream);
+        let (mut closed, writer) = stream.into_split();
+        let mut writer = BufWriter::new(writer);
         loop {
-            let Some(frame) = queue.recv().await else {
+            // The peer never writes on this connection: a read returns only when it closed
+            // (its process died or restarted). Reconnect then, before anything is written
+            // into the dead connection and lost: the first message after a peer restarts is
+            // often a vote, and losing it costs an election round.
+            let mut byte = [0u8; 1];
+            let frame = tokio::select! {
+                frame = queue.recv() => frame,
+                _ = closed.read(&mut byte) => break,
+            };
+            let Some(frame) = frame else {
                 return;
             };
             if write_frame(&mut writer, &frame).await.is_err() {
@@ -353,7 +363,10 @@ async fn send_to(
     }
 }
 
-async fn write_frame(writer: &mut BufWriter<TcpStream>, frame: &[u8]) -> std::io::Result<()> {
+async fn write_frame(
+    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    frame: &[u8],
+) -> std::io::Result<()> {
     writer.write_u32(frame.len() as u32).await?;
     writer.write_all(frame).await
 }
