@@ -172,29 +172,46 @@ impl Broker {
             reason: e.to_string(),
         })?;
         let known_cluster = read_cluster_id(&dir, config.node_id)?;
-        let quorum = config.cluster.has_peers().then(|| QuorumSetup {
-            node_id: config.node_id,
-            voters: config
-                .cluster
-                .voters
-                .iter()
-                .map(|v| (v.id, v.host.clone(), v.port))
-                .collect(),
-            listen: config
-                .cluster
-                .controller_listener()
-                .and_then(|l| l.bind_addr())
-                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
-            election_timeout: config.cluster.election_timeout,
-        });
-        let metadata = Arc::new(MetadataStore::open_with(
-            &dir.join("metadata"),
-            config.sync_threads,
-            config.clock.clone(),
-            config.node_id,
-            quorum.as_ref(),
-            known_cluster.as_deref(),
-        )?);
+        let quorum =
+            (config.cluster.has_peers() && config.cluster.roles.controller).then(|| QuorumSetup {
+                node_id: config.node_id,
+                voters: config
+                    .cluster
+                    .voters
+                    .iter()
+                    .map(|v| (v.id, v.host.clone(), v.port))
+                    .collect(),
+                listen: config
+                    .cluster
+                    .controller_listener()
+                    .and_then(|l| l.bind_addr())
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+                election_timeout: config.cluster.election_timeout,
+            });
+        let metadata = if config.cluster.roles.controller {
+            MetadataStore::open_with(
+                &dir.join("metadata"),
+                config.sync_threads,
+                config.clock.clone(),
+                config.node_id,
+                quorum.as_ref(),
+                known_cluster.as_deref(),
+            )?
+        } else {
+            // A broker-only node follows the quorum's log from its leader.
+            MetadataStore::open_observer(
+                config.clock.clone(),
+                config.node_id,
+                config
+                    .cluster
+                    .voters
+                    .iter()
+                    .map(|v| (v.id, v.host.clone(), v.port))
+                    .collect(),
+                known_cluster.as_deref(),
+            )?
+        };
+        let metadata = Arc::new(metadata);
         let cluster_id =
             agree_on_cluster_id(&metadata, &dir, config.node_id, known_cluster.as_deref())?;
         let controller = Controller::new(
@@ -541,6 +558,9 @@ impl Broker {
             }
             let now = self.clock().now();
             for (node, heard) in &status.heard {
+                if *node == self.config.node_id {
+                    continue;
+                }
                 let Some(broker) = image.live_broker(*node) else {
                     continue;
                 };

@@ -466,10 +466,16 @@ impl BrokerConfig {
                 reason: refusal.reason,
             }
         })?;
-        if !(cluster.roles.broker && cluster.roles.controller) {
+        if !cluster.roles.controller && !cluster.has_peers() {
+            return Err(p.invalid(
+                "controller.quorum.voters",
+                "a broker-only node follows a quorum of combined nodes that listen for it: name at least two voters (a single node's quorum has no controller listener)",
+            ));
+        }
+        if !cluster.roles.broker {
             return Err(p.invalid(
                 "process.roles",
-                "a broker-only or controller-only node is not available yet: run combined nodes (process.roles=broker,controller)",
+                "a controller-only node is not available yet: run combined nodes (process.roles=broker,controller), and broker-only nodes beside them",
             ));
         }
         let broker_listener = cluster
@@ -866,10 +872,17 @@ mod tests {
             ("controller.quorum.voters", "2@b:9093,3@c:9093"),
             ("listeners", "PLAINTEXT://:9092"),
         ]))
+        .unwrap();
+        assert!(!broker_only.cluster.roles.controller);
+        let controller_only = BrokerConfig::from_overrides(overrides(&[
+            ("process.roles", "controller"),
+            ("controller.quorum.voters", "1@a:9093,2@b:9093,3@c:9093"),
+            ("listeners", "CONTROLLER://:9093"),
+        ]))
         .unwrap_err();
         assert!(
-            broker_only.to_string().contains("not available yet"),
-            "{broker_only}"
+            controller_only.to_string().contains("not available yet"),
+            "{controller_only}"
         );
     }
 

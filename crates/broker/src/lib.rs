@@ -1,11 +1,12 @@
-//! The Sluice broker: a single node that speaks the Kafka protocol.
+//! The Sluice broker: a node that speaks the Kafka protocol, alone or in a cluster whose
+//! metadata a Raft quorum of the nodes orders.
 //!
 //! Layers, from the socket down (see docs/ARCHITECTURE.md for the drawing):
 //! - [`server`]: connections, frames, the per-connection reader and writer;
 //! - `handlers/`: one file per Kafka API and the table that serves them;
 //! - [`broker`]: the wiring of the components below, and publishing metadata changes;
-//! - [`controller`]: every metadata change (topics, configs, producer ids), made durable by
-//!   the [`metadata`] store;
+//! - [`controller`]: every metadata change (topics, placements, configs, producer ids,
+//!   brokers), made durable by the [`metadata`] store (the quorum's log and the image);
 //! - [`partition`]: the data path of each partition (append, read, durability), the only
 //!   user of `sluice-log`'s logs;
 //! - [`groups`]: the group coordinator and its storage in `__consumer_offsets`.
@@ -13,7 +14,8 @@
 //! Beside them: [`config`] and [`topic_config`] (Kafka property names), [`errors`] (the one
 //! place where errors become Kafka codes), [`metrics`] and [`prometheus`] (counters and the
 //! text format, shared with the pipeline), [`admin_http`] (health, metrics, JSON API,
-//! console), and the allocator guard the binaries install ([`GuardedAllocator`]).
+//! console), `peer_client` (one request to another broker: forwarding), and the allocator
+//! guard the binaries install ([`GuardedAllocator`]).
 //!
 //! Storage is `sluice-log`'s, framing and encoding `sluice-protocol`'s. Must not depend on
 //! the CLI; the binary (`sluice broker`) only builds a [`config::BrokerConfig`] and calls
@@ -33,6 +35,7 @@ pub mod internal_topics;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;
+mod peer_client;
 pub mod prometheus;
 pub mod server;
 pub mod topic_config;

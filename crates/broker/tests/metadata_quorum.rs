@@ -5,30 +5,15 @@
 //! returns, and a node of another cluster is refused.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::free_port;
 use sluice_broker::metadata::{MetadataError, MetadataRecord, MetadataStore, QuorumSetup};
 use uuid::Uuid;
-
-/// A free port below the ephemeral range, where no outgoing connection (of this test or of
-/// another running beside it) can take it between this probe and the voter's bind, nor while
-/// a stopped voter is down.
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let seed = (std::process::id() as u16).wrapping_mul(4099);
-    for _ in 0..20_000u32 {
-        let step = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 10_000 + seed.wrapping_add(step.wrapping_mul(17)) % 20_000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below the ephemeral range");
-}
 
 struct Cluster {
     dirs: Vec<PathBuf>,

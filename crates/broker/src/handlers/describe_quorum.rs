@@ -2,9 +2,11 @@
 //! (the active controller), its epoch (the Raft term), the high watermark (the commit
 //! index), and each voter's log end as far as the leader knows. The quorum's log is the
 //! partition `__cluster_metadata-0`, as in KRaft; Raft indexes are reported as offsets
-//! (index - 1 is the offset of an entry). A node that is not the leader answers
-//! NOT_LEADER_OR_FOLLOWER for the partition, as Kafka's controllers do; a single node is
-//! always its own leader.
+//! (index - 1 is the offset of an entry). A node that is not the leader forwards the request
+//! to the leader's broker listener (as Kafka's brokers forward it to the active controller:
+//! admin tools bootstrap from any broker), and answers NOT_LEADER_OR_FOLLOWER for the
+//! partition if the leader is unknown or does not answer (as Kafka's controllers do); a
+//! single node is always its own leader.
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use kafka_protocol::messages::describe_quorum_response::{
 use kafka_protocol::messages::{ApiKey, BrokerId, DescribeQuorumRequest, DescribeQuorumResponse};
 use sluice_protocol::response::Response;
 
-use super::{Handler, Reply, RequestContext, ready, str_bytes};
+use super::{Handler, Reply, RequestContext, later, ready, str_bytes};
 use crate::broker::Broker;
 use crate::metadata::METADATA_TOPIC;
 
@@ -27,7 +29,34 @@ impl Handler for DescribeQuorum {
     type Request = DescribeQuorumRequest;
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: DescribeQuorumRequest) -> Reply {
-        ready(respond(broker, &ctx, &request))
+        let status = broker.quorum_status();
+        let forwarded_here =
+            ctx.client_id.as_deref() == Some(crate::peer_client::FORWARDED_CLIENT_ID);
+        let leader = status
+            .leader
+            .filter(|l| *l != broker.config().node_id && !forwarded_here)
+            .and_then(|l| broker.image().live_broker(l).cloned());
+        let Some(leader) = leader else {
+            return ready(respond(broker, &ctx, &request));
+        };
+        let broker = broker.clone();
+        later(async move {
+            let forwarded = crate::peer_client::call::<_, DescribeQuorumResponse>(
+                &leader.host,
+                leader.port,
+                ApiKey::DescribeQuorum,
+                ctx.version,
+                &request,
+            )
+            .await;
+            match forwarded {
+                Ok(response) => ctx.respond(&response),
+                Err(reason) => {
+                    tracing::debug!(leader = leader.id, %reason, "DescribeQuorum not forwarded");
+                    respond(&broker, &ctx, &request)
+                }
+            }
+        })
     }
 }
 

@@ -23,6 +23,7 @@
 
 mod entry;
 pub mod image;
+mod observer;
 pub mod record;
 mod transport;
 
@@ -113,15 +114,23 @@ pub type Listener = Box<dyn Fn(Change<'_>, &MetadataImage) -> Result<(), String>
 
 /// What the proposer of a change hears back: the listener's verdict once the change is
 /// committed and applied.
-type Reply = oneshot::Sender<ReplyValue>;
-type ReplyValue = Result<Result<(), String>, MetadataError>;
+pub(crate) type Reply = oneshot::Sender<ReplyValue>;
+pub(crate) type ReplyValue = Result<Result<(), String>, MetadataError>;
 
-enum Command {
+pub(crate) enum Command {
     /// `entry`: the change as [`entry::encode`] wrote it.
     Propose {
         entry: Vec<u8>,
         reply: Reply,
     },
+    /// A broker-only node's change (its proposer recognises it when it commits).
+    ProposeFor {
+        proposer: u64,
+        sequence: u64,
+        entry: Vec<u8>,
+    },
+    /// A broker-only node fetched from this leader: its heartbeat.
+    Heard(u64),
     Message(Box<Message>),
     Stop,
 }
@@ -161,7 +170,7 @@ pub struct QuorumStatus {
     pub heard: Vec<(i32, std::time::Instant)>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     image: RwLock<Arc<MetadataImage>>,
     /// Serialises changes: each is validated against the image it will apply to, and is
     /// held until the change is applied and published.
@@ -174,6 +183,8 @@ struct Inner {
     quorum_addr: Option<std::net::SocketAddr>,
     /// The cluster id as this node knows it, and whether a peer belongs to another cluster.
     identity: Arc<ClusterIdentity>,
+    /// The committed log kept for broker-only nodes (a voter's; unused on an observer).
+    feed: Arc<observer::Feed>,
 }
 
 /// The metadata quorum's log and the image it produces.
@@ -218,6 +229,7 @@ impl MetadataStore {
     ) -> Result<Self, MetadataError> {
         std::fs::create_dir_all(dir).map_err(quorum_io)?;
         let identity = Arc::new(ClusterIdentity::new(cluster_id));
+        let feed = Arc::new(observer::Feed::default());
         let (sender, receiver) = mpsc::channel();
         let (config, transport, quorum_addr) = match quorum {
             None => (
@@ -264,6 +276,7 @@ impl MetadataStore {
                         setup.listen,
                         sender.clone(),
                         identity.clone(),
+                        feed.clone(),
                     ))
                     .map_err(|e| {
                         MetadataError::Quorum(format!(
@@ -284,6 +297,7 @@ impl MetadataStore {
             status: RwLock::new(QuorumStatus::default()),
             quorum_addr,
             identity,
+            feed,
         });
         let mut driver = Driver {
             node,
@@ -321,6 +335,36 @@ impl MetadataStore {
             .spawn(move || driver.run(&receiver))
             .map_err(quorum_io)?;
         *inner.commands.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+        *inner.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok(MetadataStore { inner })
+    }
+
+    /// Opens the store of a broker-only node (`process.roles=broker`): it follows the
+    /// quorum's committed log from the leader among `voters` (node id, host and port of
+    /// their controller listeners) and proposes through it; it keeps nothing on disk.
+    pub fn open_observer(
+        clock: Arc<dyn Clock>,
+        node_id: i32,
+        voters: Vec<(i32, String, u16)>,
+        cluster_id: Option<&str>,
+    ) -> Result<Self, MetadataError> {
+        let (sender, receiver) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            image: RwLock::new(Arc::new(MetadataImage::default())),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            listener: OnceLock::new(),
+            commands: Mutex::new(Some(sender)),
+            driver: Mutex::new(None),
+            status: RwLock::new(QuorumStatus::default()),
+            quorum_addr: None,
+            identity: Arc::new(ClusterIdentity::new(cluster_id)),
+            feed: Arc::new(observer::Feed::default()),
+        });
+        let follower = observer::Follower::new(inner.clone(), clock, raft_id(node_id), voters);
+        let thread = std::thread::Builder::new()
+            .name("sluice-observer".into())
+            .spawn(move || follower.run(&receiver))
+            .map_err(quorum_io)?;
         *inner.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         Ok(MetadataStore { inner })
     }
@@ -551,11 +595,11 @@ struct Driver {
 }
 
 /// Raft ids start at 1; Kafka node ids at 0.
-fn raft_id(node_id: i32) -> u64 {
+pub(crate) fn raft_id(node_id: i32) -> u64 {
     u64::try_from(node_id).unwrap_or(0) + 1
 }
 
-fn node_id(raft_id: u64) -> i32 {
+pub(crate) fn node_id(raft_id: u64) -> i32 {
     raft_id.saturating_sub(1) as i32
 }
 
@@ -653,6 +697,22 @@ impl Driver {
             };
             match received {
                 Ok(Command::Propose { entry, reply }) => self.propose(&entry, reply),
+                Ok(Command::ProposeFor {
+                    proposer,
+                    sequence,
+                    entry,
+                }) => {
+                    if entry.first() == Some(&0)
+                        && let Err(err) = self
+                            .node
+                            .propose_anywhere(entry::as_proposal(&entry, (proposer, sequence)))
+                    {
+                        tracing::debug!(proposer, error = %err, "an observer's proposal was dropped");
+                    }
+                }
+                Ok(Command::Heard(raft)) => {
+                    self.heard.insert(raft, self.clock.now());
+                }
                 Ok(Command::Message(message)) => {
                     self.heard.insert(message.from, self.clock.now());
                     if let Err(err) = self.node.step(*message) {
@@ -762,20 +822,36 @@ impl Driver {
             self.logged_role = Some(seen);
         }
         if self.node.is_leader() && self.led_term != Some(self.node.term()) {
-            // A new leader has heard from no one yet: everyone counts from now.
+            // A new leader has heard from no one yet: everyone (voters, and the broker-only
+            // nodes an earlier leader heard from) counts from now.
             self.led_term = Some(self.node.term());
             let now = self.clock.now();
             for (raft, _) in self.node.voter_progress() {
                 self.heard.insert(raft, now);
             }
+            for heard in self.heard.values_mut() {
+                *heard = now;
+            }
         }
+        self.inner.feed.set_leadership(
+            self.node.is_leader(),
+            self.node.leader().map(|raft| self.node_of(raft)),
+        );
         let voters = self
             .node
             .voter_progress()
             .into_iter()
             .map(|(raft, matched)| (self.node_of(raft), matched + 1))
             .collect();
-        let heard = if self.node.is_leader() {
+        let heard = if self.node.is_leader() && self.transport.is_some() {
+            // Every registered broker counts: one this leader never heard from (a broker-only
+            // node that died under the previous leader) counts from this leader's election.
+            let led_since = self.heard.get(&self.node.id()).copied();
+            for broker in self.inner.image().brokers.keys() {
+                if let Some(since) = led_since {
+                    self.heard.entry(raft_id(*broker)).or_insert(since);
+                }
+            }
             self.heard
                 .iter()
                 .filter(|(raft, _)| **raft != self.node.id())
@@ -811,6 +887,9 @@ impl Driver {
                 MetadataError::Quorum(format!("snapshot at {}: {reason}", restore.index))
             })?);
             self.inner.set_image(image.clone());
+            self.inner
+                .feed
+                .snapshot(restore.index, restore.data.clone());
             self.learn_cluster_id();
             if let (true, Some(listener)) = (self.publish, self.inner.listener.get())
                 && let Err(reason) = listener(Change::Restored, &image)
@@ -825,6 +904,7 @@ impl Driver {
         let applied = self.node.applied();
         if applied >= self.node.snapshot_index() + COMPACT_EVERY {
             let snapshot = entry::encode(&entry::image_records(&self.inner.image()))?;
+            self.inner.feed.snapshot(applied, snapshot.clone());
             self.node.compact(applied, snapshot)?;
         }
         Ok(())
@@ -832,43 +912,15 @@ impl Driver {
 
     /// Applies one committed entry and answers the proposal it settles.
     fn apply(&mut self, committed: &sluice_quorum::Committed) -> Result<(), MetadataError> {
+        self.inner.feed.committed(committed.index, &committed.data);
         let mut answered = None;
-        if !committed.data.is_empty() {
-            let (proposal, records) =
-                entry::decode_proposal(&committed.data).map_err(|reason| {
-                    MetadataError::Quorum(format!("entry {}: {reason}", committed.index))
-                })?;
-            let mut next = (*self.inner.image()).clone();
-            let outcome = match records.iter().try_for_each(|record| next.apply(record)) {
-                Ok(()) => {
-                    let next = Arc::new(next);
-                    let listener = self.inner.listener.get().filter(|_| self.publish);
-                    let opened = listener.map_or(Ok(()), |l| l(Change::Opening(&records), &next));
-                    self.inner.set_image(next.clone());
-                    if records
-                        .iter()
-                        .any(|r| matches!(r, MetadataRecord::ClusterId { .. }))
-                    {
-                        self.learn_cluster_id();
-                    }
-                    let published =
-                        listener.map_or(Ok(()), |l| l(Change::Records(&records), &next));
-                    Ok(opened.and(published))
-                }
-                // Proposed against an image that was not the latest (a follower's view, or
-                // a new leader's first moments): every voter skips it alike, all or nothing.
-                Err(err) => {
-                    tracing::info!(index = committed.index, error = %err, "committed metadata change computed from a stale image: skipped (its proposer computes it again)");
-                    Err(MetadataError::Stale(err.to_string()))
-                }
-            };
-            if let Some((proposer, sequence)) = proposal
-                && proposer == self.node.id()
-                && let Some(pending) = self.pending.remove(&sequence)
-            {
-                let _ = pending.reply.send(outcome);
-                answered = Some(sequence);
-            }
+        if let Some(((proposer, sequence), outcome)) =
+            apply_entry(&self.inner, self.publish, committed.index, &committed.data)?
+            && proposer == self.node.id()
+            && let Some(pending) = self.pending.remove(&sequence)
+        {
+            let _ = pending.reply.send(outcome);
+            answered = Some(sequence);
         }
         // A proposal the leader placed at or below this index and that is not this entry was
         // replaced by another (the leadership changed before it committed).
@@ -889,6 +941,43 @@ impl Driver {
         }
         Ok(())
     }
+}
+
+/// Applies one committed entry to the image (publishing it, with `publish`, in its two
+/// steps): the proposal it settles, if it names one, with the outcome its proposer hears.
+/// Raft's own empty entries change nothing.
+pub(crate) fn apply_entry(
+    inner: &Inner,
+    publish: bool,
+    index: u64,
+    data: &[u8],
+) -> Result<Option<(entry::ProposalId, ReplyValue)>, MetadataError> {
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let (proposal, records) = entry::decode_proposal(data)
+        .map_err(|reason| MetadataError::Quorum(format!("entry {index}: {reason}")))?;
+    let mut next = (*inner.image()).clone();
+    let outcome = match records.iter().try_for_each(|record| next.apply(record)) {
+        Ok(()) => {
+            let next = Arc::new(next);
+            let listener = inner.listener.get().filter(|_| publish);
+            let opened = listener.map_or(Ok(()), |l| l(Change::Opening(&records), &next));
+            inner.set_image(next.clone());
+            if let Some(id) = &next.cluster_id {
+                inner.identity.learn(id);
+            }
+            let published = listener.map_or(Ok(()), |l| l(Change::Records(&records), &next));
+            Ok(opened.and(published))
+        }
+        // Proposed against an image that was not the latest (a follower's view, or a new
+        // leader's first moments): every node skips it alike, all or nothing.
+        Err(err) => {
+            tracing::info!(index, error = %err, "committed metadata change computed from a stale image: skipped (its proposer computes it again)");
+            Err(MetadataError::Stale(err.to_string()))
+        }
+    };
+    Ok(proposal.map(|proposal| (proposal, outcome)))
 }
 
 /// Imports a metadata log written before the quorum existed: its image becomes the quorum's

@@ -24,6 +24,7 @@ use tokio::sync::mpsc as async_mpsc;
 use tokio::sync::watch;
 
 use super::Command;
+use super::observer::{self, Feed};
 
 const MAGIC: &[u8; 4] = b"SLQ2";
 const HELLO_ACCEPTED: u8 = 0;
@@ -77,6 +78,12 @@ impl ClusterIdentity {
             .clone()
     }
 
+    /// A voter refused this node as belonging to cluster `theirs`: remembered as admits
+    /// does.
+    pub fn refused_by(&self, peer: u64, theirs: &str) {
+        self.admits(peer, theirs);
+    }
+
     /// Whether a peer claiming `theirs` may talk to this node; remembers the first that may
     /// not.
     fn admits(&self, peer: u64, theirs: &str) -> bool {
@@ -128,6 +135,7 @@ impl Transport {
         listen: SocketAddr,
         inbound: mpsc::Sender<Command>,
         identity: Arc<ClusterIdentity>,
+        feed: Arc<Feed>,
     ) -> std::io::Result<(Transport, SocketAddr)> {
         let listener = TcpListener::bind(listen).await?;
         let bound = listener.local_addr()?;
@@ -140,6 +148,7 @@ impl Transport {
             inbound,
             stopped,
             identity.clone(),
+            feed,
         ));
         let mut senders = HashMap::new();
         for peer in peers {
@@ -174,6 +183,7 @@ async fn accept(
     inbound: mpsc::Sender<Command>,
     mut stopped: watch::Receiver<()>,
     identity: Arc<ClusterIdentity>,
+    feed: Arc<Feed>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -188,9 +198,10 @@ async fn accept(
         let voters = voters.clone();
         let mut stopped = stopped.clone();
         let identity = identity.clone();
+        let feed = feed.clone();
         tokio::spawn(async move {
             tokio::select! {
-                result = receive_from(stream, self_id, &voters, &inbound, &identity) => {
+                result = receive_from(stream, self_id, &voters, &inbound, &identity, &feed) => {
                     if let Err(reason) = result {
                         tracing::debug!(%peer, %reason, "quorum connection closed");
                     }
@@ -207,17 +218,21 @@ async fn receive_from(
     voters: &[u64],
     inbound: &mpsc::Sender<Command>,
     identity: &ClusterIdentity,
+    feed: &Feed,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
-    let mut hello = [0u8; 8];
+    let mut magic = [0u8; 4];
     stream
-        .read_exact(&mut hello)
+        .read_exact(&mut magic)
         .await
         .map_err(|e| e.to_string())?;
-    if &hello[..4] != MAGIC {
+    if &magic == observer::MAGIC {
+        return serve_observer(stream, voters, inbound, identity, feed).await;
+    }
+    if &magic != MAGIC {
         return Err("not a quorum peer".into());
     }
-    let from = u64::from(u32::from_be_bytes(hello[4..].try_into().expect("4 bytes")));
+    let from = u64::from(stream.read_u32().await.map_err(|e| e.to_string())?);
     if !voters.contains(&from) {
         return Err(format!("raft id {from} is not a voter"));
     }
@@ -253,6 +268,54 @@ async fn receive_from(
         if inbound.send(Command::Message(Box::new(message))).is_err() {
             return Ok(()); // the driver stopped
         }
+    }
+}
+
+/// A broker-only node's connection: after the introduction, its fetches (each one its
+/// heartbeat) or its proposals.
+async fn serve_observer(
+    mut stream: TcpStream,
+    voters: &[u64],
+    inbound: &mpsc::Sender<Command>,
+    identity: &ClusterIdentity,
+    feed: &Feed,
+) -> Result<(), String> {
+    let mode = stream.read_u8().await.map_err(|e| e.to_string())?;
+    let from = u64::from(stream.read_u32().await.map_err(|e| e.to_string())?);
+    if voters.contains(&from) {
+        return Err(format!("raft id {from} is a voter, not an observer"));
+    }
+    let theirs = read_cluster_id(&mut stream).await?;
+    if !identity.admits(from, &theirs) {
+        let mut refusal = vec![HELLO_FOREIGN];
+        put_cluster_id(&mut refusal, &identity.known().unwrap_or_default());
+        let _ = stream.write_all(&refusal).await;
+        return Err(format!("observer {from} belongs to cluster {theirs}"));
+    }
+    stream
+        .write_all(&[HELLO_ACCEPTED])
+        .await
+        .map_err(|e| e.to_string())?;
+    match mode {
+        observer::MODE_FETCH => {
+            observer::serve_fetches(&mut stream, feed, || {
+                let _ = inbound.send(Command::Heard(from));
+            })
+            .await
+        }
+        observer::MODE_PROPOSE => {
+            observer::serve_proposals(&mut stream, |sequence, entry| {
+                inbound
+                    .send(Command::ProposeFor {
+                        proposer: from,
+                        sequence,
+                        entry,
+                    })
+                    .is_ok()
+            })
+            .await
+        }
+        other => Err(format!("observer mode {other}")),
     }
 }
 

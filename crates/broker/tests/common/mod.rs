@@ -39,6 +39,23 @@ pub async fn start_broker_with_clock(
     sluice_broker::start(config).await.expect("broker starts")
 }
 
+/// A free port below the ephemeral range, where no outgoing connection (of this test or of
+/// another running beside it) can take it between this probe and the voter's bind, nor while
+/// a stopped voter is down.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(4099);
+    for _ in 0..20_000u32 {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + seed.wrapping_add(step.wrapping_mul(17)) % 20_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
 /// A blocking client that speaks the protocol with `kafka-protocol` codecs.
 pub struct RawClient {
     stream: TcpStream,

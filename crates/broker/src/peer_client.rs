@@ -1,0 +1,83 @@
+//! One Kafka request to another broker of the cluster, as a client would send it: what a
+//! broker forwards (DescribeQuorum to the active controller, as Kafka's brokers do).
+//!
+//! Depends on the protocol codec only; must not depend on handlers or the broker wiring.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The client id of a request one broker sends another: a broker does not forward such a
+/// request again (two nodes that each believe the other leads must not bounce it).
+pub const FORWARDED_CLIENT_ID: &str = "sluice-broker";
+/// A forwarded request gives up after this long.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest response read back (a forwarded answer is small: the quorum's state).
+const MAX_RESPONSE: usize = 1 << 20;
+
+/// Sends `request` (API `key`, `version`) to the broker at `host:port` and decodes its
+/// response.
+pub async fn call<Req: Encodable, Resp: Decodable>(
+    host: &str,
+    port: u16,
+    key: ApiKey,
+    version: i16,
+    request: &Req,
+) -> Result<Resp, String> {
+    tokio::time::timeout(TIMEOUT, exchange(host, port, key, version, request))
+        .await
+        .map_err(|_| format!("no answer from {host}:{port} within {TIMEOUT:?}"))?
+}
+
+async fn exchange<Req: Encodable, Resp: Decodable>(
+    host: &str,
+    port: u16,
+    key: ApiKey,
+    version: i16,
+    request: &Req,
+) -> Result<Resp, String> {
+    const CORRELATION: i32 = 1;
+    let mut frame = BytesMut::new();
+    frame.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(CORRELATION)
+        .with_client_id(Some(StrBytes::from_static_str(FORWARDED_CLIENT_ID)))
+        .encode(&mut frame, key.request_header_version(version))
+        .map_err(|e| e.to_string())?;
+    request
+        .encode(&mut frame, version)
+        .map_err(|e| e.to_string())?;
+    let len = i32::try_from(frame.len() - 4).map_err(|e| e.to_string())?;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    let mut stream = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("{host}:{port}: {e}"))?;
+    stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+    let size = usize::try_from(stream.read_i32().await.map_err(|e| e.to_string())?)
+        .map_err(|_| "a negative response size".to_string())?;
+    if size > MAX_RESPONSE {
+        return Err(format!("a response of {size} bytes"));
+    }
+    let mut body = vec![0u8; size];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut body = bytes::Bytes::from(body);
+    let header = ResponseHeader::decode(&mut body, key.response_header_version(version))
+        .map_err(|e| e.to_string())?;
+    if header.correlation_id != CORRELATION {
+        return Err(format!("correlation id {}", header.correlation_id));
+    }
+    let response = Resp::decode(&mut body, version).map_err(|e| e.to_string())?;
+    if body.has_remaining() {
+        return Err("trailing bytes after the response".into());
+    }
+    Ok(response)
+}
