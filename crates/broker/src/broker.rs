@@ -229,12 +229,14 @@ impl Broker {
             port: config.advertised.1,
             fenced: false,
         };
-        register_at_startup(
-            &controller,
-            &metadata,
-            &registration,
-            !config.cluster.has_peers(),
-        )?;
+        if config.cluster.roles.broker {
+            register_at_startup(
+                &controller,
+                &metadata,
+                &registration,
+                !config.cluster.has_peers(),
+            )?;
+        }
         let image = metadata.image();
         let metrics = Arc::new(BrokerMetrics::default());
         let partitions = Arc::new(PartitionManager::open(
@@ -300,6 +302,17 @@ impl Broker {
     /// What this node knows of the metadata quorum.
     pub fn quorum_status(&self) -> QuorumStatus {
         self.metadata.quorum_status()
+    }
+
+    /// The controller clients are told of (Metadata, DescribeCluster): the quorum's leader
+    /// when it is a live broker, else this broker (a controller-only leader serves no client,
+    /// and every broker takes admin requests itself); -1 while no leader is known.
+    pub fn controller_for_clients(&self) -> i32 {
+        match self.quorum_status().leader {
+            Some(leader) if self.image().live_broker(leader).is_some() => leader,
+            Some(_) => self.config.node_id,
+            None => -1,
+        }
     }
 
     pub fn controller(&self) -> &Controller {
@@ -543,7 +556,7 @@ impl Broker {
             let live = image
                 .live_broker(me.id)
                 .is_some_and(|b| b.incarnation == me.incarnation);
-            if !live {
+            if !live && self.config.cluster.roles.broker {
                 tracing::warn!(
                     node = me.id,
                     "this broker was fenced while alive: registering again"
@@ -587,7 +600,7 @@ impl Broker {
     pub async fn controlled_shutdown(&self, timeout: std::time::Duration) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Release);
-        if !self.config.cluster.has_peers() {
+        if !self.config.cluster.has_peers() || !self.config.cluster.roles.broker {
             return;
         }
         let me = &self.registration;

@@ -472,15 +472,22 @@ impl BrokerConfig {
                 "a broker-only node follows a quorum of combined nodes that listen for it: name at least two voters (a single node's quorum has no controller listener)",
             ));
         }
-        if !cluster.roles.broker {
+        if !cluster.roles.broker && !cluster.has_peers() {
             return Err(p.invalid(
-                "process.roles",
-                "a controller-only node is not available yet: run combined nodes (process.roles=broker,controller), and broker-only nodes beside them",
+                "controller.quorum.voters",
+                "a controller-only node serves brokers of a quorum of several: name at least two voters",
             ));
         }
+        // A controller-only node serves no client: its own listener stands in for the
+        // client address (it is the quorum's, bound by the quorum, never by the server).
         let broker_listener = cluster
             .broker_listener()
-            .expect("a broker has a broker listener (checked by ClusterConfig)");
+            .or_else(|| {
+                cluster
+                    .controller_listener()
+                    .filter(|_| !cluster.roles.broker)
+            })
+            .expect("a broker has a broker listener, a controller one (checked by ClusterConfig)");
         let listen = broker_listener.bind_addr().ok_or_else(|| {
             p.invalid(
                 "listeners",
@@ -879,11 +886,9 @@ mod tests {
             ("controller.quorum.voters", "1@a:9093,2@b:9093,3@c:9093"),
             ("listeners", "CONTROLLER://:9093"),
         ]))
-        .unwrap_err();
-        assert!(
-            controller_only.to_string().contains("not available yet"),
-            "{controller_only}"
-        );
+        .unwrap();
+        assert!(!controller_only.cluster.roles.broker);
+        assert_eq!(controller_only.listen.port(), 9093);
     }
 
     #[test]

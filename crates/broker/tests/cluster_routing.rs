@@ -366,3 +366,73 @@ async fn a_broker_only_node_joins_gets_partitions_and_rejoins_after_a_restart() 
         broker.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_only_voter_serves_the_quorum_and_no_client() {
+    let root = tempfile::tempdir().unwrap();
+    let controller_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = voters_of(&controller_ports);
+    let starts = (0..3).map(|i| {
+        let dir = root.path().join(format!("node-{}", i + 1));
+        let node_id = (i + 1).to_string();
+        // Node 3 only votes.
+        let (roles, listeners) = if i == 2 {
+            (
+                "controller",
+                format!("CONTROLLER://127.0.0.1:{}", controller_ports[i]),
+            )
+        } else {
+            (
+                "broker,controller",
+                format!(
+                    "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                    free_port(),
+                    controller_ports[i]
+                ),
+            )
+        };
+        let voters = voters.clone();
+        async move {
+            start_broker(
+                &dir,
+                &[
+                    ("node.id", node_id.as_str()),
+                    ("process.roles", roles),
+                    ("controller.quorum.voters", voters.as_str()),
+                    ("listeners", listeners.as_str()),
+                    ("controller.listener.names", "CONTROLLER"),
+                ],
+            )
+            .await
+        }
+    });
+    let nodes = futures_join_all(starts.collect()).await;
+    let first = nodes[0].local_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut c1 = RawClient::connect(first);
+        assert_eq!(create(&mut c1, "two-brokers", 4), 0);
+        // Two brokers listed, partitions on them only, and a controller id clients can
+        // reach (a broker) whichever voter leads.
+        let leaders = settled_leaders(&mut c1, "two-brokers", 2);
+        assert!(
+            leaders.iter().all(|(_, l)| *l == 1 || *l == 2),
+            "{leaders:?}"
+        );
+        let view = metadata(&mut c1, "two-brokers");
+        assert!(
+            view.brokers.iter().any(|b| b.node_id == view.controller_id),
+            "{view:?}"
+        );
+        for (partition, leader) in leaders {
+            if leader == 1 {
+                assert_eq!(produce(&mut c1, "two-brokers", partition), 0);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    // The controller-only node serves no Kafka client: nothing listens for one.
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}

@@ -46,7 +46,7 @@ fn respond(
             }
         })
         .collect();
-    let controller = broker.quorum_status().leader.unwrap_or(-1);
+    let controller = broker.controller_for_clients();
     let response = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.cluster_id()))
         .with_controller_id(BrokerId(controller))

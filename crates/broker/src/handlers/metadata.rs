@@ -128,8 +128,7 @@ async fn run(
         .with_topics(topics)
         .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED);
     if ctx.version >= 1 {
-        let controller = broker.quorum_status().leader.unwrap_or(-1);
-        response = response.with_controller_id(BrokerId(controller));
+        response = response.with_controller_id(BrokerId(broker.controller_for_clients()));
     }
     if ctx.version >= 2 {
         response = response.with_cluster_id(Some(str_bytes(broker.cluster_id())));

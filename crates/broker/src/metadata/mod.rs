@@ -702,10 +702,13 @@ impl Driver {
                     sequence,
                     entry,
                 }) => {
-                    if entry.first() == Some(&0)
-                        && let Err(err) = self
-                            .node
-                            .propose_anywhere(entry::as_proposal(&entry, (proposer, sequence)))
+                    // A proposal from the network is checked before it can reach the log:
+                    // an entry no node can decode would stop every node's quorum thread.
+                    if let Err(reason) = entry::decode(&entry) {
+                        tracing::warn!(proposer, %reason, "an observer's proposal is not a metadata change: dropped");
+                    } else if let Err(err) = self
+                        .node
+                        .propose_anywhere(entry::as_proposal(&entry, (proposer, sequence)))
                     {
                         tracing::debug!(proposer, error = %err, "an observer's proposal was dropped");
                     }

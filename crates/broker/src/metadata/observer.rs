@@ -137,7 +137,7 @@ impl Feed {
             .entries
             .front()
             .map_or(state.commit + 1, |(index, _)| *index);
-        if after + 1 < first
+        if after.saturating_add(1) < first
             && let Some((index, data)) = &state.snapshot
             && *index > after
         {

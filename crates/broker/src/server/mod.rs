@@ -52,16 +52,27 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
     for key in &config.ignored {
         tracing::warn!(property = %key, "ignored: a Kafka setting with no Sluice equivalent");
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| StartError::Listen {
+    // A controller-only node serves no client: no Kafka listener (its address is the
+    // quorum's, which the metadata store binds).
+    let listener = if config.cluster.roles.broker {
+        Some(
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| StartError::Listen {
+                    addr: config.listen,
+                    reason: e.to_string(),
+                })?,
+        )
+    } else {
+        None
+    };
+    let local_addr = match &listener {
+        Some(listener) => listener.local_addr().map_err(|e| StartError::Listen {
             addr: config.listen,
             reason: e.to_string(),
-        })?;
-    let local_addr = listener.local_addr().map_err(|e| StartError::Listen {
-        addr: config.listen,
-        reason: e.to_string(),
-    })?;
+        })?,
+        None => config.listen,
+    };
     if config.advertised.1 == 0 {
         config.advertised.1 = local_addr.port();
     }
@@ -106,7 +117,13 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
             }
         });
     }
-    let server = tokio::spawn(accept_loop(broker.clone(), listener, stopped));
+    let server = match listener {
+        Some(listener) => tokio::spawn(accept_loop(broker.clone(), listener, stopped)),
+        None => tokio::spawn(async move {
+            let mut stopped = stopped;
+            let _ = stopped.changed().await;
+        }),
+    };
     Ok(BrokerHandle {
         broker,
         local_addr,
