@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 pub enum DevCommand {
     /// Start a local cluster of combined nodes (broker + metadata quorum voter) on loopback.
     #[command(
-        after_help = "Examples:\n  sluice dev cluster --nodes 3 --data-dir ./cluster\n  sluice dev cluster --nodes 3 --port 19092 --print-commands   # only print the three commands\n\nNode i (1..=N) serves clients on 127.0.0.1:PORT+i-1 and its quorum peers on\n127.0.0.1:PORT+100+i-1; its data lives in DATA_DIR/node-i and its log in DATA_DIR/node-i.log.\nA restart with the same flags finds every node's data again."
+        after_help = "Examples:\n  sluice dev cluster --nodes 3 --data-dir ./cluster\n  sluice dev cluster --nodes 3 --brokers 1   # and a broker-only node 4\n  sluice dev cluster --nodes 3 --port 19092 --print-commands   # only print the three commands\n\nNode i (1..=N) serves clients on 127.0.0.1:PORT+i-1 and its quorum peers on\n127.0.0.1:PORT+100+i-1; its data lives in DATA_DIR/node-i and its log in DATA_DIR/node-i.log.\nA restart with the same flags finds every node's data again."
     )]
     Cluster(ClusterArgs),
 }
@@ -25,6 +25,10 @@ pub struct ClusterArgs {
     /// How many nodes (each a broker and a voter of the metadata quorum).
     #[arg(long, default_value_t = 3)]
     nodes: u16,
+    /// Broker-only nodes beside them (`process.roles=broker`: they follow the quorum without
+    /// voting); needs at least two nodes.
+    #[arg(long, default_value_t = 0)]
+    brokers: u16,
     /// Where the nodes keep their data: one directory per node.
     #[arg(long, default_value = "./cluster")]
     data_dir: PathBuf,
@@ -58,22 +62,48 @@ fn node_args(args: &ClusterArgs, node: u16) -> anyhow::Result<Vec<String>> {
         bail!(
             "--port {} leaves no room for {} nodes",
             args.port,
-            args.nodes
+            args.nodes + args.brokers
         );
     };
     let voters = (1..=args.nodes)
         .map(|n| format!("{n}@127.0.0.1:{}", controller(n).unwrap_or(0)))
         .collect::<Vec<_>>()
         .join(",");
+    let data_dir = args
+        .data_dir
+        .join(format!("node-{node}"))
+        .display()
+        .to_string();
+    if node > args.nodes {
+        // A broker-only node: no vote, no controller listener.
+        let mut out: Vec<String> = [
+            "broker",
+            "--node-id",
+            &node.to_string(),
+            "--data-dir",
+            &data_dir,
+            "--set",
+            "process.roles=broker",
+            "--set",
+            &format!("controller.quorum.voters={voters}"),
+            "--set",
+            &format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for pair in &args.set {
+            out.push("--set".into());
+            out.push(pair.clone());
+        }
+        return Ok(out);
+    }
     let mut out = vec![
         "broker".to_string(),
         "--node-id".into(),
         node.to_string(),
         "--data-dir".into(),
-        args.data_dir
-            .join(format!("node-{node}"))
-            .display()
-            .to_string(),
+        data_dir,
         "--set".into(),
         "process.roles=broker,controller".into(),
         "--set".into(),
@@ -93,17 +123,24 @@ fn node_args(args: &ClusterArgs, node: u16) -> anyhow::Result<Vec<String>> {
 }
 
 fn bootstrap(args: &ClusterArgs) -> String {
-    (0..args.nodes)
+    (0..args.nodes + args.brokers)
         .map(|i| format!("127.0.0.1:{}", u32::from(args.port) + u32::from(i)))
         .collect::<Vec<_>>()
         .join(",")
 }
 
 fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
-    if args.nodes == 0 || args.nodes > MAX_NODES {
-        bail!("--nodes {}: give 1 to {MAX_NODES}", args.nodes);
+    if args.nodes == 0 || args.nodes + args.brokers > MAX_NODES {
+        bail!(
+            "--nodes {} --brokers {}: give 1 to {MAX_NODES} nodes in all",
+            args.nodes,
+            args.brokers
+        );
     }
-    let commands = (1..=args.nodes)
+    if args.brokers > 0 && args.nodes < 2 {
+        bail!("--brokers needs --nodes 2 or more: broker-only nodes follow a quorum of several");
+    }
+    let commands = (1..=args.nodes + args.brokers)
         .map(|node| node_args(args, node))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if args.print_commands {
@@ -116,7 +153,7 @@ fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let exe = std::env::current_exe().context("finding the sluice binary")?;
     let mut nodes = Vec::new();
-    for (node, command) in (1..=args.nodes).zip(&commands) {
+    for (node, command) in (1..=args.nodes + args.brokers).zip(&commands) {
         let log = node_log(&args.data_dir, node);
         let file = std::fs::File::create(&log)
             .with_context(|| format!("creating the node's log {}", log.display()))?;
@@ -130,8 +167,9 @@ fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
         nodes.push((node, child));
     }
     crate::say!(
-        "{} nodes starting; logs in {}/node-N.log",
+        "{} nodes and {} broker-only node(s) starting; logs in {}/node-N.log",
         args.nodes,
+        args.brokers,
         args.data_dir.display()
     );
     crate::say!("bootstrap servers: {}", bootstrap(args));

@@ -207,9 +207,9 @@ fn free_port_block(nodes: u16) -> u16 {
 }
 
 #[test]
-fn dev_cluster_starts_three_nodes_that_form_one_cluster_and_stops_them() {
+fn dev_cluster_starts_voters_and_a_broker_only_node_that_form_one_cluster_and_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let base = free_port_block(3);
+    let base = free_port_block(4);
     let data = dir.path().join("cluster");
     let printed = sluice()
         .args([
@@ -238,7 +238,7 @@ fn dev_cluster_starts_three_nodes_that_form_one_cluster_and_stops_them() {
     );
 
     let mut child = sluice()
-        .args(["dev", "cluster", "--nodes", "3", "--port"])
+        .args(["dev", "cluster", "--nodes", "3", "--brokers", "1", "--port"])
         .arg(base.to_string())
         .arg("--data-dir")
         .arg(&data)
@@ -261,7 +261,7 @@ fn dev_cluster_starts_three_nodes_that_form_one_cluster_and_stops_them() {
             .unwrap();
         let parsed: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
         if let Some(json) = parsed
-            && json["brokers"].as_array().map(Vec::len) == Some(3)
+            && json["brokers"].as_array().map(Vec::len) == Some(4)
             && json["quorum_leader"].as_i64().is_some_and(|l| l > 0)
         {
             break json;
@@ -281,7 +281,7 @@ fn dev_cluster_starts_three_nodes_that_form_one_cluster_and_stops_them() {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "exit {status}");
-    for node in 1..=3 {
+    for node in 1..=4 {
         let log = std::fs::read_to_string(data.join(format!("node-{node}.log"))).unwrap();
         assert!(
             log.contains("clean=true"),
