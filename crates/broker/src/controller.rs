@@ -28,7 +28,8 @@ use crate::topic_config::{self, validate_topic_name};
 
 /// Producer ids reserved per metadata record.
 const PRODUCER_ID_BLOCK: i64 = 1000;
-/// How many times a change computed from a stale image is computed again.
+/// How many times a change computed from a stale image, or lost in a leader change, is
+/// computed and proposed again.
 const STALE_RETRIES: usize = 3;
 
 /// A topic to create.
@@ -164,7 +165,7 @@ fn metadata_failure(err: &MetadataError) -> ApiError {
             ApiError::new(ResponseError::NotController, err.to_string())
         }
         // Lost in a leader change, or no longer applies: a retry sees what happened.
-        MetadataError::Quorum(_) | MetadataError::Stale(_) => {
+        MetadataError::Quorum(_) | MetadataError::Stale(_) | MetadataError::Lost => {
             ApiError::new(ResponseError::RequestTimedOut, err.to_string())
         }
         _ => {
@@ -215,9 +216,11 @@ impl Controller {
         let mut attempt = 0;
         loop {
             match self.metadata.update(&change).await {
-                Err(MetadataError::Stale(reason)) if attempt < STALE_RETRIES => {
+                Err(err @ (MetadataError::Stale(_) | MetadataError::Lost))
+                    if attempt < STALE_RETRIES =>
+                {
                     attempt += 1;
-                    tracing::debug!(%reason, attempt, "metadata change computed again");
+                    tracing::debug!(error = %err, attempt, "metadata change computed again");
                 }
                 Err(err) => return Err(update_failure(err)),
                 Ok(result) => return result,
@@ -233,7 +236,9 @@ impl Controller {
         let mut attempt = 0;
         loop {
             match self.metadata.update_blocking(&change) {
-                Err(MetadataError::Stale(_)) if attempt < STALE_RETRIES => attempt += 1,
+                Err(MetadataError::Stale(_) | MetadataError::Lost) if attempt < STALE_RETRIES => {
+                    attempt += 1;
+                }
                 Err(err) => return Err(update_failure(err)),
                 Ok(result) => return result,
             }

@@ -49,7 +49,9 @@ pub const METADATA_TOPIC: &str = "__cluster_metadata";
 /// enough that voters rarely draw the same election timeout (a tie costs another round).
 const TICK: Duration = Duration::from_millis(10);
 /// Most ticks made up at once after the driver fell behind the clock.
-const MAX_CATCH_UP_TICKS: usize = 400;
+const MAX_CATCH_UP_TICKS: usize = 5;
+/// Most commands handled between two looks at the clock.
+const MAX_DRAINED_COMMANDS: usize = 4096;
 /// A leader's heartbeat interval, in ticks (100 ms).
 const HEARTBEAT_TICKS: usize = 10;
 /// Entries between two snapshots of the image.
@@ -74,6 +76,10 @@ pub enum MetadataError {
     /// any node. Computing it again from the current image may succeed.
     #[error("the change no longer applies: {0}; retry")]
     Stale(String),
+    /// Not committed: another entry took its place in a leader change. Proposing it again
+    /// cannot apply it twice.
+    #[error("the change was lost in a leader change; retry")]
+    Lost,
     /// Only the quorum's leader (the active controller) takes changes.
     #[error("not the active controller (leader: {leader:?})")]
     NotController { leader: Option<i32> },
@@ -131,6 +137,8 @@ pub(crate) enum Command {
     },
     /// A broker-only node fetched from this leader: its heartbeat.
     Heard(u64),
+    /// Nothing came: time to look at the clock.
+    Tick,
     Message(Box<Message>),
     Stop,
 }
@@ -695,44 +703,35 @@ impl Driver {
             } else {
                 commands.recv().map_err(|_| RecvTimeoutError::Disconnected)
             };
-            match received {
-                Ok(Command::Propose { entry, reply }) => self.propose(&entry, reply),
-                Ok(Command::ProposeFor {
-                    proposer,
-                    sequence,
-                    entry,
-                }) => {
-                    // A proposal from the network is checked before it can reach the log:
-                    // an entry no node can decode would stop every node's quorum thread.
-                    if let Err(reason) = entry::decode(&entry) {
-                        tracing::warn!(proposer, %reason, "an observer's proposal is not a metadata change: dropped");
-                    } else if let Err(err) = self
-                        .node
-                        .propose_anywhere(entry::as_proposal(&entry, (proposer, sequence)))
-                    {
-                        tracing::debug!(proposer, error = %err, "an observer's proposal was dropped");
-                    }
+            let first = match received {
+                Ok(command) => command,
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => Command::Tick,
+            };
+            // What else already arrived is handled before the clock moves on: a heartbeat
+            // queued behind a slow step resets the election timer before the missed ticks
+            // are counted.
+            let mut stop = !self.handle_command(first);
+            for _ in 0..MAX_DRAINED_COMMANDS {
+                if stop {
+                    break;
                 }
-                Ok(Command::Heard(raft)) => {
-                    self.heard.insert(raft, self.clock.now());
+                match commands.try_recv() {
+                    Ok(command) => stop = !self.handle_command(command),
+                    Err(_) => break,
                 }
-                Ok(Command::Message(message)) => {
-                    self.heard.insert(message.from, self.clock.now());
-                    if let Err(err) = self.node.step(*message) {
-                        tracing::warn!(error = %err, "quorum message refused");
-                    }
-                }
-                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if stop {
+                break;
             }
             // Ticks follow the clock, not the channel's idleness: a steady stream of
             // messages must not hold back elections and heartbeats.
             if ticking {
                 let now = self.clock.now();
                 let mut ticks = 0;
-                // Missed ticks (a slow fsync, a paused process) are made up: the time did
-                // pass. Bounded, so that a long pause costs at most two election timeouts'
-                // worth of ticks at once.
+                // Missed ticks are made up only a few at a time: a node whose thread was
+                // starved (a slow fsync, a busy machine) lets its timers run slow rather than
+                // time out a leader that was merely not heard during the stall.
                 while now >= next_tick && ticks < MAX_CATCH_UP_TICKS {
                     self.node.tick();
                     next_tick += TICK;
@@ -760,6 +759,41 @@ impl Driver {
                 "the metadata quorum stopped".into(),
             )));
         }
+    }
+
+    /// Carries out one command; false to stop.
+    fn handle_command(&mut self, command: Command) -> bool {
+        match command {
+            Command::Propose { entry, reply } => self.propose(&entry, reply),
+            Command::ProposeFor {
+                proposer,
+                sequence,
+                entry,
+            } => {
+                // A proposal from the network is checked before it can reach the log: an
+                // entry no node can decode would stop every node's quorum thread.
+                if let Err(reason) = entry::decode(&entry) {
+                    tracing::warn!(proposer, %reason, "an observer's proposal is not a metadata change: dropped");
+                } else if let Err(err) = self
+                    .node
+                    .propose_anywhere(entry::as_proposal(&entry, (proposer, sequence)))
+                {
+                    tracing::debug!(proposer, error = %err, "an observer's proposal was dropped");
+                }
+            }
+            Command::Heard(raft) => {
+                self.heard.insert(raft, self.clock.now());
+            }
+            Command::Message(message) => {
+                self.heard.insert(message.from, self.clock.now());
+                if let Err(err) = self.node.step(*message) {
+                    tracing::warn!(error = %err, "quorum message refused");
+                }
+            }
+            Command::Tick => {}
+            Command::Stop => return false,
+        }
+        true
     }
 
     /// Proposals past their deadline are answered: retry.
@@ -938,9 +972,7 @@ impl Driver {
             .collect();
         for sequence in lost {
             let pending = self.pending.remove(&sequence).expect("listed above");
-            let _ = pending.reply.send(Err(MetadataError::Quorum(
-                "the change was lost in a leader change; retry".into(),
-            )));
+            let _ = pending.reply.send(Err(MetadataError::Lost));
         }
         Ok(())
     }
