@@ -74,25 +74,42 @@ fn voters_of(controller_ports: &[u16]) -> String {
 }
 
 async fn start_cluster(root: &std::path::Path) -> Vec<BrokerHandle> {
-    start_cluster_on(root, &(0..3).map(|_| free_port()).collect::<Vec<_>>()).await
+    start_cluster_on(root, &(0..3).map(|_| free_port()).collect::<Vec<_>>(), None).await
 }
 
-async fn start_cluster_on(root: &std::path::Path, controller_ports: &[u16]) -> Vec<BrokerHandle> {
+/// Three voters on `controller_ports`, combined nodes but for `controller_only` (an index),
+/// which only votes.
+async fn start_cluster_on(
+    root: &std::path::Path,
+    controller_ports: &[u16],
+    controller_only: Option<usize>,
+) -> Vec<BrokerHandle> {
     let voters = voters_of(controller_ports);
     let starts = (0..3).map(|i| {
         let dir = root.join(format!("node-{}", i + 1));
         let node_id = (i + 1).to_string();
-        let listeners = format!(
-            "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
-            free_port(),
-            controller_ports[i]
-        );
+        let (roles, listeners) = if controller_only == Some(i) {
+            (
+                "controller",
+                format!("CONTROLLER://127.0.0.1:{}", controller_ports[i]),
+            )
+        } else {
+            (
+                "broker,controller",
+                format!(
+                    "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                    free_port(),
+                    controller_ports[i]
+                ),
+            )
+        };
         let voters = voters.clone();
         async move {
             start_broker(
                 &dir,
                 &[
                     ("node.id", node_id.as_str()),
+                    ("process.roles", roles),
                     ("controller.quorum.voters", voters.as_str()),
                     ("listeners", listeners.as_str()),
                     ("controller.listener.names", "CONTROLLER"),
@@ -280,7 +297,7 @@ async fn a_broker_only_node_joins_gets_partitions_and_rejoins_after_a_restart() 
     let root = tempfile::tempdir().unwrap();
     let controller_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let voters = voters_of(&controller_ports);
-    let brokers = start_cluster_on(root.path(), &controller_ports).await;
+    let brokers = start_cluster_on(root.path(), &controller_ports, None).await;
     let fourth_port = free_port();
     let fourth_dir = root.path().join("node-4");
     let fourth = start_broker_only(&fourth_dir, &voters, fourth_port).await;
@@ -370,43 +387,9 @@ async fn a_broker_only_node_joins_gets_partitions_and_rejoins_after_a_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_only_voter_serves_the_quorum_and_no_client() {
     let root = tempfile::tempdir().unwrap();
-    let controller_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let voters = voters_of(&controller_ports);
-    let starts = (0..3).map(|i| {
-        let dir = root.path().join(format!("node-{}", i + 1));
-        let node_id = (i + 1).to_string();
-        // Node 3 only votes.
-        let (roles, listeners) = if i == 2 {
-            (
-                "controller",
-                format!("CONTROLLER://127.0.0.1:{}", controller_ports[i]),
-            )
-        } else {
-            (
-                "broker,controller",
-                format!(
-                    "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
-                    free_port(),
-                    controller_ports[i]
-                ),
-            )
-        };
-        let voters = voters.clone();
-        async move {
-            start_broker(
-                &dir,
-                &[
-                    ("node.id", node_id.as_str()),
-                    ("process.roles", roles),
-                    ("controller.quorum.voters", voters.as_str()),
-                    ("listeners", listeners.as_str()),
-                    ("controller.listener.names", "CONTROLLER"),
-                ],
-            )
-            .await
-        }
-    });
-    let nodes = futures_join_all(starts.collect()).await;
+    // Node 3 only votes.
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let nodes = start_cluster_on(root.path(), &ports, Some(2)).await;
     let first = nodes[0].local_addr;
     tokio::task::spawn_blocking(move || {
         let mut c1 = RawClient::connect(first);

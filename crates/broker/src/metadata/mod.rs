@@ -102,6 +102,16 @@ pub struct Committed<T> {
     pub value: T,
 }
 
+impl<T> Committed<T> {
+    /// A change of no records: nothing to commit or publish.
+    fn unchanged(value: T) -> Self {
+        Committed {
+            published: Ok(()),
+            value,
+        }
+    }
+}
+
 /// What the listener is told, for each committed change: first `Opening`, before the image
 /// that includes it is visible (what serves the change, a partition this node now leads,
 /// is ready before anyone is told it exists), then `Records`, once it is visible (what
@@ -418,12 +428,7 @@ impl MetadataStore {
         let serial = self.inner.writer.clone().lock_owned().await;
         let (value, answer) = match self.propose(change)? {
             Err(err) => return Ok(Err(err)),
-            Ok((value, None)) => {
-                return Ok(Ok(Committed {
-                    published: Ok(()),
-                    value,
-                }));
-            }
+            Ok((value, None)) => return Ok(Ok(Committed::unchanged(value))),
             Ok((value, Some(answer))) => (value, answer),
         };
         let commit = tokio::spawn(async move {
@@ -454,12 +459,7 @@ impl MetadataStore {
         };
         let (value, answer) = match self.propose(change)? {
             Err(err) => return Ok(Err(err)),
-            Ok((value, None)) => {
-                return Ok(Ok(Committed {
-                    published: Ok(()),
-                    value,
-                }));
-            }
+            Ok((value, None)) => return Ok(Ok(Committed::unchanged(value))),
             Ok((value, Some(answer))) => (value, answer),
         };
         let mut answer = answer;
@@ -924,9 +924,11 @@ impl Driver {
                 MetadataError::Quorum(format!("snapshot at {}: {reason}", restore.index))
             })?);
             self.inner.set_image(image.clone());
-            self.inner
-                .feed
-                .snapshot(restore.index, restore.data.clone());
+            if self.transport.is_some() {
+                self.inner
+                    .feed
+                    .snapshot(restore.index, restore.data.clone());
+            }
             self.learn_cluster_id();
             if let (true, Some(listener)) = (self.publish, self.inner.listener.get())
                 && let Err(reason) = listener(Change::Restored, &image)
@@ -941,7 +943,9 @@ impl Driver {
         let applied = self.node.applied();
         if applied >= self.node.snapshot_index() + COMPACT_EVERY {
             let snapshot = entry::encode(&entry::image_records(&self.inner.image()))?;
-            self.inner.feed.snapshot(applied, snapshot.clone());
+            if self.transport.is_some() {
+                self.inner.feed.snapshot(applied, snapshot.clone());
+            }
             self.node.compact(applied, snapshot)?;
         }
         Ok(())
@@ -949,7 +953,10 @@ impl Driver {
 
     /// Applies one committed entry and answers the proposal it settles.
     fn apply(&mut self, committed: &sluice_quorum::Committed) -> Result<(), MetadataError> {
-        self.inner.feed.committed(committed.index, &committed.data);
+        if self.transport.is_some() {
+            // Kept for broker-only nodes, which reach a voter through its transport.
+            self.inner.feed.committed(committed.index, &committed.data);
+        }
         let mut answered = None;
         if let Some(((proposer, sequence), outcome)) =
             apply_entry(&self.inner, self.publish, committed.index, &committed.data)?

@@ -236,17 +236,7 @@ async fn receive_from(
     if !voters.contains(&from) {
         return Err(format!("raft id {from} is not a voter"));
     }
-    let theirs = read_cluster_id(&mut stream).await?;
-    if !identity.admits(from, &theirs) {
-        let mut refusal = vec![HELLO_FOREIGN];
-        put_cluster_id(&mut refusal, &identity.known().unwrap_or_default());
-        let _ = stream.write_all(&refusal).await;
-        return Err(format!("raft id {from} belongs to cluster {theirs}"));
-    }
-    stream
-        .write_all(&[HELLO_ACCEPTED])
-        .await
-        .map_err(|e| e.to_string())?;
+    answer_introduction(&mut stream, from, identity).await?;
     let mut buf = Vec::new();
     loop {
         let len = stream.read_u32().await.map_err(|e| e.to_string())? as usize;
@@ -285,17 +275,7 @@ async fn serve_observer(
     if voters.contains(&from) {
         return Err(format!("raft id {from} is a voter, not an observer"));
     }
-    let theirs = read_cluster_id(&mut stream).await?;
-    if !identity.admits(from, &theirs) {
-        let mut refusal = vec![HELLO_FOREIGN];
-        put_cluster_id(&mut refusal, &identity.known().unwrap_or_default());
-        let _ = stream.write_all(&refusal).await;
-        return Err(format!("observer {from} belongs to cluster {theirs}"));
-    }
-    stream
-        .write_all(&[HELLO_ACCEPTED])
-        .await
-        .map_err(|e| e.to_string())?;
+    answer_introduction(&mut stream, from, identity).await?;
     match mode {
         observer::MODE_FETCH => {
             observer::serve_fetches(&mut stream, feed, || {
@@ -317,6 +297,26 @@ async fn serve_observer(
         }
         other => Err(format!("observer mode {other}")),
     }
+}
+
+/// Reads the cluster id a connecting node (raft id `from`) claims and answers: accepted, or
+/// refused with this node's cluster id when the two differ.
+async fn answer_introduction(
+    stream: &mut TcpStream,
+    from: u64,
+    identity: &ClusterIdentity,
+) -> Result<(), String> {
+    let theirs = read_cluster_id(stream).await?;
+    if !identity.admits(from, &theirs) {
+        let mut refusal = vec![HELLO_FOREIGN];
+        put_cluster_id(&mut refusal, &identity.known().unwrap_or_default());
+        let _ = stream.write_all(&refusal).await;
+        return Err(format!("raft id {from} belongs to cluster {theirs}"));
+    }
+    stream
+        .write_all(&[HELLO_ACCEPTED])
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn read_cluster_id(stream: &mut TcpStream) -> Result<String, String> {
