@@ -22,7 +22,8 @@ use uuid::Uuid;
 use crate::errors::ApiError;
 use crate::internal_topics;
 use crate::metadata::{
-    Committed, MetadataError, MetadataImage, MetadataRecord, MetadataStore, NO_LEADER, TopicImage,
+    Committed, MetadataError, MetadataImage, MetadataRecord, MetadataStore, NO_LEADER,
+    PartitionState, TopicImage,
 };
 use crate::topic_config::{self, validate_topic_name};
 
@@ -111,13 +112,7 @@ fn place_partitions(
                     "partition {index}: broker {unknown} is not a live broker"
                 )));
             }
-            records.push(MetadataRecord::PartitionChange {
-                topic: topic.to_string(),
-                partition: index,
-                replicas: replicas.clone(),
-                leader: replicas[0],
-                leader_epoch: crate::partition::INITIAL_LEADER_EPOCH,
-            });
+            records.push(first_placement(topic, index, replicas.clone()));
         }
         return Ok(records);
     }
@@ -139,15 +134,22 @@ fn place_partitions(
             let replicas: Vec<i32> = (0..replication)
                 .map(|r| brokers[(first + r) % brokers.len()])
                 .collect();
-            MetadataRecord::PartitionChange {
-                topic: topic.to_string(),
-                partition: index,
-                leader: replicas[0],
-                replicas,
-                leader_epoch: crate::partition::INITIAL_LEADER_EPOCH,
-            }
+            first_placement(topic, index, replicas)
         })
         .collect())
+}
+
+/// A new partition: every replica in sync (all are empty), led by the first.
+fn first_placement(topic: &str, partition: i32, replicas: Vec<i32>) -> MetadataRecord {
+    MetadataRecord::PartitionChange {
+        topic: topic.to_string(),
+        partition,
+        leader: replicas[0],
+        isr: replicas.clone(),
+        replicas,
+        leader_epoch: crate::partition::INITIAL_LEADER_EPOCH,
+        partition_epoch: 0,
+    }
 }
 
 #[derive(Debug)]
@@ -512,6 +514,36 @@ impl Controller {
             .map(|_| ())
     }
 
+    /// A partition leader's request to change its ISR (KRaft's AlterPartition): applied
+    /// when `leader` still leads in `leader_epoch` and nothing changed the partition since
+    /// `partition_epoch`. Returns whether the change was made (false: refused as stale or
+    /// no change; the leader learns the partition's state from the metadata either way).
+    pub async fn alter_isr(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader: (i32, i32),
+        partition_epoch: i32,
+        isr: &[i32],
+    ) -> Result<bool, ApiError> {
+        let committed = self
+            .commit(|image| {
+                let change = isr_update(
+                    image,
+                    topic,
+                    partition,
+                    leader.0,
+                    leader.1,
+                    partition_epoch,
+                    isr,
+                );
+                let made = change.is_some();
+                Ok((change.into_iter().collect(), made))
+            })
+            .await?;
+        Ok(committed.value)
+    }
+
     /// A producer id never handed out before, not even by an earlier run of this broker: ids
     /// are reserved in blocks recorded durably in the metadata log.
     pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
@@ -535,8 +567,12 @@ impl Controller {
     }
 }
 
-/// The records fencing broker `id`'s `incarnation`: the fence, then a new leader (another
-/// live replica, or none) for each partition it led. Nothing if that incarnation is not live.
+/// The records fencing broker `id`'s `incarnation`: the fence, then for each partition it
+/// was in sync for, an ISR without it, and where it led, a new leader chosen from that ISR
+/// among the live brokers (none if no live replica is in sync: `unclean.leader.election` is
+/// off, so an out-of-sync replica never leads, and the partition waits for an in-sync one to
+/// come back; its last in-sync replica stays named in the ISR). Nothing if that incarnation
+/// is not live.
 fn fencing(image: &MetadataImage, id: i32, incarnation: Uuid) -> Vec<MetadataRecord> {
     let live = image
         .live_broker(id)
@@ -547,28 +583,60 @@ fn fencing(image: &MetadataImage, id: i32, incarnation: Uuid) -> Vec<MetadataRec
     let mut records = vec![MetadataRecord::FenceBroker { id, incarnation }];
     for topic in image.topics.values() {
         for (index, state) in (0..topic.partitions).zip(&topic.states) {
-            if state.leader != id {
+            if !state.isr.contains(&id) && state.leader != id {
                 continue;
             }
-            let successor = state
-                .replicas
-                .iter()
-                .copied()
-                .find(|r| *r != id && image.live_broker(*r).is_some())
-                .unwrap_or(NO_LEADER);
-            records.push(MetadataRecord::PartitionChange {
-                topic: topic.name.clone(),
-                partition: index,
-                replicas: state.replicas.clone(),
-                leader: successor,
-                leader_epoch: state.leader_epoch + 1,
-            });
+            let others: Vec<i32> = state.isr.iter().copied().filter(|r| *r != id).collect();
+            let isr = if others.is_empty() {
+                state.isr.clone()
+            } else {
+                others
+            };
+            let leader = if state.leader == id {
+                isr.iter()
+                    .copied()
+                    .find(|r| *r != id && image.live_broker(*r).is_some())
+                    .unwrap_or(NO_LEADER)
+            } else {
+                state.leader
+            };
+            if isr == state.isr && leader == state.leader {
+                continue;
+            }
+            records.push(partition_change(&topic.name, index, state, isr, leader));
         }
     }
     records
 }
 
-/// The records registering `broker`: the registration, then the partitions it leads again.
+/// The change of a partition from `state` to `isr` led by `leader`: a new partition epoch,
+/// and a new leader epoch if the leader changes.
+pub(crate) fn partition_change(
+    topic: &str,
+    partition: i32,
+    state: &PartitionState,
+    isr: Vec<i32>,
+    leader: i32,
+) -> MetadataRecord {
+    let leader_epoch = if leader == state.leader {
+        state.leader_epoch
+    } else {
+        state.leader_epoch + 1
+    };
+    MetadataRecord::PartitionChange {
+        topic: topic.to_string(),
+        partition,
+        replicas: state.replicas.clone(),
+        isr,
+        leader,
+        leader_epoch,
+        partition_epoch: state.partition_epoch + 1,
+    }
+}
+
+/// The records registering `broker`: the registration, then the partitions it leads again
+/// (those left without a leader that it was last in sync for), and on a single node the
+/// partitions placed nowhere.
 fn registration(
     image: &MetadataImage,
     broker: &crate::metadata::BrokerImage,
@@ -592,23 +660,64 @@ fn registration(
     }
     for topic in image.topics.values() {
         for (index, state) in (0..topic.partitions).zip(&topic.states) {
-            let (replicas, epoch) = if state.replicas.is_empty() && claim_unplaced {
-                (vec![broker.id], state.leader_epoch.max(-1) + 1)
-            } else if state.leader == NO_LEADER && state.replicas.contains(&broker.id) {
-                (state.replicas.clone(), state.leader_epoch + 1)
-            } else {
-                continue;
-            };
-            records.push(MetadataRecord::PartitionChange {
-                topic: topic.name.clone(),
-                partition: index,
-                replicas,
-                leader: broker.id,
-                leader_epoch: epoch,
-            });
+            if state.replicas.is_empty() && claim_unplaced {
+                let mut placed = first_placement(&topic.name, index, vec![broker.id]);
+                if let MetadataRecord::PartitionChange {
+                    leader_epoch,
+                    partition_epoch,
+                    ..
+                } = &mut placed
+                {
+                    *leader_epoch = state.leader_epoch.max(-1) + 1;
+                    *partition_epoch = state.partition_epoch.max(-1) + 1;
+                }
+                records.push(placed);
+            } else if state.leader == NO_LEADER && state.isr.contains(&broker.id) {
+                records.push(partition_change(
+                    &topic.name,
+                    index,
+                    state,
+                    state.isr.clone(),
+                    broker.id,
+                ));
+            }
         }
     }
     records
+}
+
+/// The ISR change a partition's leader asks for (KRaft's AlterPartition), checked against
+/// `image`: `None` when the leader is no longer `leader` in `leader_epoch`, the partition
+/// changed since `partition_epoch`, or the ISR would be no change or invalid (not the
+/// leader's, not replicas, or naming a fenced broker as joining).
+pub(crate) fn isr_update(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+    leader: i32,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    isr: &[i32],
+) -> Option<MetadataRecord> {
+    let state = image.partition(topic, partition)?;
+    let current = state.leader == leader
+        && state.leader_epoch == leader_epoch
+        && state.partition_epoch == partition_epoch;
+    let joining_live = isr
+        .iter()
+        .filter(|r| !state.isr.contains(r))
+        .all(|r| image.live_broker(*r).is_some());
+    let valid = isr.contains(&leader) && isr.iter().all(|r| state.replicas.contains(r));
+    if !current || !joining_live || !valid || isr == state.isr.as_slice() {
+        return None;
+    }
+    Some(partition_change(
+        topic,
+        partition,
+        state,
+        isr.to_vec(),
+        leader,
+    ))
 }
 
 #[cfg(test)]
@@ -649,6 +758,89 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A three-broker image with topic `t` of one partition on replicas 1, 2, 3 led by 1.
+    fn replicated() -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            register(&mut image, &broker(id, id as u128), false);
+        }
+        let mut records = vec![MetadataRecord::CreateTopic {
+            name: "t".into(),
+            id: Uuid::from_u128(9),
+            partitions: 1,
+            configs: BTreeMap::new(),
+        }];
+        records.extend(place_partitions(&image, "t", 0, 1, 3, &[vec![1, 2, 3]]).unwrap());
+        apply(&mut image, &records);
+        image
+    }
+
+    #[test]
+    fn a_failed_leader_is_replaced_from_the_isr_and_never_by_an_out_of_sync_replica() {
+        let mut image = replicated();
+        let state = |image: &MetadataImage| image.partition("t", 0).unwrap().clone();
+        assert_eq!(state(&image).isr, vec![1, 2, 3]);
+        // The leader shrinks the ISR: 3 fell behind.
+        let shrink = isr_update(&image, "t", 0, 1, 0, 0, &[1, 2]).unwrap();
+        apply(&mut image, &[shrink]);
+        assert_eq!(
+            (state(&image).isr, state(&image).partition_epoch),
+            (vec![1, 2], 1)
+        );
+        assert!(
+            isr_update(&image, "t", 0, 1, 0, 0, &[1]).is_none(),
+            "computed from an older partition epoch"
+        );
+        assert!(
+            isr_update(&image, "t", 0, 2, 0, 1, &[1]).is_none(),
+            "not the leader"
+        );
+        assert!(
+            isr_update(&image, "t", 0, 1, 0, 1, &[2, 3]).is_none(),
+            "without the leader"
+        );
+        assert!(
+            isr_update(&image, "t", 0, 1, 0, 1, &[1, 2]).is_none(),
+            "no change"
+        );
+        // The leader dies: 2 (in sync) takes over in a new epoch, 1 leaves the ISR.
+        let fence = fencing(&image, 1, Uuid::from_u128(1));
+        apply(&mut image, &fence);
+        check_leaders(&image);
+        let now = state(&image);
+        assert_eq!(
+            (now.leader, now.leader_epoch, now.isr.clone()),
+            (2, 1, vec![2])
+        );
+        // 2 dies too: 3 is live but out of sync, so the partition has no leader; 2 stays named.
+        let fence = fencing(&image, 2, Uuid::from_u128(2));
+        apply(&mut image, &fence);
+        let now = state(&image);
+        assert_eq!((now.leader, now.isr.clone()), (NO_LEADER, vec![2]));
+        // 1 returns: it is not in sync either. 2 returns: it leads again.
+        register(&mut image, &broker(1, 11), false);
+        assert_eq!(state(&image).leader, NO_LEADER);
+        assert!(
+            isr_update(&image, "t", 0, 2, 2, now.partition_epoch, &[2, 1]).is_none(),
+            "no leader to ask"
+        );
+        register(&mut image, &broker(2, 12), false);
+        check_leaders(&image);
+        let now = state(&image);
+        assert_eq!(
+            (now.leader, now.leader_epoch, now.isr.clone()),
+            (2, 3, vec![2])
+        );
+        // Followers that caught up join; a fenced broker may not.
+        let fence = fencing(&image, 3, Uuid::from_u128(3));
+        apply(&mut image, &fence);
+        let epoch = state(&image).partition_epoch;
+        assert!(isr_update(&image, "t", 0, 2, 3, epoch, &[2, 3]).is_none());
+        let grow = isr_update(&image, "t", 0, 2, 3, epoch, &[2, 1]).unwrap();
+        apply(&mut image, &[grow]);
+        assert_eq!(state(&image).isr, vec![2, 1]);
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub fn log_error_code(err: &LogError) -> ResponseError {
             | RecordError::OffsetDeltaMismatch { .. }
             | RecordError::MissingKey { .. },
         ) => ResponseError::InvalidRecord,
-        LogError::InvalidBatch(_) | LogError::EmptyRecordSet => ResponseError::CorruptMessage,
+        LogError::InvalidBatch(_) | LogError::EmptyRecordSet | LogError::OutOfOrder(_) => {
+            ResponseError::CorruptMessage
+        }
         LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io(_) | LogError::Offline(_) => ResponseError::KafkaStorageError,

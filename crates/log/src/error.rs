@@ -44,6 +44,10 @@ pub enum LogError {
     /// (Kafka: FENCED_LEADER_EPOCH). A leader's epoch only grows; nothing was written.
     #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
     StaleLeaderEpoch { epoch: i32, latest: i32 },
+    /// Batches copied from a leader that do not continue this log (their first offset is
+    /// below its end, or their offsets go backwards). Nothing was written.
+    #[error("replicated batches out of order: {0}")]
+    OutOfOrder(String),
     /// An invalid configuration value.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),

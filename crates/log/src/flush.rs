@@ -144,6 +144,11 @@ impl Durability {
         });
     }
 
+    /// The log was truncated to end at `offset`: what was durable above it is gone.
+    pub fn truncate(&self, offset: i64) {
+        self.flushed.fetch_min(offset, Ordering::SeqCst);
+    }
+
     /// Whether somebody waits for an offset not yet durable.
     pub fn has_pending_waiters(&self) -> bool {
         let flushed = self.flushed();

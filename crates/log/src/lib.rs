@@ -49,5 +49,5 @@ pub use log::{
 };
 pub use manager::{CLEAN_SHUTDOWN_FILE, LogManager, STRAY_SUFFIX, stray_dirs};
 pub use producer_state::{ProducerBatch, ProducerEntry, ProducerStates, SequenceError};
-pub use record_set::{BatchSummary, ValidatedRecords};
+pub use record_set::{BatchSummary, ReplicatedRecords, ValidatedRecords};
 pub use topic_partition::TopicPartition;

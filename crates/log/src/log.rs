@@ -6,8 +6,9 @@
 //! segment, look up its index and take a reference to its file, then scan and return file
 //! regions without it. The lock is never held across a sync.
 //!
-//! Offsets: `log_start_offset <= high_watermark <= log_end_offset`. On a single node the
-//! high watermark equals the log end offset; replication will move it separately.
+//! Offsets: `log_start_offset <= high_watermark <= log_end_offset`. The high watermark
+//! follows the log end unless the partition layer sets it (a replicated partition:
+//! `log/replica.rs`); reads for consumers stop at it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -23,6 +24,7 @@ use sluice_record::{
 mod compaction;
 mod invariants;
 mod read;
+mod replica;
 
 pub use read::{FileRegion, ReadResult, RecordsFrom, StoredBatch, TimestampOffset};
 
@@ -162,6 +164,10 @@ pub struct Log {
     offline: OnceLock<String>,
     deleted: AtomicBool,
     log_end_offset: AtomicI64,
+    /// Readers see offsets below it only ([`Log::high_watermark`]).
+    high_watermark: AtomicI64,
+    /// The high watermark moves with every append (no other replica to wait for).
+    hw_follows_end: AtomicBool,
     /// What every record of an append must satisfy, read without the lock (the records are
     /// checked before it is taken). Updated with the configuration.
     rules: RecordRulesCell,
@@ -259,6 +265,8 @@ impl Log {
             offline: OnceLock::new(),
             deleted: AtomicBool::new(false),
             log_end_offset: AtomicI64::new(next_offset),
+            high_watermark: AtomicI64::new(next_offset),
+            hw_follows_end: AtomicBool::new(true),
             rules,
         })
     }
@@ -322,7 +330,9 @@ impl Log {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         LogOffsets {
             log_start_offset: inner.log_start_offset,
-            high_watermark: inner.next_offset,
+            high_watermark: self
+                .high_watermark()
+                .clamp(inner.log_start_offset, inner.next_offset),
             log_end_offset: inner.next_offset,
             recovery_point: self.durability.flushed(),
             size_bytes: inner.size_bytes(),
@@ -420,6 +430,9 @@ impl Log {
             inner.producers.record(summary, base, now);
         }
         self.log_end_offset.store(next, Ordering::SeqCst);
+        if self.hw_follows_end.load(Ordering::SeqCst) {
+            self.high_watermark.store(next, Ordering::SeqCst);
+        }
         inner.assert_invariants_after_append(self);
         Ok(AppendInfo {
             first_offset,

@@ -172,6 +172,116 @@ impl<'a> ValidatedRecords<'a> {
     }
 }
 
+/// Batches a follower copies from its leader, offsets and leader epochs as the leader wrote
+/// them. Checked for structure and CRC (not as a producer's: a compacted batch may have
+/// fewer records than offsets). Invariants (asserted at construction): at least one batch;
+/// the summaries tile the bytes; base offsets strictly increase, each batch starting after
+/// the previous one ended (compaction may leave gaps); `relative_base` is the batch's base
+/// offset minus the first batch's.
+#[derive(Debug)]
+pub struct ReplicatedRecords<'a> {
+    bytes: &'a [u8],
+    batches: Vec<BatchSummary>,
+    /// The leader epoch each batch was written in, by batch.
+    epochs: Vec<i32>,
+    first_offset: i64,
+    next_offset: i64,
+}
+
+impl<'a> ReplicatedRecords<'a> {
+    /// Validates whole batches as fetched from a leader. A trailing partial batch is an
+    /// error: the leader sends whole batches only.
+    pub fn validate(bytes: &'a [u8]) -> Result<Self> {
+        let mut batches = Vec::new();
+        let mut epochs = Vec::new();
+        let mut first_offset = None;
+        let mut next_offset = i64::MIN;
+        let mut position = 0usize;
+        while position < bytes.len() {
+            let rest = &bytes[position..];
+            let batch = RecordBatch::parse(rest)?;
+            batch.validate()?;
+            let header = batch.header();
+            let size = header.size();
+            let base = batch.base_offset();
+            if base < next_offset || base < 0 {
+                return Err(LogError::OutOfOrder(format!(
+                    "a batch at offset {base} after one ending at {}",
+                    next_offset - 1
+                )));
+            }
+            let first = *first_offset.get_or_insert(base);
+            let position32 = u32::try_from(position).map_err(|_| LogError::EmptyRecordSet)?;
+            let summary = BatchSummary::from_header(position32, base - first, &header);
+            next_offset = base + summary.offset_count();
+            epochs.push(batch.partition_leader_epoch());
+            batches.push(summary);
+            position += size;
+        }
+        let Some(first_offset) = first_offset else {
+            return Err(LogError::EmptyRecordSet);
+        };
+        let records = ReplicatedRecords {
+            bytes,
+            batches,
+            epochs,
+            first_offset,
+            next_offset,
+        };
+        records.assert_invariants();
+        Ok(records)
+    }
+
+    fn assert_invariants(&self) {
+        assert!(
+            !self.batches.is_empty(),
+            "a replicated record set has a batch"
+        );
+        assert_eq!(self.batches.len(), self.epochs.len());
+        let mut end = 0u32;
+        let mut next = self.first_offset;
+        for batch in &self.batches {
+            assert_eq!(batch.position, end, "batch summaries tile the record set");
+            let base = self.first_offset + batch.relative_base;
+            assert!(base >= next, "base offsets increase");
+            next = base + batch.offset_count();
+            end += batch.size;
+        }
+        assert_eq!(end as usize, self.bytes.len(), "summaries cover every byte");
+        assert_eq!(next, self.next_offset);
+    }
+
+    pub fn batches(&self) -> &[BatchSummary] {
+        &self.batches
+    }
+
+    pub fn epochs(&self) -> &[i32] {
+        &self.epochs
+    }
+
+    /// The first batch's base offset.
+    pub fn first_offset(&self) -> i64 {
+        self.first_offset
+    }
+
+    /// The offset after the last batch.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

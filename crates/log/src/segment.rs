@@ -194,9 +194,18 @@ impl SegmentFiles {
         Some(i64::from_be_bytes(entry))
     }
 
+    /// Empties the cache slot (the segment becomes active again, or goes): readers that hold
+    /// the open file keep it, later ones find the segment anew.
+    pub fn forget_open(&self) {
+        let taken = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if taken.is_some() {
+            self.cache.closed();
+        }
+    }
+
     /// Removes the three files. Readers holding the open file keep reading it.
     pub fn delete(&self) -> io::Result<()> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.forget_open();
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             match std::fs::remove_file(self.path(suffix)) {
                 Ok(()) => {}

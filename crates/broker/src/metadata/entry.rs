@@ -112,12 +112,14 @@ pub fn image_records(image: &MetadataImage) -> Vec<MetadataRecord> {
             };
             let placed = (0..topic.partitions).filter_map(|index| {
                 let state = topic.state(index)?;
-                (state.leader_epoch >= 0).then(|| MetadataRecord::PartitionChange {
+                (state.partition_epoch >= 0).then(|| MetadataRecord::PartitionChange {
                     topic: topic.name.clone(),
                     partition: index,
                     replicas: state.replicas.clone(),
+                    isr: state.isr.clone(),
                     leader: state.leader,
                     leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
                 })
             });
             std::iter::once(created).chain(placed)
@@ -206,8 +208,10 @@ mod tests {
                 topic: "a".into(),
                 partition: 4,
                 replicas: vec![2, 1],
+                isr: vec![1],
                 leader: 1,
                 leader_epoch: 3,
+                partition_epoch: 5,
             },
             MetadataRecord::ClusterId { id: "c1".into() },
         ] {
@@ -222,10 +226,13 @@ mod tests {
         assert!(restored.brokers[&2].fenced);
         assert_eq!(restored.cluster_id.as_deref(), Some("c1"));
         assert_eq!(
-            restored
-                .partition("a", 4)
-                .map(|s| (s.leader, s.leader_epoch)),
-            Some((1, 3))
+            restored.partition("a", 4).map(|s| (
+                s.leader,
+                s.leader_epoch,
+                s.partition_epoch,
+                s.isr.clone()
+            )),
+            Some((1, 3, 5, vec![1]))
         );
     }
 
@@ -250,20 +257,48 @@ mod tests {
             configs: BTreeMap::new(),
         };
         image.apply(&create).unwrap();
-        let place = |epoch, leader| MetadataRecord::PartitionChange {
-            topic: "a".into(),
-            partition: 0,
-            replicas: vec![1],
-            leader,
-            leader_epoch: epoch,
-        };
-        image.apply(&place(0, 1)).unwrap();
-        assert!(image.apply(&place(0, 1)).is_err(), "the same epoch twice");
+        let change =
+            |epoch, leader, isr: &[i32], partition_epoch| MetadataRecord::PartitionChange {
+                topic: "a".into(),
+                partition: 0,
+                replicas: vec![1, 2, 3],
+                isr: isr.to_vec(),
+                leader,
+                leader_epoch: epoch,
+                partition_epoch,
+            };
+        image.apply(&change(0, 1, &[1, 2, 3], 0)).unwrap();
         assert!(
-            image.apply(&place(1, 2)).is_err(),
+            image.apply(&change(0, 1, &[1, 2, 3], 0)).is_err(),
+            "the same partition epoch twice"
+        );
+        assert!(
+            image.apply(&change(0, 2, &[1, 2, 3], 1)).is_err(),
+            "another leader in the same leader epoch"
+        );
+        assert!(
+            image.apply(&change(1, 4, &[1, 2, 3], 1)).is_err(),
             "a leader that is no replica"
         );
-        image.apply(&place(1, -1)).unwrap();
+        assert!(
+            image.apply(&change(1, 3, &[1, 2], 1)).is_err(),
+            "a leader that is not in sync"
+        );
+        assert!(
+            image.apply(&change(1, 1, &[1, 4], 1)).is_err(),
+            "an in-sync replica that is no replica"
+        );
+        image.apply(&change(0, 1, &[1, 3], 1)).unwrap();
+        assert_eq!(image.partition("a", 0).unwrap().isr, vec![1, 3]);
+        assert!(
+            image.apply(&change(0, 1, &[1], 1)).is_err(),
+            "an ISR change computed from the state before the last one"
+        );
+        image.apply(&change(1, -1, &[3], 2)).unwrap();
+        assert!(
+            image.apply(&change(0, 1, &[1], 3)).is_err(),
+            "an older leader epoch"
+        );
         let register = MetadataRecord::RegisterBroker {
             id: 1,
             incarnation: Uuid::from_u128(5),

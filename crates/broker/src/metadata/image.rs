@@ -18,17 +18,24 @@ pub const NO_LEADER: i32 = -1;
 pub struct PartitionState {
     /// The brokers holding a replica; empty until the partition is assigned.
     pub replicas: Vec<i32>,
+    /// The replicas known to hold every record below the high watermark: the leader and
+    /// the followers that keep up with it. A leader is only ever chosen from these.
+    pub isr: Vec<i32>,
     /// The broker serving it, or [`NO_LEADER`].
     pub leader: i32,
     /// Bumped by every leader decision; -1 before the first.
     pub leader_epoch: i32,
+    /// Bumped by every change (leader or ISR); -1 before the first.
+    pub partition_epoch: i32,
 }
 
 impl PartitionState {
     pub const UNASSIGNED: PartitionState = PartitionState {
         replicas: Vec::new(),
+        isr: Vec::new(),
         leader: NO_LEADER,
         leader_epoch: -1,
+        partition_epoch: -1,
     };
 }
 
@@ -168,37 +175,52 @@ impl MetadataImage {
                 topic,
                 partition,
                 replicas,
+                isr,
                 leader,
                 leader_epoch,
+                partition_epoch,
             } => {
                 let state = self
                     .topics
                     .get_mut(topic)
                     .and_then(|t| t.states.get_mut(usize::try_from(*partition).ok()?))
                     .ok_or_else(|| ApplyError(format!("no partition {topic}-{partition}")))?;
-                if *leader_epoch <= state.leader_epoch {
-                    return Err(ApplyError(format!(
-                        "{topic}-{partition}: leader epoch {leader_epoch} is not after {}",
-                        state.leader_epoch
-                    )));
+                let refuse = |why: String| Err(ApplyError(format!("{topic}-{partition}: {why}")));
+                if *partition_epoch <= state.partition_epoch {
+                    return refuse(format!(
+                        "partition epoch {partition_epoch} is not after {}",
+                        state.partition_epoch
+                    ));
                 }
-                let mut distinct = replicas.clone();
-                distinct.sort_unstable();
-                distinct.dedup();
-                if replicas.is_empty() || distinct.len() != replicas.len() {
-                    return Err(ApplyError(format!(
-                        "{topic}-{partition}: replicas {replicas:?}"
-                    )));
+                if *leader_epoch < state.leader_epoch
+                    || (*leader_epoch == state.leader_epoch && *leader != state.leader)
+                {
+                    return refuse(format!(
+                        "leader {leader} in epoch {leader_epoch} after leader {} in epoch {}",
+                        state.leader, state.leader_epoch
+                    ));
                 }
-                if *leader != NO_LEADER && !replicas.contains(leader) {
-                    return Err(ApplyError(format!(
-                        "{topic}-{partition}: leader {leader} is not a replica"
-                    )));
+                let distinct = |ids: &[i32]| {
+                    let mut sorted = ids.to_vec();
+                    sorted.sort_unstable();
+                    sorted.dedup();
+                    sorted.len() == ids.len()
+                };
+                if replicas.is_empty() || !distinct(replicas) {
+                    return refuse(format!("replicas {replicas:?}"));
+                }
+                if isr.is_empty() || !distinct(isr) || isr.iter().any(|r| !replicas.contains(r)) {
+                    return refuse(format!("in-sync replicas {isr:?} of {replicas:?}"));
+                }
+                if *leader != NO_LEADER && !isr.contains(leader) {
+                    return refuse(format!("leader {leader} is not in sync ({isr:?})"));
                 }
                 *state = PartitionState {
                     replicas: replicas.clone(),
+                    isr: isr.clone(),
                     leader: *leader,
                     leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
                 };
                 let topic = &self.topics[topic];
                 assert_eq!(

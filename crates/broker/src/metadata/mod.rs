@@ -1133,6 +1133,15 @@ mod tests {
                 key: "k".into(),
                 value: None,
             },
+            MetadataRecord::PartitionChange {
+                topic: "t".into(),
+                partition: 2,
+                replicas: vec![3, 1, 2],
+                isr: vec![1, 3],
+                leader: 1,
+                leader_epoch: 4,
+                partition_epoch: 9,
+            },
             MetadataRecord::DeleteTopic { name: "t".into() },
             MetadataRecord::ProducerIdBlock { end: 1000 },
         ];
@@ -1146,6 +1155,24 @@ mod tests {
         }
         assert!(image.topics.is_empty());
         assert!(MetadataRecord::decode(&[0, 9]).is_err());
+        // A partition change written before the ISR was kept: every replica in sync.
+        let mut legacy = vec![0, 6, 0, 1, b't'];
+        for field in [[0, 0, 0, 2], [0, 0, 0, 0], [0, 0, 0, 3], [0, 0, 0, 5]] {
+            legacy.extend(field);
+        }
+        legacy.splice(9..9, [0, 1]);
+        assert_eq!(
+            MetadataRecord::decode(&legacy).unwrap(),
+            MetadataRecord::PartitionChange {
+                topic: "t".into(),
+                partition: 2,
+                replicas: vec![0],
+                isr: vec![0],
+                leader: 3,
+                leader_epoch: 5,
+                partition_epoch: 5,
+            }
+        );
         assert!(MetadataRecord::decode(&[0, 4, 0, 5, b'a']).is_err());
         // A value longer than its length prefix can say is refused, not written short.
         let long = MetadataRecord::SetTopicConfig {

@@ -34,16 +34,23 @@ pub enum MetadataRecord {
     ProducerIdBlock {
         end: i64,
     },
-    /// A partition's replicas and leader as the controller decided them. Every decision
-    /// carries a leader epoch newer than the partition's, so a decision made on a stale image
-    /// does not apply.
+    /// A partition's replicas, in-sync replicas and leader as the controller (or, for the
+    /// ISR, the partition's leader) decided them. Every decision carries a partition epoch
+    /// newer than the partition's, and a leader change a newer leader epoch, so a decision
+    /// made on a stale image does not apply. Written as type 10; type 6 (written before the
+    /// ISR was kept) reads back with the ISR equal to the replicas.
     PartitionChange {
         topic: String,
         partition: i32,
         replicas: Vec<i32>,
+        /// The replicas holding everything up to the high watermark (always including the
+        /// leader; when the partition has no leader, the last replica that was in sync).
+        isr: Vec<i32>,
         /// -1: no leader (the partition is offline).
         leader: i32,
         leader_epoch: i32,
+        /// Bumped by every change of the partition (leader or ISR).
+        partition_epoch: i32,
     },
     /// A broker started (`incarnation` is new at every start) and serves clients at
     /// `host:port`; it is live (unfenced) until fenced.
@@ -74,6 +81,19 @@ pub struct EncodeError {
     pub what: &'static str,
     pub len: usize,
     pub max: usize,
+}
+
+fn put_ids(out: &mut Vec<u8>, what: &'static str, ids: &[i32]) -> Result<(), EncodeError> {
+    let count = u16::try_from(ids.len()).map_err(|_| EncodeError {
+        what,
+        len: ids.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    out.extend_from_slice(&count.to_be_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    Ok(())
 }
 
 fn put_str(out: &mut Vec<u8>, what: &'static str, s: &str) -> Result<(), EncodeError> {
@@ -142,23 +162,19 @@ impl MetadataRecord {
                 topic,
                 partition,
                 replicas,
+                isr,
                 leader,
                 leader_epoch,
+                partition_epoch,
             } => {
-                out.push(6);
+                out.push(10);
                 put_str(&mut out, "topic name", topic)?;
                 out.extend_from_slice(&partition.to_be_bytes());
-                let count = u16::try_from(replicas.len()).map_err(|_| EncodeError {
-                    what: "replica count",
-                    len: replicas.len(),
-                    max: usize::from(u16::MAX),
-                })?;
-                out.extend_from_slice(&count.to_be_bytes());
-                for replica in replicas {
-                    out.extend_from_slice(&replica.to_be_bytes());
-                }
+                put_ids(&mut out, "replica count", replicas)?;
+                put_ids(&mut out, "in-sync replica count", isr)?;
                 out.extend_from_slice(&leader.to_be_bytes());
                 out.extend_from_slice(&leader_epoch.to_be_bytes());
+                out.extend_from_slice(&partition_epoch.to_be_bytes());
             }
             MetadataRecord::RegisterBroker {
                 id,
@@ -227,18 +243,32 @@ impl MetadataRecord {
                 end: i64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes")),
             },
             6 => {
+                // Before the ISR was kept: every replica counted as in sync, and every
+                // change was a leader change.
                 let topic = r.string()?;
                 let partition = r.i32()?;
-                let count = r.u16()?;
-                let replicas = (0..count).map(|_| r.i32()).collect::<Result<_, _>>()?;
+                let replicas = r.ids()?;
+                let leader = r.i32()?;
+                let leader_epoch = r.i32()?;
                 MetadataRecord::PartitionChange {
                     topic,
                     partition,
+                    isr: replicas.clone(),
                     replicas,
-                    leader: r.i32()?,
-                    leader_epoch: r.i32()?,
+                    leader,
+                    leader_epoch,
+                    partition_epoch: leader_epoch,
                 }
             }
+            10 => MetadataRecord::PartitionChange {
+                topic: r.string()?,
+                partition: r.i32()?,
+                replicas: r.ids()?,
+                isr: r.ids()?,
+                leader: r.i32()?,
+                leader_epoch: r.i32()?,
+                partition_epoch: r.i32()?,
+            },
             7 => MetadataRecord::RegisterBroker {
                 id: r.i32()?,
                 incarnation: r.uuid()?,
@@ -292,6 +322,11 @@ impl<'a> Reader<'a> {
         Ok(Uuid::from_bytes(
             self.take(16)?.try_into().expect("16 bytes"),
         ))
+    }
+    /// Broker ids: a u16 count, then each as i32.
+    fn ids(&mut self) -> Result<Vec<i32>, String> {
+        let count = self.u16()?;
+        (0..count).map(|_| self.i32()).collect()
     }
     fn string(&mut self) -> Result<String, String> {
         let len = self.u16()? as usize;

@@ -91,20 +91,38 @@ const MAX_LOOKUPS: u32 = 16;
 
 impl Log {
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
-    /// but always at least one batch, and never past the high watermark.
+    /// but always at least one batch, and never past the high watermark. An offset between
+    /// the high watermark and the log end reads nothing (not an error).
     ///
     /// The lock is held only to find the segment: opening a segment the file cache closed,
     /// and scanning the file, happen without it.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        self.read_below(offset, max_bytes, false)
+    }
+
+    /// [`Log::read`] up to the log end instead of the high watermark: what a follower copies.
+    pub fn read_for_replica(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        self.read_below(offset, max_bytes, true)
+    }
+
+    fn read_below(&self, offset: i64, max_bytes: usize, to_end: bool) -> Result<ReadResult> {
         let mut segment_key = offset;
         let mut vanished = 0;
         loop {
             let (located, mut result) = {
                 let inner = self.lock()?;
+                let high_watermark = self
+                    .high_watermark()
+                    .clamp(inner.log_start_offset, inner.next_offset);
+                let upper = if to_end {
+                    inner.next_offset
+                } else {
+                    high_watermark
+                };
                 let result = ReadResult {
                     region: None,
                     log_start_offset: inner.log_start_offset,
-                    high_watermark: inner.next_offset,
+                    high_watermark,
                     log_end_offset: inner.next_offset,
                 };
                 if offset < inner.log_start_offset || offset > inner.next_offset {
@@ -114,7 +132,7 @@ impl Log {
                         log_end_offset: inner.next_offset,
                     });
                 }
-                if offset == inner.next_offset {
+                if offset >= upper {
                     return Ok(result);
                 }
                 let Some((&base, segment)) = inner
@@ -129,6 +147,8 @@ impl Log {
                     base,
                     size: segment.size,
                     next_segment: inner.segments.range(base + 1..).next().map(|(k, _)| *k),
+                    upper,
+                    at_end: upper == inner.next_offset,
                 };
                 let located = match segment.locate(inner.config.index_interval_bytes) {
                     Located::Open(view) => Ok(target.plan(&view, offset, max_bytes)),
@@ -147,14 +167,15 @@ impl Log {
                 },
             };
             match plan.scan(offset, max_bytes).map_err(LogError::Io)? {
-                Some(region) => {
+                Scanned::Region(region) => {
                     result.region = Some(region);
                     return Ok(result);
                 }
+                Scanned::AtUpperBound => return Ok(result),
                 // The offset lies in a gap left by compaction: continue in the next segment.
-                None => match plan.next_segment {
-                    Some(next) => segment_key = next,
-                    None => return Ok(result),
+                Scanned::Nothing => match plan.next_segment {
+                    Some(next) if next < plan.upper => segment_key = next,
+                    _ => return Ok(result),
                 },
             }
         }
@@ -305,21 +326,37 @@ struct ReadTarget {
     base: i64,
     size: u64,
     next_segment: Option<i64>,
+    /// No batch starting at or above this offset is read.
+    upper: i64,
+    /// `upper` is the log end: every batch of the segment may be read.
+    at_end: bool,
 }
 
 impl ReadTarget {
     fn plan(self, view: &ReadView<'_>, offset: i64, max_bytes: usize) -> ReadPlan {
         let relative = (offset - self.base).clamp(0, i64::from(u32::MAX)) as u32;
         let start_hint = u64::from(position_for_offset(view.offsets(), relative));
-        let end_hint = batch_start_at_or_before(view.offsets(), start_hint + max_bytes as u64);
+        // Below the log end the index cannot say where the bound lies: scan every header.
+        let end_hint = batch_start_at_or_before(view.offsets(), start_hint + max_bytes as u64)
+            .filter(|_| self.at_end);
         ReadPlan {
             file: view.file().clone(),
             size: self.size,
             start_hint,
             end_hint: end_hint.map(u64::from),
             next_segment: self.next_segment,
+            upper: self.upper,
         }
     }
+}
+
+/// What a scan of one segment found.
+enum Scanned {
+    Region(FileRegion),
+    /// The first batch at the offset starts at or above the read's upper bound.
+    AtUpperBound,
+    /// No batch of the segment ends at or after the offset.
+    Nothing,
 }
 
 /// The file of a segment and the position from which to scan for `timestamp`.
@@ -343,18 +380,25 @@ struct ReadPlan {
     start_hint: u64,
     end_hint: Option<u64>,
     next_segment: Option<i64>,
+    upper: i64,
 }
 
 impl ReadPlan {
     /// Finds the first batch ending at or after `offset`, then extends the region with
-    /// whole batches while it stays within `max_bytes` (the first batch always counts).
-    fn scan(&self, offset: i64, max_bytes: usize) -> io::Result<Option<FileRegion>> {
+    /// whole batches while it stays within `max_bytes` (the first batch always counts) and
+    /// below the upper bound.
+    fn scan(&self, offset: i64, max_bytes: usize) -> io::Result<Scanned> {
         let mut scanner = SegmentScanner::new(&self.file, self.start_hint, self.size, SCAN_WINDOW);
         let first = loop {
             match scanner.next_header()? {
-                ScanStep::Batch(info, _) if info.last_offset >= offset => break info,
+                ScanStep::Batch(info, _) if info.last_offset >= offset => {
+                    if info.base_offset >= self.upper {
+                        return Ok(Scanned::AtUpperBound);
+                    }
+                    break info;
+                }
                 ScanStep::Batch(..) => {}
-                ScanStep::End => return Ok(None),
+                ScanStep::End => return Ok(Scanned::Nothing),
                 ScanStep::Invalid { position, reason } => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -375,12 +419,12 @@ impl ReadPlan {
         }
         let mut scanner = SegmentScanner::new(&self.file, end, self.size, SCAN_WINDOW);
         while let ScanStep::Batch(info, _) = scanner.next_header()? {
-            if info.end() > limit {
+            if info.end() > limit || info.base_offset >= self.upper {
                 break;
             }
             end = info.end();
         }
-        Ok(Some(FileRegion {
+        Ok(Scanned::Region(FileRegion {
             file: self.file.clone(),
             position: first.position,
             len: end - first.position,
