@@ -201,6 +201,14 @@ pub fn run_broker_process() {
         .filter_map(|line| line.split_once('='))
         .collect();
     extra.push(("listeners", listen.as_str()));
+    // SLUICE_TEST_LOG=info (a tracing filter) shows the child's log on the test's stderr.
+    if let Ok(filter) = std::env::var("SLUICE_TEST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let broker = start_broker(Path::new(&dir), &extra).await;

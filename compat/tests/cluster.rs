@@ -7,10 +7,8 @@
 //! two nodes down metadata changes fail cleanly and recover when one returns; a node
 //! started on another cluster's data refuses to start.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,159 +18,17 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::Value;
 use sluice_compat::{BrokerProcess, compile_java_check, free_listen_address, java_check};
 
-const NODES: i32 = 3;
+mod common;
+use common::{Cluster, NODES, get_json, get_text, wait_for};
+
 const PARTITIONS: i32 = 30;
 
 #[test]
 #[ignore = "the broker child process of the cluster tests"]
 fn broker_process() {
     sluice_compat::run_broker_process();
-}
-
-/// One node: its addresses and data, and its process while it runs.
-struct Node {
-    id: i32,
-    client: String,
-    controller: String,
-    http: String,
-    dir: PathBuf,
-    process: Option<BrokerProcess>,
-}
-
-struct Cluster {
-    nodes: Vec<Node>,
-    voters: String,
-}
-
-impl Cluster {
-    fn new(root: &Path) -> Cluster {
-        let nodes: Vec<Node> = (1..=NODES)
-            .map(|id| Node {
-                id,
-                client: free_listen_address(),
-                controller: free_listen_address(),
-                http: free_listen_address(),
-                dir: root.join(format!("node-{id}")),
-                process: None,
-            })
-            .collect();
-        let voters = nodes
-            .iter()
-            .map(|n| format!("{}@{}", n.id, n.controller))
-            .collect::<Vec<_>>()
-            .join(",");
-        Cluster { nodes, voters }
-    }
-
-    fn bootstrap(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| n.client.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn node(&self, id: i32) -> &Node {
-        &self.nodes[(id - 1) as usize]
-    }
-
-    /// Starts node `id` on `dir` (its own, unless a test points it elsewhere), not waiting.
-    fn spawn(&mut self, id: i32, dir: Option<&Path>) {
-        let voters = self.voters.clone();
-        let node = &mut self.nodes[(id - 1) as usize];
-        let listen = format!(
-            "PLAINTEXT://{},CONTROLLER://{}",
-            node.client, node.controller
-        );
-        let node_id = id.to_string();
-        let advertised = format!("PLAINTEXT://{}", node.client);
-        let props = [
-            ("node.id", node_id.as_str()),
-            ("process.roles", "broker,controller"),
-            ("controller.quorum.voters", voters.as_str()),
-            ("controller.listener.names", "CONTROLLER"),
-            ("advertised.listeners", advertised.as_str()),
-            ("admin.http.listener", node.http.as_str()),
-            // Short enough for the test, long enough for two busy cores.
-            ("broker.session.timeout.ms", "4000"),
-            ("broker.heartbeat.interval.ms", "500"),
-        ];
-        let dir = dir.unwrap_or(&node.dir).to_path_buf();
-        node.process = Some(BrokerProcess::spawn(&dir, &listen, &props));
-    }
-
-    fn wait_ready(&mut self, id: i32) {
-        self.nodes[(id - 1) as usize]
-            .process
-            .as_mut()
-            .expect("started")
-            .wait_ready();
-    }
-
-    fn kill(&mut self, id: i32) {
-        self.nodes[(id - 1) as usize]
-            .process
-            .take()
-            .expect("running")
-            .kill();
-    }
-
-    fn running(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.iter().filter(|n| n.process.is_some())
-    }
-
-    /// The active controller as the running nodes report it, once they agree on one that
-    /// is not `not`.
-    fn controller(&self, not: Option<i32>, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            let seen: BTreeSet<Option<i64>> = self
-                .running()
-                .map(|n| get_json(&n.http, "/api/v1/brokers")["controller_id"].as_i64())
-                .collect();
-            if seen.len() == 1
-                && let Some(Some(id)) = seen.first()
-                && not != Some(*id as i32)
-            {
-                return *id as i32;
-            }
-            assert!(Instant::now() < deadline, "no agreed controller: {seen:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// GET over HTTP/1.0: the body ("" if the node does not answer).
-fn get_text(addr: &str, path: &str) -> String {
-    let attempt = || -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply)?;
-        Ok(reply
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_string())
-    };
-    attempt().unwrap_or_default()
-}
-
-/// GET of a JSON document (null if the node does not answer).
-fn get_json(addr: &str, path: &str) -> Value {
-    serde_json::from_str(&get_text(addr, path)).unwrap_or(Value::Null)
-}
-
-fn wait_for(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn config(bootstrap: &str) -> ClientConfig {
@@ -363,7 +219,7 @@ fn run_clients(bootstrap: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_serve_clients_fail_over_and_rejoin() {
     let root = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::new(root.path());
+    let mut cluster = Cluster::new(root.path(), &[]);
     for id in 1..=NODES {
         cluster.spawn(id, None);
     }

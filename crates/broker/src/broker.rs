@@ -28,7 +28,7 @@ use crate::metadata::{
     QuorumSetup, QuorumStatus, TopicImage,
 };
 use crate::metrics::BrokerMetrics;
-use crate::partition::{Partition, PartitionManager};
+use crate::partition::{IsrRequest, Partition, PartitionManager};
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -363,15 +363,44 @@ impl Broker {
                 // names them is visible: a client told this node leads a partition finds
                 // it open (a producer whose first batches met a half-open partition would
                 // have retried them after later ones).
+                // Partitions of __consumer_offsets this node starts to lead: their groups
+                // are loaded from the log before a client can be sent here. Found before
+                // anything is reconciled (one reconcile covers a whole topic).
+                let offsets_leads: Vec<i32> = records
+                    .iter()
+                    .filter_map(|record| match record {
+                        MetadataRecord::PartitionChange {
+                            topic,
+                            partition,
+                            leader,
+                            leader_epoch,
+                            ..
+                        } if topic == OFFSETS_TOPIC && *leader == self.config.node_id => self
+                            .partitions
+                            .get(topic, *partition)
+                            .filter(|p| p.is_leader() && p.leader_epoch() == *leader_epoch)
+                            .is_none()
+                            .then_some(*partition),
+                        _ => None,
+                    })
+                    .collect();
+                // Each topic once (a fencing changes many partitions of one topic).
+                let mut reconciled = std::collections::BTreeSet::new();
                 for record in records {
                     if let MetadataRecord::CreateTopic { name, .. }
                     | MetadataRecord::SetPartitionCount { name, .. }
                     | MetadataRecord::PartitionChange { topic: name, .. } = record
+                        && reconciled.insert(name.as_str())
                         && let Some(topic) = image.topic(name)
                     {
                         self.partitions
                             .reconcile_topic(topic)
                             .map_err(|e| e.to_string())?;
+                    }
+                }
+                for partition in offsets_leads {
+                    if let Err(err) = self.groups.reload_partition(partition) {
+                        tracing::warn!(partition, error = %err, "could not load the groups of a newly led __consumer_offsets partition");
                     }
                 }
                 return Ok(());
@@ -459,10 +488,17 @@ impl Broker {
                 settings.offsets_segment_bytes.to_string(),
             ),
         ]);
+        // Kafka refuses to create it with fewer brokers than offsets.topic.replication.factor;
+        // here it gets as many replicas as there are brokers up to that, so that a single
+        // node and a young cluster both work (and a later broker does not add replicas).
+        let live = self.image().live_brokers().count().max(1);
+        let replication = usize::try_from(self.config.offsets_replication_factor.max(1))
+            .unwrap_or(1)
+            .min(live);
         let spec = NewTopic {
             name: OFFSETS_TOPIC.to_string(),
             partitions: settings.offsets_partitions,
-            replication_factor: 1,
+            replication_factor: i16::try_from(replication).unwrap_or(1),
             configs,
             assignments: Vec::new(),
         };
@@ -539,10 +575,14 @@ impl Broker {
     /// every `broker.heartbeat.interval.ms` it registers again if the controller fenced it
     /// while it was alive (a pause, a cut link); and on the active controller it fences every
     /// broker the quorum has not heard from for `broker.session.timeout.ms`, moving its
-    /// leaderships away. Runs until `stop`.
+    /// leaderships away, and every `leader.imbalance.check.interval.seconds` moves
+    /// partitions back to their preferred (first) replica where it is in sync. Runs until
+    /// `stop`.
     pub async fn run_membership(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let interval = self.config.cluster.broker_heartbeat_interval;
         let session = self.config.cluster.broker_session_timeout;
+        let mut last_rebalance = self.clock().now();
+        let mut last_round = self.clock().now();
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
@@ -551,6 +591,14 @@ impl Broker {
             if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }
+            // A round that comes much later than asked means this process did not run
+            // meanwhile (paused, starved): what it knows of who leads the quorum and whom
+            // the quorum heard from is as old as that. A resumed ex-leader would fence every
+            // healthy broker from it; it decides nothing this round, and by the next one it
+            // has heard the quorum's present.
+            let round = self.clock().now();
+            let late = round.saturating_duration_since(last_round) > interval + session / 2;
+            last_round = round;
             let image = self.image();
             let me = &self.registration;
             let live = image
@@ -569,7 +617,32 @@ impl Broker {
             if status.leader != Some(self.config.node_id) {
                 continue;
             }
+            if late {
+                tracing::warn!("this node did not run for a while: no fencing decision this round");
+                continue;
+            }
             let now = self.clock().now();
+            if let Some(every) = self.config.leader_rebalance_interval
+                && now.saturating_duration_since(last_rebalance) >= every
+            {
+                last_rebalance = now;
+                match self.controller.elect_preferred_leaders(None).await {
+                    Ok(left) => {
+                        let partitions: usize =
+                            image.topics.values().map(|t| t.partitions as usize).sum();
+                        let moved = partitions.saturating_sub(left.len());
+                        if moved > 0 {
+                            tracing::info!(
+                                partitions = moved,
+                                "leadership moved back to preferred replicas"
+                            );
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err.message, "preferred leader election failed");
+                    }
+                }
+            }
             for (node, heard) in &status.heard {
                 if *node == self.config.node_id {
                     continue;
@@ -587,6 +660,60 @@ impl Broker {
                     .await
                 {
                     tracing::warn!(node, error = %err.message, "could not fence the broker");
+                }
+            }
+        }
+    }
+
+    /// Sends an ISR change a partition this broker leads asks for to the controller, in the
+    /// background (KRaft's AlterPartition). The partition learns the outcome from the
+    /// metadata; a change that was not made may be asked for again.
+    pub fn request_isr_change(self: &Arc<Self>, partition: Arc<Partition>, request: IsrRequest) {
+        let broker = self.clone();
+        let me = self.config.node_id;
+        tokio::spawn(async move {
+            let tp = partition.topic_partition().clone();
+            let made = broker
+                .controller
+                .alter_isr(
+                    &tp.topic,
+                    tp.partition,
+                    (me, request.leader_epoch),
+                    request.partition_epoch,
+                    &request.isr,
+                )
+                .await;
+            match made {
+                Ok(true) => {
+                    tracing::info!(partition = %tp, isr = ?request.isr, "in-sync replicas changed");
+                }
+                Ok(false) => partition.isr_request_failed(&request),
+                Err(err) => {
+                    tracing::warn!(partition = %tp, isr = ?request.isr, error = %err.message, "could not change the in-sync replicas");
+                    partition.isr_request_failed(&request);
+                }
+            }
+        });
+    }
+
+    /// On every partition this broker leads, drops from the ISR the followers that have not
+    /// caught up for `replica.lag.time.max.ms` (checked every half of it). Runs until `stop`.
+    pub async fn run_isr_checks(self: &Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let lag = self.config.replica_lag_time_max;
+        let lag_ms = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(lag / 2) => {}
+            }
+            let now_ms = self.config.clock.now_ms();
+            for partition in self.partitions.all() {
+                if !partition.is_leader() {
+                    continue;
+                }
+                if let Some(request) = partition.lagging_followers(now_ms, lag_ms) {
+                    tracing::warn!(partition = %partition.topic_partition(), isr = ?request.isr, "followers fell behind: shrinking the in-sync replicas");
+                    self.request_isr_change(partition, request);
                 }
             }
         }

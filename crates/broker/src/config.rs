@@ -61,6 +61,13 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("num.partitions", "1"),
     ("max.broker.partitions", "10000"),
     ("default.replication.factor", "1"),
+    ("min.insync.replicas", "1"),
+    ("replica.lag.time.max.ms", "30000"),
+    ("replica.fetch.wait.max.ms", "500"),
+    ("unclean.leader.election.enable", "false"),
+    ("offsets.topic.replication.factor", "3"),
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
     ("auto.create.topics.enable", "true"),
     ("message.max.bytes", "1048588"),
     ("socket.request.max.bytes", "104857600"),
@@ -125,7 +132,6 @@ pub const IGNORED_KAFKA_PROPERTIES: &[&str] = &[
     "num.recovery.threads.per.data.dir",
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
-    "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "share.coordinator.state.topic.replication.factor",
@@ -176,6 +182,19 @@ pub struct BrokerConfig {
     /// creation or partition increase beyond is refused before anything is written.
     pub max_partitions: i32,
     pub default_replication_factor: i16,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up with the leader's log
+    /// end for this long leaves the ISR.
+    pub replica_lag_time_max: Duration,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits at the leader for
+    /// new records.
+    pub replica_fetch_wait_max: Duration,
+    /// `offsets.topic.replication.factor`: `__consumer_offsets` gets this many replicas,
+    /// or as many as there are live brokers when it is created, if fewer.
+    pub offsets_replication_factor: i16,
+    /// `auto.leader.rebalance.enable` and `leader.imbalance.check.interval.seconds`: the
+    /// active controller moves partitions back to their preferred leader this often (none
+    /// when off).
+    pub leader_rebalance_interval: Option<Duration>,
     pub auto_create_topics: bool,
     pub max_request_bytes: u32,
     pub max_inflight_bytes: u64,
@@ -600,6 +619,14 @@ impl BrokerConfig {
         let max_connections_per_ip = at_least_one("max.connections.per.ip")?;
         let queued_max_requests = at_least_one("queued.max.requests")?;
         let fetch_max_bytes = at_least_one("fetch.max.bytes")?;
+        at_least_one("min.insync.replicas")?;
+        at_least_one("offsets.topic.replication.factor")?;
+        if p.raw("unclean.leader.election.enable").trim() != "false" {
+            return Err(p.invalid(
+                "unclean.leader.election.enable",
+                "only false is supported: an out-of-sync replica never leads (no acknowledged write is given up)",
+            ));
+        }
         let sync_threads: usize = p.parse("log.flush.sync.threads")?;
         if sync_threads == 0 {
             return Err(p.invalid("log.flush.sync.threads", "must be at least 1"));
@@ -646,6 +673,14 @@ impl BrokerConfig {
             num_partitions,
             max_partitions: at_least_one("max.broker.partitions")?.min(i32::MAX as usize) as i32,
             default_replication_factor: p.parse("default.replication.factor")?,
+            replica_lag_time_max: p.millis("replica.lag.time.max.ms")?,
+            replica_fetch_wait_max: p.millis("replica.fetch.wait.max.ms")?,
+            offsets_replication_factor: p.parse("offsets.topic.replication.factor")?,
+            leader_rebalance_interval: p
+                .parse::<bool>("auto.leader.rebalance.enable")?
+                .then(|| p.parse::<u64>("leader.imbalance.check.interval.seconds"))
+                .transpose()?
+                .map(|s| Duration::from_secs(s.max(1))),
             auto_create_topics: p.parse("auto.create.topics.enable")?,
             max_request_bytes,
             max_inflight_bytes,
@@ -867,7 +902,8 @@ mod tests {
             Some(9093)
         );
         assert!(config.ignored.contains(&"num.network.threads".to_string()));
-        assert_eq!(config.ignored.len(), 8, "{:?}", config.ignored);
+        assert_eq!(config.ignored.len(), 7, "{:?}", config.ignored);
+        assert_eq!(config.offsets_replication_factor, 1);
         let three = BrokerConfig::from_overrides(overrides(&[
             ("controller.quorum.voters", "1@a:9093,2@b:9093,3@c:9093"),
             ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),

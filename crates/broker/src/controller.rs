@@ -266,17 +266,19 @@ impl Controller {
                 format!("{partitions} partitions: must be at least 1"),
             ));
         }
-        let replication = if spec.replication_factor == -1 {
-            self.defaults.replication_factor
-        } else {
-            spec.replication_factor
+        let replication = match spec.assignments.first() {
+            // Manual assignments say the replication factor themselves (Kafka's clients
+            // send -1 with them).
+            Some(replicas) if spec.replication_factor == -1 => {
+                i16::try_from(replicas.len()).unwrap_or(i16::MAX)
+            }
+            _ if spec.replication_factor == -1 => self.defaults.replication_factor,
+            _ => spec.replication_factor,
         };
-        if replication != 1 {
+        if replication < 1 {
             return Err(ApiError::new(
                 ResponseError::InvalidReplicationFactor,
-                format!(
-                    "replication factor {replication}: partitions are not replicated yet, use 1"
-                ),
+                format!("replication factor {replication}: must be at least 1"),
             ));
         }
         let configs = spec
@@ -544,6 +546,18 @@ impl Controller {
         Ok(committed.value)
     }
 
+    /// Preferred-leader election (ElectLeaders, and the periodic rebalance): see
+    /// [`preferred_elections`]. Returns the partitions that were not moved, with why.
+    pub async fn elect_preferred_leaders(
+        &self,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<(PartitionKey, NoElection)>, ApiError> {
+        let committed = self
+            .commit(|image| Ok(preferred_elections(image, partitions.as_deref())))
+            .await?;
+        Ok(committed.value)
+    }
+
     /// A producer id never handed out before, not even by an earlier run of this broker: ids
     /// are reserved in blocks recorded durably in the metadata log.
     pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
@@ -684,6 +698,72 @@ fn registration(
         }
     }
     records
+}
+
+/// A partition by topic name and index.
+pub type PartitionKey = (String, i32);
+
+/// Why a preferred-leader election did not move a partition's leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoElection {
+    /// The preferred replica leads already.
+    NotNeeded,
+    /// The preferred replica is not live or not in sync.
+    PreferredNotAvailable,
+    /// No such partition.
+    Unknown,
+}
+
+/// Moves each of `partitions` (every partition when `None`) to its preferred leader, its
+/// first replica, where that replica is live and in sync and does not lead (Kafka's
+/// preferred-replica election: after a broker returns, leadership goes back to where
+/// placement spread it). Returns the records, and the partitions left as they were with
+/// the reason.
+pub(crate) fn preferred_elections(
+    image: &MetadataImage,
+    partitions: Option<&[(String, i32)]>,
+) -> (Vec<MetadataRecord>, Vec<(PartitionKey, NoElection)>) {
+    let all: Vec<(String, i32)>;
+    let wanted = match partitions {
+        Some(wanted) => wanted,
+        None => {
+            all = image
+                .topics
+                .values()
+                .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
+                .collect();
+            &all
+        }
+    };
+    let mut records = Vec::new();
+    let mut left = Vec::new();
+    for (topic, partition) in wanted {
+        let Some(state) = image.partition(topic, *partition) else {
+            left.push(((topic.clone(), *partition), NoElection::Unknown));
+            continue;
+        };
+        let Some(&preferred) = state.replicas.first() else {
+            left.push(((topic.clone(), *partition), NoElection::Unknown));
+            continue;
+        };
+        if state.leader == preferred {
+            left.push(((topic.clone(), *partition), NoElection::NotNeeded));
+        } else if state.isr.contains(&preferred) && image.live_broker(preferred).is_some() {
+            records.push(partition_change(
+                topic,
+                *partition,
+                state,
+                state.isr.clone(),
+                preferred,
+            ));
+        } else {
+            left.push((
+                (topic.clone(), *partition),
+                NoElection::PreferredNotAvailable,
+            ));
+        }
+    }
+    (records, left)
 }
 
 /// The ISR change a partition's leader asks for (KRaft's AlterPartition), checked against
@@ -841,6 +921,46 @@ mod tests {
         let grow = isr_update(&image, "t", 0, 2, 3, epoch, &[2, 1]).unwrap();
         apply(&mut image, &[grow]);
         assert_eq!(state(&image).isr, vec![2, 1]);
+    }
+
+    #[test]
+    fn leadership_goes_back_to_the_preferred_replica_once_it_is_in_sync() {
+        let mut image = replicated();
+        let fence = fencing(&image, 1, Uuid::from_u128(1));
+        apply(&mut image, &fence);
+        assert_eq!(image.partition("t", 0).unwrap().leader, 2);
+        let wanted = [("t".to_string(), 0), ("t".to_string(), 9)];
+        let (records, left) = preferred_elections(&image, Some(&wanted));
+        assert!(records.is_empty());
+        assert_eq!(
+            left,
+            vec![
+                (("t".to_string(), 0), NoElection::PreferredNotAvailable),
+                (("t".to_string(), 9), NoElection::Unknown)
+            ]
+        );
+        // 1 returns and catches up: it is preferred again.
+        register(&mut image, &broker(1, 11), false);
+        let state = image.partition("t", 0).unwrap().clone();
+        let grow = isr_update(
+            &image,
+            "t",
+            0,
+            2,
+            state.leader_epoch,
+            state.partition_epoch,
+            &[2, 3, 1],
+        );
+        apply(&mut image, &[grow.unwrap()]);
+        let (records, left) = preferred_elections(&image, None);
+        assert!(left.is_empty());
+        apply(&mut image, &records);
+        let now = image.partition("t", 0).unwrap();
+        assert_eq!((now.leader, now.leader_epoch), (1, state.leader_epoch + 1));
+        check_leaders(&image);
+        let (records, left) = preferred_elections(&image, None);
+        assert!(records.is_empty());
+        assert_eq!(left, vec![(("t".to_string(), 0), NoElection::NotNeeded)]);
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod partition;
 mod peer_client;
 pub mod prometheus;
+mod replica_fetcher;
 pub mod server;
 pub mod topic_config;
 

@@ -40,44 +40,87 @@ async fn exchange<Req: Encodable, Resp: Decodable>(
     version: i16,
     request: &Req,
 ) -> Result<Resp, String> {
-    const CORRELATION: i32 = 1;
-    let mut frame = BytesMut::new();
-    frame.put_i32(0);
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(CORRELATION)
-        .with_client_id(Some(StrBytes::from_static_str(FORWARDED_CLIENT_ID)))
-        .encode(&mut frame, key.request_header_version(version))
-        .map_err(|e| e.to_string())?;
-    request
-        .encode(&mut frame, version)
-        .map_err(|e| e.to_string())?;
-    let len = i32::try_from(frame.len() - 4).map_err(|e| e.to_string())?;
-    frame[..4].copy_from_slice(&len.to_be_bytes());
-    let mut stream = TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("{host}:{port}: {e}"))?;
-    stream.write_all(&frame).await.map_err(|e| e.to_string())?;
-    let size = usize::try_from(stream.read_i32().await.map_err(|e| e.to_string())?)
+    let mut connection = Connection::open(host, port, MAX_RESPONSE).await?;
+    connection.call(key, version, request).await
+}
+
+/// A connection to another broker that carries one request at a time (a follower's
+/// fetches to its leader).
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    peer: String,
+    correlation: i32,
+    max_response: usize,
+}
+
+impl Connection {
+    pub async fn open(host: &str, port: u16, max_response: usize) -> Result<Self, String> {
+        let stream = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("{host}:{port}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Connection {
+            stream,
+            peer: format!("{host}:{port}"),
+            correlation: 0,
+            max_response,
+        })
+    }
+
+    /// Sends `request` and decodes its response. An error leaves the connection unusable.
+    pub async fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Result<Resp, String> {
+        self.correlation = self.correlation.wrapping_add(1);
+        let correlation = self.correlation;
+        let mut frame = BytesMut::new();
+        frame.put_i32(0);
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str(FORWARDED_CLIENT_ID)))
+            .encode(&mut frame, key.request_header_version(version))
+            .map_err(|e| e.to_string())?;
+        request
+            .encode(&mut frame, version)
+            .map_err(|e| e.to_string())?;
+        let len = i32::try_from(frame.len() - 4).map_err(|e| e.to_string())?;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        let peer = &self.peer;
+        self.stream
+            .write_all(&frame)
+            .await
+            .map_err(|e| format!("{peer}: {e}"))?;
+        let size = usize::try_from(
+            self.stream
+                .read_i32()
+                .await
+                .map_err(|e| format!("{peer}: {e}"))?,
+        )
         .map_err(|_| "a negative response size".to_string())?;
-    if size > MAX_RESPONSE {
-        return Err(format!("a response of {size} bytes"));
+        if size > self.max_response {
+            return Err(format!("{peer}: a response of {size} bytes"));
+        }
+        let mut body = vec![0u8; size];
+        self.stream
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| format!("{peer}: {e}"))?;
+        let mut body = bytes::Bytes::from(body);
+        let header = ResponseHeader::decode(&mut body, key.response_header_version(version))
+            .map_err(|e| e.to_string())?;
+        if header.correlation_id != correlation {
+            return Err(format!("{peer}: correlation id {}", header.correlation_id));
+        }
+        let response = Resp::decode(&mut body, version).map_err(|e| e.to_string())?;
+        if body.has_remaining() {
+            return Err("trailing bytes after the response".into());
+        }
+        Ok(response)
     }
-    let mut body = vec![0u8; size];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut body = bytes::Bytes::from(body);
-    let header = ResponseHeader::decode(&mut body, key.response_header_version(version))
-        .map_err(|e| e.to_string())?;
-    if header.correlation_id != CORRELATION {
-        return Err(format!("correlation id {}", header.correlation_id));
-    }
-    let response = Resp::decode(&mut body, version).map_err(|e| e.to_string())?;
-    if body.has_remaining() {
-        return Err("trailing bytes after the response".into());
-    }
-    Ok(response)
 }

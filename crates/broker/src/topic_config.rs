@@ -30,11 +30,16 @@ pub const TOPIC_PROPERTIES: &[(&str, &str)] = &[
         "log.cleaner.min.cleanable.ratio",
     ),
     ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
+    ("min.insync.replicas", "min.insync.replicas"),
     ("retention.bytes", "log.retention.bytes"),
     ("retention.ms", "log.retention.ms"),
     ("segment.bytes", "log.segment.bytes"),
     ("segment.index.bytes", "log.index.size.max.bytes"),
     ("segment.ms", "log.roll.ms"),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
 ];
 
 /// Where a described value comes from (Kafka's `ConfigSource`).
@@ -82,6 +87,14 @@ pub fn validate(key: &str, value: &str) -> Result<String, String> {
             )),
         },
         "index.interval.bytes" => int(0, i64::from(i32::MAX)),
+        "min.insync.replicas" => int(1, i64::from(i16::MAX)),
+        "unclean.leader.election.enable" => match value.trim() {
+            "false" => Ok("false".to_string()),
+            _ => Err(format!(
+                "{key}: only false is supported (an out-of-sync replica never leads: no \
+                 acknowledged write is given up)"
+            )),
+        },
         "max.message.bytes" => int(1, i64::from(i32::MAX)),
         "message.timestamp.type" => parse_timestamp_type(value)
             .map(|t| match t {
@@ -106,6 +119,16 @@ fn shown(value: &str) -> String {
         Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
         None => format!("{value:?}"),
     }
+}
+
+/// `min.insync.replicas` of a topic: its override, else the broker's.
+pub fn min_insync_replicas(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> usize {
+    overrides
+        .get("min.insync.replicas")
+        .or_else(|| broker.properties.get("min.insync.replicas"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// The log configuration of a topic with `overrides` on top of the broker defaults. The

@@ -121,8 +121,14 @@ fn truncation_cuts_at_a_batch_boundary_across_segments_and_the_log_goes_on() {
     log.append(&mut batch(2, 450, T0, 100), 3).unwrap();
     assert_eq!(tags(&log), vec![0, 1, 2, 3, 100]);
     assert_eq!(log.end_offset_for_epoch(3), Some((3, 10)));
-    // Truncating at or past the end is nothing.
+    // Truncating at or past the end cuts nothing, but drops an epoch begun there that
+    // wrote nothing (a deposed leader's): the next fetch must not name it.
+    log.begin_leader_epoch(7).unwrap();
+    assert_eq!(log.latest_epoch(), Some(7));
     assert_eq!(log.truncate_to(50).unwrap(), 10);
+    assert_eq!(log.latest_epoch(), Some(7), "begun at 10, below 50");
+    assert_eq!(log.truncate_to(10).unwrap(), 10);
+    assert_eq!(log.latest_epoch(), Some(3));
     manager.shutdown().unwrap();
     drop(manager);
     let reopened = open_log(dir.path());

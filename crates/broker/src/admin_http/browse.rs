@@ -86,7 +86,8 @@ fn browse(
             break;
         }
         let stored = stored.map_err(internal_error)?;
-        if stored.base_offset() >= offsets.log_end_offset {
+        // What consumers may see: nothing above the high watermark.
+        if stored.base_offset() >= offsets.high_watermark {
             break;
         }
         if stored.is_control() {

@@ -131,6 +131,34 @@ fn quorum(broker: &Broker, out: &mut TextWriter) {
             .filter(|s| s.leader == crate::metadata::NO_LEADER)
             .count(),
     );
+    out.single(
+        "sluice_cluster_under_replicated_partitions",
+        Kind::Gauge,
+        "Partitions with fewer in-sync replicas than replicas (Kafka's UnderReplicatedPartitions, cluster-wide).",
+        image
+            .topics
+            .values()
+            .flat_map(|t| &t.states)
+            .filter(|s| s.isr.len() < s.replicas.len())
+            .count(),
+    );
+    let led: Vec<_> = broker
+        .partitions()
+        .all()
+        .into_iter()
+        .filter(|p| p.is_leader())
+        .collect();
+    out.single(
+        "sluice_replication_uncommitted_records",
+        Kind::Gauge,
+        "On the partitions this broker leads: records appended but not yet held by every in-sync replica (log end minus high watermark), summed.",
+        led.iter()
+            .map(|p| {
+                let o = p.offsets();
+                u64::try_from(o.log_end_offset - o.high_watermark).unwrap_or(0)
+            })
+            .sum::<u64>(),
+    );
 }
 
 fn partitions(broker: &Broker, out: &mut TextWriter) {

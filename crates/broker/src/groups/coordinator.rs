@@ -118,6 +118,12 @@ impl GroupCoordinator {
         self.storage.load(&self.registry)
     }
 
+    /// This broker now leads `partition` of `__consumer_offsets`: its groups are loaded
+    /// again from the log (see `OffsetsStorage::reload`).
+    pub fn reload_partition(&self, partition: i32) -> Result<(), LogError> {
+        self.storage.reload(&self.registry, partition)
+    }
+
     /// Whether this broker coordinates `group_id`: it leads the group's partition of
     /// `__consumer_offsets` (NOT_COORDINATOR otherwise: the client asks FindCoordinator
     /// again). Before the topic exists no broker does, and every one answers for the group

@@ -222,42 +222,70 @@ impl OffsetsStorage {
         let Some(topic) = self.metadata.image().topic(OFFSETS_TOPIC).cloned() else {
             return Ok(());
         };
-        let now = Now::from_clock(self.clock.as_ref());
         let mut records = 0usize;
         for partition in 0..topic.partitions {
-            let Some(target) = self.partitions.get(OFFSETS_TOPIC, partition) else {
-                continue;
-            };
-            for stored in target.records_from(target.offsets().log_start_offset) {
-                let stored = match stored {
-                    Ok(stored) => stored,
-                    // Storage failing at startup is an error; a batch that does not parse is
-                    // skipped with the rest of its partition, which then replays no further.
-                    Err(err @ (LogError::Io(_) | LogError::Offline(_))) => return Err(err),
-                    Err(err) => {
-                        tracing::warn!(partition, error = %err, "unreadable __consumer_offsets; replay of this partition stops here");
-                        break;
-                    }
-                };
-                let Ok(decoded) = stored.records() else {
-                    tracing::warn!(
-                        partition,
-                        offset = stored.base_offset(),
-                        "unreadable batch in __consumer_offsets"
-                    );
-                    continue;
-                };
-                for record in decoded.iter() {
-                    records += 1;
-                    if let Err(reason) = apply(registry, &record, now) {
-                        tracing::warn!(partition, offset = record.offset, %reason, "skipping __consumer_offsets record");
-                    }
-                }
-            }
+            records += self.replay(registry, partition)?;
         }
         self.drop_offsets_of_missing_partitions(registry);
         tracing::info!(groups = registry.len(), records, "group coordinator loaded");
         Ok(())
+    }
+
+    /// This broker now leads `partition` of the topic: what it knew of the partition's
+    /// groups as a follower is stale (commits reached it by replication since startup), so
+    /// they are dropped and replayed from its log (Kafka loads a partition's groups when it
+    /// becomes their coordinator). Called before clients can learn that it leads.
+    pub fn reload(&self, registry: &GroupRegistry, partition: i32) -> Result<(), LogError> {
+        let count = self.partition_count();
+        for group in registry.all() {
+            let id = lock(&group).id.clone();
+            if partition_for(&id, count) == partition {
+                registry.remove(&id);
+            }
+        }
+        let records = self.replay(registry, partition)?;
+        tracing::info!(
+            partition,
+            records,
+            "groups of a newly led __consumer_offsets partition loaded"
+        );
+        Ok(())
+    }
+
+    /// Replays one partition of the topic into the registry; returns the records read.
+    fn replay(&self, registry: &GroupRegistry, partition: i32) -> Result<usize, LogError> {
+        let Some(target) = self.partitions.get(OFFSETS_TOPIC, partition) else {
+            return Ok(0);
+        };
+        let now = Now::from_clock(self.clock.as_ref());
+        let mut records = 0usize;
+        for stored in target.records_from(target.offsets().log_start_offset) {
+            let stored = match stored {
+                Ok(stored) => stored,
+                // Storage failing is an error; a batch that does not parse is skipped with
+                // the rest of its partition, which then replays no further.
+                Err(err @ (LogError::Io(_) | LogError::Offline(_))) => return Err(err),
+                Err(err) => {
+                    tracing::warn!(partition, error = %err, "unreadable __consumer_offsets; replay of this partition stops here");
+                    break;
+                }
+            };
+            let Ok(decoded) = stored.records() else {
+                tracing::warn!(
+                    partition,
+                    offset = stored.base_offset(),
+                    "unreadable batch in __consumer_offsets"
+                );
+                continue;
+            };
+            for record in decoded.iter() {
+                records += 1;
+                if let Err(reason) = apply(registry, &record, now) {
+                    tracing::warn!(partition, offset = record.offset, %reason, "skipping __consumer_offsets record");
+                }
+            }
+        }
+        Ok(records)
     }
 
     /// Offsets of partitions that no longer exist are dropped, durably: a commit in flight

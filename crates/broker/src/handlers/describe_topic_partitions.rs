@@ -104,11 +104,7 @@ fn respond(
                     .state(index)
                     .cloned()
                     .unwrap_or(PartitionState::UNASSIGNED);
-                let isr = if state.leader == NO_LEADER {
-                    Vec::new()
-                } else {
-                    vec![BrokerId(state.leader)]
-                };
+                let isr = state.isr.iter().map(|r| BrokerId(*r)).collect();
                 let offline = state
                     .replicas
                     .iter()

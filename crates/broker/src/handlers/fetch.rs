@@ -78,8 +78,17 @@ enum Mode {
     Incremental(i32),
 }
 
+/// The broker a follower's fetch comes from (`replica_id` up to v14, `replica_state` from
+/// v15), `None` for a consumer's.
+fn fetching_replica(request: &FetchRequest) -> Option<i32> {
+    [request.replica_id.0, request.replica_state.replica_id.0]
+        .into_iter()
+        .find(|id| *id >= 0)
+}
+
 async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) -> Option<Response> {
     let by_id = ctx.version >= TOPIC_ID_VERSION;
+    let replica = fetching_replica(&request);
     let image = broker.image();
     let requested = requested_partitions(&image, &request, by_id);
     let (session_id, epoch) = (request.session_id, request.session_epoch);
@@ -169,6 +178,11 @@ async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) ->
     }
     .min(broker.config().fetch_max_bytes);
     let read_committed = request.isolation_level == READ_COMMITTED;
+    if let Some(follower) = replica {
+        // Where the follower's log ends is what it asks from: the high watermark may move
+        // before this response reports it.
+        record_follower_progress(&broker, follower, &wanted);
+    }
     // The first read does not listen: most fetches are answered at once, and a listener per
     // partition costs more than the read. A fetch that has to wait listens, then reads again
     // before waiting, so that an append between that read and the wait wakes it.
@@ -186,7 +200,7 @@ async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) ->
         for listener in &mut listeners {
             listener.as_mut().enable();
         }
-        let (mut data, bytes, failed) = read_all(&wanted, max_bytes, read_committed);
+        let (mut data, bytes, failed) = read_all(&wanted, max_bytes, read_committed, replica);
         let now = Instant::now();
         let nothing_to_wait_for = wanted.iter().all(|w| w.target.is_none());
         if bytes >= min_bytes || failed || now >= deadline || nothing_to_wait_for {
@@ -363,12 +377,30 @@ fn count_fetched(wanted: &[Wanted], data: &FetchResponseData) {
     }
 }
 
+/// A follower's fetch tells its leader where the follower's log ends: the high watermark may
+/// move, and a follower that caught up asks to join the ISR (sent to the controller in the
+/// background; the answer arrives as metadata).
+fn record_follower_progress(broker: &Arc<Broker>, follower: i32, wanted: &[Wanted]) {
+    let now_ms = broker.config().clock.now_ms();
+    for w in wanted {
+        let Some(partition) = &w.target else { continue };
+        if w.refused.is_some() || partition.check_leader_epoch(w.leader_epoch).is_err() {
+            continue;
+        }
+        if let Some(request) = partition.follower_fetched(follower, w.offset, now_ms) {
+            broker.request_isr_change(partition.clone(), request);
+        }
+    }
+}
+
 /// Reads every wanted partition once. Returns the response data, the record bytes it holds
-/// and whether any partition failed (an error is answered at once, not waited on).
+/// and whether any partition failed (an error is answered at once, not waited on). A
+/// follower (`replica`) reads to the log end, a consumer to the high watermark.
 fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     read_committed: bool,
+    replica: Option<i32>,
 ) -> (FetchResponseData, usize, bool) {
     let mut topics: Vec<FetchedTopic> = Vec::new();
     let mut total = 0usize;
@@ -422,7 +454,12 @@ fn read_all(
                 // one batch, so the response's first batch may exceed them (KIP-74), and a
                 // later partition's first batch that does not fit is left out below.
                 let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
-                match partition.read(w.offset, budget.max(1)) {
+                let read = if replica.is_some() {
+                    partition.read_for_replica(w.offset, budget.max(1))
+                } else {
+                    partition.read(w.offset, budget.max(1))
+                };
+                match read {
                     Ok(read) => {
                         fetched.high_watermark = read.high_watermark;
                         fetched.last_stable_offset = read.high_watermark;
@@ -501,6 +538,7 @@ mod tests {
             false,
             logs.get_or_create(&tp).unwrap(),
             Arc::new(TopicCounters::default()),
+            1,
         );
         assert_eq!(topic_id_refusal("orders", current, Some(&partition)), None);
         assert_eq!(

@@ -142,12 +142,7 @@ fn describe(topic: &TopicImage, image: &MetadataImage, version: i16) -> Metadata
         .map(|(index, state)| {
             let ids = |ids: &mut dyn Iterator<Item = i32>| ids.map(BrokerId).collect::<Vec<_>>();
             let live = |id: &i32| image.live_broker(*id).is_some();
-            // Without replication the in-sync replicas are the leader alone.
-            let isr = if state.leader == NO_LEADER {
-                Vec::new()
-            } else {
-                vec![BrokerId(state.leader)]
-            };
+            let isr = ids(&mut state.isr.iter().copied());
             let mut partition = MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(BrokerId(state.leader))

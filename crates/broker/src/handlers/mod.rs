@@ -22,6 +22,7 @@ mod describe_log_dirs;
 mod describe_producers;
 mod describe_quorum;
 mod describe_topic_partitions;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod get_telemetry_subscriptions;
@@ -194,6 +195,7 @@ pub const APIS: &[Api] = &[
     api::<offset_for_leader_epoch::OffsetForLeaderEpoch>(),
     api::<describe_producers::DescribeProducers>(),
     api::<describe_topic_partitions::DescribeTopicPartitions>(),
+    api::<elect_leaders::ElectLeaders>(),
     api::<get_telemetry_subscriptions::GetTelemetrySubscriptions>(),
 ];
 

@@ -1,8 +1,10 @@
 //! Produce: each partition's record set goes to the partition layer in request order
 //! (validation, append, waking fetches, counting), then the answer: acks=0 never, acks=1
-//! once appended, acks=all once every appended batch is durable (group commit). A partition
-//! whose durability wait fails is answered with KAFKA_STORAGE_ERROR: nothing that might be
-//! lost is acknowledged.
+//! once appended, acks=all once every appended batch is durable here (group commit) and
+//! held by every in-sync replica (below the high watermark), within the request's
+//! `timeout_ms`. A partition whose durability wait fails is answered with
+//! KAFKA_STORAGE_ERROR, one whose ISR is below `min.insync.replicas` with
+//! NOT_ENOUGH_REPLICAS: nothing that might be lost is acknowledged.
 //!
 //! Advertised from v0 although the codec decodes only v3+ (v0-v2 are refused on use):
 //! librdkafka disables compression when a broker's Produce range does not start at v0.
@@ -40,6 +42,10 @@ impl Handler for Produce {
 
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: ProduceRequest) -> Reply {
         let acks = request.acks;
+        // How long acks=all waits for the in-sync replicas (Kafka's `timeout_ms`).
+        let timeout =
+            std::time::Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0))
+                .max(std::time::Duration::from_millis(1));
         let mut results: Vec<TopicOutcome> = Vec::new();
         let image = (ctx.version >= TOPIC_ID_VERSION).then(|| broker.image());
         for topic in request.topic_data {
@@ -69,6 +75,7 @@ impl Handler for Produce {
                         data.records.as_deref(),
                         acks == -1,
                     )
+                    .map(|appended| appended.with_timeout(timeout))
                 } else {
                     Err(ApiError::new(
                         ResponseError::UnknownTopicId,

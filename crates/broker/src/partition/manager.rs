@@ -133,16 +133,17 @@ impl PartitionManager {
     pub fn reconcile_topic(&self, topic: &TopicImage) -> Result<(), LogError> {
         let config = topic_config::log_config(&self.config, &topic.configs);
         let internal = internal_topics::is_internal(&topic.name);
+        let min_insync = topic_config::min_insync_replicas(&self.config, &topic.configs);
+        let now_ms = self.config.clock.now_ms();
         let mut opened = Vec::new();
         for (index, state) in (0..topic.partitions).zip(&topic.states) {
             if !state.replicas.contains(&self.node_id) {
                 continue;
             }
-            let leading = state.leader == self.node_id;
             match self.get(&topic.name, index) {
                 Some(partition) => {
                     partition.log().set_config(config.clone())?;
-                    partition.set_leadership(leading, state.leader_epoch);
+                    partition.apply_state(state, min_insync, now_ms);
                 }
                 None => {
                     let tp = TopicPartition::new(topic.name.clone(), index);
@@ -168,8 +169,9 @@ impl PartitionManager {
                     }
                     log.set_config(config.clone())?;
                     let counters = self.metrics.topic(&topic.name);
-                    let partition = Partition::new(tp, topic.id, internal, log, counters);
-                    partition.set_leadership(leading, state.leader_epoch);
+                    let partition =
+                        Partition::new(tp, topic.id, internal, log, counters, self.node_id);
+                    partition.apply_state(state, min_insync, now_ms);
                     opened.push(Arc::new(partition));
                 }
             }

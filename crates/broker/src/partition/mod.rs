@@ -5,19 +5,23 @@
 //! wait; every read for a fetch goes through [`Partition::read`]. Handlers and the group
 //! coordinator use this layer; nothing else touches a `Log` or the `LogManager`.
 //!
-//! This is where replication will live: the leader epoch is the partition's (the controller's
-//! latest decision for it, published by the broker wiring), the high watermark is what
-//! [`Partition::read`] reports, and the ISR will be kept beside them. A partition this node
-//! holds but does not lead is open but serves no client.
+//! Replication lives here too: the leader epoch and ISR are the controller's latest state
+//! for the partition (published by the broker wiring); on the leader, [`Replication`]
+//! tracks each follower's fetches, moves the high watermark to what every in-sync replica
+//! holds and holds acks=all answers until it gets there; a follower's copy is appended by
+//! the broker's replica fetcher. A partition this node holds but does not
+//! lead is open but serves no client.
 //!
 //! Depends on the log crate, the metrics counters and the error mapping; must not depend on
 //! handlers, the group coordinator or the broker wiring.
 
 mod manager;
 pub mod partition_metadata;
+pub mod replication;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use sluice_log::{
@@ -30,8 +34,11 @@ use tokio::sync::futures::Notified;
 use uuid::Uuid;
 
 pub use manager::PartitionManager;
+pub use replication::IsrRequest;
+use replication::ReplicaSet;
 
 use crate::errors::ApiError;
+use crate::metadata::PartitionState;
 use crate::metrics::TopicCounters;
 
 /// The leader epoch of a partition that never changed leader.
@@ -48,23 +55,106 @@ pub enum Origin {
     Coordinator,
 }
 
+/// How long an acks=all append waits for the ISR when the requester gives no timeout.
+pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A record set in the log. For acks=all, [`Appended::durable`] waits until it is on stable
-/// storage.
+/// storage here and held by every in-sync replica.
 #[derive(Debug)]
 pub struct Appended {
     pub info: AppendInfo,
     wait: Option<DurableWait>,
+    /// For acks=all: the replication state to wait on, and the leader epoch appended in.
+    commit: Option<(Arc<Replication>, i32)>,
+    timeout: Duration,
 }
 
 impl Appended {
-    /// Resolves once the appended batches are durable (at once if no durability wait was
-    /// asked for). A failed wait is KAFKA_STORAGE_ERROR: nothing that may be lost is
+    /// Bounds the wait for the ISR (the Produce request's timeout).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Resolves once the appended batches are durable and below the high watermark (at
+    /// once if no wait was asked for). A failed durability wait is KAFKA_STORAGE_ERROR; a
+    /// leader that lost its leadership meanwhile answers NOT_LEADER_OR_FOLLOWER; an ISR
+    /// that shrank below `min.insync.replicas` NOT_ENOUGH_REPLICAS_AFTER_APPEND; no
+    /// answer from the ISR in time REQUEST_TIMED_OUT. Nothing that may be lost is
     /// acknowledged.
     pub async fn durable(self) -> Result<AppendInfo, ApiError> {
         if let Some(wait) = self.wait {
             wait.await.map_err(|e| ApiError::from(&e))?;
         }
+        if let Some((replication, epoch)) = self.commit
+            && !self.info.duplicate
+        {
+            replication
+                .wait_committed(self.info.last_offset + 1, epoch, self.timeout)
+                .await?;
+        }
         Ok(self.info)
+    }
+}
+
+/// What a partition's leader knows about its replicas, shared with the appends that wait
+/// for them.
+#[derive(Debug)]
+pub struct Replication {
+    set: Mutex<ReplicaSet>,
+    log: Arc<Log>,
+    /// Woken when the high watermark moves or the leadership changes.
+    committed: Notify,
+    /// `min.insync.replicas` of the topic.
+    min_insync: AtomicUsize,
+}
+
+impl Replication {
+    fn set(&self) -> std::sync::MutexGuard<'_, ReplicaSet> {
+        self.set.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the high watermark reaches `target` while this node leads in `epoch`.
+    async fn wait_committed(
+        &self,
+        target: i64,
+        epoch: i32,
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.committed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let set = self.set();
+                if !set.is_leader() || set.leader_epoch != epoch {
+                    return Err(ApiError::new(
+                        ResponseError::NotLeaderOrFollower,
+                        "leadership moved before the in-sync replicas had the records",
+                    ));
+                }
+                if self.log.high_watermark() >= target {
+                    let min = self.min_insync.load(Ordering::Acquire);
+                    if set.in_sync() < min {
+                        return Err(ApiError::new(
+                            ResponseError::NotEnoughReplicasAfterAppend,
+                            format!(
+                                "written, but only {} of min.insync.replicas={min} replicas are in sync",
+                                set.in_sync()
+                            ),
+                        ));
+                    }
+                    return Ok(());
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(ApiError::new(
+                    ResponseError::RequestTimedOut,
+                    "the in-sync replicas did not confirm the records in time",
+                ));
+            }
+        }
     }
 }
 
@@ -81,7 +171,10 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     /// Whether this node leads the partition (serves clients) in that epoch.
     leading: AtomicBool,
+    /// The leader this node follows (-1: none, or this node leads).
+    followed_leader: AtomicI32,
     log: Arc<Log>,
+    replication: Arc<Replication>,
     /// Woken after every append, for fetches waiting for data.
     appended: Notify,
     /// The topic's traffic counters, resolved once so that Produce and Fetch do not look
@@ -96,36 +189,153 @@ impl Partition {
         internal: bool,
         log: Arc<Log>,
         counters: Arc<TopicCounters>,
+        node_id: i32,
     ) -> Self {
+        let replication = Arc::new(Replication {
+            set: Mutex::new(ReplicaSet::new(node_id)),
+            log: log.clone(),
+            committed: Notify::new(),
+            min_insync: AtomicUsize::new(1),
+        });
         Partition {
             tp,
             topic_id,
             internal,
             leader_epoch: AtomicI32::new(NO_LEADER_EPOCH),
             leading: AtomicBool::new(false),
+            followed_leader: AtomicI32::new(-1),
             log,
+            replication,
             appended: Notify::new(),
             counters,
         }
     }
 
-    /// Applies the controller's decision for the partition: whether this node leads it, in
-    /// which epoch. An epoch this node leads in starts in the log's epoch history at the log
-    /// end (as Kafka's leader does). Decisions arrive in commit order; an older one is
-    /// ignored.
-    pub(crate) fn set_leadership(&self, leading: bool, epoch: i32) {
+    /// Applies the controller's latest state of the partition: whether this node leads it,
+    /// in which epoch, and with which in-sync replicas. An epoch this node leads in starts
+    /// in the log's epoch history at the log end (as Kafka's leader does). States arrive in
+    /// commit order; an older one is ignored. A replicated partition's high watermark is
+    /// this leader's to move (to what the ISR holds) or, on a follower, its leader's; a
+    /// partition whose only in-sync replica is this leader commits at every append.
+    pub(crate) fn apply_state(&self, state: &PartitionState, min_insync: usize, now_ms: i64) {
+        let epoch = state.leader_epoch;
         let current = self.leader_epoch.load(Ordering::Acquire);
         if epoch < current {
             return;
         }
+        let me = self.replication.set().me();
+        let leading = state.leader == me;
         if leading
             && (epoch > current || !self.leading.load(Ordering::Acquire))
             && let Err(err) = self.log.begin_leader_epoch(epoch.max(INITIAL_LEADER_EPOCH))
         {
             tracing::warn!(partition = %self.tp, error = %err, "cannot record the leader epoch");
         }
+        let first_state = current == NO_LEADER_EPOCH;
+        {
+            let mut set = self.replication.set();
+            set.apply(
+                &state.replicas,
+                &state.isr,
+                state.leader,
+                epoch,
+                state.partition_epoch,
+                now_ms,
+            );
+            self.replication
+                .min_insync
+                .store(min_insync, Ordering::Release);
+            if set.alone() {
+                self.log.set_high_watermark_follows_end(true);
+            } else {
+                self.log.set_high_watermark_follows_end(false);
+                if first_state && state.replicas.len() > 1 {
+                    // What is committed is not known until the leader (or, leading, the
+                    // ISR) says: nothing above the log start is shown before.
+                    self.log.set_high_watermark(i64::MIN);
+                }
+            }
+        }
         self.leader_epoch.store(epoch, Ordering::Release);
         self.leading.store(leading, Ordering::Release);
+        let followed = if leading { -1 } else { state.leader };
+        self.followed_leader.store(followed, Ordering::Release);
+        self.advance_high_watermark();
+        // Appends waiting for the ISR re-check who leads.
+        self.replication.committed.notify_waiters();
+    }
+
+    /// The leader this node copies the partition from, if it follows one.
+    pub fn followed_leader(&self) -> Option<i32> {
+        let leader = self.followed_leader.load(Ordering::Acquire);
+        (leader >= 0).then_some(leader)
+    }
+
+    /// On the leader: a follower fetched from `fetch_offset` (it holds everything below,
+    /// durably). Moves the high watermark if the ISR now holds more, and returns an ISR
+    /// expansion to ask the controller for when the follower caught up.
+    pub fn follower_fetched(
+        &self,
+        follower: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Option<IsrRequest> {
+        let epoch = self.leader_epoch();
+        let epoch_start = self
+            .log
+            .end_offset_for_epoch(epoch - 1)
+            .map_or(0, |(_, end)| end);
+        let request = self.replication.set().follower_fetched(
+            follower,
+            fetch_offset,
+            self.log.log_end_offset(),
+            self.log.high_watermark(),
+            epoch_start,
+            now_ms,
+        );
+        self.advance_high_watermark();
+        request
+    }
+
+    /// On the leader: the in-sync followers that have lagged for `max_lag_ms`, as the ISR
+    /// to ask for without them.
+    pub fn lagging_followers(&self, now_ms: i64, max_lag_ms: i64) -> Option<IsrRequest> {
+        self.replication.set().lagging(now_ms, max_lag_ms)
+    }
+
+    /// An ISR change this leader asked for was not made (refused as stale, or the
+    /// controller could not be reached): it may be asked for again.
+    pub fn isr_request_failed(&self, request: &IsrRequest) {
+        self.replication
+            .set()
+            .request_failed(request.partition_epoch);
+    }
+
+    /// Moves the leader's high watermark up to what every in-sync replica holds, waking
+    /// acks=all appends and consumers' fetches waiting for it.
+    fn advance_high_watermark(&self) {
+        let hw = self
+            .replication
+            .set()
+            .high_watermark(self.log.log_end_offset());
+        if let Some(hw) = hw
+            && hw > self.log.high_watermark()
+        {
+            self.log.set_high_watermark(hw);
+            self.replication.committed.notify_waiters();
+            self.appended.notify_waiters();
+        }
+    }
+
+    /// On a follower: the leader's high watermark, as far as this replica's log goes.
+    pub fn set_follower_high_watermark(&self, leader_hw: i64) {
+        let hw = leader_hw.min(self.log.log_end_offset());
+        self.log.set_high_watermark(hw);
+    }
+
+    /// The in-sync replicas as the metadata has them, and the partition's epoch.
+    pub fn in_sync_replicas(&self) -> Vec<i32> {
+        self.replication.set().isr.clone()
     }
 
     /// Whether this node serves the partition's clients.
@@ -201,6 +411,18 @@ impl Partition {
                 format!("cannot write to internal topic {}", self.tp.topic),
             ));
         }
+        if durable {
+            let (in_sync, min) = (
+                self.replication.set().in_sync(),
+                self.replication.min_insync.load(Ordering::Acquire),
+            );
+            if in_sync < min {
+                return Err(ApiError::new(
+                    ResponseError::NotEnoughReplicas,
+                    format!("{in_sync} replicas in sync, min.insync.replicas is {min}"),
+                ));
+            }
+        }
         let validated = ValidatedRecords::validate(records).map_err(|e| self.refused(&e))?;
         // Control batches are written by the transaction coordinator, never by clients.
         if origin == Origin::Client && validated.has_control_batch() {
@@ -209,15 +431,22 @@ impl Partition {
                 "clients may not write control batches",
             ));
         }
+        let epoch = self.leader_epoch();
         let info = self
             .log
-            .append_validated(validated, self.leader_epoch())
+            .append_validated(validated, epoch)
             .map_err(|e| self.refused(&e))?;
         if !info.duplicate {
             self.appended.notify_waiters();
         }
         let wait = durable.then(|| self.log.wait_durable(info.last_offset + 1));
-        Ok(Appended { info, wait })
+        let commit = durable.then(|| (self.replication.clone(), epoch));
+        Ok(Appended {
+            info,
+            wait,
+            commit,
+            timeout: DEFAULT_COMMIT_TIMEOUT,
+        })
     }
 
     fn refused(&self, err: &LogError) -> ApiError {
@@ -231,6 +460,11 @@ impl Partition {
     /// never above the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
         self.log.read(offset, max_bytes)
+    }
+
+    /// [`Partition::read`] to the log end: what a follower copies.
+    pub fn read_for_replica(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        self.log.read_for_replica(offset, max_bytes)
     }
 
     /// Completes at the next append. Enable it before reading, so that an append between the
@@ -314,7 +548,7 @@ impl Partition {
         self.log.is_offline()
     }
 
-    pub(crate) fn log(&self) -> &Arc<Log> {
+    pub fn log(&self) -> &Arc<Log> {
         &self.log
     }
 }

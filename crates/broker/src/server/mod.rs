@@ -106,6 +106,10 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
     tokio::spawn(async move { coordinator.groups().run(stop_coordinator).await });
     let (member, stop_member) = (broker.clone(), stopped.clone());
     tokio::spawn(async move { member.run_membership(stop_member).await });
+    let (leader, stop_isr) = (broker.clone(), stopped.clone());
+    tokio::spawn(async move { leader.run_isr_checks(stop_isr).await });
+    let (follower, stop_fetchers) = (broker.clone(), stopped.clone());
+    tokio::spawn(async move { crate::replica_fetcher::run(follower, stop_fetchers).await });
     let mut http_addr = None;
     if let Some(http) = http_listener {
         http_addr = http.local_addr().ok();

@@ -506,12 +506,15 @@ impl Iterator for RecordsFrom<'_> {
                     }
                 });
             }
-            let read = self.log.read(self.next, SCAN_CHUNK).and_then(|r| {
-                r.region
-                    .map(|r| r.read_to_vec())
-                    .transpose()
-                    .map_err(Into::into)
-            });
+            let read = self
+                .log
+                .read_for_replica(self.next, SCAN_CHUNK)
+                .and_then(|r| {
+                    r.region
+                        .map(|r| r.read_to_vec())
+                        .transpose()
+                        .map_err(Into::into)
+                });
             match read {
                 Ok(Some(bytes)) if !bytes.is_empty() => {
                     self.chunk = Arc::new(bytes);
@@ -529,7 +532,8 @@ impl Iterator for RecordsFrom<'_> {
 
 impl Log {
     /// Every batch from the one holding `offset` to the log end (as it is when the scan gets
-    /// there), read a chunk at a time. The first batch may start before `offset`; callers
+    /// there, above the high watermark too: the caller decides what it may show), read a
+    /// chunk at a time. The first batch may start before `offset`; callers
     /// skip the records they do not want. Stops after the first error.
     pub fn records_from(&self, offset: i64) -> RecordsFrom<'_> {
         let decompression_limit = decompression_limit(&self.config());

@@ -149,9 +149,31 @@ impl Log {
     /// Segments after the cut are deleted; the one holding it is cut and becomes active.
     /// The epoch history, producers' state, high watermark and durable point follow.
     pub fn truncate_to(&self, offset: i64) -> Result<i64> {
+        self.cut(offset, false)
+    }
+
+    /// Drops the whole log and starts it again, empty, at `offset` (a follower whose leader
+    /// no longer has what it would fetch next: the leader's log starts above it).
+    pub fn restart_at(&self, offset: i64) -> Result<i64> {
+        self.cut(offset, true)
+    }
+
+    /// The epoch of the newest leader that wrote here (a follower's "last fetched epoch").
+    pub fn latest_epoch(&self) -> Option<i32> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.epochs.latest().map(|e| e.epoch)
+    }
+
+    fn cut(&self, offset: i64, restart: bool) -> Result<i64> {
         let now = self.clock.now_ms();
         let mut inner = self.lock()?;
-        if offset >= inner.next_offset {
+        if offset >= inner.next_offset && !restart {
+            // Nothing to cut, but epochs begun at or after `offset` wrote nothing that
+            // remains (a deposed leader's epoch begun at its log end): they go, or the next
+            // fetch names that epoch and diverges again.
+            if inner.epochs.truncate_from_end(offset.max(0)) {
+                inner.epochs_dirty = true;
+            }
             return Ok(inner.next_offset);
         }
         if inner.cleaner.swapping.is_some() {
@@ -160,12 +182,20 @@ impl Log {
             )));
         }
         let offset = offset.max(0);
-        let containing = inner
-            .segments
-            .range(..offset)
-            .next_back()
-            .map(|(base, _)| *base);
-        let doomed: Vec<i64> = inner.segments.range(offset..).map(|(b, _)| *b).collect();
+        let containing = if restart {
+            None
+        } else {
+            inner
+                .segments
+                .range(..offset)
+                .next_back()
+                .map(|(base, _)| *base)
+        };
+        let doomed: Vec<i64> = if restart {
+            inner.segments.keys().copied().collect()
+        } else {
+            inner.segments.range(offset..).map(|(b, _)| *b).collect()
+        };
         let mut removed = Vec::new();
         for base in &doomed {
             let mut segment = inner.segments.remove(base).expect("listed");
@@ -209,11 +239,18 @@ impl Log {
         if inner.epochs.truncate_from_end(new_end) {
             inner.epochs_dirty = true;
         }
+        if restart && inner.epochs.truncate_from_end(i64::MIN) {
+            inner.epochs_dirty = true;
+        }
         if let Some(first_dirty) = inner.cleaner.first_dirty {
             inner.cleaner.first_dirty = Some(first_dirty.min(new_end));
         }
         self.log_end_offset.store(new_end, Ordering::SeqCst);
         self.durability.truncate(new_end);
+        if restart {
+            // Nothing is below the new start: durable up to it.
+            self.durability.advance(new_end);
+        }
         let hw = self.high_watermark.load(Ordering::SeqCst).min(new_end);
         self.high_watermark.store(hw, Ordering::SeqCst);
         inner.producers = producers::rebuild(
