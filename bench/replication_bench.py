@@ -59,19 +59,21 @@ def admin(bootstrap):
 
 
 def create(bootstrap, name, rf, configs=None):
-    futures = admin(bootstrap).create_topics([NewTopic(name, 1, rf, config=configs or {})], operation_timeout=10)
+    client = admin(bootstrap)
+    futures = client.create_topics([NewTopic(name, 1, rf, config=configs or {})], operation_timeout=10)
     futures[name].result(20)
 
 
 def placement(bootstrap, topic):
-    meta = admin(bootstrap).list_topics(topic, timeout=3)
+    client = admin(bootstrap)
+    meta = client.list_topics(topic, timeout=3)
     p = meta.topics[topic].partitions[0]
     return p.leader, list(p.isrs)
 
 
 def perf(perf_path, bootstrap, topic, size, count):
     out = subprocess.run(
-        [perf_path, "-P", "-t", topic, "-s", str(size), "-c", str(count), "-b", bootstrap, "-X", "acks=all", "-u"],
+        [perf_path, "-P", "-t", topic, "-s", str(size), "-c", str(count), "-b", bootstrap, "-X", "acks=all"],
         capture_output=True, text=True, check=True,
     ).stdout + ""
     lines = [l for l in out.splitlines() if "messages produced" in l]

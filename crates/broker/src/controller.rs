@@ -149,6 +149,8 @@ fn first_placement(topic: &str, partition: i32, replicas: Vec<i32>) -> MetadataR
         replicas,
         leader_epoch: crate::partition::INITIAL_LEADER_EPOCH,
         partition_epoch: 0,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 
@@ -546,6 +548,39 @@ impl Controller {
         Ok(committed.value)
     }
 
+    /// AlterPartitionReassignments: each `(topic, partition, target)` as [`reassignment`]
+    /// decides, the valid ones committed together; one outcome per request entry.
+    pub async fn alter_reassignments(
+        &self,
+        requests: Vec<(String, i32, Option<Vec<i32>>)>,
+    ) -> Result<Vec<Result<(), ApiError>>, ApiError> {
+        let committed = self
+            .commit(|image| {
+                let mut records = Vec::new();
+                let mut outcomes = Vec::new();
+                let mut seen = std::collections::BTreeSet::new();
+                for (topic, partition, target) in &requests {
+                    if !seen.insert((topic, partition)) {
+                        outcomes.push(Err(ApiError::new(
+                            ResponseError::InvalidRequest,
+                            format!("{topic}-{partition} is named twice"),
+                        )));
+                        continue;
+                    }
+                    match reassignment(image, topic, *partition, target.as_deref()) {
+                        Ok(record) => {
+                            records.push(record);
+                            outcomes.push(Ok(()));
+                        }
+                        Err(err) => outcomes.push(Err(err)),
+                    }
+                }
+                Ok((records, outcomes))
+            })
+            .await?;
+        Ok(committed.value)
+    }
+
     /// Preferred-leader election (ElectLeaders, and the periodic rebalance): see
     /// [`preferred_elections`]. Returns the partitions that were not moved, with why.
     pub async fn elect_preferred_leaders(
@@ -624,7 +659,8 @@ fn fencing(image: &MetadataImage, id: i32, incarnation: Uuid) -> Vec<MetadataRec
 }
 
 /// The change of a partition from `state` to `isr` led by `leader`: a new partition epoch,
-/// and a new leader epoch if the leader changes.
+/// and a new leader epoch if the leader changes. A reassignment in progress goes on, and
+/// completes if the ISR now holds every target replica ([`settled`]).
 pub(crate) fn partition_change(
     topic: &str,
     partition: i32,
@@ -632,7 +668,28 @@ pub(crate) fn partition_change(
     isr: Vec<i32>,
     leader: i32,
 ) -> MetadataRecord {
-    let leader_epoch = if leader == state.leader {
+    let next = PartitionState {
+        replicas: state.replicas.clone(),
+        isr,
+        leader,
+        leader_epoch: state.leader_epoch,
+        partition_epoch: state.partition_epoch,
+        adding: state.adding.clone(),
+        removing: state.removing.clone(),
+    };
+    change_record(topic, partition, state, settled(next))
+}
+
+/// The record taking a partition from `state` to `next` (leader, ISR, replicas and
+/// reassignment from `next`): one partition epoch later, a leader epoch later if the leader
+/// changes.
+fn change_record(
+    topic: &str,
+    partition: i32,
+    state: &PartitionState,
+    next: PartitionState,
+) -> MetadataRecord {
+    let leader_epoch = if next.leader == state.leader {
         state.leader_epoch
     } else {
         state.leader_epoch + 1
@@ -640,12 +697,120 @@ pub(crate) fn partition_change(
     MetadataRecord::PartitionChange {
         topic: topic.to_string(),
         partition,
-        replicas: state.replicas.clone(),
-        isr,
-        leader,
+        replicas: next.replicas,
+        isr: next.isr,
+        leader: next.leader,
         leader_epoch,
         partition_epoch: state.partition_epoch + 1,
+        adding: next.adding,
+        removing: next.removing,
     }
+}
+
+/// Completes a reassignment whose target replicas are all in sync: the replicas become the
+/// target, the removed ones leave the ISR, and if the leader is being removed the first
+/// in-sync target replica leads. Anything else is returned as it is.
+fn settled(mut next: PartitionState) -> PartitionState {
+    if !next.reassigning() {
+        return next;
+    }
+    let target = next.target();
+    if !target.iter().all(|r| next.isr.contains(r)) {
+        return next;
+    }
+    next.isr.retain(|r| target.contains(r));
+    if !target.contains(&next.leader) && next.leader != NO_LEADER {
+        next.leader = next.isr[0];
+    }
+    next.replicas = target;
+    next.adding.clear();
+    next.removing.clear();
+    next
+}
+
+/// A reassignment request for one partition (AlterPartitionReassignments): move it to
+/// `target` (replacing a reassignment in progress, counted from the replicas it started
+/// from), or with `None` cancel the one in progress (back to those replicas). The new
+/// replicas are added at once and copy the leader; the old ones go once every target
+/// replica is in sync. Errors are the request's, per partition.
+pub(crate) fn reassignment(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+    target: Option<&[i32]>,
+) -> Result<MetadataRecord, ApiError> {
+    let state = image.partition(topic, partition).ok_or_else(|| {
+        ApiError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("no partition {topic}-{partition}"),
+        )
+    })?;
+    let original: Vec<i32> = state
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !state.adding.contains(r))
+        .collect();
+    let target = match target {
+        Some(target) => target.to_vec(),
+        None if state.reassigning() => original.clone(),
+        None => {
+            return Err(ApiError::new(
+                ResponseError::NoReassignmentInProgress,
+                format!("{topic}-{partition} is not being reassigned"),
+            ));
+        }
+    };
+    let bad = |why: String| ApiError::new(ResponseError::InvalidReplicaAssignment, why);
+    let mut distinct = target.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if target.is_empty() || distinct.len() != target.len() {
+        return Err(bad(format!("replicas {target:?}")));
+    }
+    if let Some(unknown) = target.iter().find(|r| !image.brokers.contains_key(r)) {
+        return Err(bad(format!("broker {unknown} is not registered")));
+    }
+    let adding: Vec<i32> = target
+        .iter()
+        .copied()
+        .filter(|r| !original.contains(r))
+        .collect();
+    let removing: Vec<i32> = original
+        .iter()
+        .copied()
+        .filter(|r| !target.contains(r))
+        .collect();
+    let mut replicas = target.clone();
+    replicas.extend(removing.iter().copied());
+    // Replicas added by the reassignment being replaced and not in the new target leave
+    // the ISR with it.
+    let isr: Vec<i32> = state
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| replicas.contains(r))
+        .collect();
+    let leader = if replicas.contains(&state.leader) {
+        state.leader
+    } else {
+        isr.first().copied().unwrap_or(NO_LEADER)
+    };
+    if isr.is_empty() {
+        return Err(bad(format!(
+            "{topic}-{partition}: no in-sync replica would remain among {replicas:?}"
+        )));
+    }
+    let next = PartitionState {
+        replicas,
+        isr,
+        leader,
+        leader_epoch: state.leader_epoch,
+        partition_epoch: state.partition_epoch,
+        adding,
+        removing,
+    };
+    Ok(change_record(topic, partition, state, settled(next)))
 }
 
 /// The records registering `broker`: the registration, then the partitions it leads again
@@ -921,6 +1086,86 @@ mod tests {
         let grow = isr_update(&image, "t", 0, 2, 3, epoch, &[2, 1]).unwrap();
         apply(&mut image, &[grow]);
         assert_eq!(state(&image).isr, vec![2, 1]);
+    }
+
+    #[test]
+    fn a_reassignment_adds_then_removes_and_can_be_cancelled() {
+        let mut image = replicated();
+        register(&mut image, &broker(4, 4), false);
+        let state = |image: &MetadataImage| image.partition("t", 0).unwrap().clone();
+        // [1, 2, 3] → [4, 2, 3]: 4 is added (not in sync), 1 waits to be removed.
+        let start = reassignment(&image, "t", 0, Some(&[4, 2, 3])).unwrap();
+        apply(&mut image, &[start]);
+        let now = state(&image);
+        assert_eq!(
+            (
+                now.replicas.clone(),
+                now.adding.clone(),
+                now.removing.clone()
+            ),
+            (vec![4, 2, 3, 1], vec![4], vec![1])
+        );
+        assert_eq!((now.leader, now.isr.clone()), (1, vec![1, 2, 3]));
+        assert_eq!(now.target(), vec![4, 2, 3]);
+        // Cancelled: back to the replicas it started from (in the order the move listed
+        // them: the target's first, then those that were to go).
+        let cancel = reassignment(&image, "t", 0, None).unwrap();
+        apply(&mut image, &[cancel]);
+        let now = state(&image);
+        assert_eq!(
+            (now.replicas.clone(), now.reassigning()),
+            (vec![2, 3, 1], false)
+        );
+        assert_eq!(now.leader, 1, "the leader stays");
+        assert!(
+            reassignment(&image, "t", 0, None).is_err(),
+            "nothing to cancel"
+        );
+        assert!(reassignment(&image, "t", 0, Some(&[1, 1])).is_err());
+        assert!(
+            reassignment(&image, "t", 0, Some(&[7])).is_err(),
+            "unknown broker"
+        );
+        // Again; once 4 is in sync the move completes: 1 leaves, and as it led, the first
+        // in-sync target replica leads in a new epoch.
+        let start = reassignment(&image, "t", 0, Some(&[4, 2, 3])).unwrap();
+        apply(&mut image, &[start]);
+        let now = state(&image);
+        let grow = isr_update(
+            &image,
+            "t",
+            0,
+            1,
+            now.leader_epoch,
+            now.partition_epoch,
+            &[1, 2, 3, 4],
+        )
+        .unwrap();
+        apply(&mut image, &[grow]);
+        let done = state(&image);
+        assert_eq!(
+            (done.replicas.clone(), done.isr.clone(), done.reassigning()),
+            (vec![4, 2, 3], vec![2, 3, 4], false)
+        );
+        assert!(
+            isr_update(
+                &image,
+                "t",
+                0,
+                1,
+                now.leader_epoch,
+                done.partition_epoch,
+                &[1]
+            )
+            .is_none()
+        );
+        assert_eq!((done.leader, done.leader_epoch), (2, now.leader_epoch + 1));
+        check_leaders(&image);
+        // A move whose target is already in sync completes at once.
+        let shrink = reassignment(&image, "t", 0, Some(&[2, 3])).unwrap();
+        apply(&mut image, &[shrink]);
+        assert_eq!(state(&image).replicas, vec![2, 3]);
+        assert!(!state(&image).reassigning());
     }
 
     #[test]

@@ -419,3 +419,121 @@ async fn a_controller_only_voter_serves_the_quorum_and_no_client() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// ListOffsets LATEST (the high watermark) of one partition, asked of `c`.
+fn latest_offset(c: &mut RawClient, topic: &str, partition: i32) -> (i16, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_timestamp(-1),
+                ]),
+        ]);
+    let response: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 4, &request);
+    let p = &response.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+fn reassign(c: &mut RawClient, topic: &str, target: Option<Vec<i32>>) -> i16 {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    };
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            ReassignableTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![
+                    ReassignablePartition::default()
+                        .with_partition_index(0)
+                        .with_replicas(target.map(|t| t.into_iter().map(BrokerId).collect())),
+                ]),
+        ]);
+    let response: AlterPartitionReassignmentsResponse =
+        c.call(ApiKey::AlterPartitionReassignments, 0, &request);
+    assert_eq!(response.error_code, 0, "{response:?}");
+    response.responses[0].partitions[0].error_code
+}
+
+fn moves_in_progress(c: &mut RawClient) -> usize {
+    use kafka_protocol::messages::{
+        ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    };
+    let response: ListPartitionReassignmentsResponse = c.call(
+        ApiKey::ListPartitionReassignments,
+        0,
+        &ListPartitionReassignmentsRequest::default().with_timeout_ms(10_000),
+    );
+    response.topics.iter().map(|t| t.partitions.len()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_to_other_brokers_online_with_its_records() {
+    let root = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(root.path()).await;
+    let addrs: Vec<_> = brokers.iter().map(|b| b.local_addr).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut clients: Vec<RawClient> = addrs.iter().map(|a| RawClient::connect(*a)).collect();
+        assert_eq!(create(&mut clients[0], "moving", 1), 0);
+        let from = settled_leaders(&mut clients[0], "moving", 3)[0].1;
+        let leader = (from - 1) as usize;
+        for _ in 0..20 {
+            assert_eq!(produce(&mut clients[leader], "moving", 0), 0);
+        }
+        assert_eq!(latest_offset(&mut clients[leader], "moving", 0), (0, 20));
+        let c = &mut clients[0];
+        assert_eq!(
+            reassign(c, "moving", None),
+            ResponseError::NoReassignmentInProgress.code()
+        );
+        assert_eq!(
+            reassign(c, "moving", Some(vec![from, 9])),
+            ResponseError::InvalidReplicaAssignment.code(),
+            "an unknown broker"
+        );
+        // Away from its only replica to the two other brokers (replication factor 1 → 2).
+        let target: Vec<i32> = (1..=3).filter(|b| *b != from).collect();
+        assert_eq!(reassign(c, "moving", Some(target.clone())), 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let moved = loop {
+            let view = metadata(c, "moving");
+            let p = &view.topics[0].partitions[0];
+            let replicas: Vec<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
+            let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+            isr.sort_unstable();
+            if moves_in_progress(c) == 0 && replicas == target && isr == target {
+                break p.leader_id.0;
+            }
+            assert!(Instant::now() < deadline, "not moved: {p:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(target.contains(&moved), "led by {moved}");
+        // The new leader has every record; the old broker no longer serves the partition.
+        let at = (moved - 1) as usize;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while latest_offset(&mut clients[at], "moving", 0) != (0, 20) {
+            assert!(Instant::now() < deadline, "the records did not move");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            produce(&mut clients[leader], "moving", 0),
+            ResponseError::NotLeaderOrFollower.code()
+        );
+        assert_eq!(produce(&mut clients[at], "moving", 0), 0);
+        assert_eq!(latest_offset(&mut clients[at], "moving", 0), (0, 21));
+    })
+    .await
+    .unwrap();
+    for broker in brokers {
+        broker.shutdown().await.unwrap();
+    }
+}

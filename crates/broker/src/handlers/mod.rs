@@ -9,6 +9,7 @@
 //! waiting (durability, long polls, rebalances) happens in the future it returns.
 
 mod alter_configs;
+mod alter_partition_reassignments;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -33,6 +34,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -196,6 +198,8 @@ pub const APIS: &[Api] = &[
     api::<describe_producers::DescribeProducers>(),
     api::<describe_topic_partitions::DescribeTopicPartitions>(),
     api::<elect_leaders::ElectLeaders>(),
+    api::<alter_partition_reassignments::AlterPartitionReassignments>(),
+    api::<list_partition_reassignments::ListPartitionReassignments>(),
     api::<get_telemetry_subscriptions::GetTelemetrySubscriptions>(),
 ];
 

@@ -120,6 +120,8 @@ pub fn image_records(image: &MetadataImage) -> Vec<MetadataRecord> {
                     leader: state.leader,
                     leader_epoch: state.leader_epoch,
                     partition_epoch: state.partition_epoch,
+                    adding: state.adding.clone(),
+                    removing: state.removing.clone(),
                 })
             });
             std::iter::once(created).chain(placed)
@@ -212,6 +214,8 @@ mod tests {
                 leader: 1,
                 leader_epoch: 3,
                 partition_epoch: 5,
+                adding: vec![2],
+                removing: vec![],
             },
             MetadataRecord::ClusterId { id: "c1".into() },
         ] {
@@ -266,6 +270,8 @@ mod tests {
                 leader,
                 leader_epoch: epoch,
                 partition_epoch,
+                adding: Vec::new(),
+                removing: Vec::new(),
             };
         image.apply(&change(0, 1, &[1, 2, 3], 0)).unwrap();
         assert!(

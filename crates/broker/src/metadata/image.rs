@@ -27,6 +27,10 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     /// Bumped by every change (leader or ISR); -1 before the first.
     pub partition_epoch: i32,
+    /// A reassignment in progress: replicas being added and replicas to be removed (both
+    /// empty when none is).
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
 }
 
 impl PartitionState {
@@ -36,7 +40,23 @@ impl PartitionState {
         leader: NO_LEADER,
         leader_epoch: -1,
         partition_epoch: -1,
+        adding: Vec::new(),
+        removing: Vec::new(),
     };
+
+    /// Whether a reassignment is in progress.
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas the partition ends up with: `replicas` without those being removed.
+    pub fn target(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
+    }
 }
 
 /// A topic as the metadata knows it.
@@ -179,6 +199,8 @@ impl MetadataImage {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                adding,
+                removing,
             } => {
                 let state = self
                     .topics
@@ -215,12 +237,25 @@ impl MetadataImage {
                 if *leader != NO_LEADER && !isr.contains(leader) {
                     return refuse(format!("leader {leader} is not in sync ({isr:?})"));
                 }
+                let moving = adding.iter().chain(removing);
+                if !distinct(adding)
+                    || !distinct(removing)
+                    || moving.clone().any(|r| !replicas.contains(r))
+                    || adding.iter().any(|r| removing.contains(r))
+                    || replicas.iter().all(|r| removing.contains(r))
+                {
+                    return refuse(format!(
+                        "reassignment adding {adding:?}, removing {removing:?} of {replicas:?}"
+                    ));
+                }
                 *state = PartitionState {
                     replicas: replicas.clone(),
                     isr: isr.clone(),
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
+                    adding: adding.clone(),
+                    removing: removing.clone(),
                 };
                 let topic = &self.topics[topic];
                 assert_eq!(

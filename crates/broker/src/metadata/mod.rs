@@ -1141,6 +1141,8 @@ mod tests {
                 leader: 1,
                 leader_epoch: 4,
                 partition_epoch: 9,
+                adding: vec![2],
+                removing: vec![3],
             },
             MetadataRecord::DeleteTopic { name: "t".into() },
             MetadataRecord::ProducerIdBlock { end: 1000 },
@@ -1171,6 +1173,8 @@ mod tests {
                 leader: 3,
                 leader_epoch: 5,
                 partition_epoch: 5,
+                adding: Vec::new(),
+                removing: Vec::new(),
             }
         );
         assert!(MetadataRecord::decode(&[0, 4, 0, 5, b'a']).is_err());

@@ -51,6 +51,11 @@ pub enum MetadataRecord {
         leader_epoch: i32,
         /// Bumped by every change of the partition (leader or ISR).
         partition_epoch: i32,
+        /// A reassignment in progress (KIP-455's shape): replicas being added (catching up,
+        /// not yet in sync) and replicas to remove once every target replica is in sync.
+        /// Both empty when none is; the target is `replicas` without `removing`.
+        adding: Vec<i32>,
+        removing: Vec<i32>,
     },
     /// A broker started (`incarnation` is new at every start) and serves clients at
     /// `host:port`; it is live (unfenced) until fenced.
@@ -166,6 +171,8 @@ impl MetadataRecord {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                adding,
+                removing,
             } => {
                 out.push(10);
                 put_str(&mut out, "topic name", topic)?;
@@ -175,6 +182,8 @@ impl MetadataRecord {
                 out.extend_from_slice(&leader.to_be_bytes());
                 out.extend_from_slice(&leader_epoch.to_be_bytes());
                 out.extend_from_slice(&partition_epoch.to_be_bytes());
+                put_ids(&mut out, "adding replica count", adding)?;
+                put_ids(&mut out, "removing replica count", removing)?;
             }
             MetadataRecord::RegisterBroker {
                 id,
@@ -258,6 +267,8 @@ impl MetadataRecord {
                     leader,
                     leader_epoch,
                     partition_epoch: leader_epoch,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 }
             }
             10 => MetadataRecord::PartitionChange {
@@ -268,6 +279,8 @@ impl MetadataRecord {
                 leader: r.i32()?,
                 leader_epoch: r.i32()?,
                 partition_epoch: r.i32()?,
+                adding: r.ids()?,
+                removing: r.ids()?,
             },
             7 => MetadataRecord::RegisterBroker {
                 id: r.i32()?,

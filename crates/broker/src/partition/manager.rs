@@ -136,8 +136,13 @@ impl PartitionManager {
         let min_insync = topic_config::min_insync_replicas(&self.config, &topic.configs);
         let now_ms = self.config.clock.now_ms();
         let mut opened = Vec::new();
+        let mut unassigned = Vec::new();
         for (index, state) in (0..topic.partitions).zip(&topic.states) {
             if !state.replicas.contains(&self.node_id) {
+                // Reassigned away (or never here): a replica held is dropped below.
+                if state.partition_epoch >= 0 {
+                    unassigned.push(index);
+                }
                 continue;
             }
             match self.get(&topic.name, index) {
@@ -188,6 +193,18 @@ impl PartitionManager {
             let slot = &mut held[partition.tp.partition as usize];
             assert!(slot.is_none(), "a partition is opened once");
             *slot = Some(partition);
+        }
+        let dropped: Vec<Arc<Partition>> = unassigned
+            .into_iter()
+            .filter_map(|index| held.get_mut(usize::try_from(index).ok()?)?.take())
+            .collect();
+        drop(partitions);
+        for partition in dropped {
+            // Its data lives on the target replicas now; the leader no longer counts it.
+            tracing::info!(partition = %partition.tp, "replica reassigned away: removing it");
+            if let Err(err) = self.logs.delete(&partition.tp) {
+                tracing::warn!(partition = %partition.tp, error = %err, "log removal failed; it is retried at startup");
+            }
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod consume;
 pub mod group;
 mod log_dirs;
 pub mod produce;
+mod reassign;
 pub mod topic;
 mod wire;
 

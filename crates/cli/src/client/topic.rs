@@ -1,4 +1,4 @@
-//! `sluice topic create|list|describe|alter|delete`.
+//! `sluice topic create|list|describe|alter|reassign|elect-leaders|delete`.
 
 use std::collections::BTreeMap;
 
@@ -83,6 +83,43 @@ pub enum TopicCommand {
         /// Config override to remove (back to the broker default); repeatable.
         #[arg(long = "delete-config", value_name = "KEY")]
         delete_configs: Vec<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Move partitions to other brokers online (or cancel a move): the new replicas copy
+    /// the leader, the old ones go once every new one is in sync.
+    #[command(
+        after_help = "Examples:\n  sluice topic reassign orders --partition 0 --replicas 2,3,4 --wait\n  sluice topic reassign orders --partition 0 --cancel"
+    )]
+    Reassign {
+        /// The topic whose partitions move.
+        name: String,
+        /// A partition to move; repeatable.
+        #[arg(long = "partition", short = 'p', required = true)]
+        partitions: Vec<i32>,
+        /// The broker ids the partitions move to, comma-separated (the first is preferred
+        /// leader).
+        #[arg(long, conflicts_with = "cancel", required_unless_present = "cancel")]
+        replicas: Option<String>,
+        /// Cancel the move in progress (back to the replicas it started from).
+        #[arg(long)]
+        cancel: bool,
+        /// Wait until the moves are done (at most this many seconds, default 300).
+        #[arg(long, num_args = 0..=1, default_missing_value = "300", value_name = "SECONDS")]
+        wait: Option<u64>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Move partitions' leadership back to their preferred (first) replica.
+    #[command(
+        after_help = "Examples:\n  sluice topic elect-leaders orders\n  sluice topic elect-leaders orders --partition 3"
+    )]
+    ElectLeaders {
+        /// The topic.
+        name: String,
+        /// A partition (default: all); repeatable.
+        #[arg(long = "partition", short = 'p')]
+        partitions: Vec<i32>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -228,6 +265,26 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        TopicCommand::Reassign {
+            name,
+            partitions,
+            replicas,
+            cancel,
+            wait,
+            connection,
+        } => {
+            let replicas = match (replicas, cancel) {
+                (Some(text), false) => Some(super::reassign::parse_replicas(&text)?),
+                _ => None,
+            };
+            let wait = wait.map(std::time::Duration::from_secs);
+            super::reassign::reassign(&connection, &name, &partitions, replicas.as_deref(), wait)
+        }
+        TopicCommand::ElectLeaders {
+            name,
+            partitions,
+            connection,
+        } => super::reassign::elect_leaders(&connection, &name, &partitions),
         TopicCommand::Delete { names, connection } => {
             let mut wire = Wire::connect(&connection.bootstrap)?;
             let topic_names: Vec<TopicName> = names
