@@ -104,6 +104,9 @@ def main():
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--session-ms", type=int, default=1500)
     parser.add_argument("--port", type=int, default=19092)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a broker property for every node (repeatable), e.g. replica.sync.before.fetch=false")
+    parser.add_argument("--skip-single", action="store_true", help="skip the single-node runs (ratios then print as n/a)")
     args = parser.parse_args()
     sluice = os.path.abspath(args.sluice)
     data = tempfile.mkdtemp(prefix="sluice-replication-bench-")
@@ -116,7 +119,7 @@ def main():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait("the single node", 30, lambda: admin(single).list_topics(timeout=2) is not None)
-        for size in sizes:
+        for size in ([] if args.skip_single else sizes):
             create(single, f"single-{size}", 1)
             results[("rf1", size)] = perf(args.perf, single, f"single-{size}", size, args.messages)
             print(f"single node, RF 1, acks=all, {size} B: {results[('rf1', size)][0]} msgs/s, {results[('rf1', size)][1]:.1f} MB/s", flush=True)
@@ -134,7 +137,7 @@ def main():
             "--set", f"broker.session.timeout.ms={args.session_ms}",
             "--set", f"broker.heartbeat.interval.ms={max(50, args.session_ms // 6)}",
             "--set", f"admin.http.listener={http}",
-        ])
+        ] + [a for kv in args.set for a in ("--set", kv)])
     addresses = [f"127.0.0.1:{args.port + i}" for i in range(3)]
     https = [f"127.0.0.1:{args.port + 200 + i}" for i in range(3)]
     bootstrap = ",".join(addresses)
@@ -153,10 +156,11 @@ def main():
             results[("rf3", size)] = perf(args.perf, bootstrap, topic, size, args.messages)
             stop.set()
             sampler.join()
-            rf3, rf1 = results[("rf3", size)], results[("rf1", size)]
-            lag = f"uncommitted records at the leader: p99 {percentile(samples, 0.99):.0f}, max {max(samples):.0f} over {len(samples)} samples" if samples else "no lag samples"
+            rf3, rf1 = results[("rf3", size)], results.get(("rf1", size))
+            lag = f"uncommitted records at the leader: p50 {percentile(samples, 0.5):.0f}, p99 {percentile(samples, 0.99):.0f}, max {max(samples):.0f} over {len(samples)} samples" if samples else "no lag samples"
+            ratio = f"{100 * rf3[0] / rf1[0]:.0f}% of RF 1" if rf1 else "RF 1 not measured"
             print(f"3 nodes, RF 3, min.insync.replicas=2, acks=all, {size} B: {rf3[0]} msgs/s, {rf3[1]:.1f} MB/s "
-                  f"({100 * rf3[0] / rf1[0]:.0f}% of RF 1); {lag}", flush=True)
+                  f"({ratio}); {lag}", flush=True)
 
         # 3. Failover under an idempotent acks=all producer.
         topic = "failover"
@@ -165,9 +169,12 @@ def main():
         failures = []
         lock = threading.Lock()
 
-        def delivered(err, _msg):
+        def delivered(err, msg):
+            # When the write was sent and when its acknowledgement was seen: only a write
+            # sent after a kill proves the new leader took it.
+            sent = float(msg.value().decode())
             with lock:
-                (failures if err else acks).append(time.perf_counter())
+                (failures if err else acks).append((sent, time.perf_counter()))
 
         producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
                              "linger.ms": 1, "topic.metadata.refresh.interval.ms": 1000})
@@ -177,7 +184,7 @@ def main():
         def produce():
             i = 0
             while running.is_set():
-                producer.produce(topic, str(i).encode(), on_delivery=delivered)
+                producer.produce(topic, repr(time.perf_counter()).encode(), on_delivery=delivered)
                 producer.poll(0)
                 i += 1
                 time.sleep(0.001)
@@ -196,12 +203,12 @@ def main():
 
             def acked_after():
                 with lock:
-                    return any(t > killed for t in acks[-50:])
+                    return any(sent > killed for sent, _ in acks[-50:])
             wait("a write acknowledged after the kill", 60, acked_after)
             with lock:
-                first = min(t for t in acks if t > killed)
+                first = min(seen for sent, seen in acks if sent > killed)
             recoveries.append(first - killed)
-            print(f"kill {k + 1}: leader {leader}, first acknowledged write after {recoveries[-1]:.2f} s", flush=True)
+            print(f"kill {k + 1} at {time.strftime('%H:%M:%S')}: leader {leader}, first write sent after the kill acknowledged after {recoveries[-1]:.2f} s", flush=True)
             nodes[victim] = subprocess.Popen(commands[victim], stdout=logs[victim], stderr=logs[victim], stdin=subprocess.DEVNULL)
         running.clear()
         writer.join()

@@ -70,6 +70,10 @@ pub struct Broker {
 
 const META_PROPERTIES: &str = "meta.properties";
 
+/// How long a voter's quorum address must refuse connections, with nothing heard from it,
+/// before its broker is fenced without waiting for the session timeout.
+const REFUSED_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Reads `meta.properties` (Kafka's file naming the cluster and node a data directory
 /// belongs to): the cluster id, if the file exists. A directory of another node is refused.
 fn read_cluster_id(dir: &Path, node_id: i32) -> Result<Option<String>, StartError> {
@@ -572,14 +576,22 @@ impl Broker {
     }
 
     /// Keeps this broker's membership (KRaft's broker heartbeats, done the quorum's way):
-    /// every `broker.heartbeat.interval.ms` it registers again if the controller fenced it
-    /// while it was alive (a pause, a cut link); and on the active controller it fences every
-    /// broker the quorum has not heard from for `broker.session.timeout.ms`, moving its
+    /// every `broker.heartbeat.interval.ms` (at most 100 ms) it registers again if the
+    /// controller fenced it while it was alive (a pause, a cut link); and on the active
+    /// controller it fences every broker the quorum has not heard from for
+    /// `broker.session.timeout.ms`, or for 300 ms while its quorum address refuses
+    /// connections (the process is gone), moving its
     /// leaderships away, and every `leader.imbalance.check.interval.seconds` moves
     /// partitions back to their preferred (first) replica where it is in sync. Runs until
     /// `stop`.
     pub async fn run_membership(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let interval = self.config.cluster.broker_heartbeat_interval;
+        // Checked at least this often, whatever the heartbeat interval: a broker found down
+        // is fenced within a fraction of a second.
+        let interval = self
+            .config
+            .cluster
+            .broker_heartbeat_interval
+            .min(std::time::Duration::from_millis(100));
         let session = self.config.cluster.broker_session_timeout;
         let mut last_rebalance = self.clock().now();
         let mut last_round = self.clock().now();
@@ -643,6 +655,7 @@ impl Broker {
                     }
                 }
             }
+            let refusing = self.metadata.refusing_voters();
             for (node, heard) in &status.heard {
                 if *node == self.config.node_id {
                     continue;
@@ -650,10 +663,18 @@ impl Broker {
                 let Some(broker) = image.live_broker(*node) else {
                     continue;
                 };
-                if now.saturating_duration_since(*heard) < session {
+                let silent = now.saturating_duration_since(*heard);
+                // A voter whose address refuses connections is down, not just slow: it is
+                // fenced without waiting out the session (a SIGKILLed broker fails over in
+                // a fraction of it). A silent one that still accepts connections (paused,
+                // overloaded) or cannot be reached (a cut link) gets the whole session.
+                let down = refusing.iter().any(|(id, since)| {
+                    *id == *node && now.saturating_duration_since(*since) >= REFUSED_GRACE
+                }) && silent >= REFUSED_GRACE;
+                if silent < session && !down {
                     continue;
                 }
-                tracing::warn!(node, silent_for = ?now.saturating_duration_since(*heard), "fencing a broker that missed its heartbeats");
+                tracing::warn!(node, silent_for = ?silent, refusing_connections = down, "fencing a broker that missed its heartbeats");
                 if let Err(err) = self
                     .controller
                     .fence_broker(*node, broker.incarnation)

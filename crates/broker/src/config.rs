@@ -64,6 +64,7 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("min.insync.replicas", "1"),
     ("replica.lag.time.max.ms", "30000"),
     ("replica.fetch.wait.max.ms", "500"),
+    ("replica.sync.before.fetch", "true"),
     ("unclean.leader.election.enable", "false"),
     ("offsets.topic.replication.factor", "3"),
     ("auto.leader.rebalance.enable", "true"),
@@ -188,6 +189,11 @@ pub struct BrokerConfig {
     /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits at the leader for
     /// new records.
     pub replica_fetch_wait_max: Duration,
+    /// `replica.sync.before.fetch`: a follower makes what it copied durable before its next
+    /// fetch tells the leader it holds it (so acks=all means on disk on every in-sync
+    /// replica). Off: it syncs in the background and the next fetch goes at once (Kafka's
+    /// model: acknowledged writes are in the followers' page cache).
+    pub replica_sync_before_fetch: bool,
     /// `offsets.topic.replication.factor`: `__consumer_offsets` gets this many replicas,
     /// or as many as there are live brokers when it is created, if fewer.
     pub offsets_replication_factor: i16,
@@ -675,6 +681,7 @@ impl BrokerConfig {
             default_replication_factor: p.parse("default.replication.factor")?,
             replica_lag_time_max: p.millis("replica.lag.time.max.ms")?,
             replica_fetch_wait_max: p.millis("replica.fetch.wait.max.ms")?,
+            replica_sync_before_fetch: p.parse("replica.sync.before.fetch")?,
             offsets_replication_factor: p.parse("offsets.topic.replication.factor")?,
             leader_rebalance_interval: p
                 .parse::<bool>("auto.leader.rebalance.enable")?

@@ -501,6 +501,17 @@ impl MetadataStore {
         Ok(Ok((value, Some(answer))))
     }
 
+    /// The voters (node ids) whose quorum address refuses connections, and since when:
+    /// nothing listens there, so the node is down (not merely silent).
+    pub fn refusing_voters(&self) -> Vec<(i32, std::time::Instant)> {
+        self.inner
+            .identity
+            .refusing()
+            .into_iter()
+            .map(|(raft, since)| (node_id(raft), since))
+            .collect()
+    }
+
     /// A peer of another cluster, if one was met: this node's data and the quorum's do not
     /// belong together.
     pub fn foreign_peer(&self) -> Option<String> {

@@ -47,6 +47,10 @@ pub struct ClusterIdentity {
     /// The id this node brings if the metadata has none: its data's, or a new one.
     initial: String,
     foreign: std::sync::Mutex<Option<String>>,
+    /// Peers (raft ids) whose address refuses connections, since when: nothing listens
+    /// there (the process died or stopped), as opposed to a peer that is merely silent
+    /// (paused, or a cut link: connections time out instead). Cleared by a connection.
+    refusing: std::sync::Mutex<HashMap<u64, std::time::Instant>>,
 }
 
 impl ClusterIdentity {
@@ -56,7 +60,32 @@ impl ClusterIdentity {
             initial: known
                 .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string),
             foreign: std::sync::Mutex::new(None),
+            refusing: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    fn connection_refused(&self, peer: u64) {
+        self.refusing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(peer)
+            .or_insert_with(std::time::Instant::now);
+    }
+
+    fn connected(&self, peer: u64) {
+        self.refusing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&peer);
+    }
+
+    /// The peers that refuse connections, and since when.
+    pub fn refusing(&self) -> Vec<(u64, std::time::Instant)> {
+        let refusing = self.refusing.lock().unwrap_or_else(|e| e.into_inner());
+        refusing
+            .iter()
+            .map(|(peer, since)| (*peer, *since))
+            .collect()
     }
 
     pub fn initial(&self) -> String {
@@ -375,10 +404,18 @@ async fn send_to(
         )
         .await;
         let introduced = match connected {
-            Ok(Ok(mut stream)) => introduce(&mut stream, self_id, peer.raft_id, &identity)
-                .await
-                .map(|()| stream),
-            Ok(Err(err)) => Err(err.to_string()),
+            Ok(Ok(mut stream)) => {
+                identity.connected(peer.raft_id);
+                introduce(&mut stream, self_id, peer.raft_id, &identity)
+                    .await
+                    .map(|()| stream)
+            }
+            Ok(Err(err)) => {
+                if err.kind() == std::io::ErrorKind::ConnectionRefused {
+                    identity.connection_refused(peer.raft_id);
+                }
+                Err(err.to_string())
+            }
             Err(_) => Err("connect timed out".into()),
         };
         let Ok(stream) = introduced else {
