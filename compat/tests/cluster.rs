@@ -1,6 +1,7 @@
 //! A cluster of three combined nodes (broker + metadata quorum voter), each its own process,
 //! on loopback: it forms, spreads a topic's partitions over its brokers, serves librdkafka,
-//! both Python clients, kcat and the Java client through any bootstrap broker; SIGKILL of
+//! both Python clients, kcat and the Java client through any bootstrap broker (their own
+//! topics created with the cluster's default of three replicas); SIGKILL of
 //! the active controller elects another and admin requests keep working; the killed node
 //! rejoins with its data; a node paused past the session timeout is fenced (its partitions
 //! offline) and comes back when resumed; a node stopping cleanly fences itself first; with
@@ -219,7 +220,9 @@ fn run_clients(bootstrap: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_serve_clients_fail_over_and_rejoin() {
     let root = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::new(root.path(), &[]);
+    // Topics the clients create on their own get three replicas: every client scenario
+    // below runs against replicated partitions.
+    let mut cluster = Cluster::new(root.path(), &[("default.replication.factor", "3")]);
     for id in 1..=NODES {
         cluster.spawn(id, None);
     }

@@ -1,5 +1,6 @@
-//! One Kafka request to another broker of the cluster, as a client would send it: what a
-//! broker forwards (DescribeQuorum to the active controller, as Kafka's brokers do).
+//! Kafka requests to another broker of the cluster, as a client would send them: what a
+//! broker forwards (DescribeQuorum to the active controller, as Kafka's brokers do), and a
+//! follower's fetches to its leader (a [`Connection`] carrying one request at a time).
 //!
 //! Depends on the protocol codec only; must not depend on handlers or the broker wiring.
 
@@ -12,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The client id of a request one broker sends another: a broker does not forward such a
-/// request again (two nodes that each believe the other leads must not bounce it).
+/// request again (two nodes that each believe the other leads must not bounce it), and only
+/// a fetch with this client id counts as a follower's.
 pub const FORWARDED_CLIENT_ID: &str = "sluice-broker";
 /// A forwarded request gives up after this long.
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -79,8 +79,13 @@ enum Mode {
 }
 
 /// The broker a follower's fetch comes from (`replica_id` up to v14, `replica_state` from
-/// v15), `None` for a consumer's.
-fn fetching_replica(request: &FetchRequest) -> Option<i32> {
+/// v15), `None` for a consumer's. Only a broker's own client id is taken at its word: a
+/// client claiming a replica id would otherwise move the high watermark (until
+/// authentication says who is a broker, issue "security").
+fn fetching_replica(ctx: &RequestContext, request: &FetchRequest) -> Option<i32> {
+    if ctx.client_id.as_deref() != Some(crate::peer_client::FORWARDED_CLIENT_ID) {
+        return None;
+    }
     [request.replica_id.0, request.replica_state.replica_id.0]
         .into_iter()
         .find(|id| *id >= 0)
@@ -88,7 +93,7 @@ fn fetching_replica(request: &FetchRequest) -> Option<i32> {
 
 async fn run(broker: Arc<Broker>, ctx: RequestContext, request: FetchRequest) -> Option<Response> {
     let by_id = ctx.version >= TOPIC_ID_VERSION;
-    let replica = fetching_replica(&request);
+    let replica = fetching_replica(&ctx, &request);
     let image = broker.image();
     let requested = requested_partitions(&image, &request, by_id);
     let (session_id, epoch) = (request.session_id, request.session_epoch);

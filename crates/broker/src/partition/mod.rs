@@ -86,9 +86,9 @@ impl Appended {
         if let Some(wait) = self.wait {
             wait.await.map_err(|e| ApiError::from(&e))?;
         }
-        if let Some((replication, epoch)) = self.commit
-            && !self.info.duplicate
-        {
+        // A retried batch already in the log (idempotent producer) waits too, for its
+        // original's offsets: the first attempt may not be replicated yet.
+        if let Some((replication, epoch)) = self.commit {
             replication
                 .wait_committed(self.info.last_offset + 1, epoch, self.timeout)
                 .await?;
