@@ -537,3 +537,103 @@ async fn a_partition_moves_to_other_brokers_online_with_its_records() {
         broker.shutdown().await.unwrap();
     }
 }
+
+/// Creates `topic` (one partition) with three replicas and `min.insync.replicas`.
+fn create_replicated(c: &mut RawClient, topic: &str, min_insync: &str) -> i16 {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let created: CreateTopicsResponse = c.call(
+        ApiKey::CreateTopics,
+        5,
+        &CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_num_partitions(1)
+                    .with_replication_factor(3)
+                    .with_configs(vec![
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                            .with_value(Some(StrBytes::from_string(min_insync.to_string()))),
+                    ]),
+            ]),
+    );
+    created.topics[0].error_code
+}
+
+/// Partition 0's leader and ISR as `c` sees them.
+fn leader_and_isr(c: &mut RawClient, topic: &str) -> (i32, Vec<i32>) {
+    let view = metadata(c, topic);
+    let p = &view.topics[0].partitions[0];
+    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+    isr.sort_unstable();
+    (p.leader_id.0, isr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_needs_min_insync_replicas_in_sync() {
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers = start_cluster(root.path()).await;
+    let addrs: Vec<_> = brokers.iter().map(|b| b.local_addr).collect();
+    let (leaders, stopped) = tokio::task::spawn_blocking(move || {
+        let mut clients: Vec<RawClient> = addrs.iter().map(|a| RawClient::connect(*a)).collect();
+        assert_eq!(create_replicated(&mut clients[0], "strict", "3"), 0);
+        assert_eq!(create_replicated(&mut clients[0], "lenient", "2"), 0);
+        let mut leaders = Vec::new();
+        for topic in ["strict", "lenient"] {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let leader = loop {
+                let (leader, isr) = leader_and_isr(&mut clients[0], topic);
+                if leader > 0 && isr == vec![1, 2, 3] {
+                    break leader;
+                }
+                assert!(Instant::now() < deadline, "{topic}: not in sync");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            // All three in sync: acks=all is answered.
+            assert_eq!(produce(&mut clients[(leader - 1) as usize], topic, 0), 0);
+            leaders.push(leader);
+        }
+        // A broker that leads neither partition stops.
+        let stopped = (1..=3).find(|b| !leaders.contains(b)).unwrap_or(3);
+        (leaders, stopped)
+    })
+    .await
+    .unwrap();
+    brokers
+        .remove((stopped - 1) as usize)
+        .shutdown()
+        .await
+        .unwrap();
+    let addrs: Vec<_> = brokers.iter().map(|b| b.local_addr).collect();
+    let ids: Vec<i32> = (1..=3).filter(|b| *b != stopped).collect();
+    tokio::task::spawn_blocking(move || {
+        let client_of = |id: i32| {
+            let at = ids.iter().position(|b| *b == id).expect("a running broker");
+            RawClient::connect(addrs[at])
+        };
+        let mut c = client_of(ids[0]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while leader_and_isr(&mut c, "strict").1.len() != 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the stopped broker is still in sync"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Two in sync: a topic that wants three refuses acks=all before appending; one that
+        // wants two takes it.
+        let mut strict = client_of(leaders[0]);
+        assert_eq!(
+            produce(&mut strict, "strict", 0),
+            ResponseError::NotEnoughReplicas.code()
+        );
+        let mut lenient = client_of(leaders[1]);
+        assert_eq!(produce(&mut lenient, "lenient", 0), 0);
+    })
+    .await
+    .unwrap();
+    for broker in brokers {
+        broker.shutdown().await.unwrap();
+    }
+}
