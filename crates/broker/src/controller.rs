@@ -140,7 +140,7 @@ fn place_partitions(
 }
 
 /// A new partition: every replica in sync (all are empty), led by the first.
-fn first_placement(topic: &str, partition: i32, replicas: Vec<i32>) -> MetadataRecord {
+pub(crate) fn first_placement(topic: &str, partition: i32, replicas: Vec<i32>) -> MetadataRecord {
     MetadataRecord::PartitionChange {
         topic: topic.to_string(),
         partition,
@@ -622,7 +622,7 @@ impl Controller {
 /// off, so an out-of-sync replica never leads, and the partition waits for an in-sync one to
 /// come back; its last in-sync replica stays named in the ISR). Nothing if that incarnation
 /// is not live.
-fn fencing(image: &MetadataImage, id: i32, incarnation: Uuid) -> Vec<MetadataRecord> {
+pub(crate) fn fencing(image: &MetadataImage, id: i32, incarnation: Uuid) -> Vec<MetadataRecord> {
     let live = image
         .live_broker(id)
         .is_some_and(|b| b.incarnation == incarnation);
@@ -816,7 +816,7 @@ pub(crate) fn reassignment(
 /// The records registering `broker`: the registration, then the partitions it leads again
 /// (those left without a leader that it was last in sync for), and on a single node the
 /// partitions placed nowhere.
-fn registration(
+pub(crate) fn registration(
     image: &MetadataImage,
     broker: &crate::metadata::BrokerImage,
     claim_unplaced: bool,

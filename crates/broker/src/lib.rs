@@ -38,6 +38,8 @@ pub mod partition;
 mod peer_client;
 pub mod prometheus;
 mod replica_fetcher;
+#[cfg(test)]
+mod replication_sim;
 pub mod server;
 pub mod topic_config;
 

@@ -26,7 +26,7 @@ use sluice_log::{LogError, ReplicatedRecords};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::partition::Partition;
+use crate::partition::{Partition, replication};
 use crate::peer_client::Connection;
 
 /// Fetch v12: topics by name, `last_fetched_epoch` for divergence, `replica_id` in the body.
@@ -249,10 +249,10 @@ fn take_in(partition: &Partition, data: &PartitionData) -> Result<Option<i64>, S
     }
     if data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0 {
         let diverging = &data.diverging_epoch;
-        let target = match log.end_offset_for_epoch(diverging.epoch) {
-            Some((_, own_end)) if diverging.epoch >= 0 => own_end.min(diverging.end_offset),
-            _ => diverging.end_offset.max(0),
-        };
+        let target = replication::truncation_offset(
+            log.end_offset_for_epoch(diverging.epoch),
+            (diverging.epoch, diverging.end_offset),
+        );
         let end = log.truncate_to(target).map_err(|e| e.to_string())?;
         tracing::info!(partition = %tp, epoch = diverging.epoch, leader_end = diverging.end_offset, log_end_offset = end, "truncated a suffix the leader does not have");
         return Ok(None);

@@ -500,10 +500,11 @@ impl Partition {
         last_fetched_epoch: i32,
         fetch_offset: i64,
     ) -> Option<(i32, i64)> {
-        let (epoch, end) = self
-            .end_offset_for_epoch(last_fetched_epoch)
-            .unwrap_or((NO_LEADER_EPOCH, -1));
-        (epoch < last_fetched_epoch || end < fetch_offset).then_some((epoch, end))
+        replication::diverging(
+            self.end_offset_for_epoch(last_fetched_epoch),
+            last_fetched_epoch,
+            fetch_offset,
+        )
     }
 
     pub fn high_watermark(&self) -> i64 {

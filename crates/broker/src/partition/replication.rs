@@ -11,6 +11,31 @@
 
 use std::collections::BTreeMap;
 
+/// The leader's answer to a fetch from `fetch_offset` after a record of
+/// `last_fetched_epoch`, given its own end offset for that epoch (`end_for_epoch`:
+/// OffsetForLeaderEpoch's answer, `None` when it has none): `Some((epoch, end))` when the
+/// fetcher's log diverged from the leader's (its last epoch ended earlier at the leader, or
+/// never led there), which is where it must truncate (KIP-320).
+pub fn diverging(
+    end_for_epoch: Option<(i32, i64)>,
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+) -> Option<(i32, i64)> {
+    let (epoch, end) = end_for_epoch.unwrap_or((-1, -1));
+    (epoch < last_fetched_epoch || end < fetch_offset).then_some((epoch, end))
+}
+
+/// Where a follower truncates when its leader answered `diverging` (epoch, end offset): to
+/// the smaller of the leader's end for that epoch and its own (`own_end_for_epoch`), or to
+/// the leader's end when either does not know the epoch.
+pub fn truncation_offset(own_end_for_epoch: Option<(i32, i64)>, diverging: (i32, i64)) -> i64 {
+    let (epoch, end) = diverging;
+    match own_end_for_epoch {
+        Some((_, own_end)) if epoch >= 0 => own_end.min(end),
+        _ => end.max(0),
+    }
+}
+
 /// A follower's progress as its fetches tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Progress {
