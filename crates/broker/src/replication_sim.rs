@@ -6,7 +6,8 @@
 //! produce (to a node that believes it leads), follower fetches (a response may be lost),
 //! group commits, ISR requests reaching the controller late or never, lag checks, nodes
 //! applying metadata late, crashes that lose everything not synced, fencing of dead nodes
-//! and of live ones (a pause: the node learns it late, then registers again), restarts.
+//! and of live ones (a pause: the node learns it late, then registers again), restarts,
+//! reassignments to 2 or 3 of the brokers and their cancellation.
 //!
 //! Checked: every write acknowledged (below the leader's high watermark and synced on it)
 //! is, after a calm phase where every node returns and catches up, at its offset in the
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 use sluice_log::LeaderEpochs;
 use uuid::Uuid;
 
-use crate::controller::{fencing, first_placement, isr_update, registration};
+use crate::controller::{fencing, first_placement, isr_update, reassignment, registration};
 use crate::metadata::{BrokerImage, MetadataImage, MetadataRecord, NO_LEADER};
 use crate::partition::replication::{IsrRequest, ReplicaSet, diverging, truncation_offset};
 
@@ -151,6 +152,17 @@ impl Node {
         {
             return;
         }
+        if !state.replicas.contains(&self.id) {
+            // Reassigned away: the broker drops its copy (a later move back starts empty).
+            self.log.clear();
+            self.synced = 0;
+            self.epochs = LeaderEpochs::default();
+            self.hw = 0;
+            self.set = ReplicaSet::new(self.id);
+            self.applied = (state.leader_epoch, state.partition_epoch);
+            self.leading = false;
+            return;
+        }
         let leading = state.leader == self.id;
         if leading && (state.leader_epoch > self.applied.0 || !self.leading) {
             self.epochs.assign(state.leader_epoch.max(0), self.leo());
@@ -187,6 +199,9 @@ struct World {
     ack_before_replication: bool,
     /// No message is lost (the end of the calm phase).
     reliable: bool,
+    /// Reassignments happen (every other seed: the others keep all three replicas and
+    /// acknowledge more).
+    moving: bool,
     nodes: Vec<Node>,
     image: MetadataImage,
     now_ms: i64,
@@ -196,6 +211,8 @@ struct World {
     requests: Vec<(i32, IsrRequest)>,
     /// value → offset it was acknowledged at.
     acknowledged: BTreeMap<u64, i64>,
+    /// Reassignments started (or cancelled).
+    moves: usize,
 }
 
 fn broker(node: &Node) -> BrokerImage {
@@ -213,6 +230,7 @@ impl World {
         let mut world = World {
             ack_before_replication: false,
             reliable: false,
+            moving: seed.is_multiple_of(2),
             rng: Rng(seed | 1),
             nodes: (1..=NODES).map(Node::new).collect(),
             image: MetadataImage::default(),
@@ -221,6 +239,7 @@ impl World {
             pending: Vec::new(),
             requests: Vec::new(),
             acknowledged: BTreeMap::new(),
+            moves: 0,
         };
         for i in 0..world.nodes.len() {
             let records = registration(&world.image, &broker(&world.nodes[i]), false);
@@ -300,7 +319,8 @@ impl World {
                 }
             }
             94..=96 => self.fence_dead(),
-            97..=99 => self.restart_one(),
+            97..=98 => self.restart_one(),
+            99 if faults && self.moving && self.rng.chance(40) => self.reassign(),
             _ => {}
         }
     }
@@ -365,7 +385,11 @@ impl World {
     fn fetch_by(&mut self, f: i32) {
         let follower = &self.nodes[(f - 1) as usize];
         let leader = follower.set.leader;
-        if follower.leading || leader == NO_LEADER || leader == f {
+        if follower.leading
+            || leader == NO_LEADER
+            || leader == f
+            || !follower.set.replicas.contains(&f)
+        {
             return;
         }
         let l = &self.nodes[(leader - 1) as usize];
@@ -496,6 +520,27 @@ impl World {
         self.node(id).apply_metadata(&image, now);
     }
 
+    /// An operator moves the partition to 2 or 3 of the brokers, or cancels the move in
+    /// progress (`controller::reassignment`; refusals are the request's).
+    fn reassign(&mut self) {
+        let target: Option<Vec<i32>> = match self.rng.below(4) {
+            0 => None,
+            _ => {
+                let mut ids: Vec<i32> = (1..=NODES).collect();
+                let keep = 2 + self.rng.below(2) as usize;
+                for i in (1..ids.len()).rev() {
+                    ids.swap(i, self.rng.below(i as u64 + 1) as usize);
+                }
+                ids.truncate(keep);
+                Some(ids)
+            }
+        };
+        if let Ok(record) = reassignment(&self.image, TOPIC, 0, target.as_deref()) {
+            self.commit(&[record]);
+            self.moves += 1;
+        }
+    }
+
     /// `Broker::run_membership`: a live node that finds itself fenced registers again.
     fn reregister_if_fenced(&mut self, id: i32) {
         let node = &self.nodes[(id - 1) as usize];
@@ -558,8 +603,13 @@ impl World {
             return vec![format!("seed {seed}: no leader after the calm phase")];
         }
         // Liveness: with every node up and no faults, every replica catches up and is in
-        // sync (a follower stuck truncating or fetching forever would not be).
-        if state.isr.len() != NODES as usize {
+        // sync (a follower stuck truncating or fetching forever would not be), and a move
+        // in progress completes.
+        let mut isr = state.isr.clone();
+        let mut replicas = state.replicas.clone();
+        isr.sort_unstable();
+        replicas.sort_unstable();
+        if isr != replicas || state.reassigning() {
             let nodes: Vec<String> = self
                 .nodes
                 .iter()
@@ -610,16 +660,26 @@ impl World {
     }
 }
 
-/// Runs `seed` for `steps` steps of faults, then a calm phase. Returns the acknowledged
-/// writes checked and the violations found.
-fn run(seed: u64, steps: usize, ack_before_replication: bool) -> (usize, Vec<String>) {
+/// What one seed did.
+struct Outcome {
+    acknowledged: usize,
+    moves: usize,
+    violations: Vec<String>,
+}
+
+/// Runs `seed` for `steps` steps of faults, then a calm phase.
+fn run(seed: u64, steps: usize, ack_before_replication: bool) -> Outcome {
     let mut world = World::new(seed);
     world.ack_before_replication = ack_before_replication;
     for _ in 0..steps {
         world.step(true);
     }
     world.calm(3_000);
-    (world.acknowledged.len(), world.violations(seed))
+    Outcome {
+        acknowledged: world.acknowledged.len(),
+        moves: world.moves,
+        violations: world.violations(seed),
+    }
 }
 
 #[cfg(test)]
@@ -637,19 +697,23 @@ mod tests {
     fn acknowledged_writes_survive_crashes_lost_messages_and_late_metadata() {
         let first = env("SLUICE_REPLICATION_SIM_FIRST", 1);
         let seeds = env("SLUICE_REPLICATION_SIM_SEEDS", 300);
-        let mut acknowledged = 0;
+        let (mut acknowledged, mut moves) = (0, 0);
         for seed in first..first + seeds {
-            let (checked, violations) = run(seed, 2_000, false);
-            assert!(violations.is_empty(), "{violations:#?}");
-            acknowledged += checked;
+            let outcome = run(seed, 2_000, false);
+            assert!(outcome.violations.is_empty(), "{:#?}", outcome.violations);
+            acknowledged += outcome.acknowledged;
+            moves += outcome.moves;
         }
         assert!(acknowledged > 0, "the workload acknowledged nothing");
-        eprintln!("{seeds} seeds: {acknowledged} acknowledged writes checked");
+        assert!(moves > 0, "no reassignment was started");
+        eprintln!(
+            "{seeds} seeds: {acknowledged} acknowledged writes checked, {moves} reassignments started or cancelled"
+        );
     }
 
     #[test]
     fn the_checker_catches_acknowledgements_before_replication() {
-        let caught = (1..=100).find(|seed| !run(*seed, 2_000, true).1.is_empty());
+        let caught = (1..=100).find(|seed| !run(*seed, 2_000, true).violations.is_empty());
         assert!(
             caught.is_some(),
             "100 seeds and no lost acknowledged write found"
