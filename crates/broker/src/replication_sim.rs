@@ -24,7 +24,9 @@ use uuid::Uuid;
 
 use crate::controller::{fencing, first_placement, isr_update, reassignment, registration};
 use crate::metadata::{BrokerImage, MetadataImage, MetadataRecord, NO_LEADER};
-use crate::partition::replication::{IsrRequest, ReplicaSet, diverging, truncation_offset};
+use crate::partition::replication::{
+    IsrRequest, ReplicaSet, counts_as_progress, diverging, truncation_offset,
+};
 
 const TOPIC: &str = "t";
 const NODES: i32 = 3;
@@ -399,6 +401,23 @@ impl World {
         }
         let fetch_offset = follower.leo();
         let last = follower.epochs.latest().map_or(-1, |e| e.epoch);
+        // `Partition::follower_fetched`: the leader counts the position, unless it diverged.
+        let now = self.now_ms;
+        let counts = counts_as_progress(l.end_for(last), last, fetch_offset, l.leo());
+        let l = self.node(leader);
+        if counts {
+            let epoch_start = l.end_for(l.applied.0 - 1).map_or(0, |(_, end)| end);
+            let (leo, hw) = (l.leo(), l.hw);
+            if let Some(request) =
+                l.set
+                    .follower_fetched(f, fetch_offset, leo, hw, epoch_start, now)
+            {
+                self.requests.push((leader, request));
+            }
+        }
+        // The fetch handler: a diverged follower is told where to truncate.
+        let follower = &self.nodes[(f - 1) as usize];
+        let l = &self.nodes[(leader - 1) as usize];
         let div = (last >= 0)
             .then(|| diverging(l.end_for(last), last, fetch_offset))
             .flatten();
@@ -408,20 +427,9 @@ impl World {
             return;
         }
         assert!(
-            fetch_offset <= l.leo(),
-            "seed: follower {f} at {fetch_offset} past leader {leader}'s end {} without divergence",
-            l.leo()
+            fetch_offset <= self.nodes[(leader - 1) as usize].leo(),
+            "follower {f} at {fetch_offset} past leader {leader}'s end without divergence"
         );
-        let now = self.now_ms;
-        let l = self.node(leader);
-        let epoch_start = l.end_for(l.applied.0 - 1).map_or(0, |(_, end)| end);
-        let (leo, hw) = (l.leo(), l.hw);
-        if let Some(request) = l
-            .set
-            .follower_fetched(f, fetch_offset, leo, hw, epoch_start, now)
-        {
-            self.requests.push((leader, request));
-        }
         let l = self.node(leader);
         l.advance_hw();
         let records: Vec<Entry> = l.log[fetch_offset as usize..].to_vec();

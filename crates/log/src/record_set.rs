@@ -204,6 +204,12 @@ impl<'a> ReplicatedRecords<'a> {
             let header = batch.header();
             let size = header.size();
             let base = batch.base_offset();
+            if header.last_offset_delta() < 0 {
+                return Err(LogError::OutOfOrder(format!(
+                    "a batch at offset {base} with last offset delta {}",
+                    header.last_offset_delta()
+                )));
+            }
             if base < next_offset || base < 0 {
                 return Err(LogError::OutOfOrder(format!(
                     "a batch at offset {base} after one ending at {}",
@@ -242,6 +248,7 @@ impl<'a> ReplicatedRecords<'a> {
         let mut next = self.first_offset;
         for batch in &self.batches {
             assert_eq!(batch.position, end, "batch summaries tile the record set");
+            assert!(batch.offset_count() >= 1, "a batch holds an offset");
             let base = self.first_offset + batch.relative_base;
             assert!(base >= next, "base offsets increase");
             next = base + batch.offset_count();

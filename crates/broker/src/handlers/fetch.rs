@@ -392,7 +392,10 @@ fn record_follower_progress(broker: &Arc<Broker>, follower: i32, wanted: &[Wante
         if w.refused.is_some() || partition.check_leader_epoch(w.leader_epoch).is_err() {
             continue;
         }
-        if let Some(request) = partition.follower_fetched(follower, w.offset, now_ms) {
+        // A diverged follower is not counted (it truncates first, the response tells it
+        // where): `Partition::follower_fetched` decides.
+        let asked = partition.follower_fetched(follower, w.offset, w.last_fetched_epoch, now_ms);
+        if let Some(request) = asked {
             broker.request_isr_change(partition.clone(), request);
         }
     }

@@ -271,15 +271,27 @@ impl Partition {
         (leader >= 0).then_some(leader)
     }
 
-    /// On the leader: a follower fetched from `fetch_offset` (it holds everything below,
-    /// durably). Moves the high watermark if the ISR now holds more, and returns an ISR
+    /// On the leader: a follower fetched from `fetch_offset` after a record of
+    /// `last_fetched_epoch` (it holds everything below, durably, unless its log diverged:
+    /// [`replication::counts_as_progress`]). Moves the high watermark if the ISR now holds more, and returns an ISR
     /// expansion to ask the controller for when the follower caught up.
     pub fn follower_fetched(
         &self,
         follower: i32,
         fetch_offset: i64,
+        last_fetched_epoch: i32,
         now_ms: i64,
     ) -> Option<IsrRequest> {
+        let leader_end = self.log.log_end_offset();
+        let counts = replication::counts_as_progress(
+            self.end_offset_for_epoch(last_fetched_epoch),
+            last_fetched_epoch,
+            fetch_offset,
+            leader_end,
+        );
+        if !counts {
+            return None;
+        }
         let epoch = self.leader_epoch();
         let epoch_start = self
             .log
@@ -288,7 +300,7 @@ impl Partition {
         let request = self.replication.set().follower_fetched(
             follower,
             fetch_offset,
-            self.log.log_end_offset(),
+            leader_end,
             self.log.high_watermark(),
             epoch_start,
             now_ms,

@@ -25,6 +25,22 @@ pub fn diverging(
     (epoch < last_fetched_epoch || end < fetch_offset).then_some((epoch, end))
 }
 
+/// Whether a follower's fetch position says what it holds, so that its leader may count
+/// it (high watermark, ISR): not when it is past the leader's log end, nor when its log
+/// diverged (`end_for_epoch`: the leader's end for the follower's last epoch). A diverged
+/// follower holds other records below its fetch offset; counting them would commit what it
+/// does not have and let it join the ISR. It truncates first, as in Kafka.
+pub fn counts_as_progress(
+    end_for_epoch: Option<(i32, i64)>,
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+    leader_end: i64,
+) -> bool {
+    fetch_offset <= leader_end
+        && (last_fetched_epoch < 0
+            || diverging(end_for_epoch, last_fetched_epoch, fetch_offset).is_none())
+}
+
 /// Where a follower truncates when its leader answered `diverging` (epoch, end offset): to
 /// the smaller of the leader's end for that epoch and its own (`own_end_for_epoch`), or to
 /// the leader's end when either does not know the epoch.
@@ -301,6 +317,23 @@ mod tests {
         assert_eq!(grow.isr, vec![1, 2, 3]);
         set.request_failed(11);
         assert!(set.follower_fetched(3, 200, 200, 200, 0, 41_001).is_some());
+    }
+
+    #[test]
+    fn a_diverged_follower_is_not_counted_until_it_truncated() {
+        // The leader's epoch 5 ended at 100 (epoch 6 from there); a deposed leader of epoch
+        // 5 fetches from 120: it holds other records in 100..120.
+        assert!(!counts_as_progress(Some((5, 100)), 5, 120, 150));
+        assert!(counts_as_progress(Some((5, 100)), 5, 100, 150), "truncated to 100");
+        assert!(counts_as_progress(Some((6, 150)), 6, 150, 150));
+        // An epoch the leader never had (a deposed leader's own): diverged.
+        assert!(!counts_as_progress(Some((5, 100)), 7, 100, 150));
+        // Past the leader's end, or an empty follower.
+        assert!(!counts_as_progress(Some((6, 150)), 6, 151, 150));
+        assert!(counts_as_progress(None, -1, 0, 150));
+        assert_eq!(truncation_offset(Some((5, 120)), (5, 100)), 100);
+        assert_eq!(truncation_offset(Some((4, 90)), (5, 100)), 90);
+        assert_eq!(truncation_offset(None, (-1, -1)), 0);
     }
 
     #[test]
