@@ -156,3 +156,56 @@ fn truncating_everything_starts_the_log_again_and_forgets_producers() {
     log.check_invariants().unwrap();
     manager.shutdown().unwrap();
 }
+
+#[test]
+fn copied_batches_may_start_after_a_gap_as_a_compacted_leader_sends_them() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let leaders = open_log(leader_dir.path());
+    let leader = leaders.get_or_create(&tp(0)).unwrap();
+    for tag in 0..3u64 {
+        leader.append(&mut batch(2, 100, T0, tag), 1).unwrap();
+    }
+    // What a compacted leader would send from offset 2: batches at 2 and 4, nothing at 0.
+    let from_two = leader_bytes(&leader, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let followers = open_log(dir.path());
+    let follower = followers.get_or_create(&tp(0)).unwrap();
+    let copied = ReplicatedRecords::validate(&from_two).unwrap();
+    assert_eq!(copied.first_offset(), 2);
+    follower.append_replicated(&copied).unwrap();
+    assert_eq!(follower.log_end_offset(), 6);
+    assert_eq!(
+        follower.offsets().log_start_offset,
+        2,
+        "the empty log starts where its first batch does"
+    );
+    assert_eq!(tags(&follower), vec![1, 2]);
+    follower.check_invariants().unwrap();
+    // A gap later on (the next batch starts past the log end) is kept as a gap.
+    let mut later = batch(1, 100, T0, 9);
+    sluice_record::set_base_offset(&mut later, 10);
+    sluice_record::set_partition_leader_epoch(&mut later, 2);
+    follower
+        .append_replicated(&ReplicatedRecords::validate(&later).unwrap())
+        .unwrap();
+    assert_eq!(follower.log_end_offset(), 11);
+    assert_eq!(follower.end_offset_for_epoch(1), Some((1, 10)));
+    assert_eq!(tags(&follower), vec![1, 2, 9]);
+    follower.check_invariants().unwrap();
+    // The leader's log now starts past everything here: start again there.
+    assert_eq!(follower.restart_at(20).unwrap(), 20);
+    let offsets = follower.offsets();
+    assert_eq!((offsets.log_start_offset, offsets.log_end_offset), (20, 20));
+    assert_eq!(follower.latest_epoch(), None);
+    assert!(tags(&follower).is_empty());
+    let mut next = batch(1, 100, T0, 20);
+    sluice_record::set_base_offset(&mut next, 20);
+    sluice_record::set_partition_leader_epoch(&mut next, 3);
+    follower
+        .append_replicated(&ReplicatedRecords::validate(&next).unwrap())
+        .unwrap();
+    assert_eq!(tags(&follower), vec![20]);
+    follower.check_invariants().unwrap();
+    followers.shutdown().unwrap();
+    leaders.shutdown().unwrap();
+}

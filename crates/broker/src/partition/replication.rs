@@ -324,7 +324,10 @@ mod tests {
         // The leader's epoch 5 ended at 100 (epoch 6 from there); a deposed leader of epoch
         // 5 fetches from 120: it holds other records in 100..120.
         assert!(!counts_as_progress(Some((5, 100)), 5, 120, 150));
-        assert!(counts_as_progress(Some((5, 100)), 5, 100, 150), "truncated to 100");
+        assert!(
+            counts_as_progress(Some((5, 100)), 5, 100, 150),
+            "truncated to 100"
+        );
         assert!(counts_as_progress(Some((6, 150)), 6, 150, 150));
         // An epoch the leader never had (a deposed leader's own): diverged.
         assert!(!counts_as_progress(Some((5, 100)), 7, 100, 150));
