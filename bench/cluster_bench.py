@@ -16,28 +16,14 @@ Prints one line per phase. Needs confluent-kafka (pip) and nothing listening on 
 
 import argparse
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
 from confluent_kafka import admin as cadmin
 
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def node_commands(sluice, data, port):
-    out = subprocess.run(
-        [sluice, "dev", "cluster", "--nodes", "3", "--data-dir", data, "--port", str(port), "--print-commands"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    # "sluice broker ..." → our binary.
-    return [[sluice] + shlex.split(line)[1:] for line in out.splitlines()]
+from cluster_common import node_commands, percentile, stop, wait
 
 
 def start(command, log):
@@ -53,18 +39,6 @@ def create(bootstrap, name):
     client = cadmin.AdminClient({"bootstrap.servers": bootstrap})
     futures = client.create_topics([cadmin.NewTopic(name, 1, 1)], operation_timeout=10, request_timeout=15)
     futures[name].result(20)
-
-
-def wait(what, deadline_s, check):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - a node that is down answers with errors
-            pass
-        time.sleep(0.02)
-    sys.exit(f"timed out waiting for {what}")
 
 
 def main():
@@ -116,14 +90,7 @@ def main():
                   f"CreateTopics accepted again p50 {percentile(usable, 0.5):.2f} s, p99 {percentile(usable, 0.99):.2f} s")
             print("new controller after (s, sorted):", " ".join(f"{e:.2f}" for e in sorted(elections)))
     finally:
-        for node in nodes:
-            if node.poll() is None:
-                node.send_signal(signal.SIGTERM)
-        for node in nodes:
-            try:
-                node.wait(30)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        stop(nodes)
 
 
 if __name__ == "__main__":

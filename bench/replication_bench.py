@@ -22,7 +22,6 @@ Needs confluent-kafka (pip) and nothing listening on the ports.
 import argparse
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -34,24 +33,9 @@ import urllib.request
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from cluster_common import node_commands, percentile, stop, wait
+
 SUMMARY = re.compile(r"(\d+) messages produced \((\d+) bytes\), (\d+) delivered .* in (\d+)ms: (\d+) msgs/s and ([\d.]+) MB/s")
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def wait(what, deadline_s, check):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - a node that is down answers with errors
-            pass
-        time.sleep(0.02)
-    sys.exit(f"timed out waiting for {what}")
 
 
 def admin(bootstrap):
@@ -83,9 +67,9 @@ def perf(perf_path, bootstrap, topic, size, count):
     return int(m.group(5)), float(m.group(6))
 
 
-def sample_lag(http, stop, samples):
+def sample_lag(http, done, samples):
     url = f"http://{http}/metrics"
-    while not stop.is_set():
+    while not done.is_set():
         try:
             body = urllib.request.urlopen(url, timeout=1).read().decode()
             for line in body.splitlines():
@@ -128,12 +112,10 @@ def main():
         node.wait(30)
 
     # 2. Three nodes, RF 3.
-    out = subprocess.run([sluice, "dev", "cluster", "--nodes", "3", "--data-dir", os.path.join(data, "cluster"),
-                          "--port", str(args.port), "--print-commands"], check=True, capture_output=True, text=True).stdout
     commands = []
-    for i, line in enumerate(out.splitlines()):
+    for i, command in enumerate(node_commands(sluice, os.path.join(data, "cluster"), args.port)):
         http = f"127.0.0.1:{args.port + 200 + i}"
-        commands.append([sluice] + shlex.split(line)[1:] + [
+        commands.append(command + [
             "--set", f"broker.session.timeout.ms={args.session_ms}",
             "--set", f"broker.heartbeat.interval.ms={max(50, args.session_ms // 6)}",
             "--set", f"admin.http.listener={http}",
@@ -150,11 +132,11 @@ def main():
             create(bootstrap, topic, 3, {"min.insync.replicas": "2"})
             wait("a full ISR", 30, lambda: len(placement(bootstrap, topic)[1]) == 3)
             leader = placement(bootstrap, topic)[0]
-            stop, samples = threading.Event(), []
-            sampler = threading.Thread(target=sample_lag, args=(https[leader - 1], stop, samples))
+            sampled, samples = threading.Event(), []
+            sampler = threading.Thread(target=sample_lag, args=(https[leader - 1], sampled, samples))
             sampler.start()
             results[("rf3", size)] = perf(args.perf, bootstrap, topic, size, args.messages)
-            stop.set()
+            sampled.set()
             sampler.join()
             rf3, rf1 = results[("rf3", size)], results.get(("rf1", size))
             lag = f"uncommitted records at the leader: p50 {percentile(samples, 0.5):.0f}, p99 {percentile(samples, 0.99):.0f}, max {max(samples):.0f} over {len(samples)} samples" if samples else "no lag samples"
@@ -218,14 +200,7 @@ def main():
                   f"p99 {percentile(recoveries, 0.99):.2f} s, max {max(recoveries):.2f} s; "
                   f"{len(acks)} writes acknowledged, {len(failures)} failed")
     finally:
-        for node in nodes:
-            if node.poll() is None:
-                node.send_signal(signal.SIGTERM)
-        for node in nodes:
-            try:
-                node.wait(30)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        stop(nodes)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_compat::{BrokerProcess, compile_java_check, free_listen_address, java_check};
 
 mod common;
-use common::{Cluster, NODES, get_json, get_text, wait_for};
+use common::{Cluster, NODES, client_config as config, get_json, get_text, wait_for};
 
 const PARTITIONS: i32 = 30;
 
@@ -30,14 +29,6 @@ const PARTITIONS: i32 = 30;
 #[ignore = "the broker child process of the cluster tests"]
 fn broker_process() {
     sluice_compat::run_broker_process();
-}
-
-fn config(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("socket.timeout.ms", "10000");
-    config
 }
 
 async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<(), String> {
@@ -285,23 +276,7 @@ async fn three_nodes_serve_clients_fail_over_and_rejoin() {
     // partitions go offline. Resumed, it registers again and leads them again.
     let controller = cluster.controller(None, Duration::from_secs(20));
     let paused = 1 + controller % NODES;
-    let pid = cluster
-        .node(paused)
-        .process
-        .as_ref()
-        .unwrap()
-        .pid()
-        .to_string();
-    let signal = |sig: &str| {
-        assert!(
-            Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    signal("-STOP");
+    cluster.signal(paused, "-STOP");
     let at_controller = cluster.node(controller).http.clone();
     let fenced = |node: i32| {
         let brokers = get_json(&at_controller, "/api/v1/brokers");
@@ -318,7 +293,7 @@ async fn three_nodes_serve_clients_fail_over_and_rejoin() {
         metrics.contains("sluice_cluster_brokers{state=\"fenced\"} 1"),
         "{metrics}"
     );
-    signal("-CONT");
+    cluster.signal(paused, "-CONT");
     wait_for(
         Duration::from_secs(30),
         "the resumed node live again",

@@ -12,7 +12,6 @@
 //! is 20: see docs/TESTING.md).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,11 +37,8 @@ fn broker_process() {
 }
 
 fn config(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("socket.timeout.ms", "10000")
-        .set("topic.metadata.refresh.interval.ms", "1000");
+    let mut config = common::client_config(bootstrap);
+    config.set("topic.metadata.refresh.interval.ms", "1000");
     config
 }
 
@@ -290,26 +286,13 @@ async fn acknowledged_writes_survive_leader_kills_and_pauses() {
         let placed = wait_placed(&bootstrap, TOPIC, None, 3, Duration::from_secs(60));
         let leader = placed[&0].0;
         let before = acked();
-        let pid = cluster
-            .node(leader)
-            .process
-            .as_ref()
-            .unwrap()
-            .pid()
-            .to_string();
         let fault_at = Instant::now();
         let paused = round == kills;
         if paused {
             // The last fault: a pause past the session timeout. The paused leader is
             // fenced and replaced; resumed, it must not take writes as a stale leader, and
             // whatever it has that the new leader does not is truncated.
-            assert!(
-                Command::new("kill")
-                    .args(["-STOP", &pid])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            cluster.signal(leader, "-STOP");
         } else {
             cluster.kill(leader);
         }
@@ -333,13 +316,7 @@ async fn acknowledged_writes_survive_leader_kills_and_pauses() {
         };
         recoveries.push(acked_at.saturating_duration_since(fault_at));
         if paused {
-            assert!(
-                Command::new("kill")
-                    .args(["-CONT", &pid])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            cluster.signal(leader, "-CONT");
         } else {
             cluster.spawn(leader, None);
             cluster.wait_ready(leader);

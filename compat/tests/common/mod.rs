@@ -9,10 +9,21 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rdkafka::config::ClientConfig;
 use serde_json::Value;
 use sluice_compat::{BrokerProcess, free_listen_address};
 
 pub const NODES: i32 = 3;
+
+/// A librdkafka client of the cluster at `bootstrap` (a socket timeout that outlasts a
+/// failover).
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("socket.timeout.ms", "10000");
+    config
+}
 
 /// One node: its addresses and data, and its process while it runs.
 pub struct Node {
@@ -112,6 +123,16 @@ impl Cluster {
             .take()
             .expect("running")
             .kill();
+    }
+
+    /// Sends node `id`'s process a signal (`-STOP`, `-CONT`) with kill(1).
+    pub fn signal(&self, id: i32, signal: &str) {
+        let pid = self.node(id).process.as_ref().expect("running").pid();
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} {pid}");
     }
 
     pub fn running(&self) -> impl Iterator<Item = &Node> {

@@ -606,8 +606,9 @@ impl Broker {
             // A round that comes much later than asked means this process did not run
             // meanwhile (paused, starved): what it knows of who leads the quorum and whom
             // the quorum heard from is as old as that. A resumed ex-leader would fence every
-            // healthy broker from it; it decides nothing this round, and by the next one it
-            // has heard the quorum's present.
+            // healthy broker from it: it decides nothing this round (and its fencing is
+            // proposed as leader only, so a decision made from a seat it has lost cannot
+            // commit anyway).
             let round = self.clock().now();
             let late = round.saturating_duration_since(last_round) > interval + session / 2;
             last_round = round;
@@ -677,7 +678,7 @@ impl Broker {
                 tracing::warn!(node, silent_for = ?silent, refusing_connections = down, "fencing a broker that missed its heartbeats");
                 if let Err(err) = self
                     .controller
-                    .fence_broker(*node, broker.incarnation)
+                    .fence_silent_broker(*node, broker.incarnation)
                     .await
                 {
                     tracing::warn!(node, error = %err.message, "could not fence the broker");

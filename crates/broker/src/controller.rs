@@ -217,9 +217,24 @@ impl Controller {
         &self,
         change: impl Fn(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError>,
     ) -> Result<Committed<T>, ApiError> {
+        self.commit_from(change, false).await
+    }
+
+    /// [`Controller::commit`], `leader_only`: proposed only while this node leads the
+    /// quorum ([`MetadataStore::update_as_leader`]).
+    async fn commit_from<T>(
+        &self,
+        change: impl Fn(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError>,
+        leader_only: bool,
+    ) -> Result<Committed<T>, ApiError> {
         let mut attempt = 0;
         loop {
-            match self.metadata.update(&change).await {
+            let update = if leader_only {
+                self.metadata.update_as_leader(&change).await
+            } else {
+                self.metadata.update(&change).await
+            };
+            match update {
                 Err(err @ (MetadataError::Stale(_) | MetadataError::Lost))
                     if attempt < STALE_RETRIES =>
                 {
@@ -509,11 +524,20 @@ impl Controller {
             .map(|_| ())
     }
 
-    /// Fences broker `id`'s incarnation: it stopped heartbeating, or is shutting down. Its
-    /// partitions' leadership moves to another live replica, or to none (offline until it
-    /// returns). Nothing if that incarnation is no longer live.
+    /// Fences broker `id`'s incarnation from any node (a controlled shutdown fences itself).
+    /// Its partitions' leadership moves to another in-sync live replica, or to none
+    /// (offline until it returns). Nothing if that incarnation is no longer live.
     pub async fn fence_broker(&self, id: i32, incarnation: Uuid) -> Result<(), ApiError> {
         self.commit(|image| Ok((fencing(image, id, incarnation), ())))
+            .await
+            .map(|_| ())
+    }
+
+    /// The active controller fences a broker it has not heard from: proposed only while
+    /// this node leads the quorum (the silence was seen from the leader's seat; a node
+    /// that lost that seat while paused must not act on it).
+    pub async fn fence_silent_broker(&self, id: i32, incarnation: Uuid) -> Result<(), ApiError> {
+        self.commit_from(|image| Ok((fencing(image, id, incarnation), ())), true)
             .await
             .map(|_| ())
     }
@@ -1005,8 +1029,13 @@ mod tests {
         }
     }
 
-    /// A three-broker image with topic `t` of one partition on replicas 1, 2, 3 led by 1.
-    fn replicated() -> MetadataImage {
+    /// Brokers 1, 2, 3 and topic `t` of `partitions` placed with `replication` replicas
+    /// (as `assignments` say, if any).
+    fn three_brokers_with_topic(
+        partitions: i32,
+        replication: i16,
+        assignments: &[Vec<i32>],
+    ) -> MetadataImage {
         let mut image = MetadataImage::default();
         for id in 1..=3 {
             register(&mut image, &broker(id, id as u128), false);
@@ -1014,12 +1043,19 @@ mod tests {
         let mut records = vec![MetadataRecord::CreateTopic {
             name: "t".into(),
             id: Uuid::from_u128(9),
-            partitions: 1,
+            partitions,
             configs: BTreeMap::new(),
         }];
-        records.extend(place_partitions(&image, "t", 0, 1, 3, &[vec![1, 2, 3]]).unwrap());
+        records.extend(
+            place_partitions(&image, "t", 0, partitions, replication, assignments).unwrap(),
+        );
         apply(&mut image, &records);
         image
+    }
+
+    /// Topic `t` of one partition on replicas 1, 2, 3, led by 1.
+    fn replicated() -> MetadataImage {
+        three_brokers_with_topic(1, 3, &[vec![1, 2, 3]])
     }
 
     #[test]
@@ -1210,18 +1246,7 @@ mod tests {
 
     #[test]
     fn partitions_spread_go_offline_with_their_broker_and_come_back_with_it() {
-        let mut image = MetadataImage::default();
-        for id in 1..=3 {
-            register(&mut image, &broker(id, id as u128), false);
-        }
-        let mut records = vec![MetadataRecord::CreateTopic {
-            name: "t".into(),
-            id: Uuid::from_u128(9),
-            partitions: 6,
-            configs: BTreeMap::new(),
-        }];
-        records.extend(place_partitions(&image, "t", 0, 6, 1, &[]).unwrap());
-        apply(&mut image, &records);
+        let mut image = three_brokers_with_topic(6, 1, &[]);
         check_leaders(&image);
         let led_by = |image: &MetadataImage, id: i32| {
             image

@@ -30,20 +30,13 @@ pub async fn call<Req: Encodable, Resp: Decodable>(
     version: i16,
     request: &Req,
 ) -> Result<Resp, String> {
-    tokio::time::timeout(TIMEOUT, exchange(host, port, key, version, request))
+    let exchange = async {
+        let mut connection = Connection::open(host, port, MAX_RESPONSE).await?;
+        connection.call(key, version, request).await
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
         .await
         .map_err(|_| format!("no answer from {host}:{port} within {TIMEOUT:?}"))?
-}
-
-async fn exchange<Req: Encodable, Resp: Decodable>(
-    host: &str,
-    port: u16,
-    key: ApiKey,
-    version: i16,
-    request: &Req,
-) -> Result<Resp, String> {
-    let mut connection = Connection::open(host, port, MAX_RESPONSE).await?;
-    connection.call(key, version, request).await
 }
 
 /// A connection to another broker that carries one request at a time (a follower's

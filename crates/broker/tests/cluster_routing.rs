@@ -254,6 +254,26 @@ async fn start_broker_only(dir: &std::path::Path, voters: &str, port: u16) -> Br
 }
 
 fn create(c: &mut RawClient, topic: &str, partitions: i32) -> i16 {
+    create_with(c, topic, partitions, 1, &[])
+}
+
+/// CreateTopics of `topic` with `replication` replicas and topic `configs`; its error code.
+fn create_with(
+    c: &mut RawClient,
+    topic: &str,
+    partitions: i32,
+    replication: i16,
+    configs: &[(&str, &str)],
+) -> i16 {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string())))
+        })
+        .collect();
     let created: CreateTopicsResponse = c.call(
         ApiKey::CreateTopics,
         5,
@@ -263,7 +283,8 @@ fn create(c: &mut RawClient, topic: &str, partitions: i32) -> i16 {
                 CreatableTopic::default()
                     .with_name(topic_name(topic))
                     .with_num_partitions(partitions)
-                    .with_replication_factor(1),
+                    .with_replication_factor(replication)
+                    .with_configs(configs),
             ]),
     );
     created.topics[0].error_code
@@ -538,29 +559,6 @@ async fn a_partition_moves_to_other_brokers_online_with_its_records() {
     }
 }
 
-/// Creates `topic` (one partition) with three replicas and `min.insync.replicas`.
-fn create_replicated(c: &mut RawClient, topic: &str, min_insync: &str) -> i16 {
-    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
-    let created: CreateTopicsResponse = c.call(
-        ApiKey::CreateTopics,
-        5,
-        &CreateTopicsRequest::default()
-            .with_timeout_ms(10_000)
-            .with_topics(vec![
-                CreatableTopic::default()
-                    .with_name(topic_name(topic))
-                    .with_num_partitions(1)
-                    .with_replication_factor(3)
-                    .with_configs(vec![
-                        CreatableTopicConfig::default()
-                            .with_name(StrBytes::from_static_str("min.insync.replicas"))
-                            .with_value(Some(StrBytes::from_string(min_insync.to_string()))),
-                    ]),
-            ]),
-    );
-    created.topics[0].error_code
-}
-
 /// Partition 0's leader and ISR as `c` sees them.
 fn leader_and_isr(c: &mut RawClient, topic: &str) -> (i32, Vec<i32>) {
     let view = metadata(c, topic);
@@ -577,8 +575,26 @@ async fn acks_all_needs_min_insync_replicas_in_sync() {
     let addrs: Vec<_> = brokers.iter().map(|b| b.local_addr).collect();
     let (leaders, stopped) = tokio::task::spawn_blocking(move || {
         let mut clients: Vec<RawClient> = addrs.iter().map(|a| RawClient::connect(*a)).collect();
-        assert_eq!(create_replicated(&mut clients[0], "strict", "3"), 0);
-        assert_eq!(create_replicated(&mut clients[0], "lenient", "2"), 0);
+        assert_eq!(
+            create_with(
+                &mut clients[0],
+                "strict",
+                1,
+                3,
+                &[("min.insync.replicas", "3")]
+            ),
+            0
+        );
+        assert_eq!(
+            create_with(
+                &mut clients[0],
+                "lenient",
+                1,
+                3,
+                &[("min.insync.replicas", "2")]
+            ),
+            0
+        );
         let mut leaders = Vec::new();
         for topic in ["strict", "lenient"] {
             let deadline = Instant::now() + Duration::from_secs(20);

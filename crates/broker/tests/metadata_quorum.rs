@@ -165,8 +165,26 @@ async fn three_voters_elect_replicate_fail_over_and_catch_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // A follower's change is forwarded to the leader.
+    // A follower's change is forwarded to the leader; a change only the leader may make
+    // is refused there, and nothing of it is proposed.
     let follower = (leader + 1) % 3;
+    let leader_only = cluster.stores[follower as usize]
+        .as_ref()
+        .unwrap()
+        .update_as_leader(|_| {
+            Ok::<_, ()>((
+                vec![MetadataRecord::DeleteTopic {
+                    name: "first".into(),
+                }],
+                (),
+            ))
+        })
+        .await;
+    assert!(
+        matches!(leader_only, Err(MetadataError::NotController { .. })),
+        "{:?}",
+        leader_only.map(|r| r.map(|_| ()))
+    );
     cluster.create(follower, "forwarded").await.unwrap();
     cluster
         .all_see(&["forwarded"], Duration::from_secs(10))

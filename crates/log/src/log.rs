@@ -421,7 +421,6 @@ impl Log {
             }
             return Err(LogError::Io(failure.error));
         }
-        inner.next_offset = next;
         if inner.epochs.assign(leader_epoch, first_offset) {
             inner.epochs_dirty = true;
         }
@@ -429,20 +428,40 @@ impl Log {
             let base = first_offset + summary.relative_base;
             inner.producers.record(summary, base, now);
         }
+        let batches = records.batches().len();
+        let mut info = self.publish_append(&mut inner, first_offset, next, batches, records.len());
+        if log_append_time {
+            info.log_append_time = now;
+        }
+        Ok(info)
+    }
+
+    /// The end of every append, once its bytes are written and its epochs and producers
+    /// recorded: the log end moves to `next` (and the high watermark with it when it follows
+    /// the end), the invariants are checked, and the append is described.
+    fn publish_append(
+        &self,
+        inner: &mut LogInner,
+        first_offset: i64,
+        next: i64,
+        batches: usize,
+        bytes: usize,
+    ) -> AppendInfo {
+        inner.next_offset = next;
         self.log_end_offset.store(next, Ordering::SeqCst);
         if self.hw_follows_end.load(Ordering::SeqCst) {
             self.high_watermark.store(next, Ordering::SeqCst);
         }
         inner.assert_invariants_after_append(self);
-        Ok(AppendInfo {
+        AppendInfo {
             first_offset,
             last_offset: next - 1,
-            log_append_time: if log_append_time { now } else { -1 },
+            log_append_time: -1,
             log_start_offset: inner.log_start_offset,
-            batches: records.batches().len(),
-            bytes: records.len(),
+            batches,
+            bytes,
             duplicate: false,
-        })
+        }
     }
 
     fn go_offline(&self, reason: String) {

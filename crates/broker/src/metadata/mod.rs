@@ -134,10 +134,12 @@ pub(crate) type Reply = oneshot::Sender<ReplyValue>;
 pub(crate) type ReplyValue = Result<Result<(), String>, MetadataError>;
 
 pub(crate) enum Command {
-    /// `entry`: the change as [`entry::encode`] wrote it.
+    /// `entry`: the change as [`entry::encode`] wrote it. `leader_only`: refused
+    /// (NotController) unless this node leads the quorum, never forwarded.
     Propose {
         entry: Vec<u8>,
         reply: Reply,
+        leader_only: bool,
     },
     /// A broker-only node's change (its proposer recognises it when it commits).
     ProposeFor {
@@ -425,8 +427,27 @@ impl MetadataStore {
         &self,
         change: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), E>,
     ) -> Result<Result<Committed<T>, E>, MetadataError> {
+        self.update_from(change, false).await
+    }
+
+    /// [`MetadataStore::update`] of a decision only the active controller may make (fencing a
+    /// silent broker): proposed only while this node leads the quorum, never forwarded. A
+    /// node that no longer leads but has not learned it yet (resumed from a pause) appends it
+    /// in its old term, where it can never commit.
+    pub async fn update_as_leader<E, T>(
+        &self,
+        change: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), E>,
+    ) -> Result<Result<Committed<T>, E>, MetadataError> {
+        self.update_from(change, true).await
+    }
+
+    async fn update_from<E, T>(
+        &self,
+        change: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), E>,
+        leader_only: bool,
+    ) -> Result<Result<Committed<T>, E>, MetadataError> {
         let serial = self.inner.writer.clone().lock_owned().await;
-        let (value, answer) = match self.propose(change)? {
+        let (value, answer) = match self.propose(change, leader_only)? {
             Err(err) => return Ok(Err(err)),
             Ok((value, None)) => return Ok(Ok(Committed::unchanged(value))),
             Ok((value, Some(answer))) => (value, answer),
@@ -457,7 +478,7 @@ impl MetadataStore {
                 Err(_) => std::thread::sleep(POLL),
             }
         };
-        let (value, answer) = match self.propose(change)? {
+        let (value, answer) = match self.propose(change, false)? {
             Err(err) => return Ok(Err(err)),
             Ok((value, None)) => return Ok(Ok(Committed::unchanged(value))),
             Ok((value, Some(answer))) => (value, answer),
@@ -482,6 +503,7 @@ impl MetadataStore {
     fn propose<E, T>(
         &self,
         change: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), E>,
+        leader_only: bool,
     ) -> Result<Result<(T, Option<oneshot::Receiver<ReplyValue>>), E>, MetadataError> {
         let current = self.image();
         let (records, value) = match change(&current) {
@@ -497,7 +519,11 @@ impl MetadataStore {
         }
         let entry = entry::encode(&records)?;
         let (reply, answer) = oneshot::channel();
-        self.inner.send(Command::Propose { entry, reply })?;
+        self.inner.send(Command::Propose {
+            entry,
+            reply,
+            leader_only,
+        })?;
         Ok(Ok((value, Some(answer))))
     }
 
@@ -675,7 +701,12 @@ impl Driver {
     }
 
     /// Proposes a change on behalf of a requester, from this node whatever its role.
-    fn propose(&mut self, entry: &[u8], reply: Reply) {
+    fn propose(&mut self, entry: &[u8], reply: Reply, leader_only: bool) {
+        if leader_only && !self.node.is_leader() {
+            let leader = self.node.leader().map(|raft| self.node_of(raft));
+            let _ = reply.send(Err(MetadataError::NotController { leader }));
+            return;
+        }
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         let proposal = entry::as_proposal(entry, (self.node.id(), sequence));
@@ -775,7 +806,11 @@ impl Driver {
     /// Carries out one command; false to stop.
     fn handle_command(&mut self, command: Command) -> bool {
         match command {
-            Command::Propose { entry, reply } => self.propose(&entry, reply),
+            Command::Propose {
+                entry,
+                reply,
+                leader_only,
+            } => self.propose(&entry, reply, leader_only),
             Command::ProposeFor {
                 proposer,
                 sequence,

@@ -390,7 +390,15 @@ impl Follower {
         loop {
             loop {
                 match commands.try_recv() {
-                    Ok(Command::Propose { entry, reply }) => self.send_proposal(&entry, reply),
+                    Ok(Command::Propose {
+                        leader_only: true,
+                        reply,
+                        ..
+                    }) => {
+                        // A broker-only node never leads the quorum.
+                        let _ = reply.send(Err(MetadataError::NotController { leader: None }));
+                    }
+                    Ok(Command::Propose { entry, reply, .. }) => self.send_proposal(&entry, reply),
                     Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
                         self.fail_pending("the metadata quorum stopped");
                         return;

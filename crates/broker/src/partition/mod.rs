@@ -107,6 +107,9 @@ pub struct Replication {
     committed: Notify,
     /// `min.insync.replicas` of the topic.
     min_insync: AtomicUsize,
+    /// The ISR's size as last applied (the set's, readable without its lock: every acks=all
+    /// append checks it).
+    in_sync: AtomicUsize,
 }
 
 impl Replication {
@@ -196,6 +199,7 @@ impl Partition {
             log: log.clone(),
             committed: Notify::new(),
             min_insync: AtomicUsize::new(1),
+            in_sync: AtomicUsize::new(0),
         });
         Partition {
             tp,
@@ -245,6 +249,9 @@ impl Partition {
             self.replication
                 .min_insync
                 .store(min_insync, Ordering::Release);
+            self.replication
+                .in_sync
+                .store(set.in_sync(), Ordering::Release);
             if set.alone() {
                 self.log.set_high_watermark_follows_end(true);
             } else {
@@ -345,11 +352,6 @@ impl Partition {
         self.log.set_high_watermark(hw);
     }
 
-    /// The in-sync replicas as the metadata has them, and the partition's epoch.
-    pub fn in_sync_replicas(&self) -> Vec<i32> {
-        self.replication.set().isr.clone()
-    }
-
     /// Whether this node serves the partition's clients.
     pub fn is_leader(&self) -> bool {
         self.leading.load(Ordering::Acquire)
@@ -425,7 +427,7 @@ impl Partition {
         }
         if durable {
             let (in_sync, min) = (
-                self.replication.set().in_sync(),
+                self.replication.in_sync.load(Ordering::Acquire),
                 self.replication.min_insync.load(Ordering::Acquire),
             );
             if in_sync < min {

@@ -9,7 +9,6 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::leader_epochs::LeaderEpochs;
 use crate::producer_state::write_snapshot;
 use crate::record_set::ReplicatedRecords;
 use crate::recovery::producers;
@@ -17,7 +16,7 @@ use crate::scan::{ScanStep, SegmentScanner};
 use crate::segment::{ActiveSegment, IndexBuilder, LOG_SUFFIX, Segment, SegmentFiles};
 use crate::{LogError, Result};
 
-use super::{AppendInfo, Log};
+use super::{AppendInfo, Log, LogInner};
 
 /// How much of a segment a truncation scan reads at a time.
 const TRUNCATE_SCAN_WINDOW: usize = 64 * 1024;
@@ -93,7 +92,6 @@ impl Log {
             }
             return Err(LogError::Io(failure.error));
         }
-        inner.next_offset = next;
         for (summary, epoch) in records.batches().iter().zip(records.epochs()) {
             let base = first_offset + summary.relative_base;
             if inner.epochs.assign(*epoch, base) {
@@ -101,24 +99,12 @@ impl Log {
             }
             inner.producers.record(summary, base, now);
         }
-        self.log_end_offset.store(next, Ordering::SeqCst);
-        if self.hw_follows_end.load(Ordering::SeqCst) {
-            self.high_watermark.store(next, Ordering::SeqCst);
-        }
-        inner.assert_invariants_after_append(self);
-        Ok(AppendInfo {
-            first_offset,
-            last_offset: next - 1,
-            log_append_time: -1,
-            log_start_offset: inner.log_start_offset,
-            batches: records.batches().len(),
-            bytes: records.len(),
-            duplicate: false,
-        })
+        let batches = records.batches().len();
+        Ok(self.publish_append(&mut inner, first_offset, next, batches, records.len()))
     }
 
     /// Replaces an empty active segment by one starting at `base` (above the log end).
-    fn restart_empty_active(&self, inner: &mut super::LogInner, base: i64, now: i64) -> Result<()> {
+    fn restart_empty_active(&self, inner: &mut LogInner, base: i64, now: i64) -> Result<()> {
         let old = inner.active().base_offset();
         assert_eq!(inner.active().size, 0, "only an empty segment is replaced");
         assert!(base >= old, "a segment only moves forward");
@@ -268,12 +254,6 @@ impl Log {
         #[cfg(debug_assertions)]
         inner.assert_all(self);
         Ok(new_end)
-    }
-
-    /// The leader-epoch history and log end, read together (a follower's fetch position).
-    pub fn epochs_and_end(&self) -> (LeaderEpochs, i64) {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        (inner.epochs.clone(), inner.next_offset)
     }
 }
 
