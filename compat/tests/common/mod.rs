@@ -39,6 +39,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub voters: String,
     extra: Vec<(String, String)>,
+    /// Properties of one node only, after the cluster's.
+    node_extra: std::collections::BTreeMap<i32, Vec<(String, String)>>,
 }
 
 impl Cluster {
@@ -67,7 +69,19 @@ impl Cluster {
             nodes,
             voters,
             extra,
+            node_extra: Default::default(),
         }
+    }
+
+    /// Node `id` is started with `props` too (after the cluster's `extra`).
+    pub fn set_node_props(&mut self, id: i32, props: &[(&str, &str)]) {
+        self.node_extra.insert(
+            id,
+            props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
     }
 
     pub fn bootstrap(&self) -> String {
@@ -105,6 +119,9 @@ impl Cluster {
         ];
         let mut props: Vec<(&str, &str)> = props.to_vec();
         props.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let Some(own) = self.node_extra.get(&id) {
+            props.extend(own.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
         let dir = dir.unwrap_or(&node.dir).to_path_buf();
         node.process = Some(BrokerProcess::spawn(&dir, &listen, &props));
     }

@@ -23,6 +23,7 @@ use crate::errors::ApiError;
 use crate::fetch_sessions::FetchSessionCache;
 use crate::groups::GroupCoordinator;
 use crate::internal_topics::OFFSETS_TOPIC;
+use crate::metadata::REFUSED_GRACE;
 use crate::metadata::{
     BrokerImage, Change, Committed, MetadataError, MetadataImage, MetadataRecord, MetadataStore,
     QuorumSetup, QuorumStatus, TopicImage,
@@ -70,9 +71,8 @@ pub struct Broker {
 
 const META_PROPERTIES: &str = "meta.properties";
 
-/// How long a voter's quorum address must refuse connections, with nothing heard from it,
-/// before its broker is fenced without waiting for the session timeout.
-const REFUSED_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+/// How often the broker looks for partitions whose storage is failing here.
+const STORAGE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Reads `meta.properties` (Kafka's file naming the cluster and node a data directory
 /// belongs to): the cluster id, if the file exists. A directory of another node is refused.
@@ -194,7 +194,7 @@ impl Broker {
             });
         let metadata = if config.cluster.roles.controller {
             MetadataStore::open_with(
-                &dir.join("metadata"),
+                &config.metadata_dir,
                 config.sync_threads,
                 config.clock.clone(),
                 config.node_id,
@@ -285,6 +285,11 @@ impl Broker {
                 reason,
             })?;
         Ok(broker)
+    }
+
+    /// See [`MetadataStore::failed`].
+    pub async fn metadata_failed(&self) -> String {
+        self.metadata.failed().await
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -736,6 +741,61 @@ impl Broker {
                 if let Some(request) = partition.lagging_followers(now_ms, lag_ms) {
                     tracing::warn!(partition = %partition.topic_partition(), isr = ?request.isr, "followers fell behind: shrinking the in-sync replicas");
                     self.request_isr_change(partition, request);
+                }
+            }
+        }
+    }
+
+    /// Hands over what this broker can no longer store: every partition whose log is
+    /// failing here (a full disk, an I/O error, a failed fsync) leaves the ISR, and where
+    /// this broker led it, another live in-sync replica leads
+    /// ([`crate::controller::resignation`]). Kafka takes a failed log directory offline and
+    /// moves its leaders the same way; here a replica whose disk recovers (space freed)
+    /// copies again and rejoins the ISR like any follower that caught up. Runs until `stop`.
+    pub async fn run_storage_checks(
+        self: &Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if !self.config.cluster.has_peers() {
+            return; // a single node has no one to hand a partition to
+        }
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(STORAGE_CHECK_INTERVAL) => {}
+            }
+            let failing: Vec<(String, i32)> = self
+                .partitions
+                .all()
+                .into_iter()
+                .filter(|p| p.storage_failing())
+                .map(|p| {
+                    let tp = p.topic_partition();
+                    (tp.topic.clone(), tp.partition)
+                })
+                .collect();
+            if failing.is_empty() {
+                continue;
+            }
+            let me = &self.registration;
+            let resigning =
+                crate::controller::resignation(&self.image(), me.id, me.incarnation, &failing);
+            if resigning.is_empty() {
+                continue; // out of those ISRs already, or the only copy left
+            }
+            match self
+                .controller
+                .resign_replicas(me.id, me.incarnation, failing)
+                .await
+            {
+                Ok(changed) => {
+                    tracing::warn!(
+                        partitions = changed,
+                        "storage failing: this broker left the in-sync replicas and handed its leaderships over"
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err.message, "storage failing, and the controller could not be told");
                 }
             }
         }

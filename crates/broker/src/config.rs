@@ -58,6 +58,7 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("broker.heartbeat.interval.ms", "2000"),
     ("admin.http.listener", ""),
     ("log.dirs", "./data"),
+    ("metadata.log.dir", ""),
     ("num.partitions", "1"),
     ("max.broker.partitions", "10000"),
     ("default.replication.factor", "1"),
@@ -178,6 +179,10 @@ pub struct BrokerConfig {
     /// Host and port given to clients in metadata; defaults to the listen address.
     pub advertised: (String, u16),
     pub data_dir: PathBuf,
+    /// `metadata.log.dir`: where this voter keeps the metadata quorum's log (default
+    /// `metadata/` in the data directory). On its own disk, a full data disk leaves the
+    /// metadata writable, so the broker can hand its leaderships over instead of stopping.
+    pub metadata_dir: PathBuf,
     pub num_partitions: i32,
     /// `max.broker.partitions` (KIP-578's name): partitions this broker may hold; a topic
     /// creation or partition increase beyond is refused before anything is written.
@@ -676,6 +681,10 @@ impl BrokerConfig {
             http_listen,
             advertised,
             data_dir: PathBuf::from(p.raw("log.dirs")),
+            metadata_dir: match p.raw("metadata.log.dir") {
+                "" => PathBuf::from(p.raw("log.dirs")).join("metadata"),
+                dir => PathBuf::from(dir),
+            },
             num_partitions,
             max_partitions: at_least_one("max.broker.partitions")?.min(i32::MAX as usize) as i32,
             default_replication_factor: p.parse("default.replication.factor")?,

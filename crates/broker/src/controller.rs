@@ -542,6 +542,24 @@ impl Controller {
             .map(|_| ())
     }
 
+    /// This broker's copies of `partitions` failed (storage): see [`resignation`].
+    /// Returns how many partitions changed.
+    pub async fn resign_replicas(
+        &self,
+        id: i32,
+        incarnation: Uuid,
+        partitions: Vec<PartitionKey>,
+    ) -> Result<usize, ApiError> {
+        let committed = self
+            .commit(|image| {
+                let records = resignation(image, id, incarnation, &partitions);
+                let changed = records.len();
+                Ok((records, changed))
+            })
+            .await?;
+        Ok(committed.value)
+    }
+
     /// A partition leader's request to change its ISR (KRaft's AlterPartition): applied
     /// when `leader` still leads in `leader_epoch` and nothing changed the partition since
     /// `partition_epoch`. Returns whether the change was made (false: refused as stale or
@@ -656,23 +674,7 @@ pub(crate) fn fencing(image: &MetadataImage, id: i32, incarnation: Uuid) -> Vec<
     let mut records = vec![MetadataRecord::FenceBroker { id, incarnation }];
     for topic in image.topics.values() {
         for (index, state) in (0..topic.partitions).zip(&topic.states) {
-            if !state.isr.contains(&id) && state.leader != id {
-                continue;
-            }
-            let others: Vec<i32> = state.isr.iter().copied().filter(|r| *r != id).collect();
-            let isr = if others.is_empty() {
-                state.isr.clone()
-            } else {
-                others
-            };
-            let leader = if state.leader == id {
-                isr.iter()
-                    .copied()
-                    .find(|r| *r != id && image.live_broker(*r).is_some())
-                    .unwrap_or(NO_LEADER)
-            } else {
-                state.leader
-            };
+            let (isr, leader) = without_replica(image, state, id);
             if isr == state.isr && leader == state.leader {
                 continue;
             }
@@ -680,6 +682,67 @@ pub(crate) fn fencing(image: &MetadataImage, id: i32, incarnation: Uuid) -> Vec<
         }
     }
     records
+}
+
+/// The records taking broker `id` (in `incarnation`) out of the named partitions because
+/// its copy of them failed (a full disk, a failed write or fsync): it leaves their ISRs,
+/// and where it led, another live in-sync replica leads. A partition it is the only live
+/// in-sync replica of keeps it (an out-of-sync replica never leads: the failing copy is the
+/// only complete one, and it serves again once its disk does). Nothing for an incarnation
+/// that is not live.
+pub(crate) fn resignation(
+    image: &MetadataImage,
+    id: i32,
+    incarnation: Uuid,
+    partitions: &[PartitionKey],
+) -> Vec<MetadataRecord> {
+    let live = image
+        .live_broker(id)
+        .is_some_and(|b| b.incarnation == incarnation);
+    if !live {
+        return Vec::new();
+    }
+    let mut records = Vec::new();
+    for (topic, partition) in partitions {
+        let Some(state) = image.partition(topic, *partition) else {
+            continue;
+        };
+        let (isr, leader) = without_replica(image, state, id);
+        let orphaned = leader == NO_LEADER && state.leader == id;
+        if orphaned || (isr == state.isr && leader == state.leader) {
+            continue;
+        }
+        assert!(
+            !isr.contains(&id) && leader != id,
+            "{id} resigned {topic}-{partition}"
+        );
+        records.push(partition_change(topic, *partition, state, isr, leader));
+    }
+    records
+}
+
+/// A partition's ISR and leader once broker `id` is out of it: the ISR without it (unless
+/// it is the last member, who stays named as the last in-sync replica), and where it led,
+/// the first live in-sync replica left (none if there is none).
+fn without_replica(image: &MetadataImage, state: &PartitionState, id: i32) -> (Vec<i32>, i32) {
+    if !state.isr.contains(&id) && state.leader != id {
+        return (state.isr.clone(), state.leader);
+    }
+    let others: Vec<i32> = state.isr.iter().copied().filter(|r| *r != id).collect();
+    let isr = if others.is_empty() {
+        state.isr.clone()
+    } else {
+        others
+    };
+    let leader = if state.leader == id {
+        isr.iter()
+            .copied()
+            .find(|r| *r != id && image.live_broker(*r).is_some())
+            .unwrap_or(NO_LEADER)
+    } else {
+        state.leader
+    };
+    (isr, leader)
 }
 
 /// The change of a partition from `state` to `isr` led by `leader`: a new partition epoch,
@@ -1122,6 +1185,46 @@ mod tests {
         let grow = isr_update(&image, "t", 0, 2, 3, epoch, &[2, 1]).unwrap();
         apply(&mut image, &[grow]);
         assert_eq!(state(&image).isr, vec![2, 1]);
+    }
+
+    #[test]
+    fn a_replica_whose_storage_failed_leaves_the_isr_and_hands_its_leadership_over() {
+        // t-0 led by 1, t-1 led by 2 (1 follows), t-2 led by 1, its only in-sync replica.
+        let mut image =
+            three_brokers_with_topic(3, 3, &[vec![1, 2, 3], vec![2, 1, 3], vec![1, 3, 2]]);
+        let alone = isr_update(&image, "t", 2, 1, 0, 0, &[1]).unwrap();
+        apply(&mut image, &[alone]);
+        let state = |image: &MetadataImage, p: i32| image.partition("t", p).unwrap().clone();
+        let all = [("t".to_string(), 0), ("t".to_string(), 1), ("t".into(), 2)];
+        assert!(
+            resignation(&image, 1, Uuid::from_u128(99), &all).is_empty(),
+            "another incarnation"
+        );
+        let records = resignation(&image, 1, Uuid::from_u128(1), &all);
+        assert_eq!(
+            records.len(),
+            2,
+            "the partition 1 holds alone stays: {records:?}"
+        );
+        apply(&mut image, &records);
+        check_leaders(&image);
+        let led = state(&image, 0);
+        assert_eq!((led.leader, led.leader_epoch, led.isr), (2, 1, vec![2, 3]));
+        let followed = state(&image, 1);
+        assert_eq!(
+            (followed.leader, followed.leader_epoch, followed.isr),
+            (2, 0, vec![2, 3])
+        );
+        assert_eq!(state(&image, 2).leader, 1);
+        assert!(
+            resignation(&image, 1, Uuid::from_u128(1), &all).is_empty(),
+            "out of every ISR already"
+        );
+        // The last live in-sync replica keeps leading: 3 is fenced, 2's disk fails.
+        let fence = fencing(&image, 3, Uuid::from_u128(3));
+        apply(&mut image, &fence);
+        assert!(resignation(&image, 2, Uuid::from_u128(2), &all[..1]).is_empty());
+        assert_eq!(state(&image, 0).leader, 2);
     }
 
     #[test]

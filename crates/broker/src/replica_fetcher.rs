@@ -233,8 +233,8 @@ fn take_in(partition: &Partition, data: &PartitionData) -> Result<Option<i64>, S
         Some(ResponseError::OffsetOutOfRange) if log.log_end_offset() < data.log_start_offset => {
             // The leader no longer has what this replica would fetch next (retention or
             // DeleteRecords passed it): start over where the leader's log starts.
-            let start = log
-                .restart_at(data.log_start_offset)
+            let start = partition
+                .storage_outcome(log.restart_at(data.log_start_offset))
                 .map_err(|e| e.to_string())?;
             tracing::warn!(partition = %tp, log_start_offset = start, "replica restarted at the leader's log start");
             return Ok(None);
@@ -244,7 +244,10 @@ fn take_in(partition: &Partition, data: &PartitionData) -> Result<Option<i64>, S
     if data.log_start_offset > log.offsets().log_start_offset {
         // The leader's log starts later (retention, DeleteRecords): so does this copy, or a
         // failover would bring deleted records back.
-        log.delete_records_before(data.log_start_offset.min(log.log_end_offset()))
+        partition
+            .storage_outcome(
+                log.delete_records_before(data.log_start_offset.min(log.log_end_offset())),
+            )
             .map_err(|e| e.to_string())?;
     }
     if data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0 {
@@ -253,7 +256,9 @@ fn take_in(partition: &Partition, data: &PartitionData) -> Result<Option<i64>, S
             log.end_offset_for_epoch(diverging.epoch),
             (diverging.epoch, diverging.end_offset),
         );
-        let end = log.truncate_to(target).map_err(|e| e.to_string())?;
+        let end = partition
+            .storage_outcome(log.truncate_to(target))
+            .map_err(|e| e.to_string())?;
         tracing::info!(partition = %tp, epoch = diverging.epoch, leader_end = diverging.end_offset, log_end_offset = end, "truncated a suffix the leader does not have");
         return Ok(None);
     }
@@ -261,7 +266,7 @@ fn take_in(partition: &Partition, data: &PartitionData) -> Result<Option<i64>, S
         return Ok(None);
     };
     let copied = ReplicatedRecords::validate(records).map_err(|e| e.to_string())?;
-    match log.append_replicated(&copied) {
+    match partition.storage_outcome(log.append_replicated(&copied)) {
         Ok(info) => Ok(Some(info.last_offset + 1)),
         // A response to an earlier fetch position (the log moved meanwhile): the next
         // fetch asks again from the log end.

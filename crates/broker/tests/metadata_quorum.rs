@@ -291,3 +291,78 @@ async fn a_node_of_another_cluster_is_refused() {
         store.shutdown().unwrap();
     }
 }
+
+/// A voter whose metadata log cannot be written (its disk is full) stops its quorum thread
+/// and says why ([`MetadataStore::failed`]): `sluice broker` then stops instead of serving
+/// from an image that can no longer change. Runs on a small tmpfs (root, as scripts/test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_log_that_cannot_be_written_is_reported_as_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(mounted, "mounting a tmpfs failed: this test runs as root");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(dir.path().to_path_buf());
+    let path = dir.path().to_path_buf();
+    let store = tokio::task::spawn_blocking(move || {
+        Arc::new(MetadataStore::open(&path, 1, Arc::new(sluice_log::SystemClock)).unwrap())
+    })
+    .await
+    .unwrap();
+    let topic = |name: &str| MetadataRecord::CreateTopic {
+        name: name.into(),
+        id: Uuid::new_v4(),
+        partitions: 1,
+        configs: BTreeMap::new(),
+    };
+    let first = topic("written");
+    store
+        .update(|_| Ok::<_, ()>((vec![first.clone()], ())))
+        .await
+        .unwrap()
+        .unwrap();
+    // Every byte left goes to a filler file.
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(dir.path().join("filler")).unwrap();
+        let chunk = vec![1u8; 4096];
+        while filler.write_all(&chunk).is_ok() {}
+    }
+    // Changes still fit while the log's last page has room; then one is refused.
+    let mut written = Vec::new();
+    let refused = loop {
+        let name = format!("t{}", written.len());
+        let record = topic(&name);
+        match store
+            .update(|_| Ok::<_, ()>((vec![record.clone()], ())))
+            .await
+        {
+            Ok(_) => written.push(name),
+            Err(err) => break (name, err),
+        }
+        assert!(
+            written.len() < 10_000,
+            "the full disk never refused a change"
+        );
+    };
+    eprintln!("{} more changes fit; then: {}", written.len(), refused.1);
+    let reason = tokio::time::timeout(Duration::from_secs(10), store.failed())
+        .await
+        .expect("the failure is reported");
+    assert!(reason.contains("space"), "{reason}");
+    let image = store.image();
+    assert!(written.iter().all(|name| image.topic(name).is_some()));
+    assert!(image.topic(&refused.0).is_none());
+    assert!(image.topic("written").is_some());
+}

@@ -120,8 +120,21 @@ pub fn run(args: &BrokerArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut signals = crate::signals::ShutdownSignals::install()?;
         let handle = sluice_broker::start(config).await?;
-        signals.recv().await;
-        handle.shutdown().await?;
-        Ok(())
+        let failure = tokio::select! {
+            () = signals.recv() => None,
+            reason = handle.failed() => Some(reason),
+        };
+        match failure {
+            None => {
+                handle.shutdown().await?;
+                Ok(())
+            }
+            Some(reason) => {
+                tracing::error!(%reason, "the metadata log failed: stopping the broker");
+                // Whatever can still be synced is; the outcome does not change the exit.
+                let _ = handle.shutdown().await;
+                anyhow::bail!("the metadata log failed ({reason}): the broker stopped")
+            }
+        }
     })
 }

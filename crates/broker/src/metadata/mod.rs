@@ -48,6 +48,9 @@ pub const METADATA_TOPIC: &str = "__cluster_metadata";
 /// How often the quorum's clock ticks; election and heartbeat timeouts count ticks. Fine
 /// enough that voters rarely draw the same election timeout (a tie costs another round).
 const TICK: Duration = Duration::from_millis(10);
+/// How long a voter's quorum address must refuse connections, with nothing heard from it,
+/// before it is taken for dead: a restarting process rebinds well within it.
+pub(crate) const REFUSED_GRACE: Duration = Duration::from_millis(300);
 /// Most ticks made up at once after the driver fell behind the clock.
 const MAX_CATCH_UP_TICKS: usize = 5;
 /// Most commands handled between two looks at the clock.
@@ -205,6 +208,9 @@ pub(crate) struct Inner {
     identity: Arc<ClusterIdentity>,
     /// The committed log kept for broker-only nodes (a voter's; unused on an observer).
     feed: Arc<observer::Feed>,
+    /// Why this voter's quorum thread stopped on an error (its metadata log could not be
+    /// written, a committed change could not be applied); `None` while it runs.
+    failure: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// The metadata quorum's log and the image it produces.
@@ -318,6 +324,7 @@ impl MetadataStore {
             quorum_addr,
             identity,
             feed,
+            failure: tokio::sync::watch::Sender::new(None),
         });
         let mut driver = Driver {
             node,
@@ -379,6 +386,7 @@ impl MetadataStore {
             quorum_addr: None,
             identity: Arc::new(ClusterIdentity::new(cluster_id)),
             feed: Arc::new(observer::Feed::default()),
+            failure: tokio::sync::watch::Sender::new(None),
         });
         let follower = observer::Follower::new(inner.clone(), clock, raft_id(node_id), voters);
         let thread = std::thread::Builder::new()
@@ -399,6 +407,22 @@ impl MetadataStore {
     /// The current image; cheap to take, never changes under the caller.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.inner.image()
+    }
+
+    /// Resolves, with the reason, if this voter's quorum thread stops on an error: the node
+    /// can no longer take part in the metadata quorum nor learn its changes, and must not
+    /// go on serving from a frozen image.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.inner.failure.subscribe();
+        let reason = match failure.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            // The store is gone: nothing will be reported.
+            None => std::future::pending().await,
+        }
     }
 
     /// What this node knows of the quorum (leader, term, commit).
@@ -784,6 +808,7 @@ impl Driver {
                 }
                 if ticks > 0 {
                     self.expire_proposals();
+                    self.notice_dead_leader(now);
                 }
             }
             let result = self
@@ -793,6 +818,7 @@ impl Driver {
                 .and_then(|output| self.handle(output));
             if let Err(err) = result {
                 tracing::error!(error = %err, "metadata quorum stopped");
+                self.inner.failure.send_replace(Some(err.to_string()));
                 break;
             }
         }
@@ -800,6 +826,31 @@ impl Driver {
             let _ = pending.reply.send(Err(MetadataError::Quorum(
                 "the metadata quorum stopped".into(),
             )));
+        }
+    }
+
+    /// A follower whose leader's address has refused connections for
+    /// [`REFUSED_GRACE`], with nothing heard from it meanwhile, stands for election within
+    /// a few ticks rather than after the election timeout: the leader's process is gone
+    /// (a paused or cut-off leader, whose address does not refuse, gets the whole timeout).
+    fn notice_dead_leader(&mut self, now: std::time::Instant) {
+        let Some(leader) = self.node.leader().filter(|l| *l != self.node.id()) else {
+            return;
+        };
+        let refused_since = self
+            .inner
+            .identity
+            .refusing()
+            .into_iter()
+            .find_map(|(peer, since)| (peer == leader).then_some(since));
+        let gone = refused_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= REFUSED_GRACE);
+        let silent_ticks = (REFUSED_GRACE.as_millis() / TICK.as_millis()) as usize;
+        if gone && self.node.leader_gone(silent_ticks) {
+            tracing::info!(
+                leader = self.node_of(leader),
+                "the quorum leader's address refuses connections: standing for election now"
+            );
         }
     }
 

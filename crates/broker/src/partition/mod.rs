@@ -180,6 +180,10 @@ pub struct Partition {
     replication: Arc<Replication>,
     /// Woken after every append, for fetches waiting for data.
     appended: Notify,
+    /// The last write to this replica's log failed for want of storage (a full disk, an
+    /// I/O error); cleared by the next one that succeeds. The broker takes such a replica
+    /// out of the ISR and hands its leadership over.
+    storage_failed: AtomicBool,
     /// The topic's traffic counters, resolved once so that Produce and Fetch do not look
     /// them up per request.
     counters: Arc<TopicCounters>,
@@ -211,6 +215,7 @@ impl Partition {
             log,
             replication,
             appended: Notify::new(),
+            storage_failed: AtomicBool::new(false),
             counters,
         }
     }
@@ -447,8 +452,7 @@ impl Partition {
         }
         let epoch = self.leader_epoch();
         let info = self
-            .log
-            .append_validated(validated, epoch)
+            .storage_outcome(self.log.append_validated(validated, epoch))
             .map_err(|e| self.refused(&e))?;
         if !info.duplicate {
             self.appended.notify_waiters();
@@ -461,6 +465,30 @@ impl Partition {
             commit,
             timeout: DEFAULT_COMMIT_TIMEOUT,
         })
+    }
+
+    /// Notes whether a write to this replica's log (a client's append, a copy from the
+    /// leader, a truncation) failed for want of storage, and passes `outcome` on.
+    pub fn storage_outcome<T>(&self, outcome: Result<T, LogError>) -> Result<T, LogError> {
+        match &outcome {
+            Ok(_) => {
+                // Read first: the flag's cache line is not written on every append.
+                if self.storage_failed.load(Ordering::Relaxed) {
+                    self.storage_failed.store(false, Ordering::Relaxed);
+                }
+            }
+            Err(LogError::Io(_) | LogError::Offline(_)) => {
+                self.storage_failed.store(true, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    /// Whether this replica's storage is failing: its last write failed, or its log went
+    /// offline (a failed fsync).
+    pub fn storage_failing(&self) -> bool {
+        self.storage_failed.load(Ordering::Relaxed) || self.log.is_offline()
     }
 
     fn refused(&self, err: &LogError) -> ApiError {

@@ -108,6 +108,8 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
     tokio::spawn(async move { member.run_membership(stop_member).await });
     let (leader, stop_isr) = (broker.clone(), stopped.clone());
     tokio::spawn(async move { leader.run_isr_checks(stop_isr).await });
+    let (keeper, stop_storage) = (broker.clone(), stopped.clone());
+    tokio::spawn(async move { keeper.run_storage_checks(stop_storage).await });
     let (follower, stop_fetchers) = (broker.clone(), stopped.clone());
     tokio::spawn(async move { crate::replica_fetcher::run(follower, stop_fetchers).await });
     let mut http_addr = None;
@@ -138,6 +140,13 @@ pub async fn start(mut config: BrokerConfig) -> Result<BrokerHandle, StartError>
 }
 
 impl BrokerHandle {
+    /// Resolves, with the reason, if the broker can no longer run: its metadata quorum
+    /// thread stopped on an error (its metadata log cannot be written). Kafka halts a
+    /// broker whose metadata log directory fails; so does `sluice broker`.
+    pub async fn failed(&self) -> String {
+        self.broker.metadata_failed().await
+    }
+
     /// Stops serving the way a crash would, for tests: connections are cut, nothing is synced
     /// or marked clean. Storage is released once every task holding the broker has ended,
     /// so that another broker can open the same directory.
