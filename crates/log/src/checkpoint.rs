@@ -4,11 +4,11 @@
 //! fsync of the directory.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use crate::TopicPartition;
+use crate::storage::{Storage, write_file};
 
 const VERSION: &str = "0";
 
@@ -67,18 +67,18 @@ pub(crate) fn format(lines: &[String]) -> String {
 /// Replaces the file at `path` with `text`: temporary file, fsync, rename, and with
 /// `sync_dir` an fsync of the directory (otherwise the caller's directory sync makes the
 /// rename durable).
-pub(crate) fn replace_file(path: &Path, text: &str, sync_dir: bool) -> io::Result<()> {
+pub(crate) fn replace_file(
+    storage: &dyn Storage,
+    path: &Path,
+    text: &str,
+    sync_dir: bool,
+) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    let file = write_file(storage, &tmp, text.as_bytes())?;
+    storage.sync_all(&file)?;
+    storage.rename(&tmp, path)?;
     if sync_dir && let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
+        storage.sync_dir(dir)?;
     }
     Ok(())
 }
@@ -109,12 +109,16 @@ fn parse(text: &str) -> Result<HashMap<TopicPartition, i64>, String> {
 }
 
 /// Replaces the checkpoint at `path` with `entries`, atomically and durably.
-pub(crate) fn write(path: &Path, entries: &[(TopicPartition, i64)]) -> io::Result<()> {
+pub(crate) fn write(
+    storage: &dyn Storage,
+    path: &Path,
+    entries: &[(TopicPartition, i64)],
+) -> io::Result<()> {
     let lines: Vec<String> = entries
         .iter()
         .map(|(tp, offset)| format!("{} {} {offset}", tp.topic, tp.partition))
         .collect();
-    replace_file(path, &format(&lines), true)
+    replace_file(storage, path, &format(&lines), true)
 }
 
 #[cfg(test)]
@@ -129,7 +133,7 @@ mod tests {
             (TopicPartition::new("a-b", 0), 42),
             (TopicPartition::new("c", 7), 0),
         ];
-        write(&path, &entries).unwrap();
+        write(&crate::FileSystem, &path, &entries).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "0\n2\na-b 0 42\nc 7 0\n");
         let read_back = read(&path);

@@ -46,6 +46,7 @@ use crate::log::{Log, decompression_limit};
 use crate::recovery::first_batch_timestamp;
 use crate::scan::{BatchInfo, ScanStep, SegmentScanner};
 use crate::segment::{IndexBuilder, RECOVERY_WINDOW, SegmentFiles};
+use crate::storage::Appender;
 use crate::{LogConfig, LogError, Result, TopicPartition};
 use swap::CleanedPaths;
 use throttle::Throttle;
@@ -424,12 +425,12 @@ impl Log {
         let base = group.segments[0].base();
         let dir = self.dir();
         let paths = CleanedPaths::new(dir, base);
-        paths.abandon(dir);
+        paths.abandon(self.storage(), dir);
         let result = self.write_cleaned(group, snapshot, map, now, &paths, report, throttle);
         let written = match result {
             Ok(written) => written,
             Err(err) => {
-                paths.abandon(dir);
+                paths.abandon(self.storage(), dir);
                 return Err(err);
             }
         };
@@ -440,7 +441,7 @@ impl Log {
             min_horizon: written.min_horizon,
         };
         if !written.changed && group.segments.len() == 1 {
-            paths.abandon(dir);
+            paths.abandon(self.storage(), dir);
             report.bytes_written += written.size;
             return Ok(outcome);
         }
@@ -467,11 +468,12 @@ impl Log {
         let base = group.segments[0].base();
         let config = &snapshot.config;
         let limit = decompression_limit(config);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&paths.cleaned[0])?;
-        let mut out = BufWriter::with_capacity(1 << 20, &file);
+        let storage = self.storage();
+        let file = storage.open(
+            &paths.cleaned[0],
+            OpenOptions::new().write(true).create_new(true),
+        )?;
+        let mut out = BufWriter::with_capacity(1 << 20, Appender::new(storage, &file));
         let mut index = IndexBuilder::new(base, config.index_interval_bytes);
         let mut written = Written {
             size: 0,
@@ -510,16 +512,16 @@ impl Log {
         }
         out.flush()?;
         drop(out);
-        file.sync_data()?;
+        storage.sync_data(&file)?;
         index.finish();
         written.max_timestamp = written.max_timestamp.max(index.max_timestamp);
         for (path, bytes) in [
             (&paths.cleaned[1], encode_offset_index(&index.offsets)),
             (&paths.cleaned[2], encode_time_index(&index.times)),
         ] {
-            let file = OpenOptions::new().write(true).create_new(true).open(path)?;
-            (&file).write_all(&bytes)?;
-            file.sync_data()?;
+            let file = storage.open(path, OpenOptions::new().write(true).create_new(true))?;
+            storage.write_at(&file, &bytes, 0)?;
+            storage.sync_data(&file)?;
         }
         Ok(written)
     }

@@ -224,6 +224,9 @@ pub struct ManagerConfig {
     /// Where the logs run blocking filesystem work that callers may be waiting on (segment
     /// rolls on append, segment opens on read): inline unless the embedder says otherwise.
     pub blocking: Arc<dyn BlockingSection>,
+    /// What the logs' files are written and synced through: the real filesystem, or a
+    /// [`crate::SimulatedDisk`] in tests.
+    pub storage: Arc<dyn crate::Storage>,
 }
 
 impl std::fmt::Debug for ManagerConfig {
@@ -250,6 +253,7 @@ impl std::fmt::Debug for ManagerConfig {
                 &self.cleaner_io_max_bytes_per_second,
             )
             .field("blocking", &self.blocking)
+            .field("storage", &self.storage)
             .finish()
     }
 }
@@ -272,6 +276,7 @@ impl ManagerConfig {
             cleaner_backoff: Duration::from_secs(15),
             cleaner_io_max_bytes_per_second: f64::INFINITY,
             blocking: Arc::new(crate::Inline),
+            storage: crate::FileSystem::shared(),
         }
     }
 

@@ -11,21 +11,34 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::segment::SegmentFiles;
+use crate::storage::Storage;
 
+/// Also carries the [`Storage`] that every file of its manager's logs is written through:
+/// each segment's files already hold the cache.
 #[derive(Debug)]
 pub(crate) struct FileCache {
+    storage: Arc<dyn Storage>,
     max_open: usize,
     open: AtomicUsize,
     ring: Mutex<VecDeque<Weak<SegmentFiles>>>,
 }
 
 impl FileCache {
-    pub fn new(max_open: usize) -> Self {
+    pub fn new(max_open: usize, storage: Arc<dyn Storage>) -> Self {
         FileCache {
+            storage,
             max_open: max_open.max(1),
             open: AtomicUsize::new(0),
             ring: Mutex::default(),
         }
+    }
+
+    pub fn storage(&self) -> &dyn Storage {
+        &*self.storage
+    }
+
+    pub fn shared_storage(&self) -> Arc<dyn Storage> {
+        self.storage.clone()
     }
 
     /// Number of inactive segments currently open.

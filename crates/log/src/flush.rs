@@ -291,17 +291,24 @@ pub(crate) struct Flusher {
     syncfs_threshold: usize,
     /// An open handle on the data directory, the target of `syncfs`.
     data_dir: File,
+    storage: Arc<dyn crate::Storage>,
     queue: Mutex<Queue>,
     wake: Condvar,
     pub stats: FlushStats,
 }
 
 impl Flusher {
-    pub fn new(policy: FlushPolicy, syncfs_threshold: usize, data_dir: File) -> Self {
+    pub fn new(
+        policy: FlushPolicy,
+        syncfs_threshold: usize,
+        data_dir: File,
+        storage: Arc<dyn crate::Storage>,
+    ) -> Self {
         Flusher {
             policy,
             syncfs_threshold,
             data_dir,
+            storage,
             queue: Mutex::default(),
             wake: Condvar::new(),
             stats: FlushStats::default(),
@@ -370,7 +377,7 @@ impl Flusher {
                 })
                 .collect();
             self.stats.syncfs_calls.fetch_add(1, Ordering::Relaxed);
-            let result = syncfs(&self.data_dir);
+            let result = self.storage.sync_filesystem(&self.data_dir);
             for (log, prepared) in logs.iter().zip(prepared) {
                 match (&result, prepared) {
                     (Ok(()), Some(Ok(prepared))) => log.complete_sync(&prepared),
@@ -424,8 +431,4 @@ impl Flusher {
         durability.release_queue_slot();
         durability.has_pending_waiters() && durability.claim_queue_slot()
     }
-}
-
-fn syncfs(dir: &File) -> std::io::Result<()> {
-    rustix::fs::syncfs(dir).map_err(std::io::Error::from)
 }

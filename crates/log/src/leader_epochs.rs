@@ -184,13 +184,18 @@ fn parse(text: &str) -> Result<LeaderEpochs, String> {
 
 /// Replaces the checkpoint in `dir`: temporary file, fsync, rename. The caller syncs the
 /// directory to make the rename durable (the log's sync round does).
-pub(crate) fn write(dir: &Path, epochs: &LeaderEpochs) -> io::Result<()> {
+pub(crate) fn write(
+    storage: &dyn crate::Storage,
+    dir: &Path,
+    epochs: &LeaderEpochs,
+) -> io::Result<()> {
     let lines: Vec<String> = epochs
         .entries
         .iter()
         .map(|e| format!("{} {}", e.epoch, e.start_offset))
         .collect();
     checkpoint::replace_file(
+        storage,
         &dir.join(LEADER_EPOCH_CHECKPOINT),
         &checkpoint::format(&lines),
         false,
@@ -296,7 +301,7 @@ mod tests {
     fn checkpoint_roundtrip_in_kafka_format() {
         let dir = tempfile::tempdir().unwrap();
         let epochs = history(&[(0, 0), (4, 1_000)]);
-        write(dir.path(), &epochs).unwrap();
+        write(&crate::FileSystem, dir.path(), &epochs).unwrap();
         let text = std::fs::read_to_string(dir.path().join(LEADER_EPOCH_CHECKPOINT)).unwrap();
         assert_eq!(text, "0\n2\n0 0\n4 1000\n");
         assert_eq!(read(dir.path()), Some(epochs));

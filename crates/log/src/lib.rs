@@ -31,6 +31,7 @@ mod record_set;
 mod recovery;
 mod scan;
 mod segment;
+mod storage;
 mod topic_partition;
 
 pub use blocking::{BlockingSection, Inline};
@@ -50,4 +51,5 @@ pub use log::{
 pub use manager::{CLEAN_SHUTDOWN_FILE, LogManager, STRAY_SUFFIX, stray_dirs};
 pub use producer_state::{ProducerBatch, ProducerEntry, ProducerStates, SequenceError};
 pub use record_set::{BatchSummary, ReplicatedRecords, ValidatedRecords};
+pub use storage::{FileSystem, SimulatedDisk, SimulatedDiskStats, SimulatedFault, Storage};
 pub use topic_partition::TopicPartition;

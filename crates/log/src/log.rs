@@ -38,6 +38,7 @@ use crate::producer_state::{Check, ProducerBatch, ProducerStates, write_snapshot
 use crate::record_set::{BatchSummary, ValidatedRecords};
 use crate::recovery::{self, LoadedLog, producers};
 use crate::segment::{Segment, SegmentFiles};
+use crate::storage::Storage;
 use crate::{FlushPolicy, LogConfig, LogError, Result, TopicPartition};
 
 /// What an append did.
@@ -84,6 +85,7 @@ pub(crate) struct PreparedSync {
     dir: Option<PathBuf>,
     /// The leader-epoch history to checkpoint, when it changed since the last sync.
     epochs: Option<LeaderEpochs>,
+    storage: Arc<dyn Storage>,
 }
 
 impl PreparedSync {
@@ -92,7 +94,7 @@ impl PreparedSync {
     /// directory sync that follows makes the rename durable.
     pub fn write_checkpoints(&self) -> io::Result<()> {
         if let (Some(dir), Some(epochs)) = (&self.dir, &self.epochs) {
-            leader_epochs::write(dir, epochs)?;
+            leader_epochs::write(&*self.storage, dir, epochs)?;
         }
         Ok(())
     }
@@ -100,10 +102,10 @@ impl PreparedSync {
     pub fn sync_files(&self) -> io::Result<()> {
         self.write_checkpoints()?;
         for file in &self.files {
-            file.sync_data()?;
+            self.storage.sync_data(file)?;
         }
         if let Some(dir) = &self.dir {
-            File::open(dir)?.sync_all()?;
+            self.storage.sync_dir(dir)?;
         }
         Ok(())
     }
@@ -197,7 +199,7 @@ impl Log {
         cleaner_first_dirty: Option<i64>,
     ) -> Result<Log> {
         config.validate()?;
-        std::fs::create_dir_all(&dir)?;
+        cache.storage().create_dir_all(&dir)?;
         let now = clock.now_ms();
         let epoch_checkpoint = leader_epochs::read(&dir);
         let LoadedLog {
@@ -236,8 +238,15 @@ impl Log {
         epochs.truncate_from_start(log_start_offset);
         let epochs_dirty = epoch_checkpoint.as_ref() != Some(&epochs);
         let rules = RecordRulesCell::new(&config);
-        let mut producers =
-            producers::rebuild(&tp, &dir, &segments, log_start_offset, next_offset, now)?;
+        let mut producers = producers::rebuild(
+            cache.storage(),
+            &tp,
+            &dir,
+            &segments,
+            log_start_offset,
+            next_offset,
+            now,
+        )?;
         producers.evict(
             log_start_offset,
             now.saturating_sub(config.producer_expiration_ms),
@@ -273,6 +282,11 @@ impl Log {
 
     pub fn topic_partition(&self) -> &TopicPartition {
         &self.tp
+    }
+
+    /// What this log's files are written and synced through.
+    pub(crate) fn storage(&self) -> &dyn Storage {
+        self.cache.storage()
     }
 
     pub fn dir(&self) -> &Path {
@@ -514,11 +528,11 @@ impl Log {
         inner.segments.insert(base, segment);
         inner.dir_dirty = true;
         // Recovery starts from the newest snapshot instead of rescanning the log.
-        if let Err(err) = write_snapshot(&self.dir, base, &inner.producers) {
+        if let Err(err) = write_snapshot(self.storage(), &self.dir, base, &inner.producers) {
             tracing::warn!(partition = %self.tp, error = %err, "could not write producer snapshot");
         }
         // Older snapshots are never read while a newer one is intact; keep one spare.
-        producers::keep_newest_snapshots(&self.dir, 2);
+        producers::keep_newest_snapshots(self.storage(), &self.dir, 2);
         #[cfg(debug_assertions)]
         inner.assert_all(self);
         Ok(())
@@ -641,7 +655,7 @@ impl Log {
                 failed.get_or_insert(err);
             }
         }
-        producers::delete_snapshots_below(&self.dir, log_start_offset);
+        producers::delete_snapshots_below(self.storage(), &self.dir, log_start_offset);
         match failed {
             Some(err) => Err(LogError::Io(err)),
             None => Ok(()),
@@ -722,6 +736,7 @@ impl Log {
             files,
             dir,
             epochs,
+            storage: self.cache.shared_storage(),
         })
     }
 
@@ -756,11 +771,16 @@ impl Log {
     pub(crate) fn close(&self) -> Result<()> {
         let index_files = {
             let mut inner = self.lock()?;
-            write_snapshot(&self.dir, inner.next_offset, &inner.producers)?;
+            write_snapshot(
+                self.storage(),
+                &self.dir,
+                inner.next_offset,
+                &inner.producers,
+            )?;
             inner.active().persist_active_indexes()?
         };
         for file in index_files {
-            file.sync_data()?;
+            self.storage().sync_data(&file)?;
         }
         self.flush()
     }

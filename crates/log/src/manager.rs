@@ -31,6 +31,7 @@ use crate::checkpoint;
 use crate::clock::{Clock, SystemClock};
 use crate::file_cache::FileCache;
 use crate::flush::{FlushStatsSnapshot, Flusher};
+use crate::storage::Storage;
 use crate::{
     CleaningReport, Log, LogConfig, LogError, ManagerConfig, Result, RetentionReport,
     TopicPartition,
@@ -83,7 +84,9 @@ impl LogManager {
     pub fn open_with_clock(config: ManagerConfig, clock: Arc<dyn Clock>) -> Result<Self> {
         config.default_log_config.validate()?;
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)?;
+        let storage = &*config.storage;
+        storage.create_dir_all(dir)?;
+        // The lock file's content never matters: opened directly, not through the storage.
         let dir_lock = File::options()
             .create(true)
             .truncate(false)
@@ -102,8 +105,8 @@ impl LogManager {
         let clean_shutdown = marker.exists();
         if clean_shutdown {
             // From here on, a crash must be seen as one.
-            std::fs::remove_file(&marker)?;
-            File::open(dir)?.sync_all()?;
+            storage.remove_file(&marker)?;
+            storage.sync_dir(dir)?;
         }
         let recovery_points = checkpoint::read(&dir.join(RECOVERY_POINT_FILE));
         let log_starts = checkpoint::read(&dir.join(LOG_START_FILE));
@@ -113,10 +116,14 @@ impl LogManager {
             config.flush_policy,
             config.syncfs_threshold,
             File::open(dir)?,
+            config.storage.clone(),
         ));
-        let cache = Arc::new(FileCache::new(config.max_open_segments));
+        let cache = Arc::new(FileCache::new(
+            config.max_open_segments,
+            config.storage.clone(),
+        ));
         let started = Instant::now();
-        let partitions = discover_partitions(dir)?;
+        let partitions = discover_partitions(storage, dir)?;
         let opener = |tp: &TopicPartition| {
             Log::open(
                 tp.clone(),
@@ -221,7 +228,7 @@ impl LogManager {
             None,
             None,
         )?);
-        File::open(&shared.config.data_dir)?.sync_all()?;
+        shared.config.storage.sync_dir(&shared.config.data_dir)?;
         logs.insert(tp.clone(), log.clone());
         Ok(log)
     }
@@ -233,9 +240,10 @@ impl LogManager {
         let Some(doomed) = self.take_out(tp, DELETE_SUFFIX)? else {
             return Ok(false);
         };
+        let storage = self.shared.config.storage.clone();
         std::thread::Builder::new()
             .name("sluice-log-delete".into())
-            .spawn(move || remove_dir_logged(&doomed))?;
+            .spawn(move || remove_dir_logged(&*storage, &doomed))?;
         tracing::info!(partition = %tp, "deleted log");
         Ok(true)
     }
@@ -262,8 +270,9 @@ impl LogManager {
         log.mark_deleted();
         let data_dir = &self.shared.config.data_dir;
         let renamed = data_dir.join(format!("{}.{}{suffix}", tp.dir_name(), unique_id()));
-        std::fs::rename(log.dir(), &renamed)?;
-        File::open(data_dir)?.sync_all()?;
+        let storage = &*self.shared.config.storage;
+        storage.rename(log.dir(), &renamed)?;
+        storage.sync_dir(data_dir)?;
         Ok(Some(renamed))
     }
 
@@ -360,8 +369,10 @@ impl LogManager {
             return Err(err);
         }
         let dir = &self.shared.config.data_dir;
-        File::create(dir.join(CLEAN_SHUTDOWN_FILE))?.sync_all()?;
-        File::open(dir)?.sync_all()?;
+        let storage = &*self.shared.config.storage;
+        let marker = crate::storage::create_truncated(storage, &dir.join(CLEAN_SHUTDOWN_FILE))?;
+        storage.sync_all(&marker)?;
+        storage.sync_dir(dir)?;
         tracing::info!(dir = %dir.display(), "log manager shut down cleanly");
         Ok(())
     }
@@ -439,9 +450,10 @@ impl Shared {
             log_starts.push((tp, offsets.log_start_offset));
         }
         let dir = &self.config.data_dir;
-        checkpoint::write(&dir.join(RECOVERY_POINT_FILE), &recovery_points)?;
-        checkpoint::write(&dir.join(LOG_START_FILE), &log_starts)?;
-        checkpoint::write(&dir.join(CLEANER_FILE), &cleaner_points)?;
+        let storage = &*self.config.storage;
+        checkpoint::write(storage, &dir.join(RECOVERY_POINT_FILE), &recovery_points)?;
+        checkpoint::write(storage, &dir.join(LOG_START_FILE), &log_starts)?;
+        checkpoint::write(storage, &dir.join(CLEANER_FILE), &cleaner_points)?;
         Ok(())
     }
 
@@ -566,7 +578,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 }
 
 /// Partition directories of the data directory; removes the remains of deleted logs.
-fn discover_partitions(dir: &Path) -> Result<Vec<TopicPartition>> {
+fn discover_partitions(storage: &dyn Storage, dir: &Path) -> Result<Vec<TopicPartition>> {
     let mut partitions = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -576,7 +588,7 @@ fn discover_partitions(dir: &Path) -> Result<Vec<TopicPartition>> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(DELETE_SUFFIX) {
-            remove_dir_logged(&entry.path());
+            remove_dir_logged(storage, &entry.path());
             continue;
         }
         match TopicPartition::from_dir_name(name) {
@@ -643,8 +655,8 @@ fn open_in_parallel(
     Ok(logs)
 }
 
-fn remove_dir_logged(path: &PathBuf) {
-    if let Err(err) = std::fs::remove_dir_all(path) {
+fn remove_dir_logged(storage: &dyn Storage, path: &Path) {
+    if let Err(err) = storage.remove_dir_all(path) {
         tracing::warn!(dir = %path.display(), error = %err, "could not remove deleted log");
     }
 }

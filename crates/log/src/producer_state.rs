@@ -352,14 +352,15 @@ pub(crate) fn list_snapshots(dir: &Path) -> Vec<i64> {
 /// Writes a snapshot atomically (temp file, rename). It is not synced: a snapshot is only
 /// trusted for data the recovery kept, and a torn one fails its CRC.
 pub(crate) fn write_snapshot(
+    storage: &dyn crate::Storage,
     dir: &Path,
     offset: i64,
     states: &ProducerStates,
 ) -> std::io::Result<()> {
     let path = snapshot_path(dir, offset);
     let tmp = path.with_extension("snapshot.tmp");
-    std::fs::write(&tmp, states.encode_snapshot())?;
-    std::fs::rename(tmp, path)
+    crate::storage::write_file(storage, &tmp, &states.encode_snapshot())?;
+    storage.rename(&tmp, &path)
 }
 
 #[cfg(test)]

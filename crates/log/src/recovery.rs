@@ -32,6 +32,7 @@ use crate::segment::{
     ActiveSegment, INDEX_SUFFIX, IndexBuilder, LOG_SUFFIX, RECOVERY_WINDOW, SCAN_WINDOW, Segment,
     SegmentFiles, TIME_INDEX_SUFFIX, parse_segment_file_name, rebuild_indexes,
 };
+use crate::storage::Storage;
 use crate::{LogConfig, Result, TopicPartition};
 
 #[derive(Debug)]
@@ -178,7 +179,7 @@ fn first_batch_header(file: &File, size: u64) -> Option<(i32, i64)> {
 }
 
 /// Lists segment base offsets and removes leftovers that are safe to remove.
-fn list_segments(tp: &TopicPartition, dir: &Path) -> io::Result<Vec<i64>> {
+fn list_segments(storage: &dyn Storage, tp: &TopicPartition, dir: &Path) -> io::Result<Vec<i64>> {
     let mut logs = Vec::new();
     let mut indexes = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -193,7 +194,7 @@ fn list_segments(tp: &TopicPartition, dir: &Path) -> io::Result<Vec<i64>> {
             INDEX_SUFFIX | TIME_INDEX_SUFFIX => indexes.push((base, entry.path())),
             s if s.ends_with(".deleted") || s.ends_with(".cleaned") || s.ends_with(".tmp") => {
                 tracing::info!(partition = %tp, file = name, "removing leftover file");
-                std::fs::remove_file(entry.path())?;
+                storage.remove_file(&entry.path())?;
             }
             _ => {}
         }
@@ -202,7 +203,7 @@ fn list_segments(tp: &TopicPartition, dir: &Path) -> io::Result<Vec<i64>> {
     for (base, path) in indexes {
         if logs.binary_search(&base).is_err() {
             tracing::info!(partition = %tp, file = %path.display(), "removing orphan index");
-            std::fs::remove_file(path)?;
+            storage.remove_file(&path)?;
         }
     }
     Ok(logs)
@@ -221,8 +222,9 @@ pub(crate) fn load(
     cleaned_before: bool,
     epoch_checkpoint: Option<LeaderEpochs>,
 ) -> Result<LoadedLog> {
-    let swapped = crate::cleaner::complete_swaps(tp, dir)?;
-    let bases = list_segments(tp, dir)?;
+    let storage = cache.storage();
+    let swapped = crate::cleaner::complete_swaps(storage, tp, dir)?;
+    let bases = list_segments(storage, tp, dir)?;
     let mut segments = BTreeMap::new();
     if bases.is_empty() {
         return Ok(LoadedLog {
@@ -250,10 +252,11 @@ pub(crate) fn load(
     for (i, &base) in bases.iter().enumerate() {
         let files = SegmentFiles::new(dir, base, cache.clone());
         let is_active = i == last;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(is_active)
-            .open(files.path(LOG_SUFFIX))?;
+        // Opened for writing through the storage: recovery may cut it.
+        let file = storage.open(
+            &files.path(LOG_SUFFIX),
+            OpenOptions::new().read(true).write(true),
+        )?;
         let size = file.metadata()?.len();
         epochs.segment_opened(&file, size);
         let mut segment = Segment {
@@ -277,7 +280,7 @@ pub(crate) fn load(
                     %reason,
                     "recovery truncated the log at the first invalid batch"
                 );
-                file.set_len(recovered.valid_size)?;
+                storage.set_len(&file, recovered.valid_size)?;
                 truncated = true;
             }
             segment.size = recovered.valid_size;
@@ -301,7 +304,7 @@ pub(crate) fn load(
                 // Even a clean shutdown left a torn tail: treat this segment as unclean.
                 let recovered = recover_segment(&file, base, size, interval, strict, &mut epochs)?;
                 tracing::warn!(partition = %tp, segment = base, "torn tail after clean shutdown");
-                file.set_len(recovered.valid_size)?;
+                storage.set_len(&file, recovered.valid_size)?;
                 segment.size = recovered.valid_size;
                 segment.max_timestamp = recovered.index.max_timestamp;
                 next_offset = recovered.next_offset;
@@ -423,12 +426,14 @@ pub(crate) mod producers {
     use crate::record_set::BatchSummary;
     use crate::scan::{ScanStep, SegmentScanner};
     use crate::segment::{LOG_SUFFIX, SCAN_WINDOW, Segment};
+    use crate::storage::Storage;
     use crate::{Result, TopicPartition};
 
     /// The state as of `next_offset`: the newest usable snapshot, then the headers of every
     /// batch after it, counted as written at `now_ms` (when they were written is not in the
     /// log). Snapshots past the log end (their data was cut by recovery) are removed.
     pub(crate) fn rebuild(
+        storage: &dyn Storage,
         tp: &TopicPartition,
         dir: &Path,
         segments: &BTreeMap<i64, Segment>,
@@ -441,7 +446,7 @@ pub(crate) mod producers {
         for offset in list_snapshots(dir).into_iter().rev() {
             let path = snapshot_path(dir, offset);
             if offset > next_offset {
-                std::fs::remove_file(&path)?;
+                storage.remove_file(&path)?;
                 continue;
             }
             match std::fs::read(&path)
@@ -484,18 +489,18 @@ pub(crate) mod producers {
     }
 
     /// Removes all but the `keep` newest snapshots.
-    pub(crate) fn keep_newest_snapshots(dir: &Path, keep: usize) {
+    pub(crate) fn keep_newest_snapshots(storage: &dyn Storage, dir: &Path, keep: usize) {
         let snapshots = list_snapshots(dir);
         let doomed = snapshots.len().saturating_sub(keep);
         for snapshot in &snapshots[..doomed] {
-            let _ = std::fs::remove_file(snapshot_path(dir, *snapshot));
+            let _ = storage.remove_file(&snapshot_path(dir, *snapshot));
         }
     }
 
     /// Removes snapshots of offsets below the log start.
-    pub(crate) fn delete_snapshots_below(dir: &Path, offset: i64) {
+    pub(crate) fn delete_snapshots_below(storage: &dyn Storage, dir: &Path, offset: i64) {
         for snapshot in list_snapshots(dir).into_iter().filter(|s| *s < offset) {
-            let _ = std::fs::remove_file(snapshot_path(dir, snapshot));
+            let _ = storage.remove_file(&snapshot_path(dir, snapshot));
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::index::{
 };
 use crate::record_set::BatchSummary;
 use crate::scan::{BatchInfo, ScanStep, SegmentScanner};
+use crate::storage::{Storage, remove_if_present, write_file};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
@@ -78,6 +79,10 @@ impl SegmentFiles {
 
     pub fn path(&self, suffix: &str) -> PathBuf {
         self.dir.join(segment_file_name(self.base_offset, suffix))
+    }
+
+    pub fn storage(&self) -> &dyn Storage {
+        self.cache.storage()
     }
 
     pub fn take_referenced(&self) -> bool {
@@ -167,13 +172,7 @@ impl SegmentFiles {
         times: &[TimeEntry],
     ) -> io::Result<[File; 2]> {
         let write = |suffix, bytes: Vec<u8>| -> io::Result<File> {
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(self.path(suffix))?;
-            file.write_all_at(&bytes, 0)?;
-            Ok(file)
+            write_file(self.storage(), &self.path(suffix), &bytes)
         };
         Ok([
             write(INDEX_SUFFIX, index::encode_offset_index(offsets))?,
@@ -207,11 +206,7 @@ impl SegmentFiles {
     pub fn delete(&self) -> io::Result<()> {
         self.forget_open();
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-            match std::fs::remove_file(self.path(suffix)) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
-            }
+            remove_if_present(self.storage(), &self.path(suffix))?;
         }
         Ok(())
     }
@@ -383,19 +378,19 @@ impl Segment {
 
     /// Creates the three empty files of a new active segment.
     pub fn create(files: Arc<SegmentFiles>, now_ms: i64, interval: u32) -> io::Result<Segment> {
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(files.path(LOG_SUFFIX));
+        let storage = files.storage();
+        let log = storage.open(
+            &files.path(LOG_SUFFIX),
+            OpenOptions::new().read(true).write(true).create_new(true),
+        );
         let log = match log {
             Ok(log) => log,
             // An empty leftover from a roll that crashed, or an empty log reopened.
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                let log = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(files.path(LOG_SUFFIX))?;
+                let log = storage.open(
+                    &files.path(LOG_SUFFIX),
+                    OpenOptions::new().read(true).write(true),
+                )?;
                 if log.metadata()?.len() != 0 {
                     return Err(err);
                 }
@@ -404,7 +399,7 @@ impl Segment {
             Err(err) => return Err(err),
         };
         if let Err(err) = files.write_indexes(&[], &[]) {
-            let _ = std::fs::remove_file(files.path(LOG_SUFFIX));
+            let _ = storage.remove_file(&files.path(LOG_SUFFIX));
             return Err(err);
         }
         let base_offset = files.base_offset;
@@ -434,8 +429,9 @@ impl Segment {
             .active
             .as_mut()
             .expect("append to the active segment only");
-        if let Err(error) = active.file.write_all_at(bytes, self.size) {
-            let rolled_back = match active.file.set_len(self.size) {
+        let storage = self.files.storage();
+        if let Err(error) = storage.write_at(&active.file, bytes, self.size) {
+            let rolled_back = match storage.set_len(&active.file, self.size) {
                 Ok(()) => true,
                 Err(cut) => {
                     tracing::error!(%error, %cut, "partial append could not be removed");
@@ -476,8 +472,9 @@ impl Segment {
             Err(err) => {
                 // Indexes are rebuildable: drop the partial files rather than fail the roll.
                 tracing::warn!(error = %err, segment = self.base_offset(), "index write failed");
-                let _ = std::fs::remove_file(self.files.path(INDEX_SUFFIX));
-                let _ = std::fs::remove_file(self.files.path(TIME_INDEX_SUFFIX));
+                let storage = self.files.storage();
+                let _ = storage.remove_file(&self.files.path(INDEX_SUFFIX));
+                let _ = storage.remove_file(&self.files.path(TIME_INDEX_SUFFIX));
             }
         }
         let IndexBuilder { offsets, times, .. } = active.index;

@@ -20,8 +20,8 @@
 //! set, never a mix. Tests crash the process at each step ([`CrashPoint`]) and lay out the
 //! states a power loss could leave.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,6 +32,7 @@ use crate::scan::{ScanStep, SegmentScanner};
 use crate::segment::{
     INDEX_SUFFIX, LOG_SUFFIX, Segment, SegmentFiles, TIME_INDEX_SUFFIX, segment_file_name,
 };
+use crate::storage::{Storage, remove_if_present, write_file};
 use crate::{LogError, Result, TopicPartition};
 
 /// Suffix of a rewritten segment being written.
@@ -111,16 +112,24 @@ impl Log {
         let segments = group.segments.len();
         crash_point(CrashPoint::CleanedWritten, segments);
         // The cleaned files' names are durable before the marker that refers to them.
-        let marked = sync_dir(self.dir())
-            .and_then(|()| write_synced(&paths.swap_end, format!("{}\n", group.end).as_bytes()))
-            .and_then(|()| sync_dir(self.dir()));
+        let storage = self.storage();
+        let marked = storage
+            .sync_dir(self.dir())
+            .and_then(|()| {
+                write_synced(
+                    storage,
+                    &paths.swap_end,
+                    format!("{}\n", group.end).as_bytes(),
+                )
+            })
+            .and_then(|()| storage.sync_dir(self.dir()));
         if let Err(err) = marked {
-            paths.abandon(self.dir());
+            paths.abandon(storage, self.dir());
             return Err(err.into());
         }
         crash_point(CrashPoint::SwapEndWritten, segments);
         if !self.reserve_for_swap(group, base..group.end)? {
-            paths.abandon(self.dir());
+            paths.abandon(storage, self.dir());
             return Ok(false);
         }
         // The commit point: a `.log.swap` exists and its name is durable.
@@ -128,7 +137,7 @@ impl Log {
             .cleaned
             .iter()
             .zip(&paths.swap)
-            .try_for_each(|(cleaned, swap)| std::fs::rename(cleaned, swap));
+            .try_for_each(|(cleaned, swap)| storage.rename(cleaned, swap));
         if let Err(err) = committed {
             // Before the `.log.swap` name (renamed first) exists nothing is committed; after
             // it, the restart finishes the swap, as after any failure past this point.
@@ -136,11 +145,11 @@ impl Log {
             if paths.swap[0].exists() {
                 self.fail_cleaner_swap(&err);
             } else {
-                paths.abandon(self.dir());
+                paths.abandon(storage, self.dir());
             }
             return Err(err.into());
         }
-        let installed = sync_dir(self.dir()).and_then(|()| {
+        let installed = storage.sync_dir(self.dir()).and_then(|()| {
             crash_point(CrashPoint::Committed, segments);
             self.install_swapped(group, paths, written)
         });
@@ -154,14 +163,14 @@ impl Log {
         };
         // The renames are durable before the marker goes: without the marker, a restart
         // would not know that a live `<base>.log` replaces the segments after it.
-        if let Err(err) = sync_dir(self.dir()) {
+        if let Err(err) = storage.sync_dir(self.dir()) {
             self.fail_cleaner_swap(&err);
             return Err(LogError::Io(err));
         }
         for path in doomed {
-            let _ = std::fs::remove_file(path);
+            let _ = storage.remove_file(&path);
         }
-        let _ = std::fs::remove_file(&paths.swap_end);
+        let _ = storage.remove_file(&paths.swap_end);
         Ok(true)
     }
 
@@ -209,7 +218,7 @@ impl Log {
             for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
                 let live = segment.files.path(suffix);
                 let deleted = with_suffix(&live, DELETED_SUFFIX);
-                match std::fs::rename(&live, &deleted) {
+                match self.storage().rename(&live, &deleted) {
                     Ok(()) => {
                         doomed.push(deleted);
                         crash_point(CrashPoint::OldPartlyDeleted, segments);
@@ -220,7 +229,7 @@ impl Log {
             }
         }
         for (swap, live) in paths.swap.iter().zip(&paths.live) {
-            std::fs::rename(swap, live)?;
+            self.storage().rename(swap, live)?;
             crash_point(CrashPoint::LogLive, segments);
         }
         for segment in &group.segments {
@@ -267,10 +276,10 @@ impl CleanedPaths {
     /// Removes what a failed or pointless attempt left (never live files). Only before the
     /// commit point: a `.swap` file is committed data. The marker goes first, durably: a
     /// marker without its `.cleaned` log means, to a restart, a swap that was installed.
-    pub(super) fn abandon(&self, dir: &Path) {
-        match std::fs::remove_file(&self.swap_end) {
+    pub(super) fn abandon(&self, storage: &dyn Storage, dir: &Path) {
+        match storage.remove_file(&self.swap_end) {
             Ok(()) => {
-                if let Err(err) = sync_dir(dir) {
+                if let Err(err) = storage.sync_dir(dir) {
                     // Keep the cleaned files: with the marker possibly still on disk, they
                     // tell a restart that the swap was never committed.
                     tracing::warn!(error = %err, "could not sync the removal of a swap marker");
@@ -284,7 +293,7 @@ impl CleanedPaths {
             }
         }
         for path in self.cleaned.iter().chain(&self.swap) {
-            let _ = std::fs::remove_file(path);
+            let _ = storage.remove_file(path);
         }
     }
 }
@@ -296,18 +305,9 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+fn write_synced(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let file = write_file(storage, path, bytes)?;
+    storage.sync_all(&file)
 }
 
 /// At startup, before segments are listed: finishes every swap whose commit point was
@@ -318,7 +318,11 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// `.swap` files renamed live. A marker beside a `.cleaned` log is a swap that never reached
 /// its commit point: only the marker is removed. Returns whether any swap was finished.
 /// `.cleaned` and `.deleted` leftovers are removed by the segment listing.
-pub(crate) fn complete_swaps(tp: &TopicPartition, dir: &Path) -> io::Result<bool> {
+pub(crate) fn complete_swaps(
+    storage: &dyn Storage,
+    tp: &TopicPartition,
+    dir: &Path,
+) -> io::Result<bool> {
     let mut swaps = Vec::new();
     let mut markers = Vec::new();
     let mut cleaned = Vec::new();
@@ -349,8 +353,8 @@ pub(crate) fn complete_swaps(tp: &TopicPartition, dir: &Path) -> io::Result<bool
         if cleaned.contains(&base) || !live_logs.contains(&base) {
             // Never committed (or its segment is gone since): the marker is all there is
             // to remove; the listing removes the `.cleaned` files after it.
-            std::fs::remove_file(&paths.swap_end)?;
-            sync_dir(dir)?;
+            storage.remove_file(&paths.swap_end)?;
+            storage.sync_dir(dir)?;
             continue;
         }
         finished.push((base, paths.live[0].clone()));
@@ -382,33 +386,25 @@ pub(crate) fn complete_swaps(tp: &TopicPartition, dir: &Path) -> io::Result<bool
         };
         for &old in live_logs.iter().filter(|b| replaced.contains(*b)) {
             for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-                match std::fs::remove_file(dir.join(segment_file_name(old, suffix))) {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(err),
-                }
+                remove_if_present(storage, &dir.join(segment_file_name(old, suffix)))?;
             }
         }
         for (swap, live) in paths.swap.iter().zip(&paths.live) {
-            match std::fs::rename(swap, live) {
+            match storage.rename(swap, live) {
                 Ok(()) => {}
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(err) => return Err(err),
             }
         }
-        sync_dir(dir)?;
-        match std::fs::remove_file(&paths.swap_end) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err),
-        }
+        storage.sync_dir(dir)?;
+        remove_if_present(storage, &paths.swap_end)?;
         tracing::warn!(partition = %tp, segment = base, end, "finished an interrupted cleaner swap");
     }
     // Index swaps without their log: the swap never reached its commit point, or finished;
     // either way they are not needed (indexes are rebuilt).
     for (base, path) in stray_indexes {
         if !finished.iter().any(|(b, _)| *b == base) {
-            let _ = std::fs::remove_file(path);
+            let _ = storage.remove_file(&path);
         }
     }
     Ok(!finished.is_empty())

@@ -240,6 +240,7 @@ impl Log {
         let hw = self.high_watermark.load(Ordering::SeqCst).min(new_end);
         self.high_watermark.store(hw, Ordering::SeqCst);
         inner.producers = producers::rebuild(
+            self.storage(),
             &self.tp,
             &self.dir,
             &inner.segments,
@@ -247,7 +248,7 @@ impl Log {
             new_end,
             now,
         )?;
-        if let Err(err) = write_snapshot(&self.dir, new_end, &inner.producers) {
+        if let Err(err) = write_snapshot(self.storage(), &self.dir, new_end, &inner.producers) {
             tracing::warn!(partition = %self.tp, error = %err, "could not write producer snapshot");
         }
         tracing::info!(partition = %self.tp, requested = offset, log_end_offset = new_end, segments_removed = removed.len(), "truncated the log");
@@ -261,10 +262,11 @@ impl Log {
 /// active segment (reopened for writing, its index rebuilt from what remains). Returns the
 /// offset after its last remaining batch.
 fn cut_segment(segment: &mut Segment, offset: i64, interval: u32) -> Result<i64> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(segment.files.path(LOG_SUFFIX))?;
+    let storage = segment.files.storage();
+    let file = storage.open(
+        &segment.files.path(LOG_SUFFIX),
+        std::fs::OpenOptions::new().read(true).write(true),
+    )?;
     let mut index = IndexBuilder::new(segment.base_offset(), interval);
     let mut scanner = SegmentScanner::new(&file, 0, segment.size, TRUNCATE_SCAN_WINDOW);
     let mut cut = 0u64;
@@ -288,7 +290,7 @@ fn cut_segment(segment: &mut Segment, offset: i64, interval: u32) -> Result<i64>
             }
         }
     }
-    file.set_len(cut)?;
+    storage.set_len(&file, cut)?;
     // Readers holding the old open segment keep their file; its indexes must not be used
     // again for this segment.
     segment.files.forget_open();

@@ -85,6 +85,11 @@ pub fn segment_bases(dir: &Path) -> Vec<i64> {
 pub struct Rng(u64);
 
 impl Rng {
+    pub fn seeded(seed: u64) -> Rng {
+        // xorshift never leaves 0; mixed so that neighbouring seeds differ at once.
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
