@@ -1,7 +1,10 @@
 //! Compatibility suites: Sluice driven by clients nobody here wrote (librdkafka through the
 //! Rust `rdkafka` crate, Python `confluent-kafka` and `kafka-python`, Debian's `kcat`, the
 //! official Java client). The tests live in `tests/`; this library only starts brokers for
-//! them. Must not be depended on by any other crate.
+//! them, and puts fault-injecting proxies between them (`fault_proxy`). Must not be
+//! depended on by any other crate.
+
+pub mod fault_proxy;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,6 +47,14 @@ pub struct BrokerProcess {
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
+/// How a broker child is started besides its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// A command that runs the broker in its place (its arguments, then the broker's).
+    pub wrapper: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
 const BROKER_DIR_ENV: &str = "SLUICE_TEST_BROKER_DIR";
 const BROKER_LISTEN_ENV: &str = "SLUICE_TEST_BROKER_LISTEN";
 /// Extra broker properties for the child, as `key=value` lines.
@@ -61,9 +72,31 @@ impl BrokerProcess {
     /// Starts the child without waiting for it: a node of a cluster is ready only once a
     /// quorum of its peers runs too. `listen` is the `listeners` value.
     pub fn spawn(dir: &Path, listen: &str, extra: &[(&str, &str)]) -> BrokerProcess {
+        BrokerProcess::spawn_in(&Launch::default(), dir, listen, extra)
+    }
+
+    /// [`BrokerProcess::spawn`] as `launch` says: under a wrapper command that execs the
+    /// broker (`ip netns exec <ns>`: the pid stays the broker's), with extra environment
+    /// (`LD_PRELOAD` of libfaketime).
+    pub fn spawn_in(
+        launch: &Launch,
+        dir: &Path,
+        listen: &str,
+        extra: &[(&str, &str)],
+    ) -> BrokerProcess {
         use std::io::BufRead;
         let props: String = extra.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        let exe = std::env::current_exe().unwrap();
+        let mut command = match launch.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(args).arg(exe);
+                command
+            }
+            None => std::process::Command::new(exe),
+        };
+        let mut child = command
+            .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args([
                 "broker_process",
                 "--exact",

@@ -3,6 +3,9 @@
 //! the admin HTTP endpoint read back.
 #![allow(dead_code)]
 
+pub mod netns;
+pub mod workload;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -41,6 +44,70 @@ pub struct Cluster {
     extra: Vec<(String, String)>,
     /// Properties of one node only, after the cluster's.
     node_extra: std::collections::BTreeMap<i32, Vec<(String, String)>>,
+    /// A node's own `controller.quorum.voters` (its peers behind fault proxies).
+    node_voters: std::collections::BTreeMap<i32, String>,
+    /// How each node's process is started (a network namespace, libfaketime).
+    launches: std::collections::BTreeMap<i32, sluice_compat::Launch>,
+    /// Where node `i` reaches the test's proxies (its host-side address in a namespace).
+    proxy_bind: std::collections::BTreeMap<i32, std::net::IpAddr>,
+}
+
+/// Where libfaketime is, if installed (scripts/test installs Debian's `faketime`).
+pub fn libfaketime() -> Option<PathBuf> {
+    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| PathBuf::from(format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1")))
+        .find(|path| path.exists())
+}
+
+/// The quorum's links through fault proxies: node `i` reaches voter `j`'s controller
+/// listener through the proxy `(i, j)`, which carries `i`'s Raft messages to `j` (our
+/// transport sends each way on a connection of its own), so each direction of each link can
+/// be cut, slowed or made flaky. Client and replication traffic does not go through them:
+/// a cut is a partition of the metadata quorum (the control plane).
+pub struct QuorumLinks {
+    pub proxies: std::collections::BTreeMap<(i32, i32), sluice_compat::fault_proxy::FaultProxy>,
+}
+
+impl QuorumLinks {
+    /// Cuts the direction `from` → `to`.
+    pub fn cut(&self, from: i32, to: i32) {
+        self.proxies[&(from, to)].cut();
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn cut_both(&self, a: i32, b: i32) {
+        self.cut(a, b);
+        self.cut(b, a);
+    }
+
+    /// Cuts `node` from every other voter, both ways (a minority of one).
+    pub fn isolate(&self, node: i32) {
+        for (from, to) in self.proxies.keys() {
+            if *from == node || *to == node {
+                self.cut(*from, *to);
+            }
+        }
+    }
+
+    pub fn delay_all(&self, delay: Duration) {
+        for proxy in self.proxies.values() {
+            proxy.set_delay(delay);
+        }
+    }
+
+    pub fn flaky_all(&self, per_mille: u32) {
+        for proxy in self.proxies.values() {
+            proxy.set_flaky(per_mille);
+        }
+    }
+
+    /// Every link healed, no delay, no flakiness.
+    pub fn clear(&self) {
+        for proxy in self.proxies.values() {
+            proxy.clear();
+        }
+    }
 }
 
 impl Cluster {
@@ -70,7 +137,105 @@ impl Cluster {
             voters,
             extra,
             node_extra: Default::default(),
+            node_voters: Default::default(),
+            launches: Default::default(),
+            proxy_bind: Default::default(),
         }
+    }
+
+    /// Three nodes under `root`, each in its network namespace of `namespaces`, listening on
+    /// its own address there (clients 9092, quorum 9093, admin HTTP 9094).
+    pub fn in_namespaces(
+        root: &Path,
+        extra: &[(&str, &str)],
+        namespaces: &netns::Namespaces,
+    ) -> Cluster {
+        let mut cluster = Cluster::new(root, extra);
+        for node in &mut cluster.nodes {
+            let ip = namespaces.node_ip(node.id);
+            node.client = format!("{ip}:9092");
+            node.controller = format!("{ip}:9093");
+            node.http = format!("{ip}:9094");
+        }
+        cluster.voters = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("{}@{}", n.id, n.controller))
+            .collect::<Vec<_>>()
+            .join(",");
+        for id in 1..=NODES {
+            cluster.launches.insert(
+                id,
+                sluice_compat::Launch {
+                    wrapper: namespaces.wrapper(id),
+                    env: Vec::new(),
+                },
+            );
+            cluster.proxy_bind.insert(id, namespaces.host_ip(id));
+        }
+        cluster
+    }
+
+    /// Runs every node under libfaketime, its wall clock offset by what its file says
+    /// (`+0` to start; [`Cluster::jump_clock`] rewrites it; the monotonic clock is left
+    /// alone). Panics if libfaketime is not installed.
+    pub fn with_clock_files(&mut self, root: &Path) {
+        let library = libfaketime().expect("libfaketime (Debian's faketime package) is installed");
+        for id in 1..=NODES {
+            let file = root.join(format!("node-{id}.faketime"));
+            std::fs::write(&file, "+0\n").unwrap();
+            let launch = self.launches.entry(id).or_default();
+            launch.env.extend([
+                ("LD_PRELOAD".to_string(), library.display().to_string()),
+                (
+                    "FAKETIME_TIMESTAMP_FILE".to_string(),
+                    file.display().to_string(),
+                ),
+                ("FAKETIME_CACHE_DURATION".to_string(), "1".to_string()),
+                ("FAKETIME_DONT_FAKE_MONOTONIC".to_string(), "1".to_string()),
+            ]);
+        }
+    }
+
+    /// Sets node `id`'s wall clock `seconds` away from the real one (see
+    /// [`Cluster::with_clock_files`]); 0 puts it back.
+    pub fn jump_clock(&self, id: i32, seconds: i64) {
+        let launch = &self.launches[&id];
+        let (_, file) = launch
+            .env
+            .iter()
+            .find(|(k, _)| k == "FAKETIME_TIMESTAMP_FILE")
+            .expect("started with clock files");
+        std::fs::write(file, format!("{seconds:+}\n")).unwrap();
+    }
+    /// Routes every quorum link through a fault proxy (see [`QuorumLinks`]); before the
+    /// nodes start. `seed` drives the flaky links' dice.
+    pub fn route_quorum_through_proxies(&mut self, seed: u64) -> QuorumLinks {
+        let mut proxies = std::collections::BTreeMap::new();
+        for from in 1..=NODES {
+            let mut voters = Vec::new();
+            for to in 1..=NODES {
+                let controller = self.node(to).controller.clone();
+                if from == to {
+                    voters.push(format!("{to}@{controller}"));
+                    continue;
+                }
+                let bind = self
+                    .proxy_bind
+                    .get(&from)
+                    .copied()
+                    .unwrap_or_else(|| "127.0.0.1".parse().unwrap());
+                let proxy = sluice_compat::fault_proxy::FaultProxy::start_on(
+                    bind,
+                    controller.parse().expect("a socket address"),
+                    seed ^ (u64::from(from as u32) << 8 | u64::from(to as u32)),
+                );
+                voters.push(format!("{to}@{}", proxy.address()));
+                proxies.insert((from, to), proxy);
+            }
+            self.node_voters.insert(from, voters.join(","));
+        }
+        QuorumLinks { proxies }
     }
 
     /// Node `id` is started with `props` too (after the cluster's `extra`).
@@ -98,7 +263,11 @@ impl Cluster {
 
     /// Starts node `id` on `dir` (its own, unless a test points it elsewhere), not waiting.
     pub fn spawn(&mut self, id: i32, dir: Option<&Path>) {
-        let voters = self.voters.clone();
+        let voters = self
+            .node_voters
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| self.voters.clone());
         let node = &mut self.nodes[(id - 1) as usize];
         let listen = format!(
             "PLAINTEXT://{},CONTROLLER://{}",
@@ -123,7 +292,8 @@ impl Cluster {
             props.extend(own.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
         let dir = dir.unwrap_or(&node.dir).to_path_buf();
-        node.process = Some(BrokerProcess::spawn(&dir, &listen, &props));
+        let launch = self.launches.get(&id).cloned().unwrap_or_default();
+        node.process = Some(BrokerProcess::spawn_in(&launch, &dir, &listen, &props));
     }
 
     pub fn wait_ready(&mut self, id: i32) {
@@ -197,6 +367,64 @@ pub fn get_text(addr: &str, path: &str) -> String {
 /// GET of a JSON document (null if the node does not answer).
 pub fn get_json(addr: &str, path: &str) -> Value {
     serde_json::from_str(&get_text(addr, path)).unwrap_or(Value::Null)
+}
+
+/// A node's data directory on a tmpfs of its own (its metadata log elsewhere, as
+/// `metadata.log.dir` allows), resized on command, unmounted when dropped.
+pub struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(path: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            mounted,
+            "mounting a tmpfs failed: the disk-full test runs as root (scripts/test)"
+        );
+        SmallDisk {
+            path: path.to_path_buf(),
+        }
+    }
+
+    pub fn resize(&self, size: &str) {
+        let resized = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(resized, "remounting the tmpfs at {size}");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+impl SmallDisk {
+    /// Bytes in use on the tmpfs.
+    pub fn used(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=used", "-B1"])
+            .arg(&self.path)
+            .output()
+            .expect("df runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df prints the bytes used")
+    }
 }
 
 pub fn wait_for(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
