@@ -50,6 +50,24 @@ impl Namespaces {
             rules: Mutex::new(Vec::new()),
             forwarding_was,
         };
+        // What a run killed before its cleanup may have left with these names.
+        for from in 1..=nodes {
+            for to in 1..=nodes {
+                let (a, b) = (namespaces.node_ip(from), namespaces.node_ip(to));
+                let _ = ip(&[
+                    "rule",
+                    "del",
+                    "from",
+                    &a.to_string(),
+                    "to",
+                    &b.to_string(),
+                    "blackhole",
+                ]);
+            }
+            let (ns, host, _) = namespaces.names(from);
+            let _ = ip(&["netns", "del", &ns]);
+            let _ = ip(&["link", "del", &host]);
+        }
         for id in 1..=nodes {
             let (ns, host, node) = namespaces.names(id);
             let host_cidr = format!("{}/24", namespaces.host_ip(id));

@@ -76,6 +76,11 @@ const STORAGE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_mi
 
 /// Reads `meta.properties` (Kafka's file naming the cluster and node a data directory
 /// belongs to): the cluster id, if the file exists. A directory of another node is refused.
+/// Whether `dir` is missing or holds nothing.
+fn metadata_dir_is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
+}
+
 fn read_cluster_id(dir: &Path, node_id: i32) -> Result<Option<String>, StartError> {
     let path = dir.join(META_PROPERTIES);
     let fail = |reason: String| StartError::DataDir {
@@ -176,6 +181,24 @@ impl Broker {
             reason: e.to_string(),
         })?;
         let known_cluster = read_cluster_id(&dir, config.node_id)?;
+        if let Some(cluster) = &known_cluster
+            && config.cluster.roles.controller
+            && metadata_dir_is_empty(&config.metadata_dir)
+        {
+            // A voter that forgot its term and vote could vote twice in one term: a data
+            // directory of a cluster with no metadata log beside it is refused, never
+            // started from nothing (a `metadata.log.dir` pointed at a new directory, or a
+            // lost disk).
+            return Err(StartError::DataDir {
+                path: config.metadata_dir.clone(),
+                reason: format!(
+                    "{} belongs to cluster {cluster} but this metadata directory holds no \
+                     metadata log: point metadata.log.dir at this node's metadata, or \
+                     remove meta.properties to start the node anew",
+                    dir.display()
+                ),
+            });
+        }
         let quorum =
             (config.cluster.has_peers() && config.cluster.roles.controller).then(|| QuorumSetup {
                 node_id: config.node_id,
@@ -750,8 +773,10 @@ impl Broker {
     /// failing here (a full disk, an I/O error, a failed fsync) leaves the ISR, and where
     /// this broker led it, another live in-sync replica leads
     /// ([`crate::controller::resignation`]). Kafka takes a failed log directory offline and
-    /// moves its leaders the same way; here a replica whose disk recovers (space freed)
-    /// copies again and rejoins the ISR like any follower that caught up. Runs until `stop`.
+    /// moves its leaders the same way. Such a replica fetches nothing until a probe write
+    /// beside its log succeeds (space freed); then it copies again and rejoins the ISR like
+    /// any follower that caught up. An offline log (failed fsync) waits for a restart.
+    /// Runs until `stop`.
     pub async fn run_storage_checks(
         self: &Arc<Self>,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -769,6 +794,13 @@ impl Broker {
                 .all()
                 .into_iter()
                 .filter(|p| p.storage_failing())
+                .filter(|p| {
+                    let healthy = p.probe_storage();
+                    if healthy {
+                        tracing::info!(partition = %p.topic_partition(), "storage writable again: copying the leader again");
+                    }
+                    !healthy
+                })
                 .map(|p| {
                     let tp = p.topic_partition();
                     (tp.topic.clone(), tp.partition)

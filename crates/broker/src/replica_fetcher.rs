@@ -56,6 +56,12 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         }
         let mut by_leader: HashMap<i32, Vec<Arc<Partition>>> = HashMap::new();
         for partition in broker.partitions().all() {
+            // A copy whose storage is failing fetches nothing until a probe finds the disk
+            // writable again (`Broker::run_storage_checks`): caught up on an idle partition,
+            // it would be taken back into the ISR at once.
+            if partition.storage_failing() {
+                continue;
+            }
             if let Some(leader) = partition.followed_leader() {
                 by_leader.entry(leader).or_default().push(partition);
             }

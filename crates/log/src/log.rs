@@ -175,6 +175,9 @@ pub struct Log {
     rules: RecordRulesCell,
 }
 
+/// The file [`Log::probe_storage`] writes (recovery ignores it: not a segment's name).
+const STORAGE_PROBE: &str = "storage-probe.tmp";
+
 /// Upper bound on memory used to decompress one batch when searching by timestamp.
 pub(crate) fn decompression_limit(config: &LogConfig) -> usize {
     (config.max_message_bytes as usize)
@@ -295,6 +298,18 @@ impl Log {
 
     pub(crate) fn durability(&self) -> &Durability {
         &self.durability
+    }
+
+    /// Whether the log's directory takes writes again after a storage failure: a probe file
+    /// of 64 KiB is written, synced and removed there (through the log's storage).
+    pub fn probe_storage(&self) -> Result<()> {
+        self.check_usable()?;
+        let path = self.dir.join(STORAGE_PROBE);
+        let storage = self.storage();
+        let probed = crate::storage::write_file(storage, &path, &[0u8; 64 * 1024])
+            .and_then(|file| storage.sync_data(&file));
+        let removed = crate::storage::remove_if_present(storage, &path);
+        probed.and(removed).map_err(LogError::Io)
     }
 
     /// Whether an earlier storage failure took the log offline (until restart).

@@ -252,10 +252,13 @@ pub(crate) fn load(
     for (i, &base) in bases.iter().enumerate() {
         let files = SegmentFiles::new(dir, base, cache.clone());
         let is_active = i == last;
-        // Opened for writing through the storage: recovery may cut it.
+        // Writable where recovery may cut it: the active segment, and every segment it
+        // re-reads (a power loss can tear a sealed segment whose sync never came).
         let file = storage.open(
             &files.path(LOG_SUFFIX),
-            OpenOptions::new().read(true).write(true),
+            OpenOptions::new()
+                .read(true)
+                .write(is_active || i >= first_to_recover),
         )?;
         let size = file.metadata()?.len();
         epochs.segment_opened(&file, size);

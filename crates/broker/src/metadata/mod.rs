@@ -158,6 +158,19 @@ pub(crate) enum Command {
     Stop,
 }
 
+/// Reports a panicking quorum thread as its failure ([`MetadataStore::failed`]).
+struct ReportPanic(Arc<Inner>);
+
+impl Drop for ReportPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0
+                .failure
+                .send_replace(Some("the metadata quorum thread panicked".into()));
+        }
+    }
+}
+
 /// A quorum of several voters: this node's place in it.
 #[derive(Debug, Clone)]
 pub struct QuorumSetup {
@@ -758,6 +771,8 @@ impl Driver {
     }
 
     fn run(mut self, commands: &mpsc::Receiver<Command>) {
+        // A panic stops the quorum thread as surely as an error: reported the same way.
+        let _panic_reporter = ReportPanic(self.inner.clone());
         let mut next_tick = self.clock.now() + TICK;
         // A voter alone in its quorum has no election to hold and no one to send heartbeats
         // to: it waits for commands only, so an idle broker's quorum thread stays asleep.

@@ -180,9 +180,10 @@ pub struct Partition {
     replication: Arc<Replication>,
     /// Woken after every append, for fetches waiting for data.
     appended: Notify,
-    /// The last write to this replica's log failed for want of storage (a full disk, an
-    /// I/O error); cleared by the next one that succeeds. The broker takes such a replica
-    /// out of the ISR and hands its leadership over.
+    /// A write to this replica's log failed for want of storage (a full disk, an I/O
+    /// error); cleared once a probe write succeeds ([`Partition::probe_storage`]). The
+    /// broker takes such a replica out of the ISR, hands its leadership over, and does not
+    /// fetch for it meanwhile.
     storage_failed: AtomicBool,
     /// The topic's traffic counters, resolved once so that Produce and Fetch do not look
     /// them up per request.
@@ -467,28 +468,33 @@ impl Partition {
         })
     }
 
-    /// Notes whether a write to this replica's log (a client's append, a copy from the
-    /// leader, a truncation) failed for want of storage, and passes `outcome` on.
+    /// Notes a write to this replica's log (a client's append, a copy from the leader, a
+    /// truncation) that failed for want of storage, and passes `outcome` on. Success
+    /// clears nothing: only a probe does, so that an idle partition cannot pass for healthy.
     pub fn storage_outcome<T>(&self, outcome: Result<T, LogError>) -> Result<T, LogError> {
-        match &outcome {
-            Ok(_) => {
-                // Read first: the flag's cache line is not written on every append.
-                if self.storage_failed.load(Ordering::Relaxed) {
-                    self.storage_failed.store(false, Ordering::Relaxed);
-                }
-            }
-            Err(LogError::Io(_) | LogError::Offline(_)) => {
-                self.storage_failed.store(true, Ordering::Relaxed);
-            }
-            Err(_) => {}
+        if let Err(LogError::Io(_) | LogError::Offline(_)) = &outcome {
+            self.storage_failed.store(true, Ordering::Relaxed);
         }
         outcome
     }
 
-    /// Whether this replica's storage is failing: its last write failed, or its log went
-    /// offline (a failed fsync).
+    /// Whether this replica's storage is failing: a write failed and no probe succeeded
+    /// since, or its log went offline (a failed fsync: until a restart).
     pub fn storage_failing(&self) -> bool {
         self.storage_failed.load(Ordering::Relaxed) || self.log.is_offline()
+    }
+
+    /// For a replica whose storage failed: writes and syncs a probe file beside the log;
+    /// if that works, the storage counts as healthy again. Returns whether it is.
+    pub fn probe_storage(&self) -> bool {
+        if !self.storage_failing() {
+            return true;
+        }
+        if self.log.probe_storage().is_err() {
+            return false;
+        }
+        self.storage_failed.store(false, Ordering::Relaxed);
+        true
     }
 
     fn refused(&self, err: &LogError) -> ApiError {

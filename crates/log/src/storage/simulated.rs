@@ -7,15 +7,19 @@
 //!   [`SimulatedDisk::restart`] rebuilds the directory as the disk would hold it: only
 //!   entries of synced directories (a file created, renamed or removed since its
 //!   directory's last sync is back as it was), each file with its synced content, except
-//!   that of the bytes written since, some 512-byte sectors made it and some did not, and
-//!   an extension is kept up to a random sector boundary (torn writes);
+//!   that of the 512-byte sectors written since, some made it and some did not, an
+//!   unsynced truncation stuck or not, an unsynced extension is cut at a random sector
+//!   boundary (torn writes), and an extension that survives sometimes reads as zeros (the
+//!   size reached the disk, the data did not);
 //! - **a failing call** ([`SimulatedDisk::fail_call`]): that call fails with EIO or ENOSPC;
-//!   a failing write first writes a sector-aligned part of its bytes, as a full disk does;
+//!   a failing write first writes a part of its bytes, as a full disk does;
 //! - **bit flips** ([`SimulatedDisk::flip_bits`]) in a chosen byte range of a file, synced
 //!   or not.
 //!
 //! The model is POSIX's, stricter than ext4's ordered mode: data not fdatasynced and
-//! directory entries not fsynced are never assumed to survive.
+//! directory entries not fsynced are never assumed to survive. Calls are serialised (one
+//! lock, held across each call's I/O): the tests that use it run their workload on one
+//! thread, so that a seed replays the same calls.
 //!
 //! Identity: files and directories are known by their inode (with its birth time, so that a
 //! reused inode number is a new file); a removal or a rename over a file goes through this
@@ -131,6 +135,11 @@ fn birth_nanos(meta: &std::fs::Metadata) -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+/// Zero-filled sectors: an extension whose size reached the disk before its data.
+fn zeroed(len: usize) -> Vec<u8> {
+    vec![0; len]
+}
+
 impl State {
     fn random(&mut self) -> u64 {
         // SplitMix64: deterministic per seed.
@@ -166,10 +175,9 @@ impl State {
         node
     }
 
-    fn forget(&mut self, path: &Path) {
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            self.live.remove(&inode_key(&meta));
-        }
+    /// The live inode at `path`, if any.
+    fn key_at(path: &Path) -> Option<InodeKey> {
+        std::fs::symlink_metadata(path).ok().map(|m| inode_key(&m))
     }
 
     fn forget_tree(&mut self, path: &Path) {
@@ -255,40 +263,72 @@ impl State {
         }
     }
 
-    /// What a file holds after a power loss: its synced content, with some of the sectors
-    /// written since (each kept or not), and an extension cut at a random sector boundary.
+    /// What a file holds after a power loss: of the sectors written since its last sync,
+    /// each kept or not; an unsynced truncation stuck or not; an unsynced extension cut at
+    /// any sector boundary, and when kept, sometimes read as zeros (the size reached the
+    /// disk, the data did not).
     fn survivor(&mut self, durable: &[u8], current: Option<&Vec<u8>>) -> Vec<u8> {
-        let mut kept = durable.to_vec();
         let Some(current) = current else {
-            return kept;
+            return durable.to_vec();
         };
-        let shared = durable.len().min(current.len());
-        let mut start = 0;
-        while start < shared {
-            let end = (start + SECTOR).min(shared);
-            if kept[start..end] != current[start..end] {
-                if self.below(2) == 0 {
-                    kept[start..end].copy_from_slice(&current[start..end]);
-                    self.stats.torn_bytes_kept += (end - start) as u64;
-                } else {
-                    self.stats.bytes_lost += (end - start) as u64;
-                }
-            }
-            start = end;
-        }
-        if current.len() > durable.len() {
-            // Cut points: the synced end, each sector boundary after it, the written end.
+        // A truncation is one change of size: it stuck or it did not. An extension may be
+        // cut at any sector boundary past the synced end.
+        let cuts = if current.len() < durable.len() {
+            vec![current.len(), durable.len()]
+        } else {
             let mut cuts = vec![durable.len()];
             let mut boundary = (durable.len() / SECTOR + 1) * SECTOR;
             while boundary < current.len() {
                 cuts.push(boundary);
                 boundary += SECTOR;
             }
-            cuts.push(current.len());
-            let cut = cuts[self.below(cuts.len() as u64) as usize];
-            kept.extend_from_slice(&current[durable.len()..cut]);
-            self.stats.torn_bytes_kept += (cut - durable.len()) as u64;
-            self.stats.bytes_lost += (current.len() - cut) as u64;
+            if current.len() > durable.len() {
+                cuts.push(current.len());
+            }
+            cuts
+        };
+        let len = cuts[self.below(cuts.len() as u64) as usize];
+        // Pieces: sectors, split where the synced content ends (a sector it ends in holds
+        // synced bytes before that point, which no loss may touch).
+        let mut bounds: Vec<usize> = (1..=len / SECTOR).map(|k| k * SECTOR).collect();
+        bounds.extend([durable.len(), len]);
+        bounds.retain(|b| *b <= len);
+        bounds.sort_unstable();
+        bounds.dedup();
+        let mut kept = Vec::with_capacity(len);
+        let mut start = 0;
+        for end in bounds {
+            if end <= start {
+                continue;
+            }
+            match (durable.get(start..end), current.get(start..end)) {
+                (Some(old), Some(new)) if old != new => {
+                    if self.below(2) == 0 {
+                        kept.extend_from_slice(new);
+                        self.stats.torn_bytes_kept += new.len() as u64;
+                    } else {
+                        kept.extend_from_slice(old);
+                        self.stats.bytes_lost += new.len() as u64;
+                    }
+                }
+                (Some(old), _) => kept.extend_from_slice(old),
+                (None, Some(new)) => {
+                    if self.below(4) == 0 {
+                        kept.extend_from_slice(&zeroed(new.len()));
+                        self.stats.bytes_lost += new.len() as u64;
+                    } else {
+                        kept.extend_from_slice(new);
+                        self.stats.torn_bytes_kept += new.len() as u64;
+                    }
+                }
+                // Beyond both: cannot happen (len is at most the longer).
+                (None, None) => break,
+            }
+            start = end;
+        }
+        debug_assert_eq!(kept.len(), len);
+        if current.len() > len {
+            self.stats.bytes_lost += (current.len() - len) as u64;
         }
         kept
     }
@@ -333,6 +373,12 @@ impl SimulatedDisk {
             armed: BTreeMap::new(),
             stats: SimulatedDiskStats::default(),
         };
+        if std::fs::metadata(root)?.created().is_err() {
+            // Without birth times a reused inode number would pass for the file it replaced.
+            return Err(io::Error::other(
+                "the simulated disk needs a filesystem that records birth times (statx btime)",
+            ));
+        }
         state.capture_tree(root)?;
         let Node::Dir(root_id) = state.node(&std::fs::metadata(root)?) else {
             return Err(io::Error::other(
@@ -482,11 +528,9 @@ impl Storage for SimulatedDisk {
         match self.enter() {
             Gate::Go(_) => file.write_all_at(bytes, position),
             Gate::Fault(mut state, fault) => {
-                let sectors = (bytes.len() / SECTOR) as u64;
-                let partial = state.below(sectors + 1) as usize * SECTOR;
-                if partial < bytes.len() {
-                    file.write_all_at(&bytes[..partial], position)?;
-                }
+                // A short write first, of any length below the whole.
+                let partial = state.below(bytes.len() as u64) as usize;
+                file.write_all_at(&bytes[..partial], position)?;
                 Err(fault.error())
             }
             Gate::Off => Err(powerless()),
@@ -532,8 +576,14 @@ impl Storage for SimulatedDisk {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         match self.enter() {
             Gate::Go(mut state) => {
-                state.forget(to);
-                std::fs::rename(from, to)
+                // The file replaced at `to` (if the rename happens, and is another file)
+                // is no longer live.
+                let (moved, replaced) = (State::key_at(from), State::key_at(to));
+                std::fs::rename(from, to)?;
+                if let Some(replaced) = replaced.filter(|r| Some(*r) != moved) {
+                    state.live.remove(&replaced);
+                }
+                Ok(())
             }
             Gate::Fault(_, fault) => Err(fault.error()),
             Gate::Off => Err(powerless()),
@@ -543,8 +593,12 @@ impl Storage for SimulatedDisk {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         match self.enter() {
             Gate::Go(mut state) => {
-                state.forget(path);
-                std::fs::remove_file(path)
+                let removed = State::key_at(path);
+                std::fs::remove_file(path)?;
+                if let Some(removed) = removed {
+                    state.live.remove(&removed);
+                }
+                Ok(())
             }
             Gate::Fault(_, fault) => Err(fault.error()),
             Gate::Off => Err(powerless()),
