@@ -45,6 +45,7 @@ fn main() {
                 total.compactions += r.compactions;
                 total.restores += r.restores;
                 total.snapshots_from_leader += r.snapshots_from_leader;
+                total.early_elections += r.early_elections;
             }
             Err(violation) => {
                 println!("VIOLATION {violation}");
