@@ -183,12 +183,14 @@ impl Broker {
         let known_cluster = read_cluster_id(&dir, config.node_id)?;
         if let Some(cluster) = &known_cluster
             && config.cluster.roles.controller
+            && config.cluster.has_peers()
             && metadata_dir_is_empty(&config.metadata_dir)
         {
-            // A voter that forgot its term and vote could vote twice in one term: a data
-            // directory of a cluster with no metadata log beside it is refused, never
-            // started from nothing (a `metadata.log.dir` pointed at a new directory, or a
-            // lost disk).
+            // A voter of several that forgot its term and vote could vote twice in one
+            // term: a data directory of a cluster with no metadata log beside it is
+            // refused, never started from nothing (a `metadata.log.dir` pointed at a new
+            // directory, or a lost disk). A single node has no one to disagree with: it
+            // starts anew and sets the partitions it finds aside (stray).
             return Err(StartError::DataDir {
                 path: config.metadata_dir.clone(),
                 reason: format!(

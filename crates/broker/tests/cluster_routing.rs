@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -652,4 +653,41 @@ async fn acks_all_needs_min_insync_replicas_in_sync() {
     for broker in brokers {
         broker.shutdown().await.unwrap();
     }
+}
+
+/// A voter whose data directory belongs to the cluster, started with `metadata.log.dir`
+/// pointing at an empty directory, is refused before it joins the quorum: it would start
+/// with no term and no vote, and could vote twice in one term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_without_its_metadata_log_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let nodes = start_cluster_on(root.path(), &ports, None).await;
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+    let empty = root.path().join("empty-metadata");
+    let props: BTreeMap<String, String> = [
+        ("node.id", "1".to_string()),
+        ("process.roles", "broker,controller".to_string()),
+        ("controller.quorum.voters", voters_of(&ports)),
+        (
+            "listeners",
+            format!(
+                "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                free_port(),
+                ports[0]
+            ),
+        ),
+        ("controller.listener.names", "CONTROLLER".to_string()),
+        ("log.dirs", root.path().join("node-1").display().to_string()),
+        ("metadata.log.dir", empty.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = sluice_broker::BrokerConfig::from_overrides(props).unwrap();
+    let refused = sluice_broker::start(config).await;
+    let reason = format!("{:?}", refused.expect_err("refused"));
+    assert!(reason.contains("holds no metadata log"), "{reason}");
 }

@@ -366,32 +366,3 @@ async fn a_metadata_log_that_cannot_be_written_is_reported_as_failed() {
     assert!(image.topic(&refused.0).is_none());
     assert!(image.topic("written").is_some());
 }
-
-/// A data directory that belongs to a cluster, started with `metadata.log.dir` pointing at
-/// an empty directory, is refused: its voter would start with no term and no vote (and
-/// could vote twice in one term). Its own metadata directory starts it again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_member_without_its_metadata_log_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let metadata = dir.path().join("metadata");
-    let config = |metadata: &Path| {
-        let props = [
-            ("listeners", "127.0.0.1:0".to_string()),
-            ("log.dirs", data.display().to_string()),
-            ("metadata.log.dir", metadata.display().to_string()),
-        ];
-        sluice_broker::BrokerConfig::from_overrides(
-            props.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        )
-        .unwrap()
-    };
-    let first = sluice_broker::start(config(&metadata)).await.unwrap();
-    first.shutdown().await.unwrap();
-    let elsewhere = dir.path().join("empty");
-    let refused = sluice_broker::start(config(&elsewhere)).await;
-    let reason = format!("{:?}", refused.expect_err("refused"));
-    assert!(reason.contains("holds no metadata log"), "{reason}");
-    let again = sluice_broker::start(config(&metadata)).await.unwrap();
-    again.shutdown().await.unwrap();
-}

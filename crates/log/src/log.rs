@@ -177,6 +177,7 @@ pub struct Log {
 
 /// The file [`Log::probe_storage`] writes (recovery ignores it: not a segment's name).
 const STORAGE_PROBE: &str = "storage-probe.tmp";
+const STORAGE_PROBE_BYTES: usize = 1 << 20;
 
 /// Upper bound on memory used to decompress one batch when searching by timestamp.
 pub(crate) fn decompression_limit(config: &LogConfig) -> usize {
@@ -301,12 +302,13 @@ impl Log {
     }
 
     /// Whether the log's directory takes writes again after a storage failure: a probe file
-    /// of 64 KiB is written, synced and removed there (through the log's storage).
+    /// of 1 MiB (room for a large batch, not just a page) is written, synced and removed
+    /// there (through the log's storage).
     pub fn probe_storage(&self) -> Result<()> {
         self.check_usable()?;
         let path = self.dir.join(STORAGE_PROBE);
         let storage = self.storage();
-        let probed = crate::storage::write_file(storage, &path, &[0u8; 64 * 1024])
+        let probed = crate::storage::write_file(storage, &path, &vec![0u8; STORAGE_PROBE_BYTES])
             .and_then(|file| storage.sync_data(&file));
         let removed = crate::storage::remove_if_present(storage, &path);
         probed.and(removed).map_err(LogError::Io)
