@@ -53,19 +53,13 @@ impl LinkState {
 #[derive(Debug)]
 pub struct FaultProxy {
     address: SocketAddr,
-    target: SocketAddr,
     state: Arc<LinkState>,
 }
 
 impl FaultProxy {
-    /// A proxy on an ephemeral loopback port forwarding to `target`; `seed` drives the
-    /// flaky link's dice.
-    pub fn start(target: SocketAddr, seed: u64) -> FaultProxy {
-        FaultProxy::start_on("127.0.0.1".parse().expect("an address"), target, seed)
-    }
-
-    /// [`FaultProxy::start`] on an ephemeral port of `ip` (a node in a network namespace
-    /// reaches the host at its veth address).
+    /// A proxy on an ephemeral port of `ip` (loopback, or the host's veth address that a
+    /// node in a network namespace reaches) forwarding to `target`; `seed` drives the flaky
+    /// link's dice.
     pub fn start_on(ip: std::net::IpAddr, target: SocketAddr, seed: u64) -> FaultProxy {
         let listener = TcpListener::bind((ip, 0)).expect("bind a proxy port");
         let address = listener.local_addr().expect("proxy address");
@@ -78,20 +72,12 @@ impl FaultProxy {
             .name("fault-proxy".into())
             .spawn(move || accept_loop(&listener, target, &accepting))
             .expect("proxy thread");
-        FaultProxy {
-            address,
-            target,
-            state,
-        }
+        FaultProxy { address, state }
     }
 
     /// Where the node connects instead of `target`.
     pub fn address(&self) -> SocketAddr {
         self.address
-    }
-
-    pub fn target(&self) -> SocketAddr {
-        self.target
     }
 
     /// Cuts the link (see the module documentation).

@@ -486,11 +486,7 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
         let _ = writeln!(text, "{line}");
     }
     std::fs::write(&report_path, text).unwrap();
-    for node in &mut cluster.nodes {
-        if let Some(process) = node.process.take() {
-            process.stop();
-        }
-    }
+    cluster.stop_all();
     drop(disks);
     assert!(violations.is_empty(), "seed {seed}: {violations:#?}");
 }

@@ -356,9 +356,5 @@ async fn three_nodes_serve_clients_fail_over_and_rejoin() {
     assert!(!status.success());
     assert!(stderr.contains("belongs to cluster"), "{stderr}");
     cluster.nodes[(downs[1] - 1) as usize].process = None;
-    for node in &mut cluster.nodes {
-        if let Some(process) = node.process.take() {
-            process.stop();
-        }
-    }
+    cluster.stop_all();
 }

@@ -119,13 +119,7 @@ async fn acknowledged_writes_survive_leader_kills_and_pauses() {
     });
     stop.store(true, std::sync::atomic::Ordering::Release);
     producer.await.unwrap();
-    let log = tokio::task::spawn_blocking({
-        let bootstrap = bootstrap.clone();
-        move || read_everything(&bootstrap)
-    })
-    .await
-    .unwrap();
-    check(&ledger.lock().unwrap(), &log);
+    read_back_and_check(&bootstrap, &ledger).await;
     let mut sorted = recoveries.clone();
     sorted.sort();
     eprintln!(
@@ -223,11 +217,7 @@ async fn acknowledged_writes_survive_leader_kills_and_pauses() {
             placement(&bootstrap, TOPIC)
         );
     }
-    for node in &mut cluster.nodes {
-        if let Some(process) = node.process.take() {
-            process.stop();
-        }
-    }
+    cluster.stop_all();
 }
 
 /// Issue 16 (c): one node's disk fills up under an acks=all load. The partition it leads
@@ -325,17 +315,7 @@ async fn a_full_disk_on_one_node_moves_its_partitions_and_loses_nothing() {
     .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Release);
     producer.await.unwrap();
-    let log = tokio::task::spawn_blocking({
-        let bootstrap = bootstrap.clone();
-        move || read_everything(&bootstrap)
-    })
-    .await
-    .unwrap();
-    check(&ledger.lock().unwrap(), &log);
-    for node in &mut cluster.nodes {
-        if let Some(process) = node.process.take() {
-            process.stop();
-        }
-    }
+    read_back_and_check(&bootstrap, &ledger).await;
+    cluster.stop_all();
     drop(disk);
 }

@@ -322,6 +322,15 @@ impl Cluster {
         assert!(sent.success(), "kill {signal} {pid}");
     }
 
+    /// Stops every node still running (SIGTERM: a controlled shutdown).
+    pub fn stop_all(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(process) = node.process.take() {
+                process.stop();
+            }
+        }
+    }
+
     pub fn running(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| n.process.is_some())
     }

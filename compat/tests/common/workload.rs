@@ -239,6 +239,16 @@ pub fn java_hash(s: &str) -> i32 {
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
 
+/// Reads every partition back (off the runtime's threads) and runs [`check`] against what
+/// the producer was told.
+pub async fn read_back_and_check(bootstrap: &str, ledger: &Mutex<Ledger>) {
+    let bootstrap = bootstrap.to_string();
+    let log = tokio::task::spawn_blocking(move || read_everything(&bootstrap))
+        .await
+        .unwrap();
+    check(&ledger.lock().unwrap(), &log);
+}
+
 /// The committed offsets of `group` on the test topic's partitions (-1: none).
 pub fn committed_offsets(bootstrap: &str, group: &str) -> BTreeMap<i32, i64> {
     let consumer: BaseConsumer = config(bootstrap)

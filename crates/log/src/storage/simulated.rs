@@ -135,11 +135,6 @@ fn birth_nanos(meta: &std::fs::Metadata) -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Zero-filled sectors: an extension whose size reached the disk before its data.
-fn zeroed(len: usize) -> Vec<u8> {
-    vec![0; len]
-}
-
 impl State {
     fn random(&mut self) -> u64 {
         // SplitMix64: deterministic per seed.
@@ -314,7 +309,8 @@ impl State {
                 (Some(old), _) => kept.extend_from_slice(old),
                 (None, Some(new)) => {
                     if self.below(4) == 0 {
-                        kept.extend_from_slice(&zeroed(new.len()));
+                        // The size reached the disk before the data.
+                        kept.resize(kept.len() + new.len(), 0);
                         self.stats.bytes_lost += new.len() as u64;
                     } else {
                         kept.extend_from_slice(new);
