@@ -1,19 +1,21 @@
-//! A fault-injecting TCP proxy for one direction of one link between two nodes: a node
-//! connects to the proxy instead of its peer. Faults, switched at any time:
+//! A fault-injecting TCP proxy in front of one node's listener: a peer connects to the
+//! proxy instead of the node. Faults, switched at any time, on a [`Link`]: what arrives from
+//! one source address (a peer node, told apart by the address it connects from), or from
+//! everyone else (the clients):
 //! - **cut**: like dropped packets. Connections open at the cut stop carrying anything
 //!   (what arrives is swallowed, nothing is closed, so the peers see only silence and time
 //!   out), new ones are accepted and left silent; when the link heals, those connections
 //!   are closed (their streams lost bytes) and new ones carry traffic again;
 //! - **delay**: every chunk forwarded waits this long first (latency, and less throughput);
 //! - **flaky**: each chunk forwarded closes its connection with this probability per mille
-//!   (a reset link).
+//!   (a reset link, as when packets are lost long enough for a timeout).
 //!
 //! Since our quorum transport sends each node's messages on a connection of its own, a
 //! proxy per (from, to) pair cuts one direction of the Raft traffic: one-way partitions.
 //! Plain threads and blocking sockets: test tooling, at test loads.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +27,6 @@ struct LinkState {
     cut: AtomicBool,
     delay_ms: AtomicU64,
     flaky_per_mille: AtomicU32,
-    stopped: AtomicBool,
     /// Open connections: (id, generation, both sockets), to close when the link heals or
     /// stops; a connection that ends by itself takes itself out.
     connections: Mutex<Vec<(u64, u64, TcpStream, TcpStream)>>,
@@ -49,30 +50,71 @@ impl LinkState {
     }
 }
 
-/// One direction of one link. Dropping it stops the proxy and closes its connections.
+/// What arrives at a proxy from one source (or from every source not named): its faults.
+#[derive(Debug)]
+pub struct Link {
+    state: Arc<LinkState>,
+}
+
+/// A proxy in front of one listener. Dropping it stops the proxy and closes its connections.
 #[derive(Debug)]
 pub struct FaultProxy {
     address: SocketAddr,
-    state: Arc<LinkState>,
+    /// Connections from every address not in `sources`.
+    others: Link,
+    sources: Vec<(IpAddr, Link)>,
+    stopped: Arc<AtomicBool>,
 }
 
 impl FaultProxy {
     /// A proxy on an ephemeral port of `ip` (loopback, or the host's veth address that a
     /// node in a network namespace reaches) forwarding to `target`; `seed` drives the flaky
-    /// link's dice.
-    pub fn start_on(ip: std::net::IpAddr, target: SocketAddr, seed: u64) -> FaultProxy {
+    /// link's dice. One link: every connection shares its faults.
+    pub fn start_on(ip: IpAddr, target: SocketAddr, seed: u64) -> FaultProxy {
+        FaultProxy::start_with_sources(ip, target, seed, &[])
+    }
+
+    /// [`FaultProxy::start_on`] with a link of its own for each of `sources` (connections
+    /// from that address), besides the one of everyone else.
+    pub fn start_with_sources(
+        ip: IpAddr,
+        target: SocketAddr,
+        seed: u64,
+        sources: &[IpAddr],
+    ) -> FaultProxy {
         let listener = TcpListener::bind((ip, 0)).expect("bind a proxy port");
         let address = listener.local_addr().expect("proxy address");
-        let state = Arc::new(LinkState {
-            rng: AtomicU64::new(seed),
-            ..LinkState::default()
-        });
-        let accepting = state.clone();
+        let link = |n: u64| Link {
+            state: Arc::new(LinkState {
+                rng: AtomicU64::new(seed ^ n.wrapping_mul(0x9e37_79b9)),
+                ..LinkState::default()
+            }),
+        };
+        let others = link(0);
+        let sources: Vec<(IpAddr, Link)> = sources
+            .iter()
+            .zip(1..)
+            .map(|(source, n)| (*source, link(n)))
+            .collect();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let route = Route {
+            others: others.state.clone(),
+            sources: sources
+                .iter()
+                .map(|(ip, link)| (*ip, link.state.clone()))
+                .collect(),
+        };
+        let accepting = stopped.clone();
         std::thread::Builder::new()
             .name("fault-proxy".into())
-            .spawn(move || accept_loop(&listener, target, &accepting))
+            .spawn(move || accept_loop(&listener, target, &route, &accepting))
             .expect("proxy thread");
-        FaultProxy { address, state }
+        FaultProxy {
+            address,
+            others,
+            sources,
+            stopped,
+        }
     }
 
     /// Where the node connects instead of `target`.
@@ -80,6 +122,31 @@ impl FaultProxy {
         self.address
     }
 
+    /// The link of connections from `source` (one of those the proxy started with).
+    pub fn from(&self, source: IpAddr) -> &Link {
+        self.sources
+            .iter()
+            .find(|(ip, _)| *ip == source)
+            .map(|(_, link)| link)
+            .unwrap_or_else(|| panic!("the proxy has no link of its own for {source}"))
+    }
+
+    /// The link of connections from any address without a link of its own.
+    pub fn others(&self) -> &Link {
+        &self.others
+    }
+
+    fn links(&self) -> impl Iterator<Item = &Link> {
+        std::iter::once(&self.others).chain(self.sources.iter().map(|(_, link)| link))
+    }
+
+    /// No fault on any link.
+    pub fn clear(&self) {
+        self.links().for_each(Link::clear);
+    }
+}
+
+impl Link {
     /// Cuts the link (see the module documentation).
     pub fn cut(&self) {
         self.state.generation.fetch_add(1, Ordering::SeqCst);
@@ -121,11 +188,28 @@ impl FaultProxy {
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        self.state.stopped.store(true, Ordering::SeqCst);
-        self.state.generation.fetch_add(1, Ordering::SeqCst);
-        close_stale(&self.state);
+        self.stopped.store(true, Ordering::SeqCst);
+        for link in self.links() {
+            link.state.generation.fetch_add(1, Ordering::SeqCst);
+            close_stale(&link.state);
+        }
         // Wake the accept loop so that it sees the stop.
         let _ = TcpStream::connect_timeout(&self.address, Duration::from_millis(100));
+    }
+}
+
+/// Which link a connection belongs to, by the address it comes from.
+struct Route {
+    others: Arc<LinkState>,
+    sources: Vec<(IpAddr, Arc<LinkState>)>,
+}
+
+impl Route {
+    fn link(&self, source: IpAddr) -> &Arc<LinkState> {
+        self.sources
+            .iter()
+            .find(|(ip, _)| *ip == source)
+            .map_or(&self.others, |(_, state)| state)
     }
 }
 
@@ -143,12 +227,16 @@ fn close_stale(state: &LinkState) {
     });
 }
 
-fn accept_loop(listener: &TcpListener, target: SocketAddr, state: &Arc<LinkState>) {
+fn accept_loop(listener: &TcpListener, target: SocketAddr, route: &Route, stopped: &AtomicBool) {
     for incoming in listener.incoming() {
-        if state.stopped.load(Ordering::SeqCst) {
+        if stopped.load(Ordering::SeqCst) {
             return;
         }
         let Ok(client) = incoming else { continue };
+        let Ok(peer) = client.peer_addr() else {
+            continue;
+        };
+        let state = route.link(peer.ip());
         let generation = state.generation.load(Ordering::SeqCst);
         if state.cut.load(Ordering::SeqCst) {
             // Accepted and left silent: the connecting side sees a connection that never

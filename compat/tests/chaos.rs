@@ -8,17 +8,24 @@
 //! committing increasing offsets (the group's committed offsets never go back behind an
 //! acknowledged commit).
 //!
-//! Each node runs in a network namespace of its own (`common::netns`), under libfaketime,
-//! and reaches the other voters' quorum listeners through `FaultProxy`s. Faults, one at a
-//! time, each undone before a calm pause:
-//! - processes: SIGKILL of partition 0's leader (restarted after), SIGSTOP within or past
-//!   the session timeout;
-//! - the network, all traffic between nodes (IP rules on the host; the clients still reach
-//!   every node, as in Jepsen): a node cut from both others (minority/majority), a bridge
-//!   (two nodes cut from each other, both reaching the third), a one-way cut;
-//! - the metadata quorum's links only (the proxies): the same three shapes, a one-way cut
+//! Each node runs in a network namespace of its own (`common::netns`), under libfaketime;
+//! it reaches the other voters' quorum listeners through `FaultProxy`s, and advertises a
+//! `FaultProxy` in front of its Kafka listener, which the clients and the other nodes'
+//! replica fetchers go through (told apart by their addresses). Each step puts a fault in
+//! force, and one time in three a second one of another kind over it (on another node where
+//! it acts on one), holds them 2-7 s, undoes them, and leaves a calm pause. Faults:
+//! - processes: SIGKILL of partition 0's leader (started again at the undo), SIGSTOP
+//!   within or past the session timeout;
+//! - the network, all traffic between nodes (IP rules on the host, which count a node's
+//!   proxy as the node; the clients still reach every node, as in Jepsen): a node cut from
+//!   both others (minority/majority), a bridge (two nodes cut from each other, both reaching
+//!   the third), a one-way cut;
+//! - the metadata quorum's links only (its proxies): the same three shapes, a one-way cut
 //!   there dropping one node's Raft messages to another while the reverse still flows;
 //!   latency added on every link; flaky links (connections reset);
+//! - the Kafka listeners' links (their proxies): latency or resets between the nodes
+//!   (replication), or between the clients and one node (producer retries, which
+//!   idempotence must not turn into duplicates);
 //! - clocks: one node's wall clock jumps 10 minutes to 2 hours ahead or behind, and back;
 //! - disks: one node's data directory (a tmpfs of its own; its metadata log elsewhere) is
 //!   shrunk to what it holds, so that its next writes fail with ENOSPC, then given space
@@ -40,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use common::netns::Namespaces;
 use common::workload::*;
-use common::{Cluster, NODES, QuorumLinks, SmallDisk, wait_for};
+use common::{Cluster, DataLinks, NODES, QuorumLinks, SmallDisk, wait_for};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -148,35 +155,39 @@ fn commit_until(bootstrap: &str, stop: &AtomicBool) -> (i64, i64) {
     (acknowledged, tried)
 }
 
-/// The faults, by the names `SLUICE_CHAOS_FAULTS` takes (index = the `fault` arm).
-const FAULTS: [&str; 12] = [
+/// The faults, by the names `SLUICE_CHAOS_FAULTS` takes.
+const FAULTS: [&str; 16] = [
     "kill",
     "pause",
     "quorum-isolate",
     "quorum-one-way",
     "quorum-bridge",
-    "latency",
-    "flaky",
+    "quorum-latency",
+    "quorum-flaky",
     "isolate",
     "bridge",
     "one-way",
+    "replication-latency",
+    "replication-flaky",
+    "client-latency",
+    "client-flaky",
     "clock",
     "disk",
 ];
 
 /// The faults this run draws from: `SLUICE_CHAOS_FAULTS` (comma-separated names), or all.
-fn allowed_faults() -> Vec<usize> {
+fn allowed_faults() -> Vec<&'static str> {
     match std::env::var("SLUICE_CHAOS_FAULTS") {
         Ok(names) => names
             .split(',')
             .map(|name| {
-                FAULTS
+                *FAULTS
                     .iter()
-                    .position(|f| *f == name.trim())
+                    .find(|f| **f == name.trim())
                     .unwrap_or_else(|| panic!("unknown fault {name:?}; known: {FAULTS:?}"))
             })
             .collect(),
-        Err(_) => (0..FAULTS.len()).collect(),
+        Err(_) => FAULTS.to_vec(),
     }
 }
 
@@ -187,150 +198,299 @@ fn two(dice: &mut Dice) -> (i32, i32) {
     (a, (a - 1 + offset) % NODES + 1)
 }
 
-/// One fault, applied and undone; returns its description.
-fn fault(
-    dice: &mut Dice,
-    cluster: &mut Cluster,
-    links: &QuorumLinks,
-    net: &Namespaces,
-    disks: &[SmallDisk],
-    bootstrap: &str,
-) -> String {
-    let hold = dice.millis(2_000, 7_000);
-    let kinds = allowed_faults();
-    let kind = kinds[dice.below(kinds.len() as u64) as usize];
-    match kind {
-        0 => {
-            let leader = placement(bootstrap, TOPIC)
+/// A node that no fault in force holds (killed, paused, its clock or disk).
+fn free_node(dice: &mut Dice, busy: &[i32]) -> i32 {
+    assert!(busy.len() < NODES as usize, "a node is free");
+    loop {
+        let node = dice.node();
+        if !busy.contains(&node) {
+            return node;
+        }
+    }
+}
+
+/// What the faults act on.
+struct Rig<'a> {
+    cluster: &'a mut Cluster,
+    quorum: &'a QuorumLinks,
+    data: &'a DataLinks,
+    net: &'a Namespaces,
+    disks: &'a [SmallDisk],
+    bootstrap: &'a str,
+}
+
+/// A fault in force: what it is, and what undoes it.
+struct Active {
+    what: String,
+    undo: Undo,
+}
+
+enum Undo {
+    /// Killed: started again.
+    Restart(i32),
+    /// Paused: SIGCONT.
+    Continue(i32),
+    /// The quorum's proxies cleared.
+    QuorumLinks,
+    /// Every IP rule removed, the quorum's proxies cleared.
+    Network,
+    /// The Kafka listeners' proxies cleared.
+    DataLinks,
+    /// The node's clock back to the real one.
+    Clock(i32),
+    /// The node's disk given space back.
+    Disk(i32),
+}
+
+impl Undo {
+    /// The node this fault holds, that another fault in force at the same time must leave
+    /// alone.
+    fn node(&self) -> Option<i32> {
+        match self {
+            Undo::Restart(n) | Undo::Continue(n) | Undo::Clock(n) | Undo::Disk(n) => Some(*n),
+            Undo::QuorumLinks | Undo::Network | Undo::DataLinks => None,
+        }
+    }
+}
+
+/// Puts fault `kind` in force, on a node not in `busy` where it acts on one.
+fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active {
+    let (what, undo) = match kind {
+        "kill" => {
+            let leader = placement(rig.bootstrap, TOPIC)
                 .get(&0)
                 .map(|(leader, _)| *leader)
-                .filter(|l| *l > 0)
-                .unwrap_or_else(|| dice.node());
-            cluster.kill(leader);
-            std::thread::sleep(hold / 2);
-            cluster.spawn(leader, None);
-            cluster.wait_ready(leader);
-            format!(
-                "SIGKILL node {leader} (partition 0's leader), restarted after {:?}",
-                hold / 2
+                .filter(|l| *l > 0 && !busy.contains(l))
+                .unwrap_or_else(|| free_node(dice, busy));
+            rig.cluster.kill(leader);
+            (
+                format!("SIGKILL node {leader} (partition 0's leader if it could)"),
+                Undo::Restart(leader),
             )
         }
-        1 => {
+        "pause" => {
+            let node = free_node(dice, busy);
+            rig.cluster.signal(node, "-STOP");
+            (format!("SIGSTOP node {node}"), Undo::Continue(node))
+        }
+        "quorum-isolate" => {
             let node = dice.node();
-            cluster.signal(node, "-STOP");
-            std::thread::sleep(hold);
-            cluster.signal(node, "-CONT");
-            format!("SIGSTOP node {node} for {hold:?}")
-        }
-        2 => {
-            let node = dice.node();
-            links.isolate(node);
-            std::thread::sleep(hold);
-            links.clear();
-            format!("quorum: node {node} cut from both others (minority of one) for {hold:?}")
-        }
-        3 => {
-            let (from, mut to) = (dice.node(), dice.node());
-            if to == from {
-                to = from % NODES + 1;
-            }
-            links.cut(from, to);
-            std::thread::sleep(hold);
-            links.clear();
-            format!("quorum: one-way cut {from} -> {to} for {hold:?}")
-        }
-        4 => {
-            let middle = dice.node();
-            let (a, b) = (middle % NODES + 1, (middle + 1) % NODES + 1);
-            links.cut_both(a, b);
-            std::thread::sleep(hold);
-            links.clear();
-            format!(
-                "quorum: bridge through node {middle} ({a} and {b} cut from each other) for {hold:?}"
+            rig.quorum.isolate(node);
+            (
+                format!("quorum: node {node} cut from both others (minority of one)"),
+                Undo::QuorumLinks,
             )
         }
-        5 => {
-            let delay = dice.millis(20, 250);
-            links.delay_all(delay);
-            std::thread::sleep(hold);
-            links.clear();
-            format!("quorum: {delay:?} added on every link for {hold:?}")
-        }
-        6 => {
-            let per_mille = 5 + dice.below(45) as u32;
-            links.flaky_all(per_mille);
-            std::thread::sleep(hold);
-            links.clear();
-            format!("quorum: links reset {per_mille} per mille of chunks for {hold:?}")
-        }
-        7 => {
-            let node = dice.node();
-            net.isolate(node);
-            links.isolate(node);
-            std::thread::sleep(hold);
-            net.heal();
-            links.clear();
-            format!("network: node {node} cut from both others, all traffic, for {hold:?}")
-        }
-        8 => {
-            let middle = dice.node();
-            let (a, b) = (middle % NODES + 1, (middle + 1) % NODES + 1);
-            net.cut_both(a, b);
-            links.cut_both(a, b);
-            std::thread::sleep(hold);
-            net.heal();
-            links.clear();
-            format!(
-                "network: bridge through node {middle} ({a} and {b} cut from each other, all traffic) for {hold:?}"
-            )
-        }
-        9 => {
+        "quorum-one-way" => {
             let (from, to) = two(dice);
-            net.cut(from, to);
-            links.cut(from, to);
-            std::thread::sleep(hold);
-            net.heal();
-            links.clear();
-            format!("network: one-way cut {from} -> {to}, all traffic, for {hold:?}")
-        }
-        11 => {
-            let node = dice.node();
-            let disk = &disks[(node - 1) as usize];
-            let used = disk.used();
-            disk.resize(&format!("{}k", used / 1024 + 8));
-            std::thread::sleep(hold);
-            disk.resize(DISK_SIZE);
-            let readiness = common::get_text(&cluster.node(node).http, "/readyz");
-            let restarted = readiness.contains("offline");
-            if restarted {
-                cluster.kill(node);
-                cluster.spawn(node, None);
-                cluster.wait_ready(node);
-            }
-            format!(
-                "disk: node {node}'s data disk full ({used} bytes) for {hold:?}{}",
-                if restarted {
-                    ", its logs went offline: restarted"
-                } else {
-                    ""
-                }
+            rig.quorum.cut(from, to);
+            (
+                format!("quorum: one-way cut {from} -> {to}"),
+                Undo::QuorumLinks,
             )
         }
-        10 => {
+        "quorum-bridge" => {
+            let middle = dice.node();
+            let (a, b) = (middle % NODES + 1, (middle + 1) % NODES + 1);
+            rig.quorum.cut_both(a, b);
+            (
+                format!("quorum: bridge through node {middle} ({a} and {b} cut from each other)"),
+                Undo::QuorumLinks,
+            )
+        }
+        "quorum-latency" => {
+            let delay = dice.millis(20, 250);
+            rig.quorum.delay_all(delay);
+            (
+                format!("quorum: {delay:?} added on every link"),
+                Undo::QuorumLinks,
+            )
+        }
+        "quorum-flaky" => {
+            let per_mille = 5 + dice.below(45) as u32;
+            rig.quorum.flaky_all(per_mille);
+            (
+                format!("quorum: links reset {per_mille} per mille of chunks"),
+                Undo::QuorumLinks,
+            )
+        }
+        "isolate" => {
             let node = dice.node();
+            rig.net.isolate(node);
+            rig.quorum.isolate(node);
+            (
+                format!("network: node {node} cut from both others, all traffic"),
+                Undo::Network,
+            )
+        }
+        "bridge" => {
+            let middle = dice.node();
+            let (a, b) = (middle % NODES + 1, (middle + 1) % NODES + 1);
+            rig.net.cut_both(a, b);
+            rig.quorum.cut_both(a, b);
+            (
+                format!(
+                    "network: bridge through node {middle} ({a} and {b} cut from each other, all traffic)"
+                ),
+                Undo::Network,
+            )
+        }
+        "one-way" => {
+            let (from, to) = two(dice);
+            rig.net.cut(from, to);
+            rig.quorum.cut(from, to);
+            (
+                format!("network: one-way cut {from} -> {to}, all traffic"),
+                Undo::Network,
+            )
+        }
+        "replication-latency" => {
+            let delay = dice.millis(20, 250);
+            rig.data.delay_between_nodes(delay);
+            (
+                format!("data: {delay:?} added between every two nodes (replication)"),
+                Undo::DataLinks,
+            )
+        }
+        "replication-flaky" => {
+            let per_mille = 5 + dice.below(45) as u32;
+            rig.data.flaky_between_nodes(per_mille);
+            (
+                format!("data: links between nodes reset {per_mille} per mille of chunks"),
+                Undo::DataLinks,
+            )
+        }
+        "client-latency" => {
+            let (node, delay) = (dice.node(), dice.millis(20, 250));
+            rig.data.clients_of(node).set_delay(delay);
+            (
+                format!("data: {delay:?} added between the clients and node {node}"),
+                Undo::DataLinks,
+            )
+        }
+        "client-flaky" => {
+            let (node, per_mille) = (dice.node(), 5 + dice.below(45) as u32);
+            rig.data.clients_of(node).set_flaky(per_mille);
+            (
+                format!(
+                    "data: the clients' links to node {node} reset {per_mille} per mille of chunks"
+                ),
+                Undo::DataLinks,
+            )
+        }
+        "clock" => {
+            let node = free_node(dice, busy);
             let minutes = 10 + dice.below(111) as i64;
             let seconds = if dice.below(2) == 0 {
                 60 * minutes
             } else {
                 -60 * minutes
             };
-            cluster.jump_clock(node, seconds);
-            std::thread::sleep(hold);
-            cluster.jump_clock(node, 0);
-            format!("clock: node {node}'s wall clock {seconds:+} s for {hold:?}, then back")
+            rig.cluster.jump_clock(node, seconds);
+            (
+                format!("clock: node {node}'s wall clock {seconds:+} s"),
+                Undo::Clock(node),
+            )
+        }
+        "disk" => {
+            let node = free_node(dice, busy);
+            let disk = &rig.disks[(node - 1) as usize];
+            let used = disk.used();
+            disk.resize(&format!("{}k", used / 1024 + 8));
+            (
+                format!("disk: node {node}'s data disk full ({used} bytes)"),
+                Undo::Disk(node),
+            )
         }
         other => unreachable!("fault {other}"),
+    };
+    Active { what, undo }
+}
+
+/// Undoes a fault; returns a note (if it needed more than undoing) and the node it started
+/// again, to wait for once every fault is undone (a node cut from the others cannot be
+/// ready before).
+fn undo(active: &Active, rig: &mut Rig<'_>) -> (String, Option<i32>) {
+    match active.undo {
+        Undo::Restart(node) => {
+            rig.cluster.spawn(node, None);
+            (String::new(), Some(node))
+        }
+        Undo::Continue(node) => {
+            rig.cluster.signal(node, "-CONT");
+            (String::new(), None)
+        }
+        Undo::QuorumLinks => {
+            rig.quorum.clear();
+            (String::new(), None)
+        }
+        Undo::Network => {
+            rig.net.heal();
+            rig.quorum.clear();
+            (String::new(), None)
+        }
+        Undo::DataLinks => {
+            rig.data.clear();
+            (String::new(), None)
+        }
+        Undo::Clock(node) => {
+            rig.cluster.jump_clock(node, 0);
+            (String::new(), None)
+        }
+        Undo::Disk(node) => {
+            rig.disks[(node - 1) as usize].resize(DISK_SIZE);
+            let readiness = common::get_text(&rig.cluster.node(node).http, "/readyz");
+            if readiness.contains("offline") {
+                // Kafka's offline log directory: back with a restart.
+                rig.cluster.kill(node);
+                rig.cluster.spawn(node, None);
+                (" (its logs went offline: restarted)".into(), Some(node))
+            } else {
+                (String::new(), None)
+            }
+        }
     }
+}
+
+/// One step of the run: a fault, sometimes a second one of another kind over it, held,
+/// undone; returns its description.
+fn step(dice: &mut Dice, rig: &mut Rig<'_>, counts: &mut BTreeMap<&'static str, usize>) -> String {
+    let kinds = allowed_faults();
+    let hold = dice.millis(2_000, 7_000);
+    let first_kind = kinds[dice.below(kinds.len() as u64) as usize];
+    let first = start(first_kind, dice, rig, &[]);
+    *counts.entry(first_kind).or_default() += 1;
+    let mut text = first.what.clone();
+    let mut in_force = vec![first];
+    if kinds.len() > 1 && dice.below(3) == 0 {
+        let after = dice.millis(0, hold.as_millis() as u64 / 2);
+        std::thread::sleep(after);
+        let second_kind = loop {
+            let kind = kinds[dice.below(kinds.len() as u64) as usize];
+            if kind != first_kind {
+                break kind;
+            }
+        };
+        let busy: Vec<i32> = in_force.iter().filter_map(|a| a.undo.node()).collect();
+        let second = start(second_kind, dice, rig, &busy);
+        *counts.entry(second_kind).or_default() += 1;
+        let _ = write!(text, "; {after:?} later, with: {}", second.what);
+        in_force.push(second);
+        std::thread::sleep(hold - after);
+    } else {
+        std::thread::sleep(hold);
+    }
+    let mut restarted = Vec::new();
+    for active in in_force.iter().rev() {
+        let (note, node) = undo(active, rig);
+        text.push_str(&note);
+        restarted.extend(node);
+    }
+    for node in restarted {
+        rig.cluster.wait_ready(node);
+    }
+    let _ = write!(text, "; for {hold:?}");
+    text
 }
 
 #[test]
@@ -375,6 +535,7 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
         cluster.set_node_props(id, &[("metadata.log.dir", metadata.to_str().unwrap())]);
     }
     let links = cluster.route_quorum_through_proxies(seed);
+    let data = cluster.route_clients_through_proxies(seed);
     for id in 1..=NODES {
         cluster.spawn(id, None);
     }
@@ -411,11 +572,20 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
     wait_for(Duration::from_secs(30), "first writes", || acked() > 50);
 
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut faults = 0;
+    let mut counts = BTreeMap::new();
+    let mut steps = 0;
     while Instant::now() < deadline {
         let before = acked();
-        let what = fault(&mut dice, &mut cluster, &links, &net, &disks, &bootstrap);
-        faults += 1;
+        let mut rig = Rig {
+            cluster: &mut cluster,
+            quorum: &links,
+            data: &data,
+            net: &net,
+            disks: &disks,
+            bootstrap: &bootstrap,
+        };
+        let what = step(&mut dice, &mut rig, &mut counts);
+        steps += 1;
         report.note(&format!(
             "{what}; {} writes acknowledged meanwhile",
             acked() - before
@@ -423,9 +593,11 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
         std::thread::sleep(dice.millis(1_000, 3_000));
     }
     links.clear();
+    data.clear();
     net.heal();
     report.note(&format!(
-        "{faults} faults; healing: every replica back in sync"
+        "{} faults in {steps} steps ({counts:?}); healing: every replica back in sync",
+        counts.values().sum::<usize>()
     ));
     wait_placed(&bootstrap, TOPIC, None, 3, Duration::from_secs(120));
     let before = acked();

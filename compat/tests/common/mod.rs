@@ -50,6 +50,10 @@ pub struct Cluster {
     launches: std::collections::BTreeMap<i32, sluice_compat::Launch>,
     /// Where node `i` reaches the test's proxies (its host-side address in a namespace).
     proxy_bind: std::collections::BTreeMap<i32, std::net::IpAddr>,
+    /// Node `i`'s address as it tells clients, when not where it listens (a proxy).
+    advertised: std::collections::BTreeMap<i32, String>,
+    /// Node `i`'s own address, as its peers' connections come from it (in a namespace).
+    node_ips: std::collections::BTreeMap<i32, std::net::IpAddr>,
 }
 
 /// Where libfaketime is, if installed (scripts/test installs Debian's `faketime`).
@@ -72,7 +76,7 @@ pub struct QuorumLinks {
 impl QuorumLinks {
     /// Cuts the direction `from` → `to`.
     pub fn cut(&self, from: i32, to: i32) {
-        self.proxies[&(from, to)].cut();
+        self.proxies[&(from, to)].others().cut();
     }
 
     /// Cuts both directions between `a` and `b`.
@@ -92,19 +96,63 @@ impl QuorumLinks {
 
     pub fn delay_all(&self, delay: Duration) {
         for proxy in self.proxies.values() {
-            proxy.set_delay(delay);
+            proxy.others().set_delay(delay);
         }
     }
 
     pub fn flaky_all(&self, per_mille: u32) {
         for proxy in self.proxies.values() {
-            proxy.set_flaky(per_mille);
+            proxy.others().set_flaky(per_mille);
         }
     }
 
     /// Every link healed, no delay, no flakiness.
     pub fn clear(&self) {
         for proxy in self.proxies.values() {
+            proxy.clear();
+        }
+    }
+}
+
+/// The Kafka listeners behind fault proxies (see [`Cluster::route_clients_through_proxies`]):
+/// node `i` advertises its proxy, so that clients and the other nodes' replica fetchers
+/// alike reach it through there; the proxy tells the other nodes apart by their addresses.
+pub struct DataLinks {
+    /// Node id → (the proxy in front of its listener, the other nodes' addresses by id).
+    pub proxies: std::collections::BTreeMap<
+        i32,
+        (
+            sluice_compat::fault_proxy::FaultProxy,
+            Vec<(i32, std::net::IpAddr)>,
+        ),
+    >,
+}
+
+impl DataLinks {
+    /// Every link between two nodes (replication, and whatever else one node asks another).
+    fn between_nodes(&self) -> impl Iterator<Item = &sluice_compat::fault_proxy::Link> {
+        self.proxies
+            .values()
+            .flat_map(|(proxy, peers)| peers.iter().map(move |(_, ip)| proxy.from(*ip)))
+    }
+
+    pub fn delay_between_nodes(&self, delay: Duration) {
+        self.between_nodes().for_each(|link| link.set_delay(delay));
+    }
+
+    pub fn flaky_between_nodes(&self, per_mille: u32) {
+        self.between_nodes()
+            .for_each(|link| link.set_flaky(per_mille));
+    }
+
+    /// The clients' connections to `node`.
+    pub fn clients_of(&self, node: i32) -> &sluice_compat::fault_proxy::Link {
+        self.proxies[&node].0.others()
+    }
+
+    /// No fault on any link.
+    pub fn clear(&self) {
+        for (proxy, _) in self.proxies.values() {
             proxy.clear();
         }
     }
@@ -140,6 +188,8 @@ impl Cluster {
             node_voters: Default::default(),
             launches: Default::default(),
             proxy_bind: Default::default(),
+            advertised: Default::default(),
+            node_ips: Default::default(),
         }
     }
 
@@ -172,6 +222,7 @@ impl Cluster {
                 },
             );
             cluster.proxy_bind.insert(id, namespaces.host_ip(id));
+            cluster.node_ips.insert(id, namespaces.node_ip(id));
         }
         cluster
     }
@@ -238,6 +289,33 @@ impl Cluster {
         QuorumLinks { proxies }
     }
 
+    /// Puts a fault proxy in front of every node's Kafka listener (see [`DataLinks`]); for
+    /// nodes in network namespaces, before they start. Network partitions still apply:
+    /// `netns` counts a node's proxy as the node.
+    pub fn route_clients_through_proxies(&mut self, seed: u64) -> DataLinks {
+        assert!(
+            !self.node_ips.is_empty(),
+            "the proxies tell nodes apart by their addresses: nodes in namespaces only"
+        );
+        let mut proxies = std::collections::BTreeMap::new();
+        for id in 1..=NODES {
+            let peers: Vec<(i32, std::net::IpAddr)> = (1..=NODES)
+                .filter(|other| *other != id)
+                .map(|other| (other, self.node_ips[&other]))
+                .collect();
+            let sources: Vec<std::net::IpAddr> = peers.iter().map(|(_, ip)| *ip).collect();
+            let proxy = sluice_compat::fault_proxy::FaultProxy::start_with_sources(
+                self.proxy_bind[&id],
+                self.node(id).client.parse().expect("a socket address"),
+                seed ^ (u64::from(id as u32) << 16),
+                &sources,
+            );
+            self.advertised.insert(id, proxy.address().to_string());
+            proxies.insert(id, (proxy, peers));
+        }
+        DataLinks { proxies }
+    }
+
     /// Node `id` is started with `props` too (after the cluster's `extra`).
     pub fn set_node_props(&mut self, id: i32, props: &[(&str, &str)]) {
         self.node_extra.insert(
@@ -249,10 +327,11 @@ impl Cluster {
         );
     }
 
+    /// Every node's advertised address.
     pub fn bootstrap(&self) -> String {
         self.nodes
             .iter()
-            .map(|n| n.client.clone())
+            .map(|n| self.advertised.get(&n.id).unwrap_or(&n.client).clone())
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -274,7 +353,10 @@ impl Cluster {
             node.client, node.controller
         );
         let node_id = id.to_string();
-        let advertised = format!("PLAINTEXT://{}", node.client);
+        let advertised = format!(
+            "PLAINTEXT://{}",
+            self.advertised.get(&id).unwrap_or(&node.client)
+        );
         let props = [
             ("node.id", node_id.as_str()),
             ("process.roles", "broker,controller"),

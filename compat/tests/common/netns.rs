@@ -15,8 +15,8 @@ pub struct Namespaces {
     prefix: String,
     subnet: u32,
     nodes: i32,
-    /// Rules in place: (from, to).
-    rules: Mutex<Vec<(i32, i32)>>,
+    /// Rules in place: (from, to) addresses.
+    rules: Mutex<Vec<(IpAddr, IpAddr)>>,
     forwarding_was: String,
 }
 
@@ -54,15 +54,18 @@ impl Namespaces {
         for from in 1..=nodes {
             for to in 1..=nodes {
                 let (a, b) = (namespaces.node_ip(from), namespaces.node_ip(to));
-                let _ = ip(&[
-                    "rule",
-                    "del",
-                    "from",
-                    &a.to_string(),
-                    "to",
-                    &b.to_string(),
-                    "blackhole",
-                ]);
+                let (c, d) = (namespaces.host_ip(from), namespaces.host_ip(to));
+                for (x, y) in [(a, b), (a, d), (c, b)] {
+                    let _ = ip(&[
+                        "rule",
+                        "del",
+                        "from",
+                        &x.to_string(),
+                        "to",
+                        &y.to_string(),
+                        "blackhole",
+                    ]);
+                }
             }
             let (ns, host, _) = namespaces.names(from);
             let _ = ip(&["netns", "del", &ns]);
@@ -119,15 +122,32 @@ impl Namespaces {
         ["ip", "netns", "exec", &ns].map(str::to_string).to_vec()
     }
 
-    /// Drops every packet from node `from` to node `to`.
+    /// Drops every packet from node `from` to node `to`. A node's host-side address counts
+    /// as the node: where the test's proxy in front of a node listens, and what that proxy
+    /// answers from (so that a cut holds for what goes through the proxies too).
     pub fn cut(&self, from: i32, to: i32) {
         let mut rules = self.rules.lock().unwrap();
-        if rules.contains(&(from, to)) {
-            return;
+        let pairs = [
+            (self.node_ip(from), self.node_ip(to)),
+            (self.node_ip(from), self.host_ip(to)),
+            (self.host_ip(from), self.node_ip(to)),
+        ];
+        for (a, b) in pairs {
+            if rules.contains(&(a, b)) {
+                continue;
+            }
+            ip(&[
+                "rule",
+                "add",
+                "from",
+                &a.to_string(),
+                "to",
+                &b.to_string(),
+                "blackhole",
+            ])
+            .expect("add a blackhole rule");
+            rules.push((a, b));
         }
-        let (a, b) = (self.node_ip(from).to_string(), self.node_ip(to).to_string());
-        ip(&["rule", "add", "from", &a, "to", &b, "blackhole"]).expect("add a blackhole rule");
-        rules.push((from, to));
     }
 
     /// Both directions between `a` and `b`.
@@ -146,9 +166,16 @@ impl Namespaces {
     /// Every rule removed.
     pub fn heal(&self) {
         let mut rules = self.rules.lock().unwrap();
-        for (from, to) in rules.drain(..) {
-            let (a, b) = (self.node_ip(from).to_string(), self.node_ip(to).to_string());
-            let _ = ip(&["rule", "del", "from", &a, "to", &b, "blackhole"]);
+        for (a, b) in rules.drain(..) {
+            let _ = ip(&[
+                "rule",
+                "del",
+                "from",
+                &a.to_string(),
+                "to",
+                &b.to_string(),
+                "blackhole",
+            ]);
         }
     }
 }
