@@ -6,7 +6,9 @@
 //! partition all along (what it is given must still be in the log at the same offset at the
 //! end: nothing read above the high watermark, no offset that changes); a group member
 //! committing increasing offsets (the group's committed offsets never go back behind an
-//! acknowledged commit).
+//! acknowledged commit); a group of two members subscribing to the topic (rebalances under
+//! faults) and committing what they were given (nothing below a committed offset was
+//! skipped; committed offsets never go back).
 //!
 //! Each node runs in a network namespace of its own (`common::netns`), under libfaketime;
 //! it reaches the other voters' quorum listeners through `FaultProxy`s, and advertises a
@@ -53,6 +55,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 const COMMIT_GROUP: &str = "chaos-committer";
+/// The group whose two members subscribe to the topic and share its partitions.
+const MEMBER_GROUP: &str = "chaos-members";
 /// Each node's data disk (a tmpfs) when not full.
 const DISK_SIZE: &str = "512m";
 
@@ -126,6 +130,69 @@ fn consume_until(bootstrap: &str, seen: &Seen, stop: &AtomicBool) {
                 seen.lock()
                     .unwrap()
                     .insert((message.partition(), message.offset()), seq);
+            }
+        }
+    }
+}
+
+/// What the members of [`MEMBER_GROUP`] did.
+#[derive(Default)]
+struct GroupRecord {
+    /// Every record a member was given: (partition, offset) → sequence number.
+    delivered: BTreeMap<(i32, i64), u64>,
+    /// The highest offset a commit was acknowledged for, by partition.
+    acked_commits: BTreeMap<i32, i64>,
+    commits: usize,
+}
+
+/// A member of [`MEMBER_GROUP`]: subscribes (join, sync, heartbeats, rebalances), records
+/// what it is given, and commits its position (what it was given + 1) every 500 ms: as a
+/// consumer that processes records before it commits them.
+fn member_until(bootstrap: &str, record: &Mutex<GroupRecord>, stop: &AtomicBool) {
+    let consumer: BaseConsumer = config(bootstrap)
+        .set("group.id", MEMBER_GROUP)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            let seq = std::str::from_utf8(message.payload().unwrap_or_default())
+                .ok()
+                .and_then(|s| s.parse().ok());
+            if let Some(seq) = seq {
+                record
+                    .lock()
+                    .unwrap()
+                    .delivered
+                    .insert((message.partition(), message.offset()), seq);
+            }
+        }
+        if last_commit.elapsed() < Duration::from_millis(500) {
+            continue;
+        }
+        last_commit = Instant::now();
+        let Ok(positions) = consumer.position() else {
+            continue;
+        };
+        let mut offsets = TopicPartitionList::new();
+        for element in positions.elements() {
+            if let Offset::Offset(offset) = element.offset() {
+                offsets
+                    .add_partition_offset(TOPIC, element.partition(), Offset::Offset(offset))
+                    .unwrap();
+            }
+        }
+        if offsets.count() > 0 && consumer.commit(&offsets, CommitMode::Sync).is_ok() {
+            let mut record = record.lock().unwrap();
+            record.commits += 1;
+            for element in offsets.elements() {
+                if let Offset::Offset(offset) = element.offset() {
+                    let highest = record.acked_commits.entry(element.partition()).or_default();
+                    *highest = (*highest).max(offset);
+                }
             }
         }
     }
@@ -568,6 +635,13 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
         let (bootstrap, stop) = (bootstrap.clone(), stop.clone());
         move || commit_until(&bootstrap, &stop)
     });
+    let group: Arc<Mutex<GroupRecord>> = Arc::default();
+    let members: Vec<_> = (0..2)
+        .map(|_| {
+            let (bootstrap, group, stop) = (bootstrap.clone(), group.clone(), stop.clone());
+            std::thread::spawn(move || member_until(&bootstrap, &group, &stop))
+        })
+        .collect();
     let acked = || ledger.lock().unwrap().acknowledged.len();
     wait_for(Duration::from_secs(30), "first writes", || acked() > 50);
 
@@ -608,16 +682,21 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
     runtime.block_on(producer).unwrap();
     reader.join().unwrap();
     let (commit_acked, commit_tried) = committer.join().unwrap();
+    for member in members {
+        member.join().unwrap();
+    }
 
     let log = read_everything(&bootstrap);
     let mut violations = Vec::new();
     // What consumers were given must be in the log where they read it.
+    let at: BTreeMap<(i32, i64), u64> = log
+        .iter()
+        .flat_map(|(p, records)| records.iter().map(move |(o, seq)| ((*p, *o), *seq)))
+        .collect();
     let seen = seen.lock().unwrap();
     for ((partition, offset), seq) in seen.iter() {
-        let found = log
-            .get(partition)
-            .and_then(|records| records.iter().find(|(o, _)| o == offset));
-        if found.map(|(_, s)| s) != Some(seq) {
+        let found = at.get(&(*partition, *offset));
+        if found != Some(seq) {
             violations.push(format!(
                 "a consumer read {seq} at {partition}/{offset}; the log has {found:?} there"
             ));
@@ -629,6 +708,44 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
             violations.push(format!(
                 "partition {partition}: committed offset {offset}, acknowledged commits reached \
                  {commit_acked} (last tried {commit_tried})"
+            ));
+        }
+    }
+    // The group: what its members were given is in the log where they read it; below each
+    // committed offset, nothing was skipped (they commit only what they were given); no
+    // committed offset went behind an acknowledged commit.
+    let group = group.lock().unwrap();
+    for ((partition, offset), seq) in &group.delivered {
+        let found = at.get(&(*partition, *offset));
+        if found != Some(seq) {
+            violations.push(format!(
+                "group member given {seq} at {partition}/{offset}; the log has {found:?} there"
+            ));
+        }
+    }
+    let group_committed = committed_offsets(&bootstrap, MEMBER_GROUP);
+    for (partition, records) in &log {
+        let committed = group_committed.get(partition).copied().unwrap_or(0);
+        let skipped: Vec<i64> = records
+            .iter()
+            .filter(|(offset, _)| {
+                *offset < committed && !group.delivered.contains_key(&(*partition, *offset))
+            })
+            .map(|(offset, _)| *offset)
+            .collect();
+        if !skipped.is_empty() {
+            violations.push(format!(
+                "group: partition {partition} committed at {committed}, {} records below it \
+                 never given to a member (first {:?})",
+                skipped.len(),
+                &skipped[..skipped.len().min(5)]
+            ));
+        }
+        let acked = group.acked_commits.get(partition).copied().unwrap_or(0);
+        if committed < acked {
+            violations.push(format!(
+                "group: partition {partition} committed at {committed}, behind an acknowledged \
+                 commit of {acked}"
             ));
         }
     }
@@ -645,9 +762,12 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
     report.note(&format!(
         "checked: {} acknowledged writes, {} records read by a consumer during the run, \
          committed offsets {committed:?} (acknowledged commits up to {commit_acked}, tried up \
-         to {commit_tried}); violations: {}",
+         to {commit_tried}); group of two: {} records given, {} acknowledged commits, \
+         committed {group_committed:?}; violations: {}",
         ledger.acknowledged.len(),
         seen.len(),
+        group.delivered.len(),
+        group.commits,
         violations.len()
     ));
     for violation in &violations {
