@@ -1,6 +1,6 @@
-//! Damage on disk after an unclean stop: a torn last batch (cut at every byte) and random bit
-//! flips. Recovery must serve everything before the damage, byte-exact, and nothing from the
-//! damaged batch on.
+//! Damage on disk after an unclean stop: a torn last batch (cut at every byte), a sealed
+//! segment torn by a power loss just after a roll, and random bit flips. Recovery must serve
+//! everything before the damage, byte-exact, and nothing from the damaged batch on.
 
 mod common;
 
@@ -127,4 +127,65 @@ fn random_bit_flips_truncate_at_the_damaged_batch() {
         let what = format!("trial {trial}: batch {victim}, byte {byte}, bit {bit}");
         reopen_and_check(copy.path(), &stored[..victim], &what);
     }
+}
+
+/// What a power loss just after a roll can leave: the new segment's file is there but lost
+/// its batch, and the sealed segment before it lost the end of its last batch. Recovery
+/// must cut the sealed segment (a regression: recovery opened sealed segments read-only and
+/// the cut failed, so the log would not open; the power-loss suite found it).
+#[test]
+fn a_torn_sealed_segment_before_an_emptied_one_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = LogConfig {
+        segment_bytes: 600,
+        ..config()
+    };
+    let mut stored = Vec::new();
+    {
+        let manager = open(dir.path(), small.clone(), Arc::new(ManualClock::new(T0)));
+        let log = manager.get_or_create(&tp(0)).unwrap();
+        let mut i = 0;
+        while common::segment_bases(&dir.path().join("test-topic-0")).len() < 2 {
+            let mut b = batch(3, 40, T0 + i as i64, i as u64);
+            log.append(&mut b, 0).unwrap();
+            stored.push(b);
+            i += 1;
+        }
+    }
+    let partition = dir.path().join("test-topic-0");
+    let bases = common::segment_bases(&partition);
+    assert_eq!(bases.len(), 2, "one roll");
+    // The new segment holds only the batch that rolled it: its bytes lost.
+    let rolled = stored.pop().unwrap();
+    let newest = partition.join(format!("{:020}.log", bases[1]));
+    assert_eq!(
+        std::fs::metadata(&newest).unwrap().len(),
+        rolled.len() as u64
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // The sealed one loses the second half of its last batch.
+    let torn = stored.pop().unwrap();
+    let sealed = partition.join(format!("{:020}.log", bases[0]));
+    let size = std::fs::metadata(&sealed).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sealed)
+        .unwrap()
+        .set_len(size - torn.len() as u64 / 2)
+        .unwrap();
+    let manager = open(dir.path(), small, Arc::new(ManualClock::new(T0)));
+    let log = manager.get(&tp(0)).unwrap();
+    assert!(read_all(&log) == stored, "served bytes differ");
+    let next = RecordBatch::parse(stored.last().unwrap())
+        .unwrap()
+        .next_offset();
+    assert_eq!(log.log_end_offset(), next);
+    let info = log.append(&mut batch(1, 1, T0, 99), 0).unwrap();
+    assert_eq!(info.first_offset, next);
+    log.check_invariants().unwrap();
 }
