@@ -242,20 +242,52 @@ const FAULTS: [&str; 16] = [
     "disk",
 ];
 
-/// The faults this run draws from: `SLUICE_CHAOS_FAULTS` (comma-separated names), or all.
+/// Names that stand for several faults in `SLUICE_CHAOS_FAULTS`.
+const FAULT_GROUPS: [(&str, &[&str]); 5] = [
+    ("all", &FAULTS),
+    ("partition", &["isolate", "bridge", "one-way"]),
+    (
+        "quorum",
+        &["quorum-isolate", "quorum-bridge", "quorum-one-way"],
+    ),
+    (
+        "latency",
+        &["quorum-latency", "replication-latency", "client-latency"],
+    ),
+    (
+        "flaky",
+        &["quorum-flaky", "replication-flaky", "client-flaky"],
+    ),
+];
+
+/// The faults this run draws from: `SLUICE_CHAOS_FAULTS` (comma-separated names of faults
+/// or of groups of them), or all.
 fn allowed_faults() -> Vec<&'static str> {
-    match std::env::var("SLUICE_CHAOS_FAULTS") {
-        Ok(names) => names
-            .split(',')
-            .map(|name| {
-                *FAULTS
-                    .iter()
-                    .find(|f| **f == name.trim())
-                    .unwrap_or_else(|| panic!("unknown fault {name:?}; known: {FAULTS:?}"))
-            })
-            .collect(),
-        Err(_) => FAULTS.to_vec(),
+    let Ok(names) = std::env::var("SLUICE_CHAOS_FAULTS") else {
+        return FAULTS.to_vec();
+    };
+    let mut allowed: Vec<&'static str> = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let faults: Vec<&'static str> = match FAULTS.iter().find(|f| **f == name) {
+            Some(fault) => vec![*fault],
+            None => FAULT_GROUPS
+                .iter()
+                .find(|(group, _)| *group == name)
+                .map(|(_, faults)| faults.to_vec())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "unknown fault {name:?}; known: {FAULTS:?} and the groups {FAULT_GROUPS:?}"
+                    )
+                }),
+        };
+        for fault in faults {
+            if !allowed.contains(&fault) {
+                allowed.push(fault);
+            }
+        }
     }
+    assert!(!allowed.is_empty(), "SLUICE_CHAOS_FAULTS names no fault");
+    allowed
 }
 
 /// Two distinct nodes.
