@@ -389,8 +389,8 @@ impl<L: ReplicaLog> World<L> {
             let replicated = node.hw > p.offset || self.ack_before_replication;
             let committed = replicated && node.log.synced() > p.offset;
             if committed && node.set.in_sync() >= MIN_INSYNC {
-                let found = node.log.entry_at(p.offset).map(|e| e.value);
-                if found != Some(p.value) {
+                let found = node.log.entry_at(p.offset).map(|e| e.map(|e| e.value));
+                if found != Ok(Some(p.value)) {
                     self.errors.push(format!(
                         "leader {} acknowledges {} at {} where its log has {found:?}",
                         p.leader, p.value, p.offset
@@ -672,8 +672,20 @@ impl<L: ReplicaLog> World<L> {
                 state.isr, self.requests
             ));
         }
-        let logs: BTreeMap<i32, Vec<Entry>> =
-            self.nodes.iter().map(|n| (n.id, n.log.entries())).collect();
+        let logs: BTreeMap<i32, Vec<Entry>> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let entries = n.log.entries().unwrap_or_else(|error| {
+                    found.push(format!(
+                        "seed {seed}: replica {}'s log unreadable: {error}",
+                        n.id
+                    ));
+                    Vec::new()
+                });
+                (n.id, entries)
+            })
+            .collect();
         let leader = &self.nodes[(state.leader - 1) as usize];
         let leader_log = &logs[&leader.id];
         for (value, offset) in &self.acknowledged {

@@ -58,8 +58,8 @@ pub(super) trait ReplicaLog {
     /// The replica no longer hosts the partition: its copy goes (a move back starts empty).
     fn clear(&mut self) -> Result<(), String>;
     /// The whole log (offset = index).
-    fn entries(&self) -> Vec<Entry>;
-    fn entry_at(&self, offset: i64) -> Option<Entry>;
+    fn entries(&self) -> Result<Vec<Entry>, String>;
+    fn entry_at(&self, offset: i64) -> Result<Option<Entry>, String>;
 }
 
 /// The model: entries in memory, the synced prefix, the epoch history.
@@ -141,12 +141,13 @@ impl ReplicaLog for ModelLog {
         Ok(())
     }
 
-    fn entries(&self) -> Vec<Entry> {
-        self.log.clone()
+    fn entries(&self) -> Result<Vec<Entry>, String> {
+        Ok(self.log.clone())
     }
 
-    fn entry_at(&self, offset: i64) -> Option<Entry> {
-        self.log.get(usize::try_from(offset).ok()?).copied()
+    fn entry_at(&self, offset: i64) -> Result<Option<Entry>, String> {
+        let index = usize::try_from(offset).map_err(|e| e.to_string())?;
+        Ok(self.log.get(index).copied())
     }
 }
 
@@ -326,35 +327,49 @@ impl ReplicaLog for RealLog {
         self.check()
     }
 
-    fn entries(&self) -> Vec<Entry> {
-        match self.read_from(self.log.offsets().log_start_offset) {
-            Ok(bytes) => decode(&bytes),
-            Err(_) => Vec::new(),
+    fn entries(&self) -> Result<Vec<Entry>, String> {
+        let start = self.log.offsets().log_start_offset;
+        if start != 0 {
+            return Err(format!("the log starts at {start}, not 0"));
         }
+        decode(&self.read_from(start)?)
     }
 
-    fn entry_at(&self, offset: i64) -> Option<Entry> {
-        let read = self.log.read_for_replica(offset, 1).ok()?;
-        let bytes = read.region?.read_to_vec().ok()?;
-        decode(&bytes).first().copied()
+    fn entry_at(&self, offset: i64) -> Result<Option<Entry>, String> {
+        if offset >= self.leo() {
+            return Ok(None);
+        }
+        let read = self
+            .log
+            .read_for_replica(offset, 1)
+            .map_err(err("read_for_replica"))?;
+        let Some(region) = read.region else {
+            return Ok(None);
+        };
+        let bytes = region.read_to_vec().map_err(|e| e.to_string())?;
+        Ok(decode(&bytes)?.first().copied())
     }
 }
 
 /// The entries of whole batches (one record each).
-fn decode(bytes: &[u8]) -> Vec<Entry> {
+fn decode(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     let mut entries = Vec::new();
-    for batch in Batches::new(bytes).flatten() {
+    for batch in Batches::new(bytes) {
+        let batch = batch.map_err(|e| format!("a torn batch: {e}"))?;
         let epoch = batch.partition_leader_epoch();
-        let Ok(records) = batch.records(1 << 20) else {
-            continue;
-        };
+        let records = batch
+            .records(1 << 20)
+            .map_err(|e| format!("undecodable batch at {}: {e}", batch.base_offset()))?;
         for record in records.iter() {
             let value = record
                 .value
                 .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                .map_or(0, u64::from_be_bytes);
-            entries.push(Entry { epoch, value });
+                .ok_or_else(|| format!("a record at {} without its value", batch.base_offset()))?;
+            entries.push(Entry {
+                epoch,
+                value: u64::from_be_bytes(value),
+            });
         }
     }
-    entries
+    Ok(entries)
 }
