@@ -255,6 +255,11 @@ fn accept_loop(listener: &TcpListener, target: SocketAddr, route: &Route, stoppe
             // The peer is down: so is the link.
             continue;
         };
+        if state.generation.load(Ordering::SeqCst) != generation {
+            // Cut (and maybe healed) while connecting: this connection would be left out of
+            // the heal's cleanup and stay silent. Closed; the client connects again.
+            continue;
+        }
         let _ = client.set_nodelay(true);
         let _ = server.set_nodelay(true);
         let copies = (

@@ -57,6 +57,10 @@ pub struct Launch {
 
 const BROKER_DIR_ENV: &str = "SLUICE_TEST_BROKER_DIR";
 const BROKER_LISTEN_ENV: &str = "SLUICE_TEST_BROKER_LISTEN";
+/// How long a broker process may take to say it serves (a node of a cluster waits for a
+/// quorum of its peers): a test that waits longer is stuck, and says so.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Extra broker properties for the child, as `key=value` lines.
 const BROKER_PROPS_ENV: &str = "SLUICE_TEST_BROKER_PROPS";
 
@@ -135,16 +139,28 @@ impl BrokerProcess {
     /// Waits until the child says it serves (READY); panics if it exits first.
     pub fn wait_ready(&mut self) {
         let mut lines = self.stdout.take().expect("waited for once");
-        loop {
-            match lines.next() {
-                // libtest prints "test broker_process ... " on the same line first.
-                Some(Ok(line)) if line.trim_end().ends_with("READY") => break,
-                Some(Ok(_)) => {}
-                other => panic!("broker process did not start: {other:?}"),
-            }
+        let (ready, said) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = loop {
+                match lines.next() {
+                    // libtest prints "test broker_process ... " on the same line first.
+                    Some(Ok(line)) if line.trim_end().ends_with("READY") => break Ok(()),
+                    Some(Ok(_)) => {}
+                    other => break Err(format!("{other:?}")),
+                }
+            };
+            let _ = ready.send(outcome);
+            // Keep draining: libtest fails the process if its last line hits a closed pipe.
+            lines.for_each(drop);
+        });
+        match said.recv_timeout(READY_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(end)) => panic!("broker process did not start: {end}"),
+            Err(_) => panic!(
+                "broker process not ready after {READY_TIMEOUT:?}; its stderr:\n{}",
+                self.stderr.lock().unwrap()
+            ),
         }
-        // Keep draining: libtest fails the process if its last line hits a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
     }
 
     /// Waits up to `timeout` for the child to exit by itself: its status and what it wrote

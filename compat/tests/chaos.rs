@@ -18,10 +18,12 @@
 //! it acts on one), holds them 2-7 s, undoes them, and leaves a calm pause. Faults:
 //! - processes: SIGKILL of partition 0's leader (started again at the undo), SIGSTOP
 //!   within or past the session timeout;
-//! - the network, all traffic between nodes (IP rules on the host, which count a node's
-//!   proxy as the node; the clients still reach every node, as in Jepsen): a node cut from
-//!   both others (minority/majority), a bridge (two nodes cut from each other, both reaching
-//!   the third), a one-way cut;
+//! - the network, all traffic between nodes (IP rules on the host for what it forwards, and
+//!   the proxies' links between the two nodes; the clients still reach every node, as in
+//!   Jepsen): a node cut from both others (minority/majority), a bridge (two nodes cut from
+//!   each other, both reaching the third), a one-way cut (on the Kafka links TCP dies both
+//!   ways, as it does when one direction's packets are lost; the quorum's proxies drop one
+//!   node's Raft messages only);
 //! - the metadata quorum's links only (its proxies): the same three shapes, a one-way cut
 //!   there dropping one node's Raft messages to another while the reverse still flows;
 //!   latency added on every link; flaky links (connections reset);
@@ -177,45 +179,45 @@ fn member_until(bootstrap: &str, record: &Mutex<GroupRecord>, stop: &AtomicBool)
         let Ok(positions) = consumer.position() else {
             continue;
         };
-        let mut offsets = TopicPartitionList::new();
         for element in positions.elements() {
-            if let Offset::Offset(offset) = element.offset() {
-                offsets
-                    .add_partition_offset(TOPIC, element.partition(), Offset::Offset(offset))
-                    .unwrap();
-            }
-        }
-        if offsets.count() > 0 && consumer.commit(&offsets, CommitMode::Sync).is_ok() {
-            let mut record = record.lock().unwrap();
-            record.commits += 1;
-            for element in offsets.elements() {
-                if let Offset::Offset(offset) = element.offset() {
-                    let highest = record.acked_commits.entry(element.partition()).or_default();
-                    *highest = (*highest).max(offset);
-                }
+            let Offset::Offset(offset) = element.offset() else {
+                continue; // assigned, nothing fetched yet
+            };
+            if commit_one(&consumer, element.partition(), offset) {
+                let mut record = record.lock().unwrap();
+                record.commits += 1;
+                let highest = record.acked_commits.entry(element.partition()).or_default();
+                *highest = (*highest).max(offset);
             }
         }
     }
 }
 
-/// Commits offsets 1, 2, 3, ... for every partition; returns (last acknowledged, last tried).
-fn commit_until(bootstrap: &str, stop: &AtomicBool) -> (i64, i64) {
+/// Commits `offset` for one partition; whether the commit was acknowledged. One partition
+/// a call: librdkafka reports a commit failed only when every partition in it failed.
+fn commit_one(consumer: &BaseConsumer, partition: i32, offset: i64) -> bool {
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(TOPIC, partition, Offset::Offset(offset))
+        .unwrap();
+    consumer.commit(&offsets, CommitMode::Sync).is_ok()
+}
+
+/// Commits offsets 1, 2, 3, ... for every partition; returns the last acknowledged by
+/// partition, and the last tried.
+fn commit_until(bootstrap: &str, stop: &AtomicBool) -> (BTreeMap<i32, i64>, i64) {
     let consumer: BaseConsumer = config(bootstrap)
         .set("group.id", COMMIT_GROUP)
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let (mut acknowledged, mut tried) = (0, 0);
+    let (mut acknowledged, mut tried) = (BTreeMap::new(), 0);
     while !stop.load(Ordering::Acquire) {
         tried += 1;
-        let mut offsets = TopicPartitionList::new();
         for partition in 0..PARTITIONS {
-            offsets
-                .add_partition_offset(TOPIC, partition, Offset::Offset(tried))
-                .unwrap();
-        }
-        if consumer.commit(&offsets, CommitMode::Sync).is_ok() {
-            acknowledged = tried;
+            if commit_one(&consumer, partition, tried) {
+                acknowledged.insert(partition, tried);
+            }
         }
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -331,7 +333,7 @@ enum Undo {
     Continue(i32),
     /// The quorum's proxies cleared.
     QuorumLinks,
-    /// Every IP rule removed, the quorum's proxies cleared.
+    /// Every IP rule removed, every proxy cleared.
     Network,
     /// The Kafka listeners' proxies cleared.
     DataLinks,
@@ -417,6 +419,7 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
             let node = dice.node();
             rig.net.isolate(node);
             rig.quorum.isolate(node);
+            rig.data.isolate(node);
             (
                 format!("network: node {node} cut from both others, all traffic"),
                 Undo::Network,
@@ -427,6 +430,7 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
             let (a, b) = (middle % NODES + 1, (middle + 1) % NODES + 1);
             rig.net.cut_both(a, b);
             rig.quorum.cut_both(a, b);
+            rig.data.cut(a, b);
             (
                 format!(
                     "network: bridge through node {middle} ({a} and {b} cut from each other, all traffic)"
@@ -438,6 +442,8 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
             let (from, to) = two(dice);
             rig.net.cut(from, to);
             rig.quorum.cut(from, to);
+            // TCP between the two dies either way (acknowledgements and answers are lost).
+            rig.data.cut(from, to);
             (
                 format!("network: one-way cut {from} -> {to}, all traffic"),
                 Undo::Network,
@@ -526,6 +532,7 @@ fn undo(active: &Active, rig: &mut Rig<'_>) -> (String, Option<i32>) {
         Undo::Network => {
             rig.net.heal();
             rig.quorum.clear();
+            rig.data.clear();
             (String::new(), None)
         }
         Undo::DataLinks => {
@@ -680,6 +687,8 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut counts = BTreeMap::new();
     let mut steps = 0;
+    // When each step's faults were undone: how long writes take to be acknowledged again.
+    let mut undone_at = Vec::new();
     while Instant::now() < deadline {
         let before = acked();
         let mut rig = Rig {
@@ -692,6 +701,7 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
         };
         let what = step(&mut dice, &mut rig, &mut counts);
         steps += 1;
+        undone_at.push(Instant::now());
         report.note(&format!(
             "{what}; {} writes acknowledged meanwhile",
             acked() - before
@@ -735,11 +745,13 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
         }
     }
     let committed = committed_offsets(&bootstrap, COMMIT_GROUP);
-    for (partition, offset) in &committed {
-        if *offset < commit_acked || *offset > commit_tried {
+    for partition in 0..PARTITIONS {
+        let offset = committed.get(&partition).copied().unwrap_or(-1);
+        let acked = commit_acked.get(&partition).copied();
+        if acked.is_some_and(|acked| offset < acked) || offset > commit_tried {
             violations.push(format!(
                 "partition {partition}: committed offset {offset}, acknowledged commits reached \
-                 {commit_acked} (last tried {commit_tried})"
+                 {acked:?} (last tried {commit_tried})"
             ));
         }
     }
@@ -773,7 +785,7 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
                 &skipped[..skipped.len().min(5)]
             ));
         }
-        let acked = group.acked_commits.get(partition).copied().unwrap_or(0);
+        let acked = group.acked_commits.get(partition).copied().unwrap_or(-1);
         if committed < acked {
             violations.push(format!(
                 "group: partition {partition} committed at {committed}, behind an acknowledged \
@@ -781,7 +793,34 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
             ));
         }
     }
+    if group.commits == 0 || group.delivered.is_empty() {
+        violations.push(format!(
+            "the group's checks checked nothing: {} records given, {} commits acknowledged",
+            group.delivered.len(),
+            group.commits
+        ));
+    }
     let ledger = ledger.lock().unwrap();
+    // Availability, not checked: from each undo to the next acknowledged write.
+    let mut recoveries: Vec<Duration> = undone_at
+        .iter()
+        .filter_map(|undone| {
+            let next = ledger.acked_at.partition_point(|at| at < undone);
+            ledger.acked_at.get(next).map(|at| *at - *undone)
+        })
+        .collect();
+    recoveries.sort_unstable();
+    if let (Some(first), Some(last)) = (recoveries.first(), recoveries.last()) {
+        let at = |q: usize| recoveries[(recoveries.len() - 1) * q / 100];
+        report.note(&format!(
+            "writes acknowledged again after each step's faults were undone: min {first:?}, \
+             p50 {:?}, p90 {:?}, p99 {:?}, max {last:?} ({} steps)",
+            at(50),
+            at(90),
+            at(99),
+            recoveries.len()
+        ));
+    }
     let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&ledger, &log)));
     if let Err(panic) = checked {
         let why = panic
@@ -793,8 +832,8 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
     }
     report.note(&format!(
         "checked: {} acknowledged writes, {} records read by a consumer during the run, \
-         committed offsets {committed:?} (acknowledged commits up to {commit_acked}, tried up \
-         to {commit_tried}); group of two: {} records given, {} acknowledged commits, \
+         committed offsets {committed:?} (acknowledged commits up to {commit_acked:?}, tried \
+         up to {commit_tried}); group of two: {} records given, {} acknowledged commits, \
          committed {group_committed:?}; violations: {}",
         ledger.acknowledged.len(),
         seen.len(),

@@ -145,6 +145,27 @@ impl DataLinks {
             .for_each(|link| link.set_flaky(per_mille));
     }
 
+    /// The connections between `a` and `b`, whichever opened them, carry nothing: what a
+    /// packet cut in either direction does to TCP (the other side's acknowledgements or
+    /// answers are lost).
+    pub fn cut(&self, a: i32, b: i32) {
+        for (from, to) in [(a, b), (b, a)] {
+            let (proxy, peers) = &self.proxies[&to];
+            let (_, ip) = peers
+                .iter()
+                .find(|(id, _)| *id == from)
+                .expect("a peer of the proxy");
+            proxy.from(*ip).cut();
+        }
+    }
+
+    /// `node` cut from every other node.
+    pub fn isolate(&self, node: i32) {
+        for other in (1..=NODES).filter(|o| *o != node) {
+            self.cut(node, other);
+        }
+    }
+
     /// The clients' connections to `node`.
     pub fn clients_of(&self, node: i32) -> &sluice_compat::fault_proxy::Link {
         self.proxies[&node].0.others()
@@ -290,8 +311,8 @@ impl Cluster {
     }
 
     /// Puts a fault proxy in front of every node's Kafka listener (see [`DataLinks`]); for
-    /// nodes in network namespaces, before they start. Network partitions still apply:
-    /// `netns` counts a node's proxy as the node.
+    /// nodes in network namespaces, before they start. The namespaces' IP rules do not see
+    /// what goes through the proxies: a network partition cuts [`DataLinks`] too.
     pub fn route_clients_through_proxies(&mut self, seed: u64) -> DataLinks {
         assert!(
             !self.node_ips.is_empty(),

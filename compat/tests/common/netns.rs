@@ -2,10 +2,11 @@
 //! node `i` has address `10.<s>.<i>.2` on a veth pair whose other end, `10.<s>.<i>.1`, is in
 //! the host's namespace, where the test and its clients run and which routes between the
 //! nodes. Every packet from one node to another crosses the host, where a policy rule drops
-//! it on command (`ip rule add from A to B blackhole`): network partitions of all traffic
-//! between two nodes (client, replication and quorum alike), one direction or both, while
-//! the clients still reach every node, as in Jepsen's setups. Dropped: the namespaces go,
-//! with their veths and rules.
+//! it on command (`ip rule add from A to B blackhole`): network partitions between two
+//! nodes, one direction or both, while the clients still reach every node, as in Jepsen's
+//! setups. Traffic that goes through a proxy of the test on the host is not forwarded, so
+//! the rules do not see it: the proxies cut it themselves. Dropped: the namespaces go, with
+//! their veths and rules.
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -18,7 +19,13 @@ pub struct Namespaces {
     /// Rules in place: (from, to) addresses.
     rules: Mutex<Vec<(IpAddr, IpAddr)>>,
     forwarding_was: String,
+    /// `net.ipv4.conf.all.rp_filter` before the test: a reverse-path filter would drop
+    /// the packets of the direction a one-way cut leaves open (their reverse route is the
+    /// blackhole), so it is off while the namespaces exist.
+    rp_filter_was: String,
 }
+
+const RP_FILTER_ALL: &str = "/proc/sys/net/ipv4/conf/all/rp_filter";
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -49,23 +56,21 @@ impl Namespaces {
             nodes,
             rules: Mutex::new(Vec::new()),
             forwarding_was,
+            rp_filter_was: std::fs::read_to_string(RP_FILTER_ALL).unwrap_or_else(|_| "0".into()),
         };
         // What a run killed before its cleanup may have left with these names.
         for from in 1..=nodes {
             for to in 1..=nodes {
                 let (a, b) = (namespaces.node_ip(from), namespaces.node_ip(to));
-                let (c, d) = (namespaces.host_ip(from), namespaces.host_ip(to));
-                for (x, y) in [(a, b), (a, d), (c, b)] {
-                    let _ = ip(&[
-                        "rule",
-                        "del",
-                        "from",
-                        &x.to_string(),
-                        "to",
-                        &y.to_string(),
-                        "blackhole",
-                    ]);
-                }
+                let _ = ip(&[
+                    "rule",
+                    "del",
+                    "from",
+                    &a.to_string(),
+                    "to",
+                    &b.to_string(),
+                    "blackhole",
+                ]);
             }
             let (ns, host, _) = namespaces.names(from);
             let _ = ip(&["netns", "del", &ns]);
@@ -92,7 +97,11 @@ impl Namespaces {
                     panic!("cannot make the test's network namespaces (root needed): {err}");
                 }
             }
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{host}/rp_filter"), "0")
+                .expect("turn the reverse-path filter off on the node's link");
         }
+        // The effective filter is the higher of `all` and the link's.
+        std::fs::write(RP_FILTER_ALL, "0").expect("turn the reverse-path filter off");
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .expect("enable forwarding between the namespaces");
         namespaces
@@ -122,32 +131,27 @@ impl Namespaces {
         ["ip", "netns", "exec", &ns].map(str::to_string).to_vec()
     }
 
-    /// Drops every packet from node `from` to node `to`. A node's host-side address counts
-    /// as the node: where the test's proxy in front of a node listens, and what that proxy
-    /// answers from (so that a cut holds for what goes through the proxies too).
+    /// Drops every packet node `from` sends to node `to` (forwarded by the host). What goes
+    /// through the test's proxies on the host is not forwarded (the host's own addresses
+    /// are looked up in its `local` table, before any rule of ours): the proxies cut that
+    /// themselves.
     pub fn cut(&self, from: i32, to: i32) {
         let mut rules = self.rules.lock().unwrap();
-        let pairs = [
-            (self.node_ip(from), self.node_ip(to)),
-            (self.node_ip(from), self.host_ip(to)),
-            (self.host_ip(from), self.node_ip(to)),
-        ];
-        for (a, b) in pairs {
-            if rules.contains(&(a, b)) {
-                continue;
-            }
-            ip(&[
-                "rule",
-                "add",
-                "from",
-                &a.to_string(),
-                "to",
-                &b.to_string(),
-                "blackhole",
-            ])
-            .expect("add a blackhole rule");
-            rules.push((a, b));
+        let (a, b) = (self.node_ip(from), self.node_ip(to));
+        if rules.contains(&(a, b)) {
+            return;
         }
+        ip(&[
+            "rule",
+            "add",
+            "from",
+            &a.to_string(),
+            "to",
+            &b.to_string(),
+            "blackhole",
+        ])
+        .expect("add a blackhole rule");
+        rules.push((a, b));
     }
 
     /// Both directions between `a` and `b`.
@@ -189,5 +193,6 @@ impl Drop for Namespaces {
             let _ = ip(&["link", "del", &host]);
         }
         let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", self.forwarding_was.trim());
+        let _ = std::fs::write(RP_FILTER_ALL, self.rp_filter_was.trim());
     }
 }

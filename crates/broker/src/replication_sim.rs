@@ -462,13 +462,13 @@ impl<L: ReplicaLog> World<L> {
         l.advance_hw();
         let records = l.log.read_from(fetch_offset);
         let leader_hw = l.hw;
-        if !self.reliable && self.rng.chance(10) {
-            return;
-        }
         let records = match records {
             Ok(records) => records,
             Err(error) => return self.found(Err(error)),
         };
+        if !self.reliable && self.rng.chance(10) {
+            return;
+        }
         let follower = self.node(f);
         let mut copied = follower.log.append_copied(records);
         if copied.is_ok() {
@@ -640,7 +640,8 @@ impl<L: ReplicaLog> World<L> {
             .collect();
         let state = self.image.partition(TOPIC, 0).expect("the partition");
         if state.leader == NO_LEADER {
-            return vec![format!("seed {seed}: no leader after the calm phase")];
+            found.push(format!("seed {seed}: no leader after the calm phase"));
+            return found;
         }
         // Liveness: with every node up and no faults, every replica catches up and is in
         // sync (a follower stuck truncating or fetching forever would not be), and a move

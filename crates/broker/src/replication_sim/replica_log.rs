@@ -226,6 +226,9 @@ impl ReplicaLog for RealLog {
         self.log.log_end_offset()
     }
 
+    /// The log's recovery point. After a power loss it is where the last checkpoint put
+    /// it (none is written here: 0), not the recovered end as in the model: what survived
+    /// counts as synced only after the next flush. Fewer acknowledgements, never more.
     fn synced(&self) -> i64 {
         self.log.offsets().recovery_point
     }
@@ -278,7 +281,12 @@ impl ReplicaLog for RealLog {
                 .log
                 .read_for_replica(at, 64 * 1024)
                 .map_err(err("read_for_replica"))?;
-            let Some(region) = read.region else { break };
+            let Some(region) = read.region else {
+                return Err(format!(
+                    "read_for_replica at {at} gave nothing; the log ends at {}",
+                    self.leo()
+                ));
+            };
             let chunk = region.read_to_vec().map_err(|e| e.to_string())?;
             for batch in Batches::new(&chunk) {
                 let batch = batch.map_err(|e| format!("a torn batch at {at}: {e}"))?;
