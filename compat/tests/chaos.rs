@@ -27,6 +27,8 @@
 //! - the metadata quorum's links only (its proxies): the same three shapes, a one-way cut
 //!   there dropping one node's Raft messages to another while the reverse still flows;
 //!   latency added on every link; flaky links (connections reset);
+//! - packet loss (kernel: a random drop on a node's veth, both ways; TCP retransmits): 1-15%
+//!   on one node's link or on every node's;
 //! - the Kafka listeners' links (their proxies): latency or resets between the nodes
 //!   (replication), or between the clients and one node (producer retries, which
 //!   idempotence must not turn into duplicates);
@@ -225,7 +227,7 @@ fn commit_until(bootstrap: &str, stop: &AtomicBool) -> (BTreeMap<i32, i64>, i64)
 }
 
 /// The faults, by the names `SLUICE_CHAOS_FAULTS` takes.
-const FAULTS: [&str; 16] = [
+const FAULTS: [&str; 17] = [
     "kill",
     "pause",
     "quorum-isolate",
@@ -240,6 +242,7 @@ const FAULTS: [&str; 16] = [
     "replication-flaky",
     "client-latency",
     "client-flaky",
+    "loss",
     "clock",
     "disk",
 ];
@@ -337,6 +340,8 @@ enum Undo {
     Network,
     /// The Kafka listeners' proxies cleared.
     DataLinks,
+    /// No link loses packets.
+    Loss,
     /// The node's clock back to the real one.
     Clock(i32),
     /// The node's disk given space back.
@@ -349,7 +354,7 @@ impl Undo {
     fn node(&self) -> Option<i32> {
         match self {
             Undo::Restart(n) | Undo::Continue(n) | Undo::Clock(n) | Undo::Disk(n) => Some(*n),
-            Undo::QuorumLinks | Undo::Network | Undo::DataLinks => None,
+            Undo::QuorumLinks | Undo::Network | Undo::DataLinks | Undo::Loss => None,
         }
     }
 }
@@ -483,6 +488,22 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
                 Undo::DataLinks,
             )
         }
+        "loss" => {
+            let per_mille = 10 + dice.below(141) as u32;
+            let (nodes, which) = if dice.below(2) == 0 {
+                let node = dice.node();
+                (vec![node], format!("node {node}'s link"))
+            } else {
+                ((1..=NODES).collect(), "every node's link".to_string())
+            };
+            for node in nodes {
+                rig.net.lose(node, per_mille);
+            }
+            (
+                format!("network: {which} loses {per_mille} per mille of packets each way"),
+                Undo::Loss,
+            )
+        }
         "clock" => {
             let node = free_node(dice, busy);
             let minutes = 10 + dice.below(111) as i64;
@@ -538,6 +559,10 @@ fn undo(active: &Active, rig: &mut Rig<'_>) -> (String, Option<i32>) {
         Undo::DataLinks => {
             rig.data.clear();
             (String::new(), None)
+        }
+        Undo::Loss => {
+            let dropped = rig.net.stop_losses();
+            (format!(" ({dropped} packets dropped)"), None)
         }
         Undo::Clock(node) => {
             rig.cluster.jump_clock(node, 0);
@@ -711,6 +736,7 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
     links.clear();
     data.clear();
     net.heal();
+    net.stop_losses();
     report.note(&format!(
         "{} faults in {steps} steps ({counts:?}); healing: every replica back in sync",
         counts.values().sum::<usize>()

@@ -18,6 +18,8 @@ pub struct Namespaces {
     nodes: i32,
     /// Rules in place: (from, to) addresses.
     rules: Mutex<Vec<(IpAddr, IpAddr)>>,
+    /// Nodes whose link loses packets.
+    lossy: Mutex<Vec<i32>>,
     forwarding_was: String,
     /// `net.ipv4.conf.all.rp_filter` before the test: a reverse-path filter would drop
     /// the packets of the direction a one-way cut leaves open (their reverse route is the
@@ -28,15 +30,59 @@ pub struct Namespaces {
 const RP_FILTER_ALL: &str = "/proc/sys/net/ipv4/conf/all/rp_filter";
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
+    run("ip", args)
+}
+
+/// `tc` (iproute2), in the namespace `ns` if given.
+fn tc(ns: Option<&str>, args: &[&str]) -> Result<(), String> {
+    match ns {
+        Some(ns) => {
+            let mut all = vec!["-n", ns];
+            all.extend_from_slice(args);
+            run("tc", &all)
+        }
+        None => run("tc", args),
+    }
+}
+
+/// Packets the dropping class of [`Namespaces::lose`] took on `device` (its queue's
+/// "dropped" count in `tc -s qdisc show`).
+fn dropped_by_loss(ns: Option<&str>, device: &str) -> u64 {
+    let mut command = Command::new("tc");
+    if let Some(ns) = ns {
+        command.args(["-n", ns]);
+    }
+    let Ok(out) = command
+        .args(["-s", "qdisc", "show", "dev", device])
+        .output()
+    else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.starts_with("qdisc pfifo 20:") {
+            return lines
+                .next()
+                .and_then(|stats| stats.split("dropped ").nth(1))
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    0
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
         .args(args)
         .output()
-        .map_err(|e| format!("ip {args:?}: {e} (iproute2 is installed by scripts/test)"))?;
+        .map_err(|e| format!("{program} {args:?}: {e} (iproute2 is installed by scripts/test)"))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "ip {args:?}: {}",
+            "{program} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
@@ -55,6 +101,7 @@ impl Namespaces {
             subnet,
             nodes,
             rules: Mutex::new(Vec::new()),
+            lossy: Mutex::new(Vec::new()),
             forwarding_was,
             rp_filter_was: std::fs::read_to_string(RP_FILTER_ALL).unwrap_or_else(|_| "0".into()),
         };
@@ -165,6 +212,61 @@ impl Namespaces {
         for other in (1..=self.nodes).filter(|o| *o != node) {
             self.cut_both(node, other);
         }
+    }
+
+    /// Node `node`'s link drops `per_mille` of the packets it carries, each way, at random:
+    /// TCP retransmits (packet loss, where this kernel has no `netem`). An HTB qdisc on each
+    /// end of the veth sends what a classic BPF filter picks (`ld rand`) to a class whose
+    /// queue holds nothing.
+    pub fn lose(&self, node: i32, per_mille: u32) {
+        assert!((1..=1000).contains(&per_mille), "a loss rate in per mille");
+        let (ns, host, inside) = self.names(node);
+        let threshold = (u64::from(per_mille) << 32) / 1000;
+        // ld rand (SKF_AD_OFF + SKF_AD_RANDOM); below the threshold: the dropping class.
+        let program = format!("4,32 0 0 4294963256,53 1 0 {threshold},6 0 0 4294967295,6 0 0 0");
+        for (namespace, device) in [(None, host.as_str()), (Some(ns.as_str()), inside.as_str())] {
+            let _ = tc(namespace, &["qdisc", "del", "dev", device, "root"]);
+            let steps: [&[&str]; 5] = [
+                &[
+                    "qdisc", "add", "dev", device, "root", "handle", "1:", "htb", "default", "10",
+                ],
+                &[
+                    "class", "add", "dev", device, "parent", "1:", "classid", "1:10", "htb",
+                    "rate", "10gbit", "quantum", "60000",
+                ],
+                &[
+                    "class", "add", "dev", device, "parent", "1:", "classid", "1:20", "htb",
+                    "rate", "10gbit", "quantum", "60000",
+                ],
+                &[
+                    "qdisc", "add", "dev", device, "parent", "1:20", "handle", "20:", "pfifo",
+                    "limit", "0",
+                ],
+                &[
+                    "filter", "add", "dev", device, "parent", "1:", "protocol", "ip", "prio", "1",
+                    "bpf", "bytecode", &program, "classid", "1:20",
+                ],
+            ];
+            for step in steps {
+                tc(namespace, step).unwrap_or_else(|e| panic!("packet loss on {device}: {e}"));
+            }
+        }
+        self.lossy.lock().unwrap().push(node);
+    }
+
+    /// No link loses packets any more; returns how many packets were dropped.
+    pub fn stop_losses(&self) -> u64 {
+        let mut lossy = self.lossy.lock().unwrap();
+        let mut dropped = 0;
+        for node in lossy.drain(..) {
+            let (ns, host, inside) = self.names(node);
+            for (namespace, device) in [(None, host.as_str()), (Some(ns.as_str()), inside.as_str())]
+            {
+                dropped += dropped_by_loss(namespace, device);
+                let _ = tc(namespace, &["qdisc", "del", "dev", device, "root"]);
+            }
+        }
+        dropped
     }
 
     /// Every rule removed.
