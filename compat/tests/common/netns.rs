@@ -218,12 +218,15 @@ impl Namespaces {
     /// TCP retransmits (packet loss, where this kernel has no `netem`). An HTB qdisc on each
     /// end of the veth sends what a classic BPF filter picks (`ld rand`) to a class whose
     /// queue holds nothing.
-    pub fn lose(&self, node: i32, per_mille: u32) {
+    /// Errs (with what is missing) where the kernel cannot do it: no HTB or BPF classifier.
+    pub fn lose(&self, node: i32, per_mille: u32) -> Result<(), String> {
         assert!((1..=1000).contains(&per_mille), "a loss rate in per mille");
         let (ns, host, inside) = self.names(node);
         let threshold = (u64::from(per_mille) << 32) / 1000;
         // ld rand (SKF_AD_OFF + SKF_AD_RANDOM); below the threshold: the dropping class.
         let program = format!("4,32 0 0 4294963256,53 1 0 {threshold},6 0 0 4294967295,6 0 0 0");
+        // Recorded first: what a failure leaves half made is undone too.
+        self.lossy.lock().unwrap().push(node);
         for (namespace, device) in [(None, host.as_str()), (Some(ns.as_str()), inside.as_str())] {
             let _ = tc(namespace, &["qdisc", "del", "dev", device, "root"]);
             let steps: [&[&str]; 5] = [
@@ -248,10 +251,10 @@ impl Namespaces {
                 ],
             ];
             for step in steps {
-                tc(namespace, step).unwrap_or_else(|e| panic!("packet loss on {device}: {e}"));
+                tc(namespace, step).map_err(|e| format!("packet loss on {device}: {e}"))?;
             }
         }
-        self.lossy.lock().unwrap().push(node);
+        Ok(())
     }
 
     /// No link loses packets any more; returns how many packets were dropped.
