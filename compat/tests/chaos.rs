@@ -95,17 +95,27 @@ impl Dice {
     }
 }
 
-/// The run's timeline, written out at the end whatever happens.
+/// The run's timeline, written to its file line by line: a run that stops early (a stuck
+/// node, a panic) leaves what it did up to there.
 struct Report {
     started: Instant,
-    lines: Vec<String>,
+    file: std::fs::File,
 }
 
 impl Report {
+    fn create(path: &str) -> Report {
+        Report {
+            started: Instant::now(),
+            file: std::fs::File::create(path)
+                .unwrap_or_else(|e| panic!("the report file {path}: {e}")),
+        }
+    }
+
     fn note(&mut self, line: &str) {
+        use std::io::Write as _;
         let line = format!("{:>7.2}s  {line}", self.started.elapsed().as_secs_f64());
         eprintln!("chaos: {line}");
-        self.lines.push(line);
+        let _ = writeln!(self.file, "{line}");
     }
 }
 
@@ -656,10 +666,7 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
             .display()
             .to_string()
     });
-    let mut report = Report {
-        started: Instant::now(),
-        lines: Vec::new(),
-    };
+    let mut report = Report::create(&report_path);
     report.note(&format!(
         "seed {seed}, faults for {seconds} s; report: {report_path}"
     ));
@@ -879,11 +886,14 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
         violations.push(format!("producer checker: {why}"));
     }
     report.note(&format!(
-        "checked: {} acknowledged writes, {} records read by a consumer during the run, \
-         committed offsets {committed:?} (acknowledged commits up to {commit_acked:?}, tried \
-         up to {commit_tried}); group of two: {} records given, {} acknowledged commits, \
-         committed {group_committed:?}; violations: {}",
+        "checked: {} acknowledged writes ({} records in the log, {} writes of unknown \
+         outcome), {} records read by a consumer during the run, committed offsets \
+         {committed:?} (acknowledged commits up to {commit_acked:?}, tried up to \
+         {commit_tried}); group of two: {} records given, {} acknowledged commits, committed \
+         {group_committed:?}; violations: {}",
         ledger.acknowledged.len(),
+        at.len(),
+        ledger.uncertain.len(),
         seen.len(),
         group.delivered.len(),
         group.commits,
@@ -892,11 +902,6 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
     for violation in &violations {
         report.note(&format!("VIOLATION: {violation}"));
     }
-    let mut text = String::new();
-    for line in &report.lines {
-        let _ = writeln!(text, "{line}");
-    }
-    std::fs::write(&report_path, text).unwrap();
     cluster.stop_all();
     drop(disks);
     assert!(violations.is_empty(), "seed {seed}: {violations:#?}");
