@@ -188,6 +188,19 @@ impl BrokerProcess {
         self.child.id()
     }
 
+    /// What the child wrote to standard error so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The child's exit status if it has exited (not waiting for it).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGKILL: no shutdown, no flush, no clean marker.
     pub fn kill(mut self) {
         self.child.kill().unwrap();

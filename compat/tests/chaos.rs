@@ -638,6 +638,9 @@ fn step(dice: &mut Dice, rig: &mut Rig<'_>, counts: &mut BTreeMap<&'static str, 
         text.push_str(&note);
         restarted.extend(node);
     }
+    // A node that died by itself meanwhile: a problem (the checker reports it), started
+    // again so that the run goes on.
+    restarted.extend(rig.cluster.restart_exited());
     for node in restarted {
         rig.cluster.wait_ready(node);
     }
@@ -848,6 +851,9 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
             ));
         }
     }
+    // The brokers themselves: none panicked or died of what was done to it.
+    cluster.note_running_panics();
+    violations.extend(cluster.problems.iter().cloned());
     if group.commits == 0 || group.delivered.is_empty() {
         violations.push(format!(
             "the group's checks checked nothing: {} records given, {} commits acknowledged",

@@ -54,6 +54,17 @@ pub struct Cluster {
     advertised: std::collections::BTreeMap<i32, String>,
     /// Node `i`'s own address, as its peers' connections come from it (in a namespace).
     node_ips: std::collections::BTreeMap<i32, std::net::IpAddr>,
+    /// Panics and exits nobody asked for, seen in the nodes' processes when they ended (or
+    /// at [`Cluster::note_running_panics`]): a broker must survive whatever is done to it.
+    pub problems: Vec<String>,
+}
+
+/// The line of `stderr` that reports a panic, if any.
+fn panic_line(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find(|line| line.contains("panicked at"))
+        .map(str::to_string)
 }
 
 /// Where libfaketime is, if installed (scripts/test installs Debian's `faketime`).
@@ -211,6 +222,7 @@ impl Cluster {
             proxy_bind: Default::default(),
             advertised: Default::default(),
             node_ips: Default::default(),
+            problems: Vec::new(),
         }
     }
 
@@ -408,11 +420,54 @@ impl Cluster {
     }
 
     pub fn kill(&mut self, id: i32) {
-        self.nodes[(id - 1) as usize]
+        let process = self.nodes[(id - 1) as usize]
             .process
             .take()
-            .expect("running")
-            .kill();
+            .expect("running");
+        self.note_panic(id, &process);
+        process.kill();
+    }
+
+    fn note_panic(&mut self, id: i32, process: &BrokerProcess) {
+        if let Some(line) = panic_line(&process.stderr_text()) {
+            self.problems.push(format!("node {id} panicked: {line}"));
+        }
+    }
+
+    /// Records in [`Cluster::problems`] every node that exited by itself, and starts it
+    /// again; returns those, to wait for.
+    pub fn restart_exited(&mut self) -> Vec<i32> {
+        let mut exited = Vec::new();
+        for i in 0..self.nodes.len() {
+            let id = self.nodes[i].id;
+            let Some(process) = self.nodes[i].process.as_mut() else {
+                continue;
+            };
+            if let Some(status) = process.exited() {
+                let stderr = process.stderr_text();
+                let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+                self.problems.push(format!(
+                    "node {id} exited by itself ({status}); its last lines: {:?}",
+                    tail.into_iter().rev().collect::<Vec<_>>()
+                ));
+                let process = self.nodes[i].process.take().expect("running");
+                self.note_panic(id, &process);
+                self.spawn(id, None);
+                exited.push(id);
+            }
+        }
+        exited
+    }
+
+    /// Records in [`Cluster::problems`] every running node that has panicked (a thread of
+    /// it: the process may live on).
+    pub fn note_running_panics(&mut self) {
+        for i in 0..self.nodes.len() {
+            if let Some(process) = self.nodes[i].process.take() {
+                self.note_panic(self.nodes[i].id, &process);
+                self.nodes[i].process = Some(process);
+            }
+        }
     }
 
     /// Sends node `id`'s process a signal (`-STOP`, `-CONT`) with kill(1).
@@ -427,8 +482,9 @@ impl Cluster {
 
     /// Stops every node still running (SIGTERM: a controlled shutdown).
     pub fn stop_all(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(process) = node.process.take() {
+        for i in 0..self.nodes.len() {
+            if let Some(process) = self.nodes[i].process.take() {
+                self.note_panic(self.nodes[i].id, &process);
                 process.stop();
             }
         }
