@@ -743,7 +743,8 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut counts = BTreeMap::new();
     let mut steps = 0;
-    // When each step's faults were undone: how long writes take to be acknowledged again.
+    // When each step ended (its faults undone, restarted nodes serving): how long writes
+    // take to be acknowledged again.
     let mut undone_at = Vec::new();
     while Instant::now() < deadline {
         let before = acked();
