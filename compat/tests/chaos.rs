@@ -93,6 +93,29 @@ impl Dice {
     fn node(&mut self) -> i32 {
         1 + self.below(NODES as u64) as i32
     }
+
+    /// Latency a slow link adds.
+    fn latency(&mut self) -> Duration {
+        self.millis(20, 250)
+    }
+
+    /// How many chunks per mille a flaky link resets on.
+    fn reset_rate(&mut self) -> u32 {
+        5 + self.below(45) as u32
+    }
+
+    /// A bridge: the middle node, and the two nodes cut from each other.
+    fn bridge(&mut self) -> (i32, i32, i32) {
+        let middle = self.node();
+        (middle, middle % NODES + 1, (middle + 1) % NODES + 1)
+    }
+}
+
+/// The sequence number a record of the workload carries.
+fn sequence_of(message: &impl Message) -> Option<u64> {
+    std::str::from_utf8(message.payload().unwrap_or_default())
+        .ok()
+        .and_then(|s| s.parse().ok())
 }
 
 /// The run's timeline, written to its file line by line: a run that stops early (a stuck
@@ -136,15 +159,12 @@ fn consume_until(bootstrap: &str, seen: &Seen, stop: &AtomicBool) {
     }
     consumer.assign(&assignment).unwrap();
     while !stop.load(Ordering::Acquire) {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            let seq = std::str::from_utf8(message.payload().unwrap_or_default())
-                .ok()
-                .and_then(|s| s.parse().ok());
-            if let Some(seq) = seq {
-                seen.lock()
-                    .unwrap()
-                    .insert((message.partition(), message.offset()), seq);
-            }
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100))
+            && let Some(seq) = sequence_of(&message)
+        {
+            seen.lock()
+                .unwrap()
+                .insert((message.partition(), message.offset()), seq);
         }
     }
 }
@@ -172,17 +192,14 @@ fn member_until(bootstrap: &str, record: &Mutex<GroupRecord>, stop: &AtomicBool)
     consumer.subscribe(&[TOPIC]).unwrap();
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::Acquire) {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            let seq = std::str::from_utf8(message.payload().unwrap_or_default())
-                .ok()
-                .and_then(|s| s.parse().ok());
-            if let Some(seq) = seq {
-                record
-                    .lock()
-                    .unwrap()
-                    .delivered
-                    .insert((message.partition(), message.offset()), seq);
-            }
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100))
+            && let Some(seq) = sequence_of(&message)
+        {
+            record
+                .lock()
+                .unwrap()
+                .delivered
+                .insert((message.partition(), message.offset()), seq);
         }
         if last_commit.elapsed() < Duration::from_millis(500) {
             continue;
@@ -408,8 +425,7 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
             )
         }
         "quorum-bridge" => {
-            let middle = dice.node();
-            let (a, b) = (middle % NODES + 1, (middle + 1) % NODES + 1);
+            let (middle, a, b) = dice.bridge();
             rig.quorum.cut_both(a, b);
             (
                 format!("quorum: bridge through node {middle} ({a} and {b} cut from each other)"),
@@ -417,7 +433,7 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
             )
         }
         "quorum-latency" => {
-            let delay = dice.millis(20, 250);
+            let delay = dice.latency();
             rig.quorum.delay_all(delay);
             (
                 format!("quorum: {delay:?} added on every link"),
@@ -425,7 +441,7 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
             )
         }
         "quorum-flaky" => {
-            let per_mille = 5 + dice.below(45) as u32;
+            let per_mille = dice.reset_rate();
             rig.quorum.flaky_all(per_mille);
             (
                 format!("quorum: links reset {per_mille} per mille of chunks"),
@@ -443,8 +459,7 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
             )
         }
         "bridge" => {
-            let middle = dice.node();
-            let (a, b) = (middle % NODES + 1, (middle + 1) % NODES + 1);
+            let (middle, a, b) = dice.bridge();
             rig.net.cut_both(a, b);
             rig.quorum.cut_both(a, b);
             rig.data.cut(a, b);
@@ -467,7 +482,7 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
             )
         }
         "replication-latency" => {
-            let delay = dice.millis(20, 250);
+            let delay = dice.latency();
             rig.data.delay_between_nodes(delay);
             (
                 format!("data: {delay:?} added between every two nodes (replication)"),
@@ -475,7 +490,7 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
             )
         }
         "replication-flaky" => {
-            let per_mille = 5 + dice.below(45) as u32;
+            let per_mille = dice.reset_rate();
             rig.data.flaky_between_nodes(per_mille);
             (
                 format!("data: links between nodes reset {per_mille} per mille of chunks"),
@@ -483,7 +498,7 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
             )
         }
         "client-latency" => {
-            let (node, delay) = (dice.node(), dice.millis(20, 250));
+            let (node, delay) = (dice.node(), dice.latency());
             rig.data.clients_of(node).set_delay(delay);
             (
                 format!("data: {delay:?} added between the clients and node {node}"),
@@ -491,7 +506,7 @@ fn start(kind: &str, dice: &mut Dice, rig: &mut Rig<'_>, busy: &[i32]) -> Active
             )
         }
         "client-flaky" => {
-            let (node, per_mille) = (dice.node(), 5 + dice.below(45) as u32);
+            let (node, per_mille) = (dice.node(), dice.reset_rate());
             rig.data.clients_of(node).set_flaky(per_mille);
             (
                 format!(

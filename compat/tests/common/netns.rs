@@ -33,6 +33,12 @@ fn ip(args: &[&str]) -> Result<(), String> {
     run("ip", args)
 }
 
+/// Adds or deletes (`op`) the rule that drops what `from` sends to `to`.
+fn blackhole(op: &str, from: IpAddr, to: IpAddr) -> Result<(), String> {
+    let (from, to) = (from.to_string(), to.to_string());
+    ip(&["rule", op, "from", &from, "to", &to, "blackhole"])
+}
+
 /// `tc` (iproute2), in the namespace `ns` if given.
 fn tc(ns: Option<&str>, args: &[&str]) -> Result<(), String> {
     match ns {
@@ -108,16 +114,7 @@ impl Namespaces {
         // What a run killed before its cleanup may have left with these names.
         for from in 1..=nodes {
             for to in 1..=nodes {
-                let (a, b) = (namespaces.node_ip(from), namespaces.node_ip(to));
-                let _ = ip(&[
-                    "rule",
-                    "del",
-                    "from",
-                    &a.to_string(),
-                    "to",
-                    &b.to_string(),
-                    "blackhole",
-                ]);
+                let _ = blackhole("del", namespaces.node_ip(from), namespaces.node_ip(to));
             }
             let (ns, host, _) = namespaces.names(from);
             let _ = ip(&["netns", "del", &ns]);
@@ -188,16 +185,7 @@ impl Namespaces {
         if rules.contains(&(a, b)) {
             return;
         }
-        ip(&[
-            "rule",
-            "add",
-            "from",
-            &a.to_string(),
-            "to",
-            &b.to_string(),
-            "blackhole",
-        ])
-        .expect("add a blackhole rule");
+        blackhole("add", a, b).expect("add a blackhole rule");
         rules.push((a, b));
     }
 
@@ -276,15 +264,7 @@ impl Namespaces {
     pub fn heal(&self) {
         let mut rules = self.rules.lock().unwrap();
         for (a, b) in rules.drain(..) {
-            let _ = ip(&[
-                "rule",
-                "del",
-                "from",
-                &a.to_string(),
-                "to",
-                &b.to_string(),
-                "blackhole",
-            ]);
+            let _ = blackhole("del", a, b);
         }
     }
 }

@@ -74,13 +74,13 @@ const META_PROPERTIES: &str = "meta.properties";
 /// How often the broker looks for partitions whose storage is failing here.
 const STORAGE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Reads `meta.properties` (Kafka's file naming the cluster and node a data directory
-/// belongs to): the cluster id, if the file exists. A directory of another node is refused.
 /// Whether `dir` is missing or holds nothing.
 fn metadata_dir_is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
 }
 
+/// Reads `meta.properties` (Kafka's file naming the cluster and node a data directory
+/// belongs to): the cluster id, if the file exists. A directory of another node is refused.
 fn read_cluster_id(dir: &Path, node_id: i32) -> Result<Option<String>, StartError> {
     let path = dir.join(META_PROPERTIES);
     let fail = |reason: String| StartError::DataDir {
