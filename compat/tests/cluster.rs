@@ -6,7 +6,8 @@
 //! rejoins with its data; a node paused past the session timeout is fenced (its partitions
 //! offline) and comes back when resumed; a node stopping cleanly fences itself first; with
 //! two nodes down metadata changes fail cleanly and recover when one returns; a node
-//! started on another cluster's data refuses to start.
+//! started on another cluster's data refuses to start. A node that applies the metadata log
+//! late takes a new topic's pipelined batches in order.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -356,5 +357,147 @@ async fn three_nodes_serve_clients_fail_over_and_rejoin() {
     assert!(!status.success());
     assert!(stderr.contains("belongs to cluster"), "{stderr}");
     cluster.nodes[(downs[1] - 1) as usize].process = None;
+    cluster.stop_all();
+}
+
+/// Produce requests (v9, acks=all, one record each: `values`) written to `address` at once on
+/// one connection, as a pipelining client sends them; each answer's (error code, base
+/// offset), in request order.
+fn pipelined_produce(address: &str, topic: &str, values: &[&str]) -> Vec<(i16, i64)> {
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use std::io::Read;
+    use std::net::TcpStream;
+    const VERSION: i16 = 9;
+
+    let mut frames = BytesMut::new();
+    for (i, value) in values.iter().enumerate() {
+        let mut batch = sluice_record::BatchBuilder::new(sluice_record::Compression::None);
+        batch.push(sluice_record::OwnedRecord::new(
+            None,
+            Some(value.as_bytes().to_vec()),
+            1_700_000_000_000,
+        ));
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                        topic.to_string(),
+                    )))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(Bytes::from(batch.build().unwrap()))),
+                    ]),
+            ]);
+        let mut frame = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(VERSION)
+            .with_correlation_id(i as i32)
+            .with_client_id(Some(StrBytes::from_static_str("pipelining-test")))
+            .encode(&mut frame, ApiKey::Produce.request_header_version(VERSION))
+            .unwrap();
+        request.encode(&mut frame, VERSION).unwrap();
+        frames.put_i32(frame.len() as i32);
+        frames.put_slice(&frame);
+    }
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(&frames).unwrap();
+    (0..values.len())
+        .map(|i| {
+            let mut size = [0u8; 4];
+            stream.read_exact(&mut size).expect("an answer");
+            let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+            stream.read_exact(&mut body).expect("an answer");
+            let mut body = Bytes::from(body);
+            let header =
+                ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(VERSION))
+                    .unwrap();
+            assert_eq!(header.correlation_id, i as i32, "answers out of order");
+            let response = ProduceResponse::decode(&mut body, VERSION).unwrap();
+            assert!(!body.has_remaining());
+            let partition = &response.responses[0].partition_responses[0];
+            (partition.error_code, partition.base_offset)
+        })
+        .collect()
+}
+
+/// A broker that learns of a new topic after its clients do (its quorum links slowed, so it
+/// applies the metadata log late) still appends a pipelining client's batches for it in the
+/// order they were sent: the first one waits for the metadata instead of being refused while
+/// the next ones are taken (a client without idempotence retries it after them). A produce
+/// for a topic that never comes is still answered, with UNKNOWN_TOPIC_OR_PARTITION.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_behind_on_metadata_appends_a_new_topics_first_batches_in_order() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::new(root.path(), &[]);
+    let links = cluster.route_quorum_through_proxies(17);
+    for id in 1..=NODES {
+        cluster.spawn(id, None);
+    }
+    for id in 1..=NODES {
+        cluster.wait_ready(id);
+    }
+    let controller = cluster.controller(None, Duration::from_secs(30));
+    let behind = (1..=NODES).find(|id| *id != controller).unwrap();
+    // The other two make a majority: changes commit without `behind`, which hears of them
+    // this much later (below the election timeout: it still follows its leader).
+    const LAG: Duration = Duration::from_millis(700);
+    for from in (1..=NODES).filter(|id| *id != behind) {
+        links.proxies[&(from, behind)].others().set_delay(LAG);
+    }
+    let ahead = cluster.node(controller).client.clone();
+    let admin: AdminClient<DefaultClientContext> = config(&ahead).create().unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let replicas: &[&[i32]] = &[&[behind]];
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(
+                "late",
+                1,
+                TopicReplication::Variable(replicas),
+            )],
+            &options,
+        )
+        .await
+        .expect("CreateTopics answered");
+    assert!(created[0].is_ok(), "{created:?}");
+
+    // Told by the controller that `behind` leads the new partition, a client sends it five
+    // batches at once before `behind` has the topic.
+    let address = cluster.node(behind).client.clone();
+    let values = ["b0", "b1", "b2", "b3", "b4"];
+    let answers = tokio::task::spawn_blocking(move || pipelined_produce(&address, "late", &values))
+        .await
+        .unwrap();
+    assert_eq!(
+        answers,
+        vec![(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)],
+        "(error, base offset) of each batch"
+    );
+
+    let address = cluster.node(behind).client.clone();
+    let answers =
+        tokio::task::spawn_blocking(move || pipelined_produce(&address, "never-created", &["x"]))
+            .await
+            .unwrap();
+    assert_eq!(
+        answers,
+        vec![(
+            kafka_protocol::ResponseError::UnknownTopicOrPartition.code(),
+            -1
+        )]
+    );
+    links.clear();
     cluster.stop_all();
 }

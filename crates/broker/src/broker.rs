@@ -333,6 +333,32 @@ impl Broker {
         self.metadata.image()
     }
 
+    /// Waits until `holds` is true of this node's metadata image, re-checking at each new
+    /// image, for at most `within`; whether it came true. For a request naming what its
+    /// client learned from a broker further ahead in the metadata log than this one.
+    pub async fn await_image(
+        &self,
+        within: std::time::Duration,
+        holds: impl Fn(&MetadataImage) -> bool,
+    ) -> bool {
+        let mut changes = self.metadata.image_changes();
+        let caught_up = async {
+            loop {
+                // Marked seen before the image is read: a change after the read wakes us.
+                changes.borrow_and_update();
+                if holds(&self.image()) {
+                    return true;
+                }
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(within, caught_up)
+            .await
+            .unwrap_or(false)
+    }
+
     /// What this node knows of the metadata quorum.
     pub fn quorum_status(&self) -> QuorumStatus {
         self.metadata.quorum_status()

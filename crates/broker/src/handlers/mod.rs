@@ -71,9 +71,18 @@ pub fn later(future: impl Future<Output = Option<Response>> + Send + 'static) ->
     Box::pin(future)
 }
 
+/// Completes when a held request may be dispatched again (see [`Dispatch::Hold`]).
+pub type HoldFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// What the connection does with a request.
 pub enum Dispatch {
     Respond(ResponseFuture),
+    /// The request names what this broker does not know yet but its client learned from a
+    /// broker further ahead in the metadata log: the connection reads nothing more until
+    /// the future completes, then dispatches the request again with
+    /// [`Attempt::AfterHold`] (served whatever it names), so that the connection's
+    /// requests still take effect in the order they were sent.
+    Hold(HoldFuture),
     /// Close the connection; the reason is logged.
     Close(String),
 }
@@ -104,6 +113,13 @@ impl RequestContext {
     }
 }
 
+/// Whether a request may still be held (see [`Dispatch::Hold`]): once only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    First,
+    AfterHold,
+}
+
 /// One Kafka API, as its handler file declares it.
 pub(crate) trait Handler {
     const API: ApiKey;
@@ -114,6 +130,16 @@ pub(crate) trait Handler {
     /// advertised version.
     type Request: Decodable + Encodable + Default + Send + 'static;
     fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: Self::Request) -> Reply;
+
+    /// Asked before a request's first `handle`: `Some` holds it (see [`Dispatch::Hold`]).
+    /// Only a request whose effects are ordered (Produce) has a reason to.
+    fn hold(
+        _broker: &Arc<Broker>,
+        _ctx: &RequestContext,
+        _request: &Self::Request,
+    ) -> Option<HoldFuture> {
+        None
+    }
 }
 
 /// A row of the table: an API and how to serve it.
@@ -122,7 +148,7 @@ pub struct Api {
     pub key: ApiKey,
     pub min_version: i16,
     pub max_version: i16,
-    serve: fn(&Arc<Broker>, RequestContext, &Request) -> Dispatch,
+    serve: fn(&Arc<Broker>, RequestContext, &Request, Attempt) -> Dispatch,
     /// Whether the codec's request type has this version (the crate's `ApiKey` ranges can
     /// run ahead of its message types: kafka-protocol 0.18 lists OffsetCommit v10, whose
     /// request it cannot read). A unit test checks it for every advertised version, so
@@ -140,11 +166,22 @@ impl Api {
     }
 }
 
-fn serve<H: Handler>(broker: &Arc<Broker>, ctx: RequestContext, request: &Request) -> Dispatch {
-    match request.decode::<H::Request>() {
-        Ok(decoded) => Dispatch::Respond(H::handle(broker, ctx, decoded)),
-        Err(err) => Dispatch::Close(format!("{err} (client {:?})", ctx.client_id)),
+fn serve<H: Handler>(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    request: &Request,
+    attempt: Attempt,
+) -> Dispatch {
+    let decoded = match request.decode::<H::Request>() {
+        Ok(decoded) => decoded,
+        Err(err) => return Dispatch::Close(format!("{err} (client {:?})", ctx.client_id)),
+    };
+    if attempt == Attempt::First
+        && let Some(hold) = H::hold(broker, &ctx, &decoded)
+    {
+        return Dispatch::Hold(hold);
     }
+    Dispatch::Respond(H::handle(broker, ctx, decoded))
 }
 
 const fn api<H: Handler>() -> Api {
@@ -220,7 +257,12 @@ pub fn servable(key: ApiKey, version: i16) -> bool {
 }
 
 /// Routes a request to its handler.
-pub fn dispatch(broker: &Arc<Broker>, request: &Request, peer: std::net::SocketAddr) -> Dispatch {
+pub fn dispatch(
+    broker: &Arc<Broker>,
+    request: &Request,
+    peer: std::net::SocketAddr,
+    attempt: Attempt,
+) -> Dispatch {
     let ctx = RequestContext {
         api_key: request.api_key,
         version: request.api_version,
@@ -229,7 +271,7 @@ pub fn dispatch(broker: &Arc<Broker>, request: &Request, peer: std::net::SocketA
         client_host: format!("/{}", peer.ip()),
     };
     match find(ctx.api_key) {
-        Some(api) if api.serves(ctx.version) => (api.serve)(broker, ctx, request),
+        Some(api) if api.serves(ctx.version) => (api.serve)(broker, ctx, request, attempt),
         // KIP-511: answer with the supported range so the client can retry lower.
         _ if ctx.api_key == ApiKey::ApiVersions => {
             Dispatch::Respond(ready(api_versions::unsupported_version(&ctx)))
@@ -251,9 +293,14 @@ pub async fn serve_frame(
     peer: std::net::SocketAddr,
 ) -> Option<Response> {
     let request = sluice_protocol::header::parse_request(frame).ok()?;
-    match dispatch(broker, &request, peer) {
+    let mut dispatched = dispatch(broker, &request, peer, Attempt::First);
+    if let Dispatch::Hold(_) = dispatched {
+        // Not waited for: the metadata will not change between two inputs.
+        dispatched = dispatch(broker, &request, peer, Attempt::AfterHold);
+    }
+    match dispatched {
         Dispatch::Respond(reply) => reply.await,
-        Dispatch::Close(_) => None,
+        Dispatch::Close(_) | Dispatch::Hold(_) => None,
     }
 }
 

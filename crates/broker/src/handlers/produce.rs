@@ -6,6 +6,12 @@
 //! KAFKA_STORAGE_ERROR, one whose ISR is below `min.insync.replicas` with
 //! NOT_ENOUGH_REPLICAS: nothing that might be lost is acknowledged.
 //!
+//! A request naming a partition this broker's metadata does not have yet (its client heard
+//! of a new topic from a broker further ahead) is held until the metadata arrives, for at
+//! most [`METADATA_CATCH_UP`]: answered at once, it would be retried by the client after
+//! batches sent behind it had been appended, out of order for a producer without
+//! idempotence.
+//!
 //! Advertised from v0 although the codec decodes only v3+ (v0-v2 are refused on use):
 //! librdkafka disables compression when a broker's Produce range does not start at v0.
 
@@ -17,12 +23,14 @@ use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::response::Response;
 use uuid::Uuid;
 
-use super::{Handler, Reply, RequestContext, later, message, ready};
+use super::{Handler, HoldFuture, Reply, RequestContext, later, message, ready};
 use crate::broker::Broker;
 use crate::errors::ApiError;
+use crate::metadata::MetadataImage;
 use crate::partition::{Appended, Origin};
 
 /// Each partition's append, by partition index, per topic.
@@ -32,6 +40,28 @@ type TopicOutcome = (TopicName, Uuid, Vec<(i32, Result<Appended, ApiError>)>);
 
 /// Topics are named by ID from v13 (KIP-516).
 const TOPIC_ID_VERSION: i16 = 13;
+
+/// How long a request naming partitions this broker's metadata lacks waits for them. Brokers
+/// apply a committed change within milliseconds of each other when all is well; a broker
+/// still without them after this is far behind, or the topic is gone, and the client is
+/// answered UNKNOWN_TOPIC_OR_PARTITION.
+const METADATA_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A topic as a request names it (the name shares the request's buffer).
+enum TopicRef {
+    Name(StrBytes),
+    Id(Uuid),
+}
+
+impl TopicRef {
+    fn has_partition(&self, image: &MetadataImage, partition: i32) -> bool {
+        let name = match self {
+            TopicRef::Name(name) => Some(name.as_str()),
+            TopicRef::Id(id) => image.topic_names_by_id.get(id).map(String::as_str),
+        };
+        name.is_some_and(|name| image.partition(name, partition).is_some())
+    }
+}
 
 pub(super) struct Produce;
 
@@ -90,6 +120,55 @@ impl Handler for Produce {
             return ready(None);
         }
         later(async move { respond(&ctx, results).await })
+    }
+
+    fn hold(
+        broker: &Arc<Broker>,
+        ctx: &RequestContext,
+        request: &ProduceRequest,
+    ) -> Option<HoldFuture> {
+        // A quorum of one applies each change before any client can hear of it.
+        if !broker.config().cluster.has_peers() {
+            return None;
+        }
+        let image = broker.image();
+        let mut missing = Vec::new();
+        for topic in &request.topic_data {
+            let named = if ctx.version >= TOPIC_ID_VERSION {
+                TopicRef::Id(topic.topic_id)
+            } else {
+                TopicRef::Name(topic.name.0.clone())
+            };
+            let absent: Vec<i32> = topic
+                .partition_data
+                .iter()
+                .map(|data| data.index)
+                .filter(|index| !named.has_partition(&image, *index))
+                .collect();
+            if !absent.is_empty() {
+                missing.push((named, absent));
+            }
+        }
+        if missing.is_empty() {
+            return None;
+        }
+        let broker = broker.clone();
+        let client = ctx.client_id.clone();
+        Some(Box::pin(async move {
+            let arrived = broker
+                .await_image(METADATA_CATCH_UP, |image| {
+                    missing.iter().all(|(topic, partitions)| {
+                        partitions.iter().all(|p| topic.has_partition(image, *p))
+                    })
+                })
+                .await;
+            if !arrived {
+                tracing::debug!(
+                    ?client,
+                    "a produce named partitions this broker's metadata still lacks"
+                );
+            }
+        }))
     }
 }
 

@@ -208,6 +208,9 @@ pub struct QuorumStatus {
 
 pub(crate) struct Inner {
     image: RwLock<Arc<MetadataImage>>,
+    /// Bumped after every new image: what a request waiting for this node to catch up
+    /// with the quorum waits on.
+    image_changed: tokio::sync::watch::Sender<u64>,
     /// Serialises changes: each is validated against the image it will apply to, and is
     /// held until the change is applied and published.
     writer: Arc<tokio::sync::Mutex<()>>,
@@ -329,6 +332,7 @@ impl MetadataStore {
         let node = QuorumNode::open(&config, FileDisk::open(dir).map_err(quorum_io)?, 0)?;
         let inner = Arc::new(Inner {
             image: RwLock::new(Arc::new(MetadataImage::default())),
+            image_changed: tokio::sync::watch::Sender::new(0),
             writer: Arc::new(tokio::sync::Mutex::new(())),
             listener: OnceLock::new(),
             commands: Mutex::new(None),
@@ -391,6 +395,7 @@ impl MetadataStore {
         let (sender, receiver) = mpsc::channel();
         let inner = Arc::new(Inner {
             image: RwLock::new(Arc::new(MetadataImage::default())),
+            image_changed: tokio::sync::watch::Sender::new(0),
             writer: Arc::new(tokio::sync::Mutex::new(())),
             listener: OnceLock::new(),
             commands: Mutex::new(Some(sender)),
@@ -420,6 +425,11 @@ impl MetadataStore {
     /// The current image; cheap to take, never changes under the caller.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.inner.image()
+    }
+
+    /// Marks each new image: subscribe, then read the image, then wait for a change.
+    pub fn image_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.image_changed.subscribe()
     }
 
     /// Resolves, with the reason, if this voter's quorum thread stops on an error: the node
@@ -616,6 +626,7 @@ impl Inner {
 
     fn set_image(&self, image: Arc<MetadataImage>) {
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = image;
+        self.image_changed.send_modify(|version| *version += 1);
     }
 
     fn set_status(&self, status: QuorumStatus) {

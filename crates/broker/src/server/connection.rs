@@ -1,6 +1,8 @@
 //! One connection: the reader (this task) reads frames in order, parses headers and
-//! dispatches; the writer task polls the pending responses concurrently and writes them in
-//! request order, with `sendfile` or by copying (the one place that chooses).
+//! dispatches (first waiting, reading nothing more, while a request is held until this
+//! broker's metadata catches up with what its client knows); the writer task polls the
+//! pending responses concurrently and writes them in request order, with `sendfile` or by
+//! copying (the one place that chooses).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::Slot;
 use crate::broker::Broker;
-use crate::handlers::{Dispatch, ResponseFuture, dispatch};
+use crate::handlers::{Attempt, Dispatch, ResponseFuture, dispatch};
 
 /// Requests handed from the reader to the writer but not yet taken by it.
 const HANDOFF: usize = 16;
@@ -129,7 +131,15 @@ pub(super) async fn serve(
         broker
             .metrics()
             .count_request_version(request.api_key, request.api_version);
-        match dispatch(&broker, &request, peer) {
+        let mut dispatched = dispatch(&broker, &request, peer, Attempt::First);
+        if let Dispatch::Hold(hold) = dispatched {
+            tokio::select! {
+                () = hold => {}
+                _ = stopped.changed() => break,
+            }
+            dispatched = dispatch(&broker, &request, peer, Attempt::AfterHold);
+        }
+        match dispatched {
             Dispatch::Respond(future) => {
                 let (api, arrived, timed) = (request.api_key, Instant::now(), broker.clone());
                 let future: ResponseFuture = Box::pin(async move {
@@ -145,6 +155,7 @@ pub(super) async fn serve(
                 tracing::warn!(%peer, %reason, "closing connection");
                 break;
             }
+            Dispatch::Hold(_) => unreachable!("a request is held once"),
         }
     }
     drop(queue);
