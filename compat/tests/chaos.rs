@@ -59,6 +59,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 const COMMIT_GROUP: &str = "chaos-committer";
+/// How many of the steps after which writes took longest to resume the report names.
+const SLOWEST_RECOVERIES: usize = 12;
 /// The group whose two members subscribe to the topic and share its partitions.
 const MEMBER_GROUP: &str = "chaos-members";
 /// Each node's data disk (a tmpfs) when not full.
@@ -134,11 +136,13 @@ impl Report {
         }
     }
 
-    fn note(&mut self, line: &str) {
+    /// Writes `line` with the time into the run; returns it as written.
+    fn note(&mut self, line: &str) -> String {
         use std::io::Write as _;
         let line = format!("{:>7.2}s  {line}", self.started.elapsed().as_secs_f64());
         eprintln!("chaos: {line}");
         let _ = writeln!(self.file, "{line}");
+        line
     }
 }
 
@@ -774,11 +778,11 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
         };
         let what = step(&mut dice, &mut rig, &mut counts);
         steps += 1;
-        undone_at.push(Instant::now());
-        report.note(&format!(
+        let line = report.note(&format!(
             "{what}; {} writes acknowledged meanwhile",
             acked() - before
         ));
+        undone_at.push((Instant::now(), line));
         std::thread::sleep(dice.millis(1_000, 3_000));
     }
     links.clear();
@@ -879,24 +883,35 @@ fn a_seeded_fault_run_loses_nothing_acknowledged() {
     }
     let ledger = ledger.lock().unwrap();
     // Availability, not checked: from each undo to the next acknowledged write.
-    let mut recoveries: Vec<Duration> = undone_at
+    let mut recoveries: Vec<(Duration, &str)> = undone_at
         .iter()
-        .filter_map(|undone| {
+        .filter_map(|(undone, line)| {
             let next = ledger.acked_at.partition_point(|at| at < undone);
-            ledger.acked_at.get(next).map(|at| *at - *undone)
+            ledger
+                .acked_at
+                .get(next)
+                .map(|at| (*at - *undone, line.as_str()))
         })
         .collect();
     recoveries.sort_unstable();
     if let (Some(first), Some(last)) = (recoveries.first(), recoveries.last()) {
-        let at = |q: usize| recoveries[(recoveries.len() - 1) * q / 100];
+        let at = |q: usize| recoveries[(recoveries.len() - 1) * q / 100].0;
         report.note(&format!(
-            "writes acknowledged again after each step's faults were undone: min {first:?}, \
-             p50 {:?}, p90 {:?}, p99 {:?}, max {last:?} ({} steps)",
+            "writes acknowledged again after each step's faults were undone: min {:?}, \
+             p50 {:?}, p90 {:?}, p99 {:?}, max {:?} ({} steps); the slowest:",
+            first.0,
             at(50),
             at(90),
             at(99),
+            last.0,
             recoveries.len()
         ));
+        for (took, line) in recoveries.iter().rev().take(SLOWEST_RECOVERIES) {
+            report.note(&format!(
+                "  {took:?} after the step at {}",
+                line.trim_start()
+            ));
+        }
     }
     let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&ledger, &log)));
     if let Err(panic) = checked {
