@@ -502,7 +502,9 @@ impl Controller {
     }
 
     /// Registers this broker's new incarnation (at startup, and again if it was fenced while
-    /// alive): it becomes live, and leads again its partitions left without a leader. With
+    /// alive): it becomes live, and leads again its partitions left without a leader. An
+    /// earlier incarnation still live (a restart faster than the session timeout) is fenced
+    /// in the same change ([`registration`]). With
     /// `claim_unplaced` (a single node) it also takes every partition placed nowhere (data
     /// written before partitions were placed). Blocking.
     pub fn register_broker(
@@ -900,16 +902,37 @@ pub(crate) fn reassignment(
     Ok(change_record(topic, partition, state, settled(next)))
 }
 
-/// The records registering `broker`: the registration, then the partitions it leads again
-/// (those left without a leader that it was last in sync for), and on a single node the
-/// partitions placed nowhere.
+/// The records registering `broker`: the fencing of its earlier incarnation if that one is
+/// still live, the registration, then the partitions it leads again (those left without a
+/// leader that it was last in sync for), and on a single node the partitions placed
+/// nowhere.
 pub(crate) fn registration(
     image: &MetadataImage,
     broker: &crate::metadata::BrokerImage,
     claim_unplaced: bool,
 ) -> Vec<MetadataRecord> {
-    let current = image.brokers.get(&broker.id);
     let mut records = Vec::new();
+    // A new incarnation while the last one is still live: the node restarted before it was
+    // found silent. The last one is fenced first, as it would have been: where it led, another
+    // in-sync replica leads in a new leader epoch, so that a new incarnation never continues
+    // an epoch its predecessor led (its log may lack the unsynced tail the followers copied),
+    // and clients go to replicas that stayed up while it catches up.
+    let fenced_first;
+    let image = match image.live_broker(broker.id) {
+        Some(last) if last.incarnation != broker.incarnation => {
+            let fence = fencing(image, broker.id, last.incarnation);
+            let mut next = image.clone();
+            for record in &fence {
+                next.apply(record)
+                    .expect("a fencing applies to the image it was computed from");
+            }
+            records.extend(fence);
+            fenced_first = next;
+            &fenced_first
+        }
+        _ => image,
+    };
+    let current = image.brokers.get(&broker.id);
     let registered = current.is_some_and(|b| {
         b.incarnation == broker.incarnation
             && !b.fenced
@@ -1402,6 +1425,38 @@ mod tests {
         }
         // Registering the same live incarnation again changes nothing.
         assert!(registration(&image, &broker(2, 20), false).is_empty());
+    }
+
+    #[test]
+    fn a_broker_restarted_before_it_was_fenced_never_continues_its_last_leader_epochs() {
+        // Two partitions on 1, 2, 3, led by 1 (incarnation 1); partition 1's ISR shrank to 1.
+        let mut image = three_brokers_with_topic(2, 3, &[vec![1, 2, 3], vec![1, 2, 3]]);
+        let shrink = isr_update(&image, "t", 1, 1, 0, 0, &[1]).unwrap();
+        apply(&mut image, &[shrink]);
+        let before: Vec<PartitionState> = image.topic("t").unwrap().states.clone();
+        assert!(before.iter().all(|s| s.leader == 1), "{before:?}");
+
+        // Killed and back before anyone noticed: incarnation 11 registers while 1 is live.
+        register(&mut image, &broker(1, 11), false);
+        check_leaders(&image);
+        assert_eq!(
+            image.live_broker(1).map(|b| b.incarnation),
+            Some(Uuid::from_u128(11))
+        );
+        let after = &image.topic("t").unwrap().states;
+        // Partition 0: an in-sync replica that stayed up leads, in the next epoch; the new
+        // incarnation rejoins the ISR once it has caught up.
+        assert_ne!(after[0].leader, 1);
+        assert_eq!(after[0].leader_epoch, before[0].leader_epoch + 1);
+        assert_eq!(after[0].isr, vec![2, 3]);
+        // Partition 1: no other replica in sync; the new incarnation leads it, in a newer
+        // epoch (left without a leader by the fencing, then led again: two epochs on).
+        assert_eq!(after[1].leader, 1);
+        assert_eq!(after[1].leader_epoch, before[1].leader_epoch + 2);
+        assert_eq!(after[1].isr, vec![1]);
+
+        // The same incarnation registering again changes nothing.
+        assert!(registration(&image, &broker(1, 11), false).is_empty());
     }
 
     #[test]
