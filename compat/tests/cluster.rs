@@ -366,10 +366,8 @@ async fn three_nodes_serve_clients_fail_over_and_rejoin() {
 fn pipelined_produce(address: &str, topic: &str, values: &[&str]) -> Vec<(i16, i64)> {
     use bytes::{Buf, BufMut, Bytes, BytesMut};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{
-        ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
-    };
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
     use std::io::Read;
     use std::net::TcpStream;
     const VERSION: i16 = 9;
@@ -396,16 +394,14 @@ fn pipelined_produce(address: &str, topic: &str, values: &[&str]) -> Vec<(i16, i
                             .with_records(Some(Bytes::from(batch.build().unwrap()))),
                     ]),
             ]);
-        let mut frame = BytesMut::new();
-        RequestHeader::default()
-            .with_request_api_key(ApiKey::Produce as i16)
-            .with_request_api_version(VERSION)
-            .with_correlation_id(i as i32)
-            .with_client_id(Some(StrBytes::from_static_str("pipelining-test")))
-            .encode(&mut frame, ApiKey::Produce.request_header_version(VERSION))
-            .unwrap();
-        request.encode(&mut frame, VERSION).unwrap();
-        frames.put_i32(frame.len() as i32);
+        let frame = sluice_protocol::header::encode_request(
+            ApiKey::Produce,
+            VERSION,
+            i as i32,
+            "pipelining-test",
+            &request,
+        )
+        .unwrap();
         frames.put_slice(&frame);
     }
     let mut stream = TcpStream::connect(address).expect("connect");

@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use bytes::Buf;
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use sluice_protocol::header::encode_request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -72,20 +73,8 @@ impl Connection {
     ) -> Result<Resp, String> {
         self.correlation = self.correlation.wrapping_add(1);
         let correlation = self.correlation;
-        let mut frame = BytesMut::new();
-        frame.put_i32(0);
-        RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation)
-            .with_client_id(Some(StrBytes::from_static_str(FORWARDED_CLIENT_ID)))
-            .encode(&mut frame, key.request_header_version(version))
+        let frame = encode_request(key, version, correlation, FORWARDED_CLIENT_ID, request)
             .map_err(|e| e.to_string())?;
-        request
-            .encode(&mut frame, version)
-            .map_err(|e| e.to_string())?;
-        let len = i32::try_from(frame.len() - 4).map_err(|e| e.to_string())?;
-        frame[..4].copy_from_slice(&len.to_be_bytes());
         let peer = &self.peer;
         self.stream
             .write_all(&frame)

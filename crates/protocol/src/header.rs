@@ -1,8 +1,11 @@
-//! Request headers (v0-v2).
+//! Request headers (v0-v2): parsed as the broker reads them, and whole request frames encoded
+//! for Sluice's own clients.
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::response::EncodeError;
 
 /// A parsed request header and the body that follows it.
 #[derive(Debug)]
@@ -98,6 +101,38 @@ pub fn parse_request(mut frame: Bytes) -> Result<Request, HeaderError> {
         client_id,
         body: frame.copy_to_bytes(frame.remaining()),
     })
+}
+
+/// A request as it goes on the wire: the size prefix, the header in the version `version` of
+/// `api` takes, then `body`. For Sluice's own clients: the CLI, a broker calling its peers,
+/// tests.
+pub fn encode_request<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+    body: &T,
+) -> Result<BytesMut, EncodeError> {
+    let failed = |reason: String| EncodeError {
+        api_key: api,
+        version,
+        what: "request",
+        reason,
+    };
+    let mut frame = BytesMut::new();
+    frame.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)))
+        .encode(&mut frame, api.request_header_version(version))
+        .map_err(|e| failed(e.to_string()))?;
+    body.encode(&mut frame, version)
+        .map_err(|e| failed(e.to_string()))?;
+    let size = i32::try_from(frame.len() - 4).map_err(|_| failed("too large".into()))?;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(frame)
 }
 
 #[cfg(test)]

@@ -101,10 +101,12 @@ impl Response {
 
 /// Encoding failed: a bug or a value the requested version cannot carry.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot encode {api_key:?} v{version} response: {reason}")]
+#[error("cannot encode {api_key:?} v{version} {what}: {reason}")]
 pub struct EncodeError {
     pub api_key: ApiKey,
     pub version: i16,
+    /// "request" or "response".
+    pub what: &'static str,
     pub reason: String,
 }
 
@@ -127,6 +129,7 @@ pub fn encode<T: Encodable>(
     let fail = |reason: String| EncodeError {
         api_key,
         version,
+        what: "response",
         reason,
     };
     let body_size = body

@@ -7,9 +7,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_broker::{BrokerConfig, BrokerHandle, GuardedAllocator};
 
 // What the `sluice` binary installs: the codec's capacity bombs must not abort the tests'
@@ -104,22 +104,15 @@ impl RawClient {
         request: &Req,
     ) -> Option<Bytes> {
         self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("raw-test")));
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        header
-            .encode(&mut buf, api_key.request_header_version(version))
-            .unwrap();
-        request
-            .encode(&mut buf, version)
-            .unwrap_or_else(|e| panic!("encoding {api_key:?} v{version} request: {e}"));
-        let size = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&buf).ok()?;
+        let frame = sluice_protocol::header::encode_request(
+            api_key,
+            version,
+            self.correlation_id,
+            "raw-test",
+            request,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        self.stream.write_all(&frame).ok()?;
         let mut frame = self.read_frame()?;
         let header =
             ResponseHeader::decode(&mut frame, api_key.response_header_version(version)).unwrap();

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use kafka_protocol::messages::{
-    ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse, RequestHeader, ResponseHeader,
+    ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse, ResponseHeader,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::Decodable;
+use sluice_protocol::header::encode_request;
 
 use super::TIMEOUT;
 
@@ -19,21 +20,12 @@ const VERSION: i16 = 1;
 /// Bytes on disk per partition of `topic` on the broker at `host:port`.
 pub fn partition_sizes(host: &str, port: i32, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
     let key = ApiKey::DescribeLogDirs;
-    let mut body = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("sluice-cli")))
-        .encode(&mut body, key.request_header_version(VERSION))?;
     // No topic list (null): every partition of every log directory.
-    DescribeLogDirsRequest::default()
-        .with_topics(None)
-        .encode(&mut body, VERSION)?;
+    let request = DescribeLogDirsRequest::default().with_topics(None);
+    let frame = encode_request(key, VERSION, 1, "sluice-cli", &request)?;
     let mut stream = TcpStream::connect((host, port as u16))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.write_all(&(body.len() as i32).to_be_bytes())?;
-    stream.write_all(&body)?;
+    stream.write_all(&frame)?;
     let mut size = [0u8; 4];
     stream.read_exact(&mut size)?;
     let size = i32::from_be_bytes(size);

@@ -10,12 +10,12 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
-};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use sluice_protocol::header::encode_request;
 
 use super::TIMEOUT;
 
@@ -110,20 +110,7 @@ impl Wire {
         request: &Req,
     ) -> anyhow::Result<Resp> {
         self.correlation += 1;
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("sluice-cli")))
-            .encode(&mut buf, key.request_header_version(version))
-            .context("encoding a request header")?;
-        request
-            .encode(&mut buf, version)
-            .with_context(|| format!("encoding {key:?} v{version}"))?;
-        let size = i32::try_from(buf.len() - 4).context("request too large")?;
-        buf[..4].copy_from_slice(&size.to_be_bytes());
+        let buf = encode_request(key, version, self.correlation, "sluice-cli", request)?;
         let unreachable =
             |e: std::io::Error| anyhow::anyhow!("cannot reach a broker at {}: {e}", self.bootstrap);
         self.stream.write_all(&buf).map_err(unreachable)?;
