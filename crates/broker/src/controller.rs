@@ -918,6 +918,7 @@ pub(crate) fn registration(
     // an epoch its predecessor led (its log may lack the unsynced tail the followers copied),
     // and clients go to replicas that stayed up while it catches up.
     let fenced_first;
+    let before = image;
     let image = match image.live_broker(broker.id) {
         Some(last) if last.incarnation != broker.incarnation => {
             let fence = fencing(image, broker.id, last.incarnation);
@@ -970,6 +971,26 @@ pub(crate) fn registration(
                     broker.id,
                 ));
             }
+        }
+    }
+    // Whatever this incarnation leads, it leads in an epoch no earlier one led.
+    for record in &records {
+        if let MetadataRecord::PartitionChange {
+            topic,
+            partition,
+            leader,
+            leader_epoch,
+            ..
+        } = record
+            && *leader == broker.id
+            && let Some(state) = before.partition(topic, *partition)
+        {
+            assert!(
+                *leader_epoch > state.leader_epoch,
+                "{topic}-{partition}: broker {} would lead in epoch {leader_epoch}, not after {}",
+                broker.id,
+                state.leader_epoch
+            );
         }
     }
     records
